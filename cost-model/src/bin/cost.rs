@@ -1,0 +1,344 @@
+//! `cost`: equal-compute targets for incremental vs full training.
+//!
+//! ```text
+//! cost --stages 12                 # paper and FLOP model side by side
+//! cost --stages 8 --r 2 --json     # one JSON object, paper model with backward = 2x forward
+//! ```
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use cost_model::cli::{self, CliError};
+use cost_model::{
+    backward_ratio_from_times, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
+    ScheduleConfig, Until,
+};
+use serde_json::json;
+
+/// Equal-compute targets for layer-wise incremental vs full training of GPT-2.
+///
+/// Prints, per stage, the layers added, the steps of phase 1 (only new layers train) and phase 2
+/// (all active layers train), their cost in baseline-step equivalents under the paper's layer-count
+/// model and under an architecture-aware FLOP model, and the step at which continual training of
+/// the full model brings the incremental run to the baseline's compute.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cost",
+    version,
+    after_help = "Examples:\n  cost --stages 12\n  cost --stages 8 --phase-steps floor\n  cost --stages 4 --r 2 --model flops --json\n  cost --stages 4 --calibrate 18.6,51.7   # r from measured forward / forward+backward ms"
+)]
+struct Args {
+    /// Number of stages S (each adds about L/S layers).
+    #[arg(long, default_value_t = 4)]
+    stages: u32,
+    /// Transformer layers L of the full model.
+    #[arg(long, default_value_t = 12)]
+    layers: u32,
+    /// Steps of the baseline run, whose compute is the budget (= incremental steps by default).
+    #[arg(long, default_value_t = 10_000)]
+    base_steps: u64,
+    /// Incremental steps as a share of the base steps, in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    incremental_share: f64,
+    /// Paper model: backward/forward cost ratio r (paper: 1; real hardware: about 2).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    r: f64,
+    /// Set r from measured times: FORWARD_MS,FORWARD_BACKWARD_MS of one step (overrides --r).
+    #[arg(long, value_name = "FORWARD_MS,FORWARD_BACKWARD_MS", value_parser = parse_pair)]
+    calibrate: Option<(f64, f64)>,
+    /// Share p of each stage's steps spent in phase 1, in (0, 1].
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    p: f64,
+    /// Whole steps per phase: `exact` (phases add up to the incremental steps) or `floor`
+    /// (the reference code's base_steps // (2S)).
+    #[arg(long, value_enum, default_value_t = PhaseStepRounding::Exact)]
+    phase_steps: PhaseStepRounding,
+    /// Model whose equal-compute step --json reports; the table shows both.
+    #[arg(long, value_enum, default_value_t = ComputeUnit::PaperUnits)]
+    model: ComputeUnit,
+    /// What trains in phase 1 besides the new blocks (FLOP model): `new` or `new+embeddings`
+    /// (the reference code: wte/wpe/ln_f/head stay trainable).
+    #[arg(long, value_enum, default_value_t = Phase1Trainable::New)]
+    phase1_trainable: Phase1Trainable,
+    /// FLOP model: residual width d.
+    #[arg(long, default_value_t = 768)]
+    d_model: u64,
+    /// FLOP model: context length T.
+    #[arg(long, default_value_t = 1024)]
+    context: u64,
+    /// FLOP model: vocabulary size V (padded).
+    #[arg(long, default_value_t = 50_304)]
+    vocab: u64,
+    /// FLOP model: tokens per optimizer step.
+    #[arg(long, default_value_t = 524_288)]
+    tokens_per_step: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_pair(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("'{s}' is not FORWARD_MS,FORWARD_BACKWARD_MS"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("'{x}' is not a number"))
+    };
+    Ok((num(a)?, num(b)?))
+}
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse_args("cost");
+    cli::report("cost", run(&args))
+}
+
+fn run(args: &Args) -> Result<(), CliError> {
+    let backward_ratio = match args.calibrate {
+        Some((forward, forward_backward)) => {
+            backward_ratio_from_times(forward, forward_backward).map_err(CliError::bad_input)?
+        }
+        None => args.r,
+    };
+    let shape = ModelShape {
+        layers: args.layers,
+        d_model: args.d_model,
+        context: args.context,
+        vocab: args.vocab,
+        tokens_per_step: args.tokens_per_step,
+    };
+    let schedule = ScheduleConfig {
+        stages: args.stages,
+        base_steps: args.base_steps,
+        incremental_share: args.incremental_share,
+        phase1_share: args.p,
+        backward_ratio,
+        phase_steps: args.phase_steps,
+        phase1_trainable: args.phase1_trainable,
+    };
+    let plan = Plan::incremental(&shape, &schedule, Until::EqualCompute(args.model))
+        .map_err(CliError::bad_input)?;
+    let output = if args.json {
+        json_report(&plan, args.model)
+    } else {
+        table_report(&plan)?
+    };
+    println!("{output}");
+    Ok(())
+}
+
+fn json_report(plan: &Plan, model: ComputeUnit) -> String {
+    let schedule = plan.schedule.expect("incremental plan");
+    let full = plan.full_step;
+    let in_steps = |unit: ComputeUnit, c: &cost_model::Compute| match unit {
+        ComputeUnit::PaperUnits => c.paper_units,
+        ComputeUnit::Flops => c.flops / full.flops,
+    };
+    let mut cumulative = 0.0;
+    let stages: Vec<_> = plan
+        .stages
+        .iter()
+        .map(|s| {
+            let cost = in_steps(model, &s.compute);
+            cumulative += cost;
+            json!({
+                "stage": s.stage, "layers_added": s.layers_added, "active_layers": s.active_layers,
+                "phase1_steps": s.phase1_steps, "phase2_steps": s.phase2_steps,
+                "cost_in_full_steps": cost, "cumulative_cost_in_full_steps": cumulative,
+                "paper_units": s.compute.paper_units, "flops": s.compute.flops, "tokens": s.compute.tokens,
+            })
+        })
+        .collect();
+    let target = plan.equal_compute.get(model);
+    let value = json!({
+        "inputs": { "shape": plan.shape, "schedule": schedule },
+        "model": model,
+        "layer_split": plan.layer_split,
+        "uneven_split": plan.uneven_split(),
+        "stages": stages,
+        "incremental_steps": plan.incremental_steps,
+        "base_steps": plan.base_steps,
+        "continual_steps": plan.continual_steps(),
+        "equal_compute_step": target.step,
+        "equal_compute_step_exact": target.exact,
+        "closed_form_equal_compute_step_exact": if model == ComputeUnit::PaperUnits { plan.closed_form_equal_compute } else { None },
+        "equal_compute": plan.equal_compute,
+        "full_step": full,
+    });
+    serde_json::to_string_pretty(&value).expect("JSON of plain values")
+}
+
+fn table_report(plan: &Plan) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let schedule = plan
+        .schedule
+        .context("incremental plan without a schedule")?;
+    let shape = plan.shape;
+    let mut out = String::new();
+    let split = if plan.uneven_split() {
+        format!(
+            "uneven split: stages add {} layers",
+            join(&plan.layer_split)
+        )
+    } else {
+        format!("{} layers per stage", plan.layer_split[0])
+    };
+    writeln!(
+        out,
+        "{} layers in {} stages ({split}); base budget {} steps, {} incremental steps",
+        shape.layers,
+        schedule.stages,
+        thousands(plan.base_steps),
+        thousands(plan.incremental_steps)
+    )?;
+    writeln!(
+        out,
+        "paper model: backward/forward r = {}, phase-1 share p = {}, phase steps {}",
+        schedule.backward_ratio,
+        schedule.phase1_share,
+        match schedule.phase_steps {
+            PhaseStepRounding::Exact => "exact (phases add up to the incremental steps)",
+            PhaseStepRounding::Floor => "floor (reference code: steps // 2S per phase)",
+        }
+    )?;
+    writeln!(
+        out,
+        "flops model: d = {}, context = {}, vocab = {}, {} tokens/step, phase 1 trains {}",
+        shape.d_model,
+        thousands(shape.context),
+        thousands(shape.vocab),
+        thousands(shape.tokens_per_step),
+        trainable_name(schedule.phase1_trainable)
+    )?;
+    writeln!(out, "costs in full-model steps (one baseline step = 1)\n")?;
+    writeln!(
+        out,
+        "{:>5} {:>6} {:>7} {:>9} {:>9}  {:>11} {:>11}  {:>11} {:>11}",
+        "stage",
+        "added",
+        "active",
+        "phase-1",
+        "phase-2",
+        "paper",
+        "cumulative",
+        "flops",
+        "cumulative"
+    )?;
+    let (mut paper_total, mut flops_total) = (0.0, 0.0);
+    for s in &plan.stages {
+        let paper = s.compute.paper_units;
+        let flops = s.compute.flops / plan.full_step.flops;
+        paper_total += paper;
+        flops_total += flops;
+        writeln!(
+            out,
+            "{:>5} {:>6} {:>7} {:>9} {:>9}  {:>11.2} {:>11.2}  {:>11.2} {:>11.2}",
+            s.stage,
+            s.layers_added,
+            s.active_layers,
+            thousands(s.phase1_steps),
+            thousands(s.phase2_steps),
+            paper,
+            paper_total,
+            flops,
+            flops_total
+        )?;
+    }
+    writeln!(
+        out,
+        "\nequal-compute step (incremental + continual steps that spend the baseline's compute):"
+    )?;
+    let continual = |step: u64| thousands(step.saturating_sub(plan.incremental_steps));
+    let paper = plan.equal_compute.paper_units;
+    writeln!(
+        out,
+        "  {:<46} {:>7}  ({:>10} unrounded; {} continual steps)",
+        "paper model, per-stage sum:",
+        thousands(paper.step),
+        fixed2(paper.exact),
+        continual(paper.step)
+    )?;
+    if let Some(closed) = plan.closed_form_equal_compute {
+        let note = if (closed - paper.exact).abs() <= 1e-6 {
+            "agrees"
+        } else if plan.uneven_split() {
+            "assumes S divides L; the row above sums the layers really added"
+        } else {
+            "assumes fractional phases; the row above uses whole steps"
+        };
+        writeln!(
+            out,
+            "  {:<46} {:>7}  ({:>10} unrounded; {note})",
+            "paper model, closed form (the paper's):",
+            thousands(cost_model::round_half_up(closed)),
+            fixed2(closed)
+        )?;
+    }
+    for trainable in [
+        schedule.phase1_trainable,
+        other_trainable(schedule.phase1_trainable),
+    ] {
+        let flops = if trainable == schedule.phase1_trainable {
+            plan.equal_compute.flops
+        } else {
+            Plan::incremental(
+                &shape,
+                &ScheduleConfig {
+                    phase1_trainable: trainable,
+                    ..schedule
+                },
+                plan.until,
+            )?
+            .equal_compute
+            .flops
+        };
+        writeln!(
+            out,
+            "  {:<46} {:>7}  ({:>10} unrounded; {} continual steps)",
+            format!("flops model, phase 1 trains {}:", trainable_name(trainable)),
+            thousands(flops.step),
+            fixed2(flops.exact),
+            continual(flops.step)
+        )?;
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// 15729.1666 → "15,729.17".
+fn fixed2(x: f64) -> String {
+    let cents = (x * 100.0).round() as u64;
+    format!("{}.{:02}", thousands(cents / 100), cents % 100)
+}
+
+fn trainable_name(t: Phase1Trainable) -> &'static str {
+    match t {
+        Phase1Trainable::New => "new blocks",
+        Phase1Trainable::NewAndEmbeddings => "new + embeddings",
+    }
+}
+
+fn other_trainable(t: Phase1Trainable) -> Phase1Trainable {
+    match t {
+        Phase1Trainable::New => Phase1Trainable::NewAndEmbeddings,
+        Phase1Trainable::NewAndEmbeddings => Phase1Trainable::New,
+    }
+}
+
+fn join(xs: &[u32]) -> String {
+    xs.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// 15729 → "15,729".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

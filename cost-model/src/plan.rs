@@ -1,0 +1,590 @@
+//! The plan of a run: its stages, phases and continual tail, and the compute of every step.
+//!
+//! A plan is a list of [`Segment`]s, each a run of identical steps (same phase, active layers,
+//! trainable set and tokens). The trainer walks the segments; the per-step API ([`Plan::step`],
+//! [`Plan::cumulative`]) gives the phase and compute of any step without re-deriving anything.
+
+use serde::{Deserialize, Serialize};
+
+use crate::flops::{token_flops, Trainable};
+use crate::{
+    closed_form, split, ComputeUnit, ModelShape, PhaseStepRounding, PlanError, ScheduleConfig,
+    Until,
+};
+
+/// Round to the nearest integer, halves up (14,687.5 → 14,688). Negative values clamp to 0.
+pub fn round_half_up(x: f64) -> u64 {
+    if x <= 0.0 {
+        0
+    } else {
+        (x + 0.5).floor() as u64
+    }
+}
+
+/// Backward/forward ratio `r` from measured times of a forward pass and a forward+backward pass.
+pub fn backward_ratio_from_times(
+    forward_seconds: f64,
+    forward_backward_seconds: f64,
+) -> Result<f64, PlanError> {
+    let ok = forward_seconds.is_finite()
+        && forward_backward_seconds.is_finite()
+        && forward_seconds > 0.0
+        && forward_backward_seconds > forward_seconds;
+    if !ok {
+        return Err(PlanError::BadCalibration(format!(
+            "forward {forward_seconds} and forward+backward {forward_backward_seconds} are not 0 < forward < forward+backward"
+        )));
+    }
+    Ok((forward_backward_seconds - forward_seconds) / forward_seconds)
+}
+
+/// What a step trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// All layers train from the first step (the full-model run).
+    Baseline,
+    /// Only the stage's new blocks train (plus the embeddings with `new+embeddings`).
+    Phase1,
+    /// All active blocks train.
+    Phase2,
+    /// After the stages: all layers train, like the baseline.
+    Continual,
+}
+
+impl Phase {
+    /// The name used in logs and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Baseline => "baseline",
+            Phase::Phase1 => "phase1",
+            Phase::Phase2 => "phase2",
+            Phase::Continual => "continual",
+        }
+    }
+}
+
+/// Cumulative (or per-step) compute in every unit the cost model owns.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Compute {
+    pub tokens: u64,
+    /// Paper layer-count units; one baseline step = 1.0.
+    pub paper_units: f64,
+    pub flops: f64,
+}
+
+/// A run of identical steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub phase: Phase,
+    /// 1..=S for incremental stages and the continual tail (which runs stage S's layers);
+    /// 0 for the baseline.
+    pub stage: u32,
+    /// First step of the segment, 1-based (steps count optimizer steps).
+    pub first_step: u64,
+    pub steps: u64,
+    /// Which blocks run and which train.
+    pub trainable: Trainable,
+    pub tokens_per_step: u64,
+    pub paper_units_per_step: f64,
+    pub flops_per_step: f64,
+}
+
+impl Segment {
+    /// Last step of the segment (inclusive); `first_step - 1` when empty.
+    pub fn last_step(&self) -> u64 {
+        self.first_step + self.steps - 1
+    }
+}
+
+/// One incremental stage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub stage: u32,
+    pub layers_added: u32,
+    pub active_layers: u32,
+    pub phase1_steps: u64,
+    pub phase2_steps: u64,
+    /// Compute of the whole stage (both phases).
+    pub compute: Compute,
+}
+
+/// The step at which an incremental run has spent the baseline's compute.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EqualCompute {
+    /// Unrounded: incremental steps + (baseline compute − incremental compute) / one full step.
+    pub exact: f64,
+    /// `exact` rounded to the nearest step, halves up.
+    pub step: u64,
+}
+
+impl EqualCompute {
+    fn new(exact: f64) -> Self {
+        EqualCompute {
+            exact,
+            step: round_half_up(exact),
+        }
+    }
+}
+
+/// Equal-compute points in each unit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EqualComputeTargets {
+    pub paper_units: EqualCompute,
+    pub flops: EqualCompute,
+}
+
+impl EqualComputeTargets {
+    /// The target in `unit`.
+    pub fn get(&self, unit: ComputeUnit) -> EqualCompute {
+        match unit {
+            ComputeUnit::PaperUnits => self.paper_units,
+            ComputeUnit::Flops => self.flops,
+        }
+    }
+}
+
+/// Everything about one step of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepInfo {
+    pub step: u64,
+    pub phase: Phase,
+    pub stage: u32,
+    pub trainable: Trainable,
+    /// Compute of this step alone.
+    pub compute: Compute,
+}
+
+/// A baseline or incremental schedule with the compute of every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub shape: ModelShape,
+    /// `None` for a baseline plan.
+    pub schedule: Option<ScheduleConfig>,
+    /// Layers added per stage (empty for a baseline).
+    pub layer_split: Vec<u32>,
+    pub stages: Vec<StagePlan>,
+    pub segments: Vec<Segment>,
+    /// Steps of the baseline run whose compute is the budget.
+    pub base_steps: u64,
+    /// Steps of all incremental stages together (before continual).
+    pub incremental_steps: u64,
+    /// Compute of one full-model step.
+    pub full_step: Compute,
+    pub equal_compute: EqualComputeTargets,
+    /// The paper's closed form (assumes `S | L` and fractional phases); `None` for a baseline.
+    pub closed_form_equal_compute: Option<f64>,
+    pub until: Until,
+}
+
+impl Plan {
+    /// The full model trained for `steps` steps.
+    pub fn baseline(shape: &ModelShape, steps: u64) -> Result<Plan, PlanError> {
+        shape.validate()?;
+        if steps == 0 {
+            return Err(PlanError::NoBaseSteps);
+        }
+        let full_step = full_step_compute(shape);
+        let segment = full_segment(shape, Phase::Baseline, 0, 1, steps);
+        let at_budget = EqualCompute::new(steps as f64);
+        Ok(Plan {
+            shape: *shape,
+            schedule: None,
+            layer_split: Vec::new(),
+            stages: Vec::new(),
+            segments: vec![segment],
+            base_steps: steps,
+            incremental_steps: 0,
+            full_step,
+            equal_compute: EqualComputeTargets {
+                paper_units: at_budget,
+                flops: at_budget,
+            },
+            closed_form_equal_compute: None,
+            until: Until::Steps(steps),
+        })
+    }
+
+    /// Stages, phases and a continual tail that runs until `until`.
+    pub fn incremental(
+        shape: &ModelShape,
+        schedule: &ScheduleConfig,
+        until: Until,
+    ) -> Result<Plan, PlanError> {
+        shape.validate()?;
+        schedule.validate(shape.layers)?;
+        let layer_split = split::split_layers(shape.layers, schedule.stages);
+        let phase_steps = phase_step_counts(schedule);
+        let full_step = full_step_compute(shape);
+
+        let mut segments = Vec::new();
+        let mut stages = Vec::new();
+        let mut next_step = 1;
+        let mut active = 0;
+        for (index, (&added, &(phase1_steps, phase2_steps))) in
+            layer_split.iter().zip(&phase_steps).enumerate()
+        {
+            let stage = index as u32 + 1;
+            if phase1_steps + phase2_steps == 0 {
+                return Err(PlanError::TooFewSteps {
+                    steps: schedule.incremental_steps(),
+                    stages: schedule.stages,
+                });
+            }
+            let first_new = active;
+            active += added;
+            let phase1 = Trainable {
+                active_layers: active,
+                first_trainable: first_new,
+                embeddings: schedule.phase1_trainable.embeddings_trainable(),
+            };
+            let phase1_paper = (f64::from(active) + schedule.backward_ratio * f64::from(added))
+                / ((1.0 + schedule.backward_ratio) * f64::from(shape.layers));
+            let phase2_paper = f64::from(active) / f64::from(shape.layers);
+            let mut stage_compute = Compute::default();
+            for (phase, steps, trainable, paper) in [
+                (Phase::Phase1, phase1_steps, phase1, phase1_paper),
+                (
+                    Phase::Phase2,
+                    phase2_steps,
+                    Trainable::all(active),
+                    phase2_paper,
+                ),
+            ] {
+                if steps == 0 {
+                    continue;
+                }
+                let segment = Segment {
+                    phase,
+                    stage,
+                    first_step: next_step,
+                    steps,
+                    trainable,
+                    tokens_per_step: shape.tokens_per_step,
+                    paper_units_per_step: paper,
+                    flops_per_step: shape.tokens_per_step as f64
+                        * token_flops(shape, trainable).total(),
+                };
+                stage_compute = add(stage_compute, segment_compute(&segment, steps));
+                next_step += steps;
+                segments.push(segment);
+            }
+            stages.push(StagePlan {
+                stage,
+                layers_added: added,
+                active_layers: active,
+                phase1_steps,
+                phase2_steps,
+                compute: stage_compute,
+            });
+        }
+        let incremental_steps = next_step - 1;
+        let spent = stages
+            .iter()
+            .fold(Compute::default(), |acc, s| add(acc, s.compute));
+        let base = schedule.base_steps as f64;
+        let equal_compute = EqualComputeTargets {
+            paper_units: EqualCompute::new(incremental_steps as f64 + base - spent.paper_units),
+            flops: EqualCompute::new(
+                incremental_steps as f64 + base - spent.flops / full_step.flops,
+            ),
+        };
+        let closed_form_equal_compute = Some(closed_form::equal_compute_step(
+            schedule.stages,
+            base,
+            schedule.incremental_steps() as f64,
+            schedule.backward_ratio,
+            schedule.phase1_share,
+        ));
+
+        let mut plan = Plan {
+            shape: *shape,
+            schedule: Some(*schedule),
+            layer_split,
+            stages,
+            segments,
+            base_steps: schedule.base_steps,
+            incremental_steps,
+            full_step,
+            equal_compute,
+            closed_form_equal_compute,
+            until,
+        };
+        let end = match until {
+            Until::EqualCompute(unit) => plan.equal_compute.get(unit).step,
+            Until::Steps(0) => return Err(PlanError::NoUntilSteps),
+            Until::Steps(steps) => steps,
+        };
+        plan.truncate_or_extend(end);
+        Ok(plan)
+    }
+
+    /// Cut the plan at `last_step`, or add continual steps up to it.
+    fn truncate_or_extend(&mut self, last_step: u64) {
+        self.segments.retain(|s| s.first_step <= last_step);
+        if let Some(last) = self.segments.last_mut() {
+            last.steps = last.steps.min(last_step + 1 - last.first_step);
+        }
+        if last_step > self.incremental_steps {
+            let stage = self.stages.len() as u32;
+            let first = self.incremental_steps + 1;
+            let continual = full_segment(
+                &self.shape,
+                Phase::Continual,
+                stage,
+                first,
+                last_step - self.incremental_steps,
+            );
+            self.segments.push(continual);
+        }
+    }
+
+    /// Number of steps the plan runs.
+    pub fn total_steps(&self) -> u64 {
+        self.segments.iter().map(|s| s.steps).sum()
+    }
+
+    /// Steps of the continual tail.
+    pub fn continual_steps(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.phase == Phase::Continual)
+            .map(|s| s.steps)
+            .sum()
+    }
+
+    /// True when the stages add different numbers of layers.
+    pub fn uneven_split(&self) -> bool {
+        self.layer_split.windows(2).any(|w| w[0] != w[1])
+    }
+
+    /// The segment holding step `step` (1-based), if the plan runs it.
+    pub fn segment_of(&self, step: u64) -> Option<&Segment> {
+        self.segments
+            .iter()
+            .find(|s| step >= s.first_step && step <= s.last_step())
+    }
+
+    /// Phase, stage, trainable set and compute of step `step` (1-based).
+    pub fn step(&self, step: u64) -> Option<StepInfo> {
+        self.segment_of(step).map(|s| StepInfo {
+            step,
+            phase: s.phase,
+            stage: s.stage,
+            trainable: s.trainable,
+            compute: segment_compute(s, 1),
+        })
+    }
+
+    /// Compute spent by the first `steps` steps (all of the plan when `steps` exceeds it).
+    pub fn cumulative(&self, steps: u64) -> Compute {
+        self.segments.iter().fold(Compute::default(), |acc, s| {
+            let done = steps.saturating_sub(s.first_step - 1).min(s.steps);
+            add(acc, segment_compute(s, done))
+        })
+    }
+
+    /// Compute of the baseline's budget (`base_steps` full steps).
+    pub fn budget(&self) -> Compute {
+        scale(self.full_step, self.base_steps)
+    }
+}
+
+/// Whole (phase 1, phase 2) steps of every stage.
+fn phase_step_counts(schedule: &ScheduleConfig) -> Vec<(u64, u64)> {
+    let stages = u64::from(schedule.stages);
+    let total = schedule.incremental_steps() as f64;
+    let p = schedule.phase1_share;
+    match schedule.phase_steps {
+        PhaseStepRounding::Floor => {
+            // The reference code's `base_steps // (2S)`, generalised to a phase-1 share p.
+            // The epsilon keeps 0.3·1000/10 = 29.999… from flooring to 29.
+            let per_stage = total / stages as f64;
+            let floor = |x: f64| (x + 1e-9).floor() as u64;
+            vec![(floor(p * per_stage), floor((1.0 - p) * per_stage)); stages as usize]
+        }
+        PhaseStepRounding::Exact => {
+            // Boundaries at the rounded exact positions, so the phases add up to `total`.
+            let boundary = |stage: u64, offset: f64| {
+                round_half_up((stage as f64 + offset) * total / stages as f64)
+            };
+            (0..stages)
+                .map(|s| {
+                    let (start, middle, end) = (boundary(s, 0.0), boundary(s, p), boundary(s, 1.0));
+                    (middle - start, end - middle)
+                })
+                .collect()
+        }
+    }
+}
+
+fn full_step_compute(shape: &ModelShape) -> Compute {
+    Compute {
+        tokens: shape.tokens_per_step,
+        paper_units: 1.0,
+        flops: shape.tokens_per_step as f64
+            * token_flops(shape, Trainable::all(shape.layers)).total(),
+    }
+}
+
+fn full_segment(
+    shape: &ModelShape,
+    phase: Phase,
+    stage: u32,
+    first_step: u64,
+    steps: u64,
+) -> Segment {
+    let full = full_step_compute(shape);
+    Segment {
+        phase,
+        stage,
+        first_step,
+        steps,
+        trainable: Trainable::all(shape.layers),
+        tokens_per_step: full.tokens,
+        paper_units_per_step: full.paper_units,
+        flops_per_step: full.flops,
+    }
+}
+
+fn segment_compute(segment: &Segment, steps: u64) -> Compute {
+    Compute {
+        tokens: segment.tokens_per_step * steps,
+        paper_units: segment.paper_units_per_step * steps as f64,
+        flops: segment.flops_per_step * steps as f64,
+    }
+}
+
+fn scale(c: Compute, steps: u64) -> Compute {
+    Compute {
+        tokens: c.tokens * steps,
+        paper_units: c.paper_units * steps as f64,
+        flops: c.flops * steps as f64,
+    }
+}
+
+fn add(a: Compute, b: Compute) -> Compute {
+    Compute {
+        tokens: a.tokens + b.tokens,
+        paper_units: a.paper_units + b.paper_units,
+        flops: a.flops + b.flops,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    fn paper_plan(stages: u32) -> Plan {
+        let schedule = ScheduleConfig {
+            stages,
+            ..ScheduleConfig::default()
+        };
+        Plan::incremental(&ModelShape::gpt2_124m(), &schedule, Until::default()).unwrap()
+    }
+
+    #[test]
+    fn equal_compute_matches_paper_for_4_8_12_stages() {
+        assert_eq!(paper_plan(4).equal_compute.paper_units.step, 14_688);
+        assert_eq!(paper_plan(12).equal_compute.paper_units.step, 15_729);
+        assert_relative_eq!(paper_plan(4).equal_compute.paper_units.exact, 14_687.5);
+        // 8 does not divide 12: the paper's 15,469 is its closed form (1.5 layers a stage) ...
+        let eight = paper_plan(8);
+        assert_eq!(
+            round_half_up(eight.closed_form_equal_compute.unwrap()),
+            15_469
+        );
+        // ... while the layers really trained (2,1,2,1,...) cost more, so equal compute comes
+        // earlier: 156.25 full steps more in the stages (hand count: 625·2/12 + 625·2/24).
+        assert!(eight.uneven_split());
+        assert_relative_eq!(
+            eight.equal_compute.paper_units.exact,
+            15_468.75 - 156.25,
+            epsilon = 1e-9
+        );
+    }
+
+    #[test]
+    fn continual_tail_runs_to_the_equal_compute_step() {
+        let plan = paper_plan(4);
+        assert_eq!(plan.total_steps(), 14_688);
+        assert_eq!(plan.continual_steps(), 4_688);
+        let last = plan.step(14_688).unwrap();
+        assert_eq!(last.phase, Phase::Continual);
+        assert_eq!(last.trainable.active_layers, 12);
+        assert!(plan.step(14_689).is_none());
+    }
+
+    #[test]
+    fn reference_floor_phase_steps_run_9984_steps_for_12_stages() {
+        let schedule = ScheduleConfig {
+            stages: 12,
+            phase_steps: PhaseStepRounding::Floor,
+            ..Default::default()
+        };
+        let plan =
+            Plan::incremental(&ModelShape::gpt2_124m(), &schedule, Until::Steps(9_984)).unwrap();
+        assert_eq!(plan.incremental_steps, 9_984);
+        assert!(plan
+            .stages
+            .iter()
+            .all(|s| s.phase1_steps == 416 && s.phase2_steps == 416));
+    }
+
+    #[test]
+    fn step_info_follows_stages_and_phases() {
+        let plan = paper_plan(4);
+        let first = plan.step(1).unwrap();
+        assert_eq!(
+            (first.phase, first.stage, first.trainable.active_layers),
+            (Phase::Phase1, 1, 3)
+        );
+        let s2p1 = plan.step(2_501).unwrap();
+        assert_eq!(
+            (s2p1.phase, s2p1.stage, s2p1.trainable.first_trainable),
+            (Phase::Phase1, 2, 3)
+        );
+        let s2p2 = plan.step(3_751).unwrap();
+        assert_eq!(
+            (
+                s2p2.phase,
+                s2p2.trainable.first_trainable,
+                s2p2.trainable.active_layers
+            ),
+            (Phase::Phase2, 0, 6)
+        );
+        // Phase 1 of stage 2 with r = 1: (6 + 3) / (2 · 12) of a full step.
+        assert_relative_eq!(s2p1.compute.paper_units, 9.0 / 24.0);
+    }
+
+    #[test]
+    fn cumulative_compute_adds_up_step_by_step() {
+        let plan = paper_plan(12);
+        let mut running = 0.0;
+        for n in 1..=plan.total_steps() {
+            running += plan.step(n).unwrap().compute.paper_units;
+            if n % 997 == 0 {
+                assert_relative_eq!(plan.cumulative(n).paper_units, running, epsilon = 1e-6);
+            }
+        }
+        // At the equal-compute step the spent compute is within half a step of the budget.
+        let spent = plan.cumulative(plan.total_steps()).paper_units;
+        assert!((spent - plan.budget().paper_units).abs() <= 0.5 + 1e-9);
+    }
+
+    #[test]
+    fn baseline_plan_has_one_segment_of_full_steps() {
+        let plan = Plan::baseline(&ModelShape::gpt2_124m(), 100).unwrap();
+        assert_eq!(plan.total_steps(), 100);
+        assert_relative_eq!(plan.cumulative(100).paper_units, 100.0);
+        assert_eq!(plan.step(50).unwrap().phase, Phase::Baseline);
+    }
+
+    #[test]
+    fn calibration_turns_times_into_a_ratio() {
+        assert_relative_eq!(backward_ratio_from_times(18.6, 51.7).unwrap(), 33.1 / 18.6);
+        assert!(backward_ratio_from_times(10.0, 5.0).is_err());
+        assert!(backward_ratio_from_times(0.0, 5.0).is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! Invariants of the cost model that must hold for every input, not just the paper's.
+
+use approx::assert_relative_eq;
+use cost_model::{
+    closed_form, split_layers, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
+    ScheduleConfig, Until,
+};
+use proptest::prelude::*;
+
+fn shape(layers: u32) -> ModelShape {
+    ModelShape {
+        layers,
+        ..ModelShape::gpt2_124m()
+    }
+}
+
+fn trainable() -> impl Strategy<Value = Phase1Trainable> {
+    prop_oneof![
+        Just(Phase1Trainable::New),
+        Just(Phase1Trainable::NewAndEmbeddings)
+    ]
+}
+
+fn rounding() -> impl Strategy<Value = PhaseStepRounding> {
+    prop_oneof![
+        Just(PhaseStepRounding::Exact),
+        Just(PhaseStepRounding::Floor)
+    ]
+}
+
+/// Layers, stages ≤ layers, and a schedule with enough steps for every stage.
+fn any_schedule() -> impl Strategy<Value = (u32, ScheduleConfig)> {
+    (1u32..=48).prop_flat_map(|layers| {
+        (
+            Just(layers),
+            1..=layers,
+            200u64..20_000,
+            0.0f64..4.0,
+            0.05f64..=1.0,
+            0.2f64..=1.0,
+            rounding(),
+            trainable(),
+        )
+            .prop_map(
+                |(layers, stages, base_steps, r, p, share, phase_steps, phase1_trainable)| {
+                    (
+                        layers,
+                        ScheduleConfig {
+                            stages,
+                            base_steps,
+                            incremental_share: share,
+                            phase1_share: p,
+                            backward_ratio: r,
+                            phase_steps,
+                            phase1_trainable,
+                        },
+                    )
+                },
+            )
+    })
+}
+
+#[test]
+fn closed_form_equals_summed_stage_costs_for_every_divisor() {
+    for layers in [12u32, 24] {
+        for stages in (1..=layers).filter(|s| layers % s == 0) {
+            for r in [0.0, 1.0, 1.78, 2.0] {
+                // Base steps divisible by 2S, so the whole-step phases are exactly the fractional ones.
+                let schedule = ScheduleConfig {
+                    stages,
+                    base_steps: 24 * 500,
+                    backward_ratio: r,
+                    ..Default::default()
+                };
+                let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+                assert!(!plan.uneven_split());
+                assert_relative_eq!(
+                    plan.equal_compute.paper_units.exact,
+                    plan.closed_form_equal_compute.unwrap(),
+                    epsilon = 1e-6
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn closed_form_equals_stage_sum_when_stages_divide_layers(
+        k in 1u32..=6, stages in 1u32..=12, m in 1u64..=400, r in 0.0f64..4.0
+    ) {
+        let layers = k * stages;
+        let schedule = ScheduleConfig { stages, base_steps: 2 * u64::from(stages) * m, backward_ratio: r, ..Default::default() };
+        let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+        prop_assert!((plan.equal_compute.paper_units.exact - plan.closed_form_equal_compute.unwrap()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn equal_compute_step_is_at_least_the_incremental_steps((layers, schedule) in any_schedule()) {
+        let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+        for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops] {
+            prop_assert!(plan.equal_compute.get(unit).exact >= plan.incremental_steps as f64 - 1e-9);
+        }
+    }
+
+    #[test]
+    fn equal_compute_step_grows_with_backward_ratio((layers, schedule) in any_schedule(), dr in 0.0f64..3.0) {
+        let low = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+        let higher = ScheduleConfig { backward_ratio: schedule.backward_ratio + dr, ..schedule };
+        let high = Plan::incremental(&shape(layers), &higher, Until::default()).unwrap();
+        prop_assert!(high.equal_compute.paper_units.exact >= low.equal_compute.paper_units.exact - 1e-9);
+        let closed = |s: &ScheduleConfig| closed_form::equal_compute_step(s.stages, 1e4, 1e4, s.backward_ratio, s.phase1_share);
+        prop_assert!(closed(&higher) >= closed(&schedule) - 1e-9);
+    }
+
+    #[test]
+    fn totals_add_up((layers, schedule) in any_schedule(), unit_is_flops in any::<bool>()) {
+        let unit = if unit_is_flops { ComputeUnit::Flops } else { ComputeUnit::PaperUnits };
+        let plan = Plan::incremental(&shape(layers), &schedule, Until::EqualCompute(unit)).unwrap();
+        let stage_steps: u64 = plan.stages.iter().map(|s| s.phase1_steps + s.phase2_steps).sum();
+        prop_assert_eq!(stage_steps, plan.incremental_steps);
+        prop_assert_eq!(plan.total_steps(), plan.equal_compute.get(unit).step.max(plan.incremental_steps));
+        prop_assert_eq!(plan.total_steps(), plan.incremental_steps + plan.continual_steps());
+        // Segments tile steps 1..=total without gaps or overlaps.
+        let mut next = 1;
+        for segment in &plan.segments {
+            prop_assert_eq!(segment.first_step, next);
+            next += segment.steps;
+        }
+        // Stage compute plus the continual tail is the cumulative compute of the whole plan.
+        let stage_units: f64 = plan.stages.iter().map(|s| s.compute.paper_units).sum();
+        let total = plan.cumulative(plan.total_steps());
+        prop_assert!((stage_units + plan.continual_steps() as f64 - total.paper_units).abs() < 1e-6 * total.paper_units.max(1.0));
+        // Spending up to the rounded equal-compute step lands within half a full step of the budget.
+        let spent = match unit { ComputeUnit::PaperUnits => total.paper_units, ComputeUnit::Flops => total.flops / plan.full_step.flops };
+        if plan.continual_steps() > 0 {
+            prop_assert!((spent - plan.base_steps as f64).abs() <= 0.5 + 1e-6);
+        }
+        if schedule.phase_steps == PhaseStepRounding::Exact {
+            prop_assert_eq!(plan.incremental_steps, schedule.incremental_steps());
+        }
+    }
+
+    #[test]
+    fn uneven_splits_use_every_layer_exactly_once(layers in 1u32..=200, stages_frac in 0.0f64..1.0) {
+        let stages = 1 + ((layers - 1) as f64 * stages_frac) as u32;
+        let split = split_layers(layers, stages);
+        prop_assert_eq!(split.len(), stages as usize);
+        prop_assert_eq!(split.iter().sum::<u32>(), layers);
+        prop_assert!(split.iter().all(|&k| k >= 1));
+        let (min, max) = (split.iter().min().unwrap(), split.iter().max().unwrap());
+        prop_assert!(max - min <= 1, "split {:?} is not as even as possible", split);
+    }
+
+    #[test]
+    fn each_step_costs_at_most_a_full_step((layers, schedule) in any_schedule()) {
+        let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+        for segment in &plan.segments {
+            prop_assert!(segment.paper_units_per_step <= 1.0 + 1e-12);
+            prop_assert!(segment.flops_per_step <= plan.full_step.flops * (1.0 + 1e-12));
+        }
+    }
+}
