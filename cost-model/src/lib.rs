@@ -25,6 +25,7 @@ pub mod closed_form;
 pub mod config;
 pub mod error;
 pub mod flops;
+pub mod metrics;
 pub mod plan;
 pub mod split;
 

@@ -1,9 +1,16 @@
-//! Which device tensors live on.
+//! Which device tensors live on, and how CUDA is switched on.
+//!
+//! Our libtorch build links only `libtorch_cpu.so`, so one binary serves CPU and GPU machines:
+//! CUDA appears when the process `dlopen`s `libtorch_cuda.so` before any other torch call
+//! (LIBTORCH.md). [`select`] does that first thing for `auto` and `cuda`.
 
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
 /// Device names a user can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// CUDA when available, else CPU.
     Auto,
@@ -11,13 +18,61 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// Resolve a choice to a tch device; `None` when CUDA is asked for but absent.
-pub fn resolve(choice: DeviceChoice) -> Option<Device> {
+/// Try to load libtorch's CUDA backend; true on success. Must run before any other torch call.
+fn load_cuda_backend() -> bool {
+    // SAFETY: dlopen with a valid C string; the handle is deliberately never closed.
+    let handle = unsafe {
+        libc::dlopen(
+            c"libtorch_cuda.so".as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_GLOBAL,
+        )
+    };
+    !handle.is_null()
+}
+
+/// Resolve the user's choice, loading CUDA when asked. `auto` falls back to CPU with a note on
+/// stderr; `cuda` without a GPU is an error.
+pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     match choice {
-        DeviceChoice::Cpu => Some(Device::Cpu),
-        DeviceChoice::Cuda => tch::Cuda::is_available().then_some(Device::Cuda(0)),
-        DeviceChoice::Auto => Some(Device::cuda_if_available()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda => {
+            if !load_cuda_backend() {
+                bail!("--device cuda: libtorch_cuda.so cannot be loaded; set LD_LIBRARY_PATH to a CUDA build of torch 2.11.0's lib directory, or use --device cpu");
+            }
+            if !tch::Cuda::is_available() {
+                bail!("--device cuda: libtorch_cuda.so loaded but no GPU is visible; use --device cpu");
+            }
+            Ok(Device::Cuda(0))
+        }
+        DeviceChoice::Auto => {
+            if load_cuda_backend() && tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
     }
+}
+
+/// A short name for logs and run.json: `cpu` or `cuda:0`.
+pub fn name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
+}
+
+extern "C" {
+    /// `at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)` from libtorch_cpu.so;
+    /// both enums are int8 (CUDA = 1, BFloat16 = 15). tch has no binding for it.
+    #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+    fn at_set_autocast_dtype(device_type: i8, dtype: i8);
+}
+
+/// Make CUDA autocast use bf16 instead of tch's default fp16.
+pub fn use_bf16_autocast_on_cuda() {
+    // SAFETY: plain C++ function taking two int8 enums by value.
+    unsafe { at_set_autocast_dtype(1, 15) }
 }
 
 #[cfg(test)]
@@ -27,7 +82,7 @@ mod tests {
 
     #[test]
     fn libtorch_multiplies_matrices_on_cpu() {
-        let device = resolve(DeviceChoice::Cpu).unwrap();
+        let device = select(DeviceChoice::Cpu).unwrap();
         let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0])
             .reshape([2, 2])
             .to_device(device);

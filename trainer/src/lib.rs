@@ -1,7 +1,20 @@
 //! # trainer
 //!
-//! GPT-2 in tch (libtorch): baseline and layer-wise incremental schedules built from
-//! [`cost_model::Plan`]. This crate grows issue by issue; today it holds the device selection that
-//! every later module uses.
+//! GPT-2 in tch (libtorch): baseline and layer-wise schedules built from [`cost_model::Plan`],
+//! token shards, our own checkpointable AdamW, and checkpoints that resume bit for bit.
+//!
+//! Read in data-flow order: [`data`] (shards, tokenizers, loader) → [`model`] → [`optim`] →
+//! [`schedule`] → [`train`] (the loop) → [`checkpoint`] and [`runlog`] (what a run leaves behind)
+//! → [`export`].
 
+pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod device;
+pub mod export;
+pub mod model;
+pub mod optim;
+pub mod progress;
+pub mod runlog;
+pub mod schedule;
+pub mod train;
