@@ -19,6 +19,21 @@ setup:
 cost *args:
     @cargo run --quiet --release -p cost-model --bin cost -- "$@"
 
+# Fetch the embedded corpus and tokenize it, e.g. `just data` (bytes) or `just data --tokenizer gpt2`.
+data *args:
+    @scripts/fetch-corpus
+    @cargo run --quiet --release -p trainer --bin train -- data "$@"
+
+# Train (default: tiny preset, baseline, embedded corpus), e.g. `just train --resume runs/<run>`.
+train *args: setup
+    @scripts/fetch-corpus
+    @cargo run --quiet --release -p trainer --bin train -- data --if-missing
+    @cargo run --quiet --release -p trainer --bin train -- "$@"
+
+# Export a run's checkpoint in Hugging Face GPT-2 layout, e.g. `just export runs/<run> --step 500`.
+export *args:
+    @cargo run --quiet --release -p trainer --bin train -- export "$@"
+
 # Everything CI checks: formatting, clippy (warnings are errors), and every test.
 test: setup
     cargo fmt --all --check

@@ -229,11 +229,11 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
             bail!("adamw betas ({}, {}) must be in [0, 1)", a.beta1, a.beta2);
         }
-        if !(a.eps > 0.0) || !(a.weight_decay >= 0.0) {
+        if a.eps.is_nan() || a.eps <= 0.0 || a.weight_decay.is_nan() || a.weight_decay < 0.0 {
             bail!("adamw.eps must be > 0 and adamw.weight_decay >= 0");
         }
         if let Some(clip) = self.grad_clip {
-            if !(clip > 0.0) {
+            if clip.is_nan() || clip <= 0.0 {
                 bail!("grad_clip = {clip}: must be > 0, or null for no clipping");
             }
         }

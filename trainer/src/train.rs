@@ -108,6 +108,16 @@ pub fn start(
         Ok((info, dataset))
     };
     let (info, dataset) = prepare().map_err(bad_input)?;
+    if !options.quiet {
+        eprintln!(
+            "training {} ({} schedule, {} steps) on {} into {}",
+            info.config.preset,
+            info.schedule.name(),
+            info.plan.total_steps(),
+            info.device,
+            run_dir.display()
+        );
+    }
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     write_atomically(&run_dir.join(RUN_FILE), &serde_json::to_vec_pretty(&info)?)?;
     let initial = TrainState {
@@ -175,9 +185,16 @@ impl Trainer {
         let config = &info.config;
         // All randomness is drawn here, at initialisation: a resumed run draws the same numbers
         // and then overwrites them from the checkpoint.
+        // libtorch's generator is global: hold a lock from seeding to the last draw so another
+        // thread initialising a model at the same time cannot interleave its draws with ours.
+        static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = INIT_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(config.seed as i64);
         let vs = VarStore::new(options.device);
         let model = Gpt::new(&vs, config.model);
+        drop(guard);
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let optimizer = AdamW::new(params, config.adamw);

@@ -185,14 +185,6 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
         )));
     }
     let device = device::select(args.device).map_err(CliError::bad_input)?;
-    eprintln!(
-        "training {} ({} schedule, {} steps) on {} into {}",
-        config.preset,
-        schedule.name(),
-        config.steps,
-        device::name(device),
-        args.runs_dir.join(&name).display()
-    );
     let summary = train::start(
         &args.runs_dir.join(&name),
         config,

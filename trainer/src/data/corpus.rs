@@ -69,12 +69,19 @@ pub fn prepare_documents(
         val_every >= 2,
         "val_every = {val_every}: must be >= 2 so some documents remain for training"
     );
-    let (val, train): (Vec<(usize, &String)>, Vec<(usize, &String)>) = documents
+    let is_val = |i: usize| i % val_every == 0;
+    let val: Vec<&str> = documents
         .iter()
         .enumerate()
-        .partition(|(i, _)| i % val_every == 0);
-    let val: Vec<&str> = val.into_iter().map(|(_, d)| d.as_str()).collect();
-    let train: Vec<&str> = train.into_iter().map(|(_, d)| d.as_str()).collect();
+        .filter(|(i, _)| is_val(*i))
+        .map(|(_, d)| d.as_str())
+        .collect();
+    let train: Vec<&str> = documents
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !is_val(*i))
+        .map(|(_, d)| d.as_str())
+        .collect();
 
     let start = Instant::now();
     let val_tokens = tokenizer.encode_documents(&val);

@@ -1,0 +1,133 @@
+//! The `train` binary as a user sees it: a tiny run end to end, and one-line errors with exit
+//! code 2 for bad input, leaving nothing half-written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use trainer::data::write_shard;
+
+fn train(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run train")
+}
+
+fn dataset(dir: &Path) {
+    let tokens: Vec<u16> = "a rose is a rose is a rose. "
+        .repeat(100)
+        .bytes()
+        .map(u16::from)
+        .collect();
+    write_shard(&dir.join("data/d/d_val_000000.bin"), &tokens[..1000]).unwrap();
+    write_shard(&dir.join("data/d/d_train_000001.bin"), &tokens).unwrap();
+}
+
+const SMALL: [&str; 16] = [
+    "--set",
+    "model.layers=2",
+    "--set",
+    "model.d_model=16",
+    "--set",
+    "model.heads=2",
+    "--set",
+    "model.context=8",
+    "--set",
+    "micro_batch=2",
+    "--set",
+    "tokens_per_step=16",
+    "--set",
+    "data_dir=data/d",
+    "--device",
+    "cpu",
+];
+
+#[test]
+fn trains_a_small_run_and_exports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut args = SMALL.to_vec();
+    args.extend(["--set", "steps=3", "--run", "r", "--quiet"]);
+    let out = train(&args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("step 3/3"));
+    let run = dir.path().join("runs/r");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["config"]["model"]["d_model"], 16);
+    assert_eq!(info["libtorch_version"], "2.11.0");
+    assert!(train(&["export", "runs/r"], dir.path()).status.success());
+    assert!(run.join("export/config.json").is_file());
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    std::fs::create_dir_all(dir.path().join("data/corrupt")).unwrap();
+    std::fs::write(
+        dir.path().join("data/corrupt/c_val_000000.bin"),
+        vec![7u8; 2048],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("data/corrupt/c_train_000001.bin"),
+        vec![7u8; 2048],
+    )
+    .unwrap();
+
+    let with_small = |extra: &[&'static str]| {
+        let mut v = SMALL.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--preset", "huge"], "huge"),
+        (vec!["--set", "model.depth=3"], "model.depth"),
+        (vec!["--set", "steps=many"], "steps"),
+        (vec!["--set", "steps"], "key=value"),
+        (
+            with_small(&["--set", "tokens_per_step=10"]),
+            "tokens_per_step",
+        ),
+        (with_small(&["--set", "data_dir=data/missing"]), "just data"),
+        (
+            with_small(&["--set", "data_dir=data/corrupt"]),
+            "c_val_000000.bin: bad magic",
+        ),
+        (with_small(&["--set", "steps=0"]), "steps"),
+        (vec!["--run", "a/b"], "run name"),
+        (vec!["--resume", "runs/none"], "runs/none"),
+        (vec!["--stop-after-step", "x"], "x"),
+        (vec!["data", "--raw", "nowhere"], "just data"),
+        (vec!["data", "--shard-tokens", "0"], "shard"),
+        (vec!["export", "runs/none"], "runs/none"),
+    ];
+    for (args, needle) in cases {
+        let out = train(&args, dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?} should mention {needle}: {err}"
+        );
+    }
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a failed start must not leave a run directory"
+    );
+
+    // A second start into the same run directory is refused.
+    let mut args = SMALL.to_vec();
+    args.extend(["--set", "steps=1", "--run", "once", "--quiet"]);
+    assert!(train(&args, dir.path()).status.success());
+    let again = train(&args, dir.path());
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+}
