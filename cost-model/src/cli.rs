@@ -20,19 +20,13 @@ pub struct CliError {
 impl CliError {
     /// Bad input: exit code 2.
     pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
-        CliError {
-            exit_code: EXIT_BAD_INPUT,
-            error: error.into(),
-        }
+        CliError { exit_code: EXIT_BAD_INPUT, error: error.into() }
     }
 }
 
 impl From<anyhow::Error> for CliError {
     fn from(error: anyhow::Error) -> Self {
-        CliError {
-            exit_code: EXIT_FAILURE,
-            error,
-        }
+        CliError { exit_code: EXIT_FAILURE, error }
     }
 }
 
@@ -55,14 +49,8 @@ pub fn parse_args<T: clap::Parser>(program: &str) -> T {
 /// The first line of a clap error without its `error: ` prefix, plus the `--help` hint.
 pub fn one_line_clap_error(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    format!(
-        "{} (see --help)",
-        first.trim_start_matches("error: ").trim()
-    )
+    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    format!("{} (see --help)", first.trim_start_matches("error: ").trim())
 }
 
 /// Print an error as one line (its context chain joined by `: `) and turn it into an exit code.
@@ -70,10 +58,7 @@ pub fn report(program: &str, result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError { exit_code, error }) => {
-            let chain: Vec<String> = error
-                .chain()
-                .map(|c| c.to_string().replace('\n', " "))
-                .collect();
+            let chain: Vec<String> = error.chain().map(|c| c.to_string().replace('\n', " ")).collect();
             eprintln!("{program}: {}", chain.join(": "));
             ExitCode::from(exit_code)
         }

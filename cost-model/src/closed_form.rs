@@ -32,10 +32,7 @@ mod tests {
     fn paper_assumptions_give_three_s_plus_five_over_eight_s() {
         for s in [1u32, 2, 3, 4, 6, 8, 12] {
             let sf = f64::from(s);
-            assert_relative_eq!(
-                incremental_cost_fraction(s, 1.0, 0.5),
-                (3.0 * sf + 5.0) / (8.0 * sf)
-            );
+            assert_relative_eq!(incremental_cost_fraction(s, 1.0, 0.5), (3.0 * sf + 5.0) / (8.0 * sf));
         }
     }
 
@@ -43,10 +40,6 @@ mod tests {
     fn equal_compute_matches_paper_for_4_8_12_stages() {
         assert_relative_eq!(equal_compute_step(4, 1e4, 1e4, 1.0, 0.5), 14_687.5);
         assert_relative_eq!(equal_compute_step(8, 1e4, 1e4, 1.0, 0.5), 15_468.75);
-        assert_relative_eq!(
-            equal_compute_step(12, 1e4, 1e4, 1.0, 0.5),
-            15_729.166_666_666_666,
-            epsilon = 1e-9
-        );
+        assert_relative_eq!(equal_compute_step(12, 1e4, 1e4, 1.0, 0.5), 15_729.166_666_666_666, epsilon = 1e-9);
     }
 }

@@ -23,13 +23,7 @@ impl ModelShape {
     /// GPT-2 124M as trained by the reference code: 12 layers, d = 768, context 1,024, vocab padded
     /// to 50,304, 524,288 tokens per step.
     pub fn gpt2_124m() -> Self {
-        ModelShape {
-            layers: 12,
-            d_model: 768,
-            context: 1024,
-            vocab: 50_304,
-            tokens_per_step: 524_288,
-        }
+        ModelShape { layers: 12, d_model: 768, context: 1024, vocab: 50_304, tokens_per_step: 524_288 }
     }
 
     /// Rejects a shape with a zero dimension.
@@ -126,7 +120,7 @@ impl Default for Until {
 }
 
 /// The knobs of an incremental schedule. Defaults are the paper's.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleConfig {
     /// Number of stages `S`.
     pub stages: u32,
@@ -142,6 +136,12 @@ pub struct ScheduleConfig {
     pub phase_steps: PhaseStepRounding,
     /// What trains in phase 1 besides the new blocks (decides the FLOP model's phase-1 cost).
     pub phase1_trainable: Phase1Trainable,
+    /// Context length of each stage (paper III-C: grow it with the model); empty = the model's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_context: Vec<u64>,
+    /// Tokens per optimizer step of each stage (batch-size growth); empty = the model's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_tokens_per_step: Vec<u64>,
 }
 
 impl Default for ScheduleConfig {
@@ -154,6 +154,8 @@ impl Default for ScheduleConfig {
             backward_ratio: 1.0,
             phase_steps: PhaseStepRounding::Exact,
             phase1_trainable: Phase1Trainable::New,
+            stage_context: Vec::new(),
+            stage_tokens_per_step: Vec::new(),
         }
     }
 }
@@ -162,6 +164,40 @@ impl ScheduleConfig {
     /// Incremental steps `T_inc = round(share · T)`.
     pub fn incremental_steps(&self) -> u64 {
         crate::round_half_up(self.incremental_share * self.base_steps as f64)
+    }
+
+    /// Context and tokens per step of stage `stage` (1-based) for a model of `shape`.
+    pub fn stage_shape(&self, shape: &ModelShape, stage: u32) -> (u64, u64) {
+        let i = stage as usize - 1;
+        (
+            self.stage_context.get(i).copied().unwrap_or(shape.context),
+            self.stage_tokens_per_step.get(i).copied().unwrap_or(shape.tokens_per_step),
+        )
+    }
+
+    /// Rejects per-stage context or batch lists that do not fit `shape`.
+    pub fn validate_stage_shapes(&self, shape: &ModelShape) -> Result<(), PlanError> {
+        for (what, list, limit) in
+            [("context", &self.stage_context, Some(shape.context)), ("batch", &self.stage_tokens_per_step, None)]
+        {
+            if list.is_empty() {
+                continue;
+            }
+            if list.len() != self.stages as usize {
+                return Err(PlanError::BadStageList {
+                    what,
+                    reason: format!("{} values for {} stages", list.len(), self.stages),
+                });
+            }
+            if let Some(bad) = list.iter().find(|&&v| v == 0 || limit.is_some_and(|l| v > l)) {
+                let reason = match limit {
+                    Some(l) => format!("{bad} is not in 1..={l}"),
+                    None => format!("{bad} is not positive"),
+                };
+                return Err(PlanError::BadStageList { what, reason });
+            }
+        }
+        Ok(())
     }
 
     /// Rejects knobs that cannot describe a schedule for a model of `layers` layers.
@@ -173,10 +209,7 @@ impl ScheduleConfig {
             return Err(PlanError::NoStages { layers });
         }
         if self.stages > layers {
-            return Err(PlanError::MoreStagesThanLayers {
-                stages: self.stages,
-                layers,
-            });
+            return Err(PlanError::MoreStagesThanLayers { stages: self.stages, layers });
         }
         if !(self.backward_ratio.is_finite() && self.backward_ratio >= 0.0) {
             return Err(PlanError::BadBackwardRatio(self.backward_ratio));
@@ -191,10 +224,7 @@ impl ScheduleConfig {
             return Err(PlanError::NoBaseSteps);
         }
         if self.incremental_steps() < u64::from(self.stages) {
-            return Err(PlanError::TooFewSteps {
-                steps: self.incremental_steps(),
-                stages: self.stages,
-            });
+            return Err(PlanError::TooFewSteps { steps: self.incremental_steps(), stages: self.stages });
         }
         Ok(())
     }

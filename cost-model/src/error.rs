@@ -15,19 +15,20 @@ pub enum PlanError {
     BadPhase1Share(f64),
     #[error("incremental share = {0} must be in (0, 1]; pass e.g. --incremental-share 1 (paper)")]
     BadIncrementalShare(f64),
-    #[error(
-        "--until 0: a run needs at least 1 step; pass --until equal-compute or a step count >= 1"
-    )]
+    #[error("--until 0: a run needs at least 1 step; pass --until equal-compute or a step count >= 1")]
     NoUntilSteps,
     #[error("base steps = 0: nothing to train; pass --base-steps 1 or more")]
     NoBaseSteps,
-    #[error("{steps} incremental steps cannot give each of {stages} stages a step; raise --base-steps or lower --stages")]
+    #[error(
+        "{steps} incremental steps cannot give each of {stages} stages a step; raise --base-steps or lower --stages"
+    )]
     TooFewSteps { steps: u64, stages: u32 },
     #[error("model shape: {what} = 0; pass a positive --{flag}")]
-    ZeroShape {
-        what: &'static str,
-        flag: &'static str,
-    },
+    ZeroShape { what: &'static str, flag: &'static str },
+    #[error(
+        "--{what}-schedule: {reason}; give one value per stage, e.g. --{what}-schedule 256,512,1024,1024 for 4 stages"
+    )]
+    BadStageList { what: &'static str, reason: String },
     #[error("step times: {0}; pass --calibrate FORWARD_MS,FORWARD_BACKWARD_MS with 0 < forward < forward+backward")]
     BadCalibration(String),
 }

@@ -36,11 +36,7 @@ pub struct Trainable {
 impl Trainable {
     /// Everything active trains: a baseline, phase-2 or continual step.
     pub fn all(active_layers: u32) -> Self {
-        Trainable {
-            active_layers,
-            first_trainable: 0,
-            embeddings: true,
-        }
+        Trainable { active_layers, first_trainable: 0, embeddings: true }
     }
 }
 
@@ -103,30 +99,15 @@ mod tests {
         let f = token_flops(&shape, Trainable::all(12));
         assert_relative_eq!(f.backward, 2.0 * f.forward);
         // 12 blocks · (24·768² + 4·1024·768) + 2·768·50304 forward FLOPs per token.
-        let expected_forward =
-            12.0 * (24.0 * 768.0f64.powi(2) + 4.0 * 1024.0 * 768.0) + 2.0 * 768.0 * 50304.0;
+        let expected_forward = 12.0 * (24.0 * 768.0f64.powi(2) + 4.0 * 1024.0 * 768.0) + 2.0 * 768.0 * 50304.0;
         assert_relative_eq!(f.forward, expected_forward);
     }
 
     #[test]
     fn frozen_blocks_with_frozen_embeddings_cost_no_backward() {
         let shape = ModelShape::gpt2_124m();
-        let only_top = token_flops(
-            &shape,
-            Trainable {
-                active_layers: 6,
-                first_trainable: 3,
-                embeddings: false,
-            },
-        );
-        let small = token_flops(
-            &shape,
-            Trainable {
-                active_layers: 3,
-                first_trainable: 0,
-                embeddings: false,
-            },
-        );
+        let only_top = token_flops(&shape, Trainable { active_layers: 6, first_trainable: 3, embeddings: false });
+        let small = token_flops(&shape, Trainable { active_layers: 3, first_trainable: 0, embeddings: false });
         // Training the top 3 of 6 costs the same backward as training a 3-block model without
         // embedding gradients: the frozen blocks below are never visited.
         assert_relative_eq!(only_top.backward, small.backward);
@@ -135,27 +116,10 @@ mod tests {
     #[test]
     fn trainable_embeddings_make_frozen_blocks_pay_input_gradients() {
         let shape = ModelShape::gpt2_124m();
-        let new_only = token_flops(
-            &shape,
-            Trainable {
-                active_layers: 6,
-                first_trainable: 3,
-                embeddings: false,
-            },
-        );
-        let with_emb = token_flops(
-            &shape,
-            Trainable {
-                active_layers: 6,
-                first_trainable: 3,
-                embeddings: true,
-            },
-        );
+        let new_only = token_flops(&shape, Trainable { active_layers: 6, first_trainable: 3, embeddings: false });
+        let with_emb = token_flops(&shape, Trainable { active_layers: 6, first_trainable: 3, embeddings: true });
         let (d, t, v) = (768.0, 1024.0, 50304.0);
         let frozen_block = 24.0 * d * d + 8.0 * t * d;
-        assert_relative_eq!(
-            with_emb.backward - new_only.backward,
-            3.0 * frozen_block + 2.0 * d * v
-        );
+        assert_relative_eq!(with_emb.backward - new_only.backward, 3.0 * frozen_block + 2.0 * d * v);
     }
 }

@@ -29,12 +29,10 @@ pub mod metrics;
 pub mod plan;
 pub mod split;
 
-pub use config::{
-    ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, ScheduleConfig, Until,
-};
+pub use config::{ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, ScheduleConfig, Until};
 pub use error::PlanError;
 pub use plan::{
-    backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, Phase,
-    Plan, Segment, StagePlan, StepInfo,
+    backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, Phase, Plan, Segment,
+    StagePlan, StepInfo,
 };
 pub use split::split_layers;

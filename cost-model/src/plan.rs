@@ -7,10 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::flops::{token_flops, Trainable};
-use crate::{
-    closed_form, split, ComputeUnit, ModelShape, PhaseStepRounding, PlanError, ScheduleConfig,
-    Until,
-};
+use crate::{closed_form, split, ComputeUnit, ModelShape, PhaseStepRounding, PlanError, ScheduleConfig, Until};
 
 /// Round to the nearest integer, halves up (14,687.5 → 14,688). Negative values clamp to 0.
 pub fn round_half_up(x: f64) -> u64 {
@@ -22,10 +19,7 @@ pub fn round_half_up(x: f64) -> u64 {
 }
 
 /// Backward/forward ratio `r` from measured times of a forward pass and a forward+backward pass.
-pub fn backward_ratio_from_times(
-    forward_seconds: f64,
-    forward_backward_seconds: f64,
-) -> Result<f64, PlanError> {
+pub fn backward_ratio_from_times(forward_seconds: f64, forward_backward_seconds: f64) -> Result<f64, PlanError> {
     let ok = forward_seconds.is_finite()
         && forward_backward_seconds.is_finite()
         && forward_seconds > 0.0
@@ -85,6 +79,8 @@ pub struct Segment {
     pub steps: u64,
     /// Which blocks run and which train.
     pub trainable: Trainable,
+    /// Sequence length of this segment's batches.
+    pub context: u64,
     pub tokens_per_step: u64,
     pub paper_units_per_step: f64,
     pub flops_per_step: f64,
@@ -120,10 +116,7 @@ pub struct EqualCompute {
 
 impl EqualCompute {
     fn new(exact: f64) -> Self {
-        EqualCompute {
-            exact,
-            step: round_half_up(exact),
-        }
+        EqualCompute { exact, step: round_half_up(exact) }
     }
 }
 
@@ -196,23 +189,17 @@ impl Plan {
             base_steps: steps,
             incremental_steps: 0,
             full_step,
-            equal_compute: EqualComputeTargets {
-                paper_units: at_budget,
-                flops: at_budget,
-            },
+            equal_compute: EqualComputeTargets { paper_units: at_budget, flops: at_budget },
             closed_form_equal_compute: None,
             until: Until::Steps(steps),
         })
     }
 
     /// Stages, phases and a continual tail that runs until `until`.
-    pub fn incremental(
-        shape: &ModelShape,
-        schedule: &ScheduleConfig,
-        until: Until,
-    ) -> Result<Plan, PlanError> {
+    pub fn incremental(shape: &ModelShape, schedule: &ScheduleConfig, until: Until) -> Result<Plan, PlanError> {
         shape.validate()?;
         schedule.validate(shape.layers)?;
+        schedule.validate_stage_shapes(shape)?;
         let layer_split = split::split_layers(shape.layers, schedule.stages);
         let phase_steps = phase_step_counts(schedule);
         let full_step = full_step_compute(shape);
@@ -221,15 +208,10 @@ impl Plan {
         let mut stages = Vec::new();
         let mut next_step = 1;
         let mut active = 0;
-        for (index, (&added, &(phase1_steps, phase2_steps))) in
-            layer_split.iter().zip(&phase_steps).enumerate()
-        {
+        for (index, (&added, &(phase1_steps, phase2_steps))) in layer_split.iter().zip(&phase_steps).enumerate() {
             let stage = index as u32 + 1;
             if phase1_steps + phase2_steps == 0 {
-                return Err(PlanError::TooFewSteps {
-                    steps: schedule.incremental_steps(),
-                    stages: schedule.stages,
-                });
+                return Err(PlanError::TooFewSteps { steps: schedule.incremental_steps(), stages: schedule.stages });
             }
             let first_new = active;
             active += added;
@@ -238,18 +220,17 @@ impl Plan {
                 first_trainable: first_new,
                 embeddings: schedule.phase1_trainable.embeddings_trainable(),
             };
-            let phase1_paper = (f64::from(active) + schedule.backward_ratio * f64::from(added))
+            // Paper units count layer-tokens, so a stage with fewer tokens per step costs less.
+            let (context, tokens_per_step) = schedule.stage_shape(shape, stage);
+            let token_share = tokens_per_step as f64 / shape.tokens_per_step as f64;
+            let stage_shape = ModelShape { context, tokens_per_step, ..*shape };
+            let phase1_paper = token_share * (f64::from(active) + schedule.backward_ratio * f64::from(added))
                 / ((1.0 + schedule.backward_ratio) * f64::from(shape.layers));
-            let phase2_paper = f64::from(active) / f64::from(shape.layers);
+            let phase2_paper = token_share * f64::from(active) / f64::from(shape.layers);
             let mut stage_compute = Compute::default();
             for (phase, steps, trainable, paper) in [
                 (Phase::Phase1, phase1_steps, phase1, phase1_paper),
-                (
-                    Phase::Phase2,
-                    phase2_steps,
-                    Trainable::all(active),
-                    phase2_paper,
-                ),
+                (Phase::Phase2, phase2_steps, Trainable::all(active), phase2_paper),
             ] {
                 if steps == 0 {
                     continue;
@@ -260,10 +241,10 @@ impl Plan {
                     first_step: next_step,
                     steps,
                     trainable,
-                    tokens_per_step: shape.tokens_per_step,
+                    context,
+                    tokens_per_step,
                     paper_units_per_step: paper,
-                    flops_per_step: shape.tokens_per_step as f64
-                        * token_flops(shape, trainable).total(),
+                    flops_per_step: tokens_per_step as f64 * token_flops(&stage_shape, trainable).total(),
                 };
                 stage_compute = add(stage_compute, segment_compute(&segment, steps));
                 next_step += steps;
@@ -279,15 +260,11 @@ impl Plan {
             });
         }
         let incremental_steps = next_step - 1;
-        let spent = stages
-            .iter()
-            .fold(Compute::default(), |acc, s| add(acc, s.compute));
+        let spent = stages.iter().fold(Compute::default(), |acc, s| add(acc, s.compute));
         let base = schedule.base_steps as f64;
         let equal_compute = EqualComputeTargets {
             paper_units: EqualCompute::new(incremental_steps as f64 + base - spent.paper_units),
-            flops: EqualCompute::new(
-                incremental_steps as f64 + base - spent.flops / full_step.flops,
-            ),
+            flops: EqualCompute::new(incremental_steps as f64 + base - spent.flops / full_step.flops),
         };
         let closed_form_equal_compute = Some(closed_form::equal_compute_step(
             schedule.stages,
@@ -299,7 +276,7 @@ impl Plan {
 
         let mut plan = Plan {
             shape: *shape,
-            schedule: Some(*schedule),
+            schedule: Some(schedule.clone()),
             layer_split,
             stages,
             segments,
@@ -328,13 +305,8 @@ impl Plan {
         if last_step > self.incremental_steps {
             let stage = self.stages.len() as u32;
             let first = self.incremental_steps + 1;
-            let continual = full_segment(
-                &self.shape,
-                Phase::Continual,
-                stage,
-                first,
-                last_step - self.incremental_steps,
-            );
+            let continual =
+                full_segment(&self.shape, Phase::Continual, stage, first, last_step - self.incremental_steps);
             self.segments.push(continual);
         }
     }
@@ -346,11 +318,7 @@ impl Plan {
 
     /// Steps of the continual tail.
     pub fn continual_steps(&self) -> u64 {
-        self.segments
-            .iter()
-            .filter(|s| s.phase == Phase::Continual)
-            .map(|s| s.steps)
-            .sum()
+        self.segments.iter().filter(|s| s.phase == Phase::Continual).map(|s| s.steps).sum()
     }
 
     /// True when the stages add different numbers of layers.
@@ -360,9 +328,7 @@ impl Plan {
 
     /// The segment holding step `step` (1-based), if the plan runs it.
     pub fn segment_of(&self, step: u64) -> Option<&Segment> {
-        self.segments
-            .iter()
-            .find(|s| step >= s.first_step && step <= s.last_step())
+        self.segments.iter().find(|s| step >= s.first_step && step <= s.last_step())
     }
 
     /// Phase, stage, trainable set and compute of step `step` (1-based).
@@ -405,9 +371,7 @@ fn phase_step_counts(schedule: &ScheduleConfig) -> Vec<(u64, u64)> {
         }
         PhaseStepRounding::Exact => {
             // Boundaries at the rounded exact positions, so the phases add up to `total`.
-            let boundary = |stage: u64, offset: f64| {
-                round_half_up((stage as f64 + offset) * total / stages as f64)
-            };
+            let boundary = |stage: u64, offset: f64| round_half_up((stage as f64 + offset) * total / stages as f64);
             (0..stages)
                 .map(|s| {
                     let (start, middle, end) = (boundary(s, 0.0), boundary(s, p), boundary(s, 1.0));
@@ -422,18 +386,11 @@ fn full_step_compute(shape: &ModelShape) -> Compute {
     Compute {
         tokens: shape.tokens_per_step,
         paper_units: 1.0,
-        flops: shape.tokens_per_step as f64
-            * token_flops(shape, Trainable::all(shape.layers)).total(),
+        flops: shape.tokens_per_step as f64 * token_flops(shape, Trainable::all(shape.layers)).total(),
     }
 }
 
-fn full_segment(
-    shape: &ModelShape,
-    phase: Phase,
-    stage: u32,
-    first_step: u64,
-    steps: u64,
-) -> Segment {
+fn full_segment(shape: &ModelShape, phase: Phase, stage: u32, first_step: u64, steps: u64) -> Segment {
     let full = full_step_compute(shape);
     Segment {
         phase,
@@ -441,6 +398,7 @@ fn full_segment(
         first_step,
         steps,
         trainable: Trainable::all(shape.layers),
+        context: shape.context,
         tokens_per_step: full.tokens,
         paper_units_per_step: full.paper_units,
         flops_per_step: full.flops,
@@ -456,19 +414,11 @@ fn segment_compute(segment: &Segment, steps: u64) -> Compute {
 }
 
 fn scale(c: Compute, steps: u64) -> Compute {
-    Compute {
-        tokens: c.tokens * steps,
-        paper_units: c.paper_units * steps as f64,
-        flops: c.flops * steps as f64,
-    }
+    Compute { tokens: c.tokens * steps, paper_units: c.paper_units * steps as f64, flops: c.flops * steps as f64 }
 }
 
 fn add(a: Compute, b: Compute) -> Compute {
-    Compute {
-        tokens: a.tokens + b.tokens,
-        paper_units: a.paper_units + b.paper_units,
-        flops: a.flops + b.flops,
-    }
+    Compute { tokens: a.tokens + b.tokens, paper_units: a.paper_units + b.paper_units, flops: a.flops + b.flops }
 }
 
 #[cfg(test)]
@@ -477,10 +427,7 @@ mod tests {
     use approx::assert_relative_eq;
 
     fn paper_plan(stages: u32) -> Plan {
-        let schedule = ScheduleConfig {
-            stages,
-            ..ScheduleConfig::default()
-        };
+        let schedule = ScheduleConfig { stages, ..ScheduleConfig::default() };
         Plan::incremental(&ModelShape::gpt2_124m(), &schedule, Until::default()).unwrap()
     }
 
@@ -491,18 +438,11 @@ mod tests {
         assert_relative_eq!(paper_plan(4).equal_compute.paper_units.exact, 14_687.5);
         // 8 does not divide 12: the paper's 15,469 is its closed form (1.5 layers a stage) ...
         let eight = paper_plan(8);
-        assert_eq!(
-            round_half_up(eight.closed_form_equal_compute.unwrap()),
-            15_469
-        );
+        assert_eq!(round_half_up(eight.closed_form_equal_compute.unwrap()), 15_469);
         // ... while the layers really trained (2,1,2,1,...) cost more, so equal compute comes
         // earlier: 156.25 full steps more in the stages (hand count: 625·2/12 + 625·2/24).
         assert!(eight.uneven_split());
-        assert_relative_eq!(
-            eight.equal_compute.paper_units.exact,
-            15_468.75 - 156.25,
-            epsilon = 1e-9
-        );
+        assert_relative_eq!(eight.equal_compute.paper_units.exact, 15_468.75 - 156.25, epsilon = 1e-9);
     }
 
     #[test]
@@ -518,42 +458,21 @@ mod tests {
 
     #[test]
     fn reference_floor_phase_steps_run_9984_steps_for_12_stages() {
-        let schedule = ScheduleConfig {
-            stages: 12,
-            phase_steps: PhaseStepRounding::Floor,
-            ..Default::default()
-        };
-        let plan =
-            Plan::incremental(&ModelShape::gpt2_124m(), &schedule, Until::Steps(9_984)).unwrap();
+        let schedule = ScheduleConfig { stages: 12, phase_steps: PhaseStepRounding::Floor, ..Default::default() };
+        let plan = Plan::incremental(&ModelShape::gpt2_124m(), &schedule, Until::Steps(9_984)).unwrap();
         assert_eq!(plan.incremental_steps, 9_984);
-        assert!(plan
-            .stages
-            .iter()
-            .all(|s| s.phase1_steps == 416 && s.phase2_steps == 416));
+        assert!(plan.stages.iter().all(|s| s.phase1_steps == 416 && s.phase2_steps == 416));
     }
 
     #[test]
     fn step_info_follows_stages_and_phases() {
         let plan = paper_plan(4);
         let first = plan.step(1).unwrap();
-        assert_eq!(
-            (first.phase, first.stage, first.trainable.active_layers),
-            (Phase::Phase1, 1, 3)
-        );
+        assert_eq!((first.phase, first.stage, first.trainable.active_layers), (Phase::Phase1, 1, 3));
         let s2p1 = plan.step(2_501).unwrap();
-        assert_eq!(
-            (s2p1.phase, s2p1.stage, s2p1.trainable.first_trainable),
-            (Phase::Phase1, 2, 3)
-        );
+        assert_eq!((s2p1.phase, s2p1.stage, s2p1.trainable.first_trainable), (Phase::Phase1, 2, 3));
         let s2p2 = plan.step(3_751).unwrap();
-        assert_eq!(
-            (
-                s2p2.phase,
-                s2p2.trainable.first_trainable,
-                s2p2.trainable.active_layers
-            ),
-            (Phase::Phase2, 0, 6)
-        );
+        assert_eq!((s2p2.phase, s2p2.trainable.first_trainable, s2p2.trainable.active_layers), (Phase::Phase2, 0, 6));
         // Phase 1 of stage 2 with r = 1: (6 + 3) / (2 · 12) of a full step.
         assert_relative_eq!(s2p1.compute.paper_units, 9.0 / 24.0);
     }
@@ -579,6 +498,30 @@ mod tests {
         assert_eq!(plan.total_steps(), 100);
         assert_relative_eq!(plan.cumulative(100).paper_units, 100.0);
         assert_eq!(plan.step(50).unwrap().phase, Phase::Baseline);
+    }
+
+    #[test]
+    fn growing_context_and_batch_is_charged_per_stage() {
+        let shape = ModelShape::gpt2_124m();
+        let schedule = ScheduleConfig {
+            stages: 4,
+            stage_context: vec![256, 512, 1024, 1024],
+            stage_tokens_per_step: vec![131_072, 262_144, 524_288, 524_288],
+            ..Default::default()
+        };
+        let plan = Plan::incremental(&shape, &schedule, Until::default()).unwrap();
+        let first = plan.step(1).unwrap();
+        assert_eq!(first.compute.tokens, 131_072);
+        // A quarter of the tokens: a quarter of the paper units of the same step at full batch.
+        assert_relative_eq!(first.compute.paper_units, 0.25 * (3.0 + 3.0) / 24.0);
+        assert_eq!(plan.segment_of(1).unwrap().context, 256);
+        // Cheaper stages leave more continual steps before equal compute.
+        let plain =
+            Plan::incremental(&shape, &ScheduleConfig { stages: 4, ..Default::default() }, Until::default()).unwrap();
+        assert!(plan.equal_compute.flops.exact > plain.equal_compute.flops.exact);
+        assert_eq!(plan.cumulative(2).tokens, 2 * 131_072);
+        let bad = ScheduleConfig { stages: 4, stage_context: vec![256, 2048, 1024, 1024], ..Default::default() };
+        assert!(matches!(Plan::incremental(&shape, &bad, Until::default()), Err(PlanError::BadStageList { .. })));
     }
 
     #[test]

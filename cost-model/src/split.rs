@@ -10,9 +10,7 @@ pub fn split_layers(layers: u32, stages: u32) -> Vec<u32> {
     let (l, s) = (u64::from(layers), u64::from(stages));
     // Integer form of round-half-up(i·L/S): floor((2·i·L + S) / (2·S)).
     let active_after = |i: u64| if s == 0 { 0 } else { (2 * i * l + s) / (2 * s) };
-    (1..=s)
-        .map(|i| (active_after(i) - active_after(i - 1)) as u32)
-        .collect()
+    (1..=s).map(|i| (active_after(i) - active_after(i - 1)) as u32).collect()
 }
 
 /// True when every stage adds the same number of layers.

@@ -3,10 +3,7 @@
 use std::process::{Command, Output};
 
 fn cost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cost"))
-        .args(args)
-        .output()
-        .expect("run cost")
+    Command::new(env!("CARGO_BIN_EXE_cost")).args(args).output().expect("run cost")
 }
 
 #[test]
@@ -15,18 +12,9 @@ fn prints_paper_equal_compute_steps_for_4_8_12_stages() {
         let out = cost(&["--stages", stages]);
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        let closed_form = text
-            .lines()
-            .find(|l| l.contains("closed form"))
-            .expect("closed-form line");
-        assert!(
-            closed_form.contains(expected),
-            "--stages {stages}: {closed_form}"
-        );
-        assert!(
-            text.contains("flops model"),
-            "FLOP model printed beside the paper model"
-        );
+        let closed_form = text.lines().find(|l| l.contains("closed form")).expect("closed-form line");
+        assert!(closed_form.contains(expected), "--stages {stages}: {closed_form}");
+        assert!(text.contains("flops model"), "FLOP model printed beside the paper model");
     }
 }
 
@@ -41,22 +29,15 @@ fn json_reports_equal_compute_step_and_unrounded_value() {
     assert!((closed - 15_729.166_7).abs() < 1e-3);
 
     let flops: serde_json::Value =
-        serde_json::from_slice(&cost(&["--stages", "4", "--model", "flops", "--json"]).stdout)
-            .unwrap();
+        serde_json::from_slice(&cost(&["--stages", "4", "--model", "flops", "--json"]).stdout).unwrap();
     assert_eq!(flops["model"], "flops");
-    assert_eq!(
-        flops["equal_compute_step"],
-        flops["equal_compute"]["flops"]["step"]
-    );
+    assert_eq!(flops["equal_compute_step"], flops["equal_compute"]["flops"]["step"]);
 }
 
 #[test]
 fn uneven_split_is_stated() {
     let text = String::from_utf8(cost(&["--stages", "8"]).stdout).unwrap();
-    assert!(
-        text.contains("uneven split: stages add 2,1,2,1,2,1,2,1 layers"),
-        "{text}"
-    );
+    assert!(text.contains("uneven split: stages add 2,1,2,1,2,1,2,1 layers"), "{text}");
 }
 
 #[test]

@@ -2,61 +2,41 @@
 
 use approx::assert_relative_eq;
 use cost_model::{
-    closed_form, split_layers, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
-    ScheduleConfig, Until,
+    closed_form, split_layers, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan, ScheduleConfig, Until,
 };
 use proptest::prelude::*;
 
 fn shape(layers: u32) -> ModelShape {
-    ModelShape {
-        layers,
-        ..ModelShape::gpt2_124m()
-    }
+    ModelShape { layers, ..ModelShape::gpt2_124m() }
 }
 
 fn trainable() -> impl Strategy<Value = Phase1Trainable> {
-    prop_oneof![
-        Just(Phase1Trainable::New),
-        Just(Phase1Trainable::NewAndEmbeddings)
-    ]
+    prop_oneof![Just(Phase1Trainable::New), Just(Phase1Trainable::NewAndEmbeddings)]
 }
 
 fn rounding() -> impl Strategy<Value = PhaseStepRounding> {
-    prop_oneof![
-        Just(PhaseStepRounding::Exact),
-        Just(PhaseStepRounding::Floor)
-    ]
+    prop_oneof![Just(PhaseStepRounding::Exact), Just(PhaseStepRounding::Floor)]
 }
 
 /// Layers, stages ≤ layers, and a schedule with enough steps for every stage.
 fn any_schedule() -> impl Strategy<Value = (u32, ScheduleConfig)> {
     (1u32..=48).prop_flat_map(|layers| {
-        (
-            Just(layers),
-            1..=layers,
-            200u64..20_000,
-            0.0f64..4.0,
-            0.05f64..=1.0,
-            0.2f64..=1.0,
-            rounding(),
-            trainable(),
-        )
-            .prop_map(
-                |(layers, stages, base_steps, r, p, share, phase_steps, phase1_trainable)| {
-                    (
-                        layers,
-                        ScheduleConfig {
-                            stages,
-                            base_steps,
-                            incremental_share: share,
-                            phase1_share: p,
-                            backward_ratio: r,
-                            phase_steps,
-                            phase1_trainable,
-                        },
-                    )
-                },
-            )
+        (Just(layers), 1..=layers, 200u64..20_000, 0.0f64..4.0, 0.05f64..=1.0, 0.2f64..=1.0, rounding(), trainable())
+            .prop_map(|(layers, stages, base_steps, r, p, share, phase_steps, phase1_trainable)| {
+                (
+                    layers,
+                    ScheduleConfig {
+                        stages,
+                        base_steps,
+                        incremental_share: share,
+                        phase1_share: p,
+                        backward_ratio: r,
+                        phase_steps,
+                        phase1_trainable,
+                        ..Default::default()
+                    },
+                )
+            })
     })
 }
 
@@ -66,12 +46,7 @@ fn closed_form_equals_summed_stage_costs_for_every_divisor() {
         for stages in (1..=layers).filter(|s| layers % s == 0) {
             for r in [0.0, 1.0, 1.78, 2.0] {
                 // Base steps divisible by 2S, so the whole-step phases are exactly the fractional ones.
-                let schedule = ScheduleConfig {
-                    stages,
-                    base_steps: 24 * 500,
-                    backward_ratio: r,
-                    ..Default::default()
-                };
+                let schedule = ScheduleConfig { stages, base_steps: 24 * 500, backward_ratio: r, ..Default::default() };
                 let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
                 assert!(!plan.uneven_split());
                 assert_relative_eq!(
@@ -106,7 +81,7 @@ proptest! {
     #[test]
     fn equal_compute_step_grows_with_backward_ratio((layers, schedule) in any_schedule(), dr in 0.0f64..3.0) {
         let low = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
-        let higher = ScheduleConfig { backward_ratio: schedule.backward_ratio + dr, ..schedule };
+        let higher = ScheduleConfig { backward_ratio: schedule.backward_ratio + dr, ..schedule.clone() };
         let high = Plan::incremental(&shape(layers), &higher, Until::default()).unwrap();
         prop_assert!(high.equal_compute.paper_units.exact >= low.equal_compute.paper_units.exact - 1e-9);
         let closed = |s: &ScheduleConfig| closed_form::equal_compute_step(s.stages, 1e4, 1e4, s.backward_ratio, s.phase1_share);

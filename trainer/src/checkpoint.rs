@@ -41,24 +41,14 @@ pub fn checkpoint_name(step: u64) -> String {
 }
 
 /// Write a checkpoint atomically; returns its directory.
-pub fn save(
-    run_dir: &Path,
-    vs: &VarStore,
-    optimizer: &AdamW,
-    state: &TrainState,
-) -> anyhow::Result<PathBuf> {
+pub fn save(run_dir: &Path, vs: &VarStore, optimizer: &AdamW, state: &TrainState) -> anyhow::Result<PathBuf> {
     let dir = run_dir.join("checkpoints");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     remove_partial(&dir);
     let final_dir = dir.join(checkpoint_name(state.step));
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        checkpoint_name(state.step),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".tmp-{}-{}", checkpoint_name(state.step), std::process::id()));
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    vs.save(tmp.join(MODEL_FILE))
-        .with_context(|| format!("writing {}", tmp.join(MODEL_FILE).display()))?;
+    vs.save(tmp.join(MODEL_FILE)).with_context(|| format!("writing {}", tmp.join(MODEL_FILE).display()))?;
     let opt_tensors = optimizer.state_tensors();
     Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIMIZER_FILE))
         .with_context(|| format!("writing {}", tmp.join(OPTIMIZER_FILE).display()))?;
@@ -70,8 +60,7 @@ pub fn save(
         // A checkpoint of this step from an earlier attempt: the new one replaces it.
         std::fs::remove_dir_all(&final_dir)?;
     }
-    std::fs::rename(&tmp, &final_dir)
-        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
     std::fs::File::open(&dir)?.sync_all()?;
     Ok(final_dir)
 }
@@ -96,10 +85,7 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step = name.strip_prefix("step_")?.parse().ok()?;
-            e.path()
-                .join(STATE_FILE)
-                .is_file()
-                .then(|| (step, e.path()))
+            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
         })
         .collect();
     found.sort();
@@ -109,26 +95,21 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
 /// Load a checkpoint into `vs` and `optimizer`; returns its state.
 pub fn load(dir: &Path, vs: &mut VarStore, optimizer: &mut AdamW) -> anyhow::Result<TrainState> {
     let state: TrainState = serde_json::from_slice(
-        &std::fs::read(dir.join(STATE_FILE))
-            .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?,
+        &std::fs::read(dir.join(STATE_FILE)).with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?,
     )
     .with_context(|| format!("{}: corrupt state.json", dir.display()))?;
-    vs.load(dir.join(MODEL_FILE))
-        .with_context(|| format!("loading {}", dir.join(MODEL_FILE).display()))?;
+    vs.load(dir.join(MODEL_FILE)).with_context(|| format!("loading {}", dir.join(MODEL_FILE).display()))?;
     let opt: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join(OPTIMIZER_FILE))
         .with_context(|| format!("loading {}", dir.join(OPTIMIZER_FILE).display()))?
         .into_iter()
         .collect();
-    optimizer
-        .load_state(opt)
-        .with_context(|| format!("{}", dir.display()))?;
+    optimizer.load_state(opt).with_context(|| format!("{}", dir.display()))?;
     Ok(state)
 }
 
 /// Load only the model weights of a checkpoint into `vs`.
 pub fn load_model(dir: &Path, vs: &mut VarStore) -> anyhow::Result<TrainState> {
     let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE))?)?;
-    vs.load(dir.join(MODEL_FILE))
-        .with_context(|| format!("loading {}", dir.join(MODEL_FILE).display()))?;
+    vs.load(dir.join(MODEL_FILE)).with_context(|| format!("loading {}", dir.join(MODEL_FILE).display()))?;
     Ok(state)
 }

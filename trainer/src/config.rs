@@ -55,6 +55,15 @@ pub struct TrainConfig {
     /// bf16 autocast on CUDA (CPU always trains in fp32).
     pub bf16: bool,
     pub seed: u64,
+    /// HellaSwag validation file (official jsonl format) to evaluate on; `null` for none.
+    #[serde(default)]
+    pub hellaswag: Option<PathBuf>,
+    /// HellaSwag every this many steps (and at the last step); 0 = only at the last step.
+    #[serde(default)]
+    pub hellaswag_every: u64,
+    /// Evaluate on the first this many examples only; `null` for all.
+    #[serde(default)]
+    pub hellaswag_limit: Option<usize>,
 }
 
 /// Names of the presets, for help texts and errors.
@@ -70,13 +79,7 @@ impl TrainConfig {
     /// - `paper`: exactly the reference code: fp32, constant lr 6e-4, no clipping, micro-batch 32,
     ///   16 accumulation steps, validation every 250 steps on 20 micro-batches.
     pub fn preset(name: &str) -> anyhow::Result<TrainConfig> {
-        let gpt2 = GptConfig {
-            layers: 12,
-            heads: 12,
-            d_model: 768,
-            context: 1024,
-            vocab: 50_304,
-        };
+        let gpt2 = GptConfig { layers: 12, heads: 12, d_model: 768, context: 1024, vocab: 50_304 };
         let base = TrainConfig {
             preset: name.to_string(),
             model: gpt2,
@@ -96,6 +99,9 @@ impl TrainConfig {
             checkpoint_every: 1000,
             bf16: true,
             seed: 1337,
+            hellaswag: None,
+            hellaswag_every: 250,
+            hellaswag_limit: None,
         };
         Ok(match name {
             "tiny" => TrainConfig {
@@ -118,43 +124,33 @@ impl TrainConfig {
                 val_batches: 8,
                 checkpoint_every: 250,
                 bf16: false,
+                hellaswag_every: 100,
                 ..base
             },
             "gpt2-124m" => base,
-            "paper" => TrainConfig {
-                micro_batch: 32,
-                lr_schedule: LrKind::Constant,
-                grad_clip: None,
-                bf16: false,
-                ..base
-            },
-            other => bail!(
-                "unknown preset `{other}`; choose one of {}",
-                PRESETS.join(", ")
-            ),
+            "paper" => {
+                TrainConfig { micro_batch: 32, lr_schedule: LrKind::Constant, grad_clip: None, bf16: false, ..base }
+            }
+            other => bail!("unknown preset `{other}`; choose one of {}", PRESETS.join(", ")),
         })
     }
 
     /// Apply `key=value` (dotted keys reach nested fields: `model.d_model=128`, `adamw.beta2=0.99`).
     /// The value is read as JSON when it parses (numbers, `true`, `null`), else as a string.
     pub fn set(&mut self, assignment: &str) -> anyhow::Result<()> {
-        let (key, raw) = assignment.split_once('=').with_context(|| {
-            format!("--set {assignment}: expected key=value, e.g. --set steps=200")
-        })?;
+        let (key, raw) = assignment
+            .split_once('=')
+            .with_context(|| format!("--set {assignment}: expected key=value, e.g. --set steps=200"))?;
         let mut root = serde_json::to_value(&*self)?;
         let mut slot = &mut root;
         for part in key.split('.') {
-            let keys = slot
-                .as_object()
-                .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
-                .unwrap_or_default();
-            slot = slot.get_mut(part).with_context(|| {
-                format!("--set {assignment}: unknown key `{key}`; valid keys here: {keys}")
-            })?;
+            let keys = slot.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            slot = slot
+                .get_mut(part)
+                .with_context(|| format!("--set {assignment}: unknown key `{key}`; valid keys here: {keys}"))?;
         }
         *slot = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
-        *self = serde_json::from_value(root)
-            .with_context(|| format!("--set {assignment}: wrong type for `{key}`"))?;
+        *self = serde_json::from_value(root).with_context(|| format!("--set {assignment}: wrong type for `{key}`"))?;
         Ok(())
     }
 
@@ -194,11 +190,7 @@ impl TrainConfig {
             }
         }
         if m.d_model % m.heads != 0 {
-            bail!(
-                "model.d_model = {} is not divisible by model.heads = {}",
-                m.d_model,
-                m.heads
-            );
+            bail!("model.d_model = {} is not divisible by model.heads = {}", m.d_model, m.heads);
         }
         if m.vocab < self.tokenizer.vocab_size() {
             bail!(
@@ -238,10 +230,7 @@ impl TrainConfig {
             }
         }
         if self.val_every > 0 && self.val_batches == 0 {
-            bail!(
-                "val_batches = 0 with val_every = {}: set val_batches >= 1 or val_every=0",
-                self.val_every
-            );
+            bail!("val_batches = 0 with val_every = {}: set val_batches >= 1 or val_every=0", self.val_every);
         }
         Ok(())
     }
@@ -280,16 +269,9 @@ mod tests {
         c.set("grad_clip=null").unwrap();
         c.set("data_dir=elsewhere").unwrap();
         c.set("adamw.beta2=0.99").unwrap();
-        assert_eq!(
-            (c.model.d_model, c.grad_clip, c.adamw.beta2),
-            (128, None, 0.99)
-        );
+        assert_eq!((c.model.d_model, c.grad_clip, c.adamw.beta2), (128, None, 0.99));
         assert_eq!(c.data_dir, PathBuf::from("elsewhere"));
-        assert!(c
-            .set("model.depth=3")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown key `model.depth`"));
+        assert!(c.set("model.depth=3").unwrap_err().to_string().contains("unknown key `model.depth`"));
         assert!(c.set("steps=many").is_err());
         assert!(c.set("steps").is_err());
     }
@@ -298,17 +280,9 @@ mod tests {
     fn validation_names_the_key() {
         let mut c = TrainConfig::preset("tiny").unwrap();
         c.set("tokens_per_step=1000").unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("tokens_per_step"));
+        assert!(c.validate().unwrap_err().to_string().contains("tokens_per_step"));
         let mut c = TrainConfig::preset("tiny").unwrap();
         c.set("model.heads=3").unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("model.heads"));
+        assert!(c.validate().unwrap_err().to_string().contains("model.heads"));
     }
 }

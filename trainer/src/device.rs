@@ -21,12 +21,7 @@ pub enum DeviceChoice {
 /// Try to load libtorch's CUDA backend; true on success. Must run before any other torch call.
 fn load_cuda_backend() -> bool {
     // SAFETY: dlopen with a valid C string; the handle is deliberately never closed.
-    let handle = unsafe {
-        libc::dlopen(
-            c"libtorch_cuda.so".as_ptr(),
-            libc::RTLD_NOW | libc::RTLD_GLOBAL,
-        )
-    };
+    let handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
     !handle.is_null()
 }
 
@@ -83,12 +78,8 @@ mod tests {
     #[test]
     fn libtorch_multiplies_matrices_on_cpu() {
         let device = select(DeviceChoice::Cpu).unwrap();
-        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0])
-            .reshape([2, 2])
-            .to_device(device);
-        let b = Tensor::from_slice(&[5.0f32, 6.0, 7.0, 8.0])
-            .reshape([2, 2])
-            .to_device(device);
+        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([2, 2]).to_device(device);
+        let b = Tensor::from_slice(&[5.0f32, 6.0, 7.0, 8.0]).reshape([2, 2]).to_device(device);
         let c = a.matmul(&b);
         let got: Vec<f32> = Vec::try_from(c.flatten(0, -1)).unwrap();
         assert_eq!(got, vec![19.0, 22.0, 43.0, 50.0]);

@@ -20,16 +20,9 @@ pub fn export(run_dir: &Path, step: Option<u64>) -> anyhow::Result<PathBuf> {
     let info = read_run_info(run_dir)?;
     let checkpoints = checkpoint::list(run_dir);
     let (step, dir) = match step {
-        Some(s) => checkpoints
-            .into_iter()
-            .find(|(c, _)| *c == s)
-            .with_context(|| {
-                format!(
-                    "{}: no checkpoint of step {s}; see {}/checkpoints/",
-                    run_dir.display(),
-                    run_dir.display()
-                )
-            })?,
+        Some(s) => checkpoints.into_iter().find(|(c, _)| *c == s).with_context(|| {
+            format!("{}: no checkpoint of step {s}; see {}/checkpoints/", run_dir.display(), run_dir.display())
+        })?,
         None => checkpoints
             .into_iter()
             .last()
@@ -39,26 +32,17 @@ pub fn export(run_dir: &Path, step: Option<u64>) -> anyhow::Result<PathBuf> {
     let mut vs = VarStore::new(Device::Cpu);
     let _model = Gpt::new(&vs, config);
     checkpoint::load_model(&dir, &mut vs)?;
-    let active = info
-        .plan
-        .step(step)
-        .map_or(config.layers, |s| s.trainable.active_layers as usize);
+    let active = info.plan.step(step).map_or(config.layers, |s| s.trainable.active_layers as usize);
     let vocab = info.config.tokenizer.vocab_size() as i64;
 
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for (name, tensor) in vs.variables() {
-        let block = name
-            .strip_prefix("transformer.h.")
-            .and_then(|r| r.split('.').next())
-            .and_then(|i| i.parse::<usize>().ok());
+        let block =
+            name.strip_prefix("transformer.h.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok());
         if block.is_some_and(|b| b >= active) {
             continue;
         }
-        let tensor = if name == "transformer.wte.weight" {
-            tensor.narrow(0, 0, vocab)
-        } else {
-            tensor
-        };
+        let tensor = if name == "transformer.wte.weight" { tensor.narrow(0, 0, vocab) } else { tensor };
         tensors.push((name, tensor.contiguous()));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -93,10 +77,7 @@ pub fn export(run_dir: &Path, step: Option<u64>) -> anyhow::Result<PathBuf> {
         "torch_dtype": "float32",
         "stagewise": { "run": info.name, "step": step, "tokenizer": info.config.tokenizer.name() },
     });
-    write_atomically(
-        &tmp.join("config.json"),
-        serde_json::to_string_pretty(&hf_config)?.as_bytes(),
-    )?;
+    write_atomically(&tmp.join("config.json"), serde_json::to_string_pretty(&hf_config)?.as_bytes())?;
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("replacing {}", out.display()))?;
     }

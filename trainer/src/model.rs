@@ -31,10 +31,7 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn new(p: &Path, d: i64) -> Self {
-        LayerNorm {
-            weight: p.var("weight", &[d], Init::Const(1.0)),
-            bias: p.var("bias", &[d], Init::Const(0.0)),
-        }
+        LayerNorm { weight: p.var("weight", &[d], Init::Const(1.0)), bias: p.var("bias", &[d], Init::Const(0.0)) }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -52,14 +49,7 @@ struct Conv1D {
 impl Conv1D {
     fn new(p: &Path, d_in: i64, d_out: i64, std: f64) -> Self {
         Conv1D {
-            weight: p.var(
-                "weight",
-                &[d_in, d_out],
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: std,
-                },
-            ),
+            weight: p.var("weight", &[d_in, d_out], Init::Randn { mean: 0.0, stdev: std }),
             bias: p.var("bias", &[d_out], Init::Const(0.0)),
         }
     }
@@ -69,9 +59,7 @@ impl Conv1D {
         let d_in = *size.last().expect("input has a feature dimension");
         let mut out_size = size.clone();
         *out_size.last_mut().expect("non-empty") = self.weight.size()[1];
-        self.bias
-            .addmm(&x.reshape([-1, d_in]), &self.weight)
-            .view(out_size.as_slice())
+        self.bias.addmm(&x.reshape([-1, d_in]), &self.weight).view(out_size.as_slice())
     }
 }
 
@@ -111,16 +99,7 @@ impl Block {
         let parts = qkv.split(d, -1);
         let heads = |t_: &Tensor| t_.view([b, t, self.heads, head_dim]).transpose(1, 2);
         let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            true,
-            None,
-            false,
-        );
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false);
         let y = y.transpose(1, 2).contiguous().view([b, t, d]);
         let x = x + self.attn_proj.forward(&y);
         let h = self.c_fc.forward(&self.ln_2.forward(&x)).gelu("tanh");
@@ -159,31 +138,19 @@ impl Gpt {
     pub fn new(vs: &VarStore, config: GptConfig) -> Gpt {
         let root = vs.root() / "transformer";
         let d = config.d_model as i64;
-        let std = Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        };
+        let std = Init::Randn { mean: 0.0, stdev: 0.02 };
         let wte = (&root / "wte").var("weight", &[config.vocab as i64, d], std);
         let wpe = (&root / "wpe").var("weight", &[config.context as i64, d], std);
-        let blocks = (0..config.layers)
-            .map(|i| Block::new(&(&root / "h" / i), &config))
-            .collect();
+        let blocks = (0..config.layers).map(|i| Block::new(&(&root / "h" / i), &config)).collect();
         let ln_f = LayerNorm::new(&(&root / "ln_f"), d);
-        Gpt {
-            config,
-            wte,
-            wpe,
-            blocks,
-            ln_f,
-        }
+        Gpt { config, wte, wpe, blocks, ln_f }
     }
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]`, through the first `active_layers` blocks.
     pub fn forward(&self, idx: &Tensor, active_layers: usize) -> Tensor {
         let (_, t) = idx.size2().expect("input ids are [B, T]");
         let positions = Tensor::arange(t, (Kind::Int64, idx.device()));
-        let mut x = Tensor::embedding(&self.wte, idx, -1, false, false)
-            + self.wpe.index_select(0, &positions);
+        let mut x = Tensor::embedding(&self.wte, idx, -1, false, false) + self.wpe.index_select(0, &positions);
         for block in &self.blocks[..active_layers] {
             x = block.forward(&x);
         }
@@ -194,13 +161,7 @@ impl Gpt {
     pub fn loss(&self, idx: &Tensor, targets: &Tensor, active_layers: usize) -> Tensor {
         let logits = self.forward(idx, active_layers);
         let vocab = logits.size()[2];
-        logits.view([-1, vocab]).cross_entropy_loss::<Tensor>(
-            &targets.view([-1]),
-            None,
-            Reduction::Mean,
-            -100,
-            0.0,
-        )
+        logits.view([-1, vocab]).cross_entropy_loss::<Tensor>(&targets.view([-1]), None, Reduction::Mean, -100, 0.0)
     }
 
     /// Freeze and unfreeze parameters: blocks `first_trainable..active_layers` and (with
@@ -210,8 +171,7 @@ impl Gpt {
             let _ = t.set_requires_grad(on);
         };
         for (i, block) in self.blocks.iter().enumerate() {
-            let on =
-                i >= trainable.first_trainable as usize && i < trainable.active_layers as usize;
+            let on = i >= trainable.first_trainable as usize && i < trainable.active_layers as usize;
             block.parameters().into_iter().for_each(|p| set(p, on));
         }
         for p in [&self.wte, &self.wpe, &self.ln_f.weight, &self.ln_f.bias] {
@@ -219,21 +179,41 @@ impl Gpt {
         }
     }
 
+    /// The 12 parameter tensors of block `i` (shared handles), in a fixed order.
+    pub fn block_parameters(&self, i: usize) -> [&Tensor; 12] {
+        self.blocks[i].parameters()
+    }
+
+    /// The output projections of block `i` (`attn.c_proj`, `mlp.c_proj`: weights and biases),
+    /// whose zeroing makes the block an identity on the residual stream.
+    pub fn block_output_projections(&self, i: usize) -> [&Tensor; 4] {
+        let b = &self.blocks[i];
+        [&b.attn_proj.weight, &b.attn_proj.bias, &b.mlp_proj.weight, &b.mlp_proj.bias]
+    }
+
+    /// For each active block, whether its input carries a gradient path, i.e. whether backward
+    /// will reach below it. With only the top blocks training and frozen embeddings, every block
+    /// below the lowest trainable one reports `false`: backward never visits it.
+    pub fn block_inputs_require_grad(&self, idx: &Tensor, active_layers: usize) -> Vec<bool> {
+        let (_, t) = idx.size2().expect("input ids are [B, T]");
+        let positions = Tensor::arange(t, (Kind::Int64, idx.device()));
+        let mut x = Tensor::embedding(&self.wte, idx, -1, false, false) + self.wpe.index_select(0, &positions);
+        let mut flags = Vec::with_capacity(active_layers);
+        for block in &self.blocks[..active_layers] {
+            flags.push(x.requires_grad());
+            x = block.forward(&x);
+        }
+        flags
+    }
+
     /// Number of parameters that currently train.
     pub fn trainable_params(&self) -> i64 {
-        self.all_parameters()
-            .into_iter()
-            .filter(|p| p.requires_grad())
-            .map(|p| p.numel() as i64)
-            .sum()
+        self.all_parameters().into_iter().filter(|p| p.requires_grad()).map(|p| p.numel() as i64).sum()
     }
 
     /// Number of parameters (the tied head counted once).
     pub fn num_params(&self) -> i64 {
-        self.all_parameters()
-            .into_iter()
-            .map(|p| p.numel() as i64)
-            .sum()
+        self.all_parameters().into_iter().map(|p| p.numel() as i64).sum()
     }
 
     fn all_parameters(&self) -> Vec<&Tensor> {
@@ -252,13 +232,7 @@ mod tests {
     use tch::Device;
 
     fn tiny() -> GptConfig {
-        GptConfig {
-            layers: 2,
-            heads: 2,
-            d_model: 16,
-            context: 8,
-            vocab: 64,
-        }
+        GptConfig { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 }
     }
 
     #[test]
@@ -266,14 +240,8 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let _ = Gpt::new(&vs, tiny());
         let vars = vs.variables();
-        assert_eq!(
-            vars["transformer.h.1.attn.c_attn.weight"].size(),
-            vec![16, 48]
-        );
-        assert_eq!(
-            vars["transformer.h.0.mlp.c_proj.weight"].size(),
-            vec![64, 16]
-        );
+        assert_eq!(vars["transformer.h.1.attn.c_attn.weight"].size(), vec![16, 48]);
+        assert_eq!(vars["transformer.h.0.mlp.c_proj.weight"].size(), vec![64, 16]);
         assert_eq!(vars["transformer.wte.weight"].size(), vec![64, 16]);
         assert!(vars.contains_key("transformer.ln_f.bias"));
         assert_eq!(vars.len(), 2 + 12 * 2 + 2);
@@ -286,18 +254,13 @@ mod tests {
         let model = Gpt::new(&vs, tiny());
         let idx = Tensor::randint(64, [4, 8], (Kind::Int64, Device::Cpu));
         let loss = model.loss(&idx, &idx, 2).double_value(&[]);
-        assert!(
-            (loss - (64f64).ln()).abs() < 0.3,
-            "random init loss {loss} vs ln 64"
-        );
+        assert!((loss - (64f64).ln()).abs() < 0.3, "random init loss {loss} vs ln 64");
         // Changing the last token must not change earlier positions' logits.
         let logits = model.forward(&idx, 2);
         let idx2 = idx.copy();
         let _ = idx2.get(0).get(7).fill_(3);
         let logits2 = model.forward(&idx2, 2);
-        assert!(logits
-            .narrow(1, 0, 7)
-            .allclose(&logits2.narrow(1, 0, 7), 1e-6, 1e-6, false));
+        assert!(logits.narrow(1, 0, 7).allclose(&logits2.narrow(1, 0, 7), 1e-6, 1e-6, false));
     }
 
     #[test]
@@ -307,11 +270,7 @@ mod tests {
         let block = 12 * 16 * 16 + 13 * 16; // 12d² weights + biases/LN of one block
         let embeddings = 64 * 16 + 8 * 16 + 2 * 16;
         assert_eq!(model.num_params(), (2 * block + embeddings) as i64);
-        model.apply_trainable(Trainable {
-            active_layers: 2,
-            first_trainable: 1,
-            embeddings: false,
-        });
+        model.apply_trainable(Trainable { active_layers: 2, first_trainable: 1, embeddings: false });
         assert_eq!(model.trainable_params(), block as i64);
     }
 }

@@ -29,12 +29,7 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// The reference code's: betas (0.9, 0.95), eps 1e-8, weight decay 0.1.
     fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        }
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
     }
 }
 
@@ -70,9 +65,10 @@ impl AdamW {
         AdamW { config, states }
     }
 
-    /// Zero the gradients of every parameter that has one.
+    /// Zero the gradients of the trainable parameters (frozen ones keep whatever they had, which
+    /// nothing reads: skipping them saves a kernel per frozen tensor).
     pub fn zero_grad(&mut self) {
-        for s in &mut self.states {
+        for s in self.states.iter_mut().filter(|s| s.param.requires_grad()) {
             let mut grad = s.param.grad();
             if grad.defined() {
                 let _ = grad.zero_();
@@ -82,12 +78,7 @@ impl AdamW {
 
     /// The gradients that take part in this step (trainable parameters with a gradient).
     pub fn active_grads(&self) -> Vec<Tensor> {
-        self.states
-            .iter()
-            .filter(|s| s.param.requires_grad())
-            .map(|s| s.param.grad())
-            .filter(|g| g.defined())
-            .collect()
+        self.states.iter().filter(|s| s.param.requires_grad()).map(|s| s.param.grad()).filter(|g| g.defined()).collect()
     }
 
     /// Global L2 norm of the active gradients (a 0-d tensor; reading it syncs the device).
@@ -96,10 +87,7 @@ impl AdamW {
         if grads.is_empty() {
             return Tensor::from(0.0f32);
         }
-        let squares: Vec<Tensor> = grads
-            .iter()
-            .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
-            .collect();
+        let squares: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float)).collect();
         Tensor::stack(&squares, 0).sum(Kind::Float).sqrt()
     }
 
@@ -116,12 +104,7 @@ impl AdamW {
 
     /// One AdamW update at learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
-        let AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.config;
+        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
         tch::no_grad(|| {
             for s in &mut self.states {
                 let grad = s.param.grad();
@@ -162,10 +145,7 @@ impl AdamW {
         let mut out = Vec::with_capacity(3 * self.states.len());
         for s in &self.states {
             out.push((format!("{}.exp_avg", s.name), s.exp_avg.shallow_clone()));
-            out.push((
-                format!("{}.exp_avg_sq", s.name),
-                s.exp_avg_sq.shallow_clone(),
-            ));
+            out.push((format!("{}.exp_avg_sq", s.name), s.exp_avg_sq.shallow_clone()));
             out.push((format!("{}.step", s.name), Tensor::from(s.step as i64)));
         }
         out
@@ -182,12 +162,7 @@ impl AdamW {
                 };
                 let (m, v, step) = (take("exp_avg")?, take("exp_avg_sq")?, take("step")?);
                 if m.size() != s.exp_avg.size() || v.size() != s.exp_avg_sq.size() {
-                    bail!(
-                        "optimizer state for `{}` has shape {:?}, expected {:?}",
-                        s.name,
-                        m.size(),
-                        s.exp_avg.size()
-                    );
+                    bail!("optimizer state for `{}` has shape {:?}, expected {:?}", s.name, m.size(), s.exp_avg.size());
                 }
                 s.exp_avg.copy_(&m);
                 s.exp_avg_sq.copy_(&v);
@@ -206,12 +181,7 @@ pub enum LrSchedule {
     Constant { lr: f64 },
     /// Linear warmup from `lr_max / warmup_steps` to `lr_max`, then cosine decay to `lr_min` at
     /// `decay_steps`, then `lr_min` (build-nanogpt's `get_lr`).
-    WarmupCosine {
-        lr_max: f64,
-        lr_min: f64,
-        warmup_steps: u64,
-        decay_steps: u64,
-    },
+    WarmupCosine { lr_max: f64, lr_min: f64, warmup_steps: u64, decay_steps: u64 },
 }
 
 impl LrSchedule {
@@ -219,12 +189,7 @@ impl LrSchedule {
     pub fn lr(&self, step: u64) -> f64 {
         match *self {
             LrSchedule::Constant { lr } => lr,
-            LrSchedule::WarmupCosine {
-                lr_max,
-                lr_min,
-                warmup_steps,
-                decay_steps,
-            } => {
+            LrSchedule::WarmupCosine { lr_max, lr_min, warmup_steps, decay_steps } => {
                 let it = step.saturating_sub(1); // build-nanogpt counts from 0
                 if it < warmup_steps {
                     return lr_max * (it + 1) as f64 / warmup_steps as f64;
@@ -247,12 +212,7 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_to_the_floor() {
-        let s = LrSchedule::WarmupCosine {
-            lr_max: 6e-4,
-            lr_min: 6e-5,
-            warmup_steps: 10,
-            decay_steps: 110,
-        };
+        let s = LrSchedule::WarmupCosine { lr_max: 6e-4, lr_min: 6e-5, warmup_steps: 10, decay_steps: 110 };
         assert_relative_eq!(s.lr(1), 6e-5);
         assert_relative_eq!(s.lr(10), 6e-4);
         assert_relative_eq!(s.lr(11), 6e-4);

@@ -20,23 +20,15 @@ impl Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30.cyan/blue} {pos}/{len} steps  {msg}  eta {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} steps  {msg}  eta {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
             bar.set_position(start_step);
             bar
         });
         let every = if quiet { u64::MAX } else { (total / 20).max(1) };
-        Progress {
-            bar,
-            total,
-            start_step,
-            started: Instant::now(),
-            every,
-        }
+        Progress { bar, total, start_step, started: Instant::now(), every }
     }
 
     /// Report step `step` with a message (loss, tokens/s, ...).
@@ -44,15 +36,11 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(step);
             bar.set_message(message.to_string());
-        } else if step % self.every == 0 || step == self.total {
+        } else if self.every != u64::MAX && (step % self.every == 0 || step == self.total) {
             let done = (step - self.start_step) as f64;
             let left = (self.total - step) as f64;
             let eta = self.started.elapsed().as_secs_f64() / done.max(1.0) * left;
-            eprintln!(
-                "step {step}/{}  {message}  eta {}",
-                self.total,
-                format_seconds(eta)
-            );
+            eprintln!("step {step}/{}  {message}  eta {}", self.total, format_seconds(eta));
         }
     }
 

@@ -21,19 +21,14 @@ impl MetricsWriter {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {} for writing", path.display()))?;
-        Ok(MetricsWriter {
-            path: path.into(),
-            file,
-        })
+        Ok(MetricsWriter { path: path.into(), file })
     }
 
     /// Write one line and flush it, so a crash loses at most the line being written.
     pub fn write(&mut self, line: &MetricsLine) -> anyhow::Result<()> {
         let mut text = serde_json::to_string(line)?;
         text.push('\n');
-        self.file
-            .write_all(text.as_bytes())
-            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.file.write_all(text.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
         self.file.flush()?;
         Ok(())
     }
@@ -46,8 +41,7 @@ pub fn truncate_after(path: &Path, step: u64) -> anyhow::Result<bool> {
     if !path.exists() {
         return Ok(false);
     }
-    let reader =
-        BufReader::new(File::open(path).with_context(|| format!("reading {}", path.display()))?);
+    let reader = BufReader::new(File::open(path).with_context(|| format!("reading {}", path.display()))?);
     let mut kept = String::new();
     let mut has_checkpoint = false;
     for line in reader.split(b'\n') {
@@ -65,7 +59,6 @@ pub fn truncate_after(path: &Path, step: u64) -> anyhow::Result<bool> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(kept.as_bytes())?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("rewriting {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("rewriting {}", path.display()))?;
     Ok(has_checkpoint)
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cost_model::metrics::{LineKind, MetricsLine};
-use cost_model::{Plan, Segment};
+use cost_model::{Phase, Plan, Segment};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -16,11 +16,13 @@ use crate::checkpoint::{self, TrainState};
 use crate::config::TrainConfig;
 use crate::data::{BatchLoader, DataPosition, TokenDataset};
 use crate::device;
+use crate::eval;
+use crate::growth::grow;
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::progress::{format_seconds, Progress};
 use crate::runlog::{self, MetricsWriter};
-use crate::schedule::ScheduleSpec;
+use crate::schedule::{IncrementalSpec, ScheduleSpec};
 
 /// `run.json`: what a run is, saved when it starts and read when it resumes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,18 +85,16 @@ pub fn start(
     let prepare = || -> anyhow::Result<(RunInfo, TokenDataset)> {
         config.validate()?;
         let plan = schedule.plan(&config)?;
+        for segment in &plan.segments {
+            micro_batch_shape(&config, segment)?;
+        }
         if run_dir.join(RUN_FILE).exists() {
-            bail!(
-                "{} already holds a run; resume it with --resume {0} or pick another --run name",
-                run_dir.display()
-            );
+            bail!("{} already holds a run; resume it with --resume {0} or pick another --run name", run_dir.display());
         }
         // Open the data before creating anything, so a missing dataset leaves no run directory behind.
         let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
-        let name = run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
+        load_hellaswag(&config)?;
+        let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
         let info = RunInfo {
             name,
             config: config.clone(),
@@ -120,13 +120,8 @@ pub fn start(
     }
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     write_atomically(&run_dir.join(RUN_FILE), &serde_json::to_vec_pretty(&info)?)?;
-    let initial = TrainState {
-        step: 0,
-        data: DataPosition::default(),
-        seed: info.config.seed,
-        seconds: 0.0,
-        segment: 0,
-    };
+    let initial =
+        TrainState { step: 0, data: DataPosition::default(), seed: info.config.seed, seconds: 0.0, segment: 0 };
     Trainer::new(run_dir, info, dataset, options)?.run(initial, None, options)
 }
 
@@ -134,8 +129,8 @@ pub fn start(
 pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
     let prepare = || -> anyhow::Result<(RunInfo, TokenDataset)> {
         let info = read_run_info(run_dir)?;
-        let dataset =
-            TokenDataset::open(&info.config.data_dir, info.config.tokenizer.vocab_size())?;
+        let dataset = TokenDataset::open(&info.config.data_dir, info.config.tokenizer.vocab_size())?;
+        load_hellaswag(&info.config)?;
         Ok((info, dataset))
     };
     let (info, dataset) = prepare().map_err(bad_input)?;
@@ -157,18 +152,26 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
     trainer.run(state, missing_line, options)
 }
 
+/// The HellaSwag examples a config asks for (none when it names no file).
+fn load_hellaswag(config: &TrainConfig) -> anyhow::Result<Vec<eval::Example>> {
+    match &config.hellaswag {
+        Some(path) => eval::load(path, config.hellaswag_limit),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Read `run.json`.
 pub fn read_run_info(run_dir: &Path) -> anyhow::Result<RunInfo> {
     let path = run_dir.join(RUN_FILE);
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("{}: no run here (missing run.json)", run_dir.display()))?;
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("{}: no run here (missing run.json)", run_dir.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt run.json", path.display()))
 }
 
 struct Trainer {
     run_dir: PathBuf,
     info: RunInfo,
-    dataset: TokenDataset,
+    dataset: std::sync::Arc<TokenDataset>,
     device: Device,
     vs: VarStore,
     model: Gpt,
@@ -176,21 +179,14 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(
-        run_dir: &Path,
-        info: RunInfo,
-        dataset: TokenDataset,
-        options: &TrainOptions,
-    ) -> anyhow::Result<Trainer> {
+    fn new(run_dir: &Path, info: RunInfo, dataset: TokenDataset, options: &TrainOptions) -> anyhow::Result<Trainer> {
         let config = &info.config;
         // All randomness is drawn here, at initialisation: a resumed run draws the same numbers
         // and then overwrites them from the checkpoint.
         // libtorch's generator is global: hold a lock from seeding to the last draw so another
         // thread initialising a model at the same time cannot interleave its draws with ours.
         static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let guard = INIT_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(config.seed as i64);
         let vs = VarStore::new(options.device);
         let model = Gpt::new(&vs, config.model);
@@ -204,7 +200,7 @@ impl Trainer {
         Ok(Trainer {
             run_dir: run_dir.into(),
             info,
-            dataset,
+            dataset: std::sync::Arc::new(dataset),
             device: options.device,
             vs,
             model,
@@ -223,49 +219,46 @@ impl Trainer {
         let total = plan.total_steps();
         let last = options.stop_after_step.map_or(total, |s| s.min(total));
         let lr = config.lr(total);
-        let accum = config.grad_accum_steps();
         let autocast = config.bf16 && self.device.is_cuda();
         let mut metrics = MetricsWriter::open(&self.run_dir.join(METRICS_FILE))?;
-        let mut loader = BatchLoader::new(
-            &self.dataset.train,
-            config.micro_batch,
-            config.model.context,
-            self.device,
-            state.data,
-        )?;
         let val_batches = self.val_batches(&config)?;
+        let hellaswag = load_hellaswag(&config)?;
+        let tokenizer = crate::data::Tokenizer::new(config.tokenizer)?;
 
         let mut segment: Option<Segment> = None;
         let mut trainable_params = 0;
         if let Some(dir) = missing_checkpoint_line {
             // The process died between writing the checkpoint and logging it.
-            let seg = *plan
-                .segment_of(state.step.max(1))
-                .context("checkpoint beyond the plan")?;
+            let seg = *plan.segment_of(state.step.max(1)).context("checkpoint beyond the plan")?;
             self.model.apply_trainable(seg.trainable);
-            let line = self.line(
-                LineKind::Checkpoint,
-                &state,
-                &seg,
-                self.model.trainable_params(),
-            );
-            metrics.write(&MetricsLine {
-                path: Some(relative(&self.run_dir, &dir)),
-                ..line
-            })?;
+            let line = self.line(LineKind::Checkpoint, &state, &seg, self.model.trainable_params());
+            metrics.write(&MetricsLine { path: Some(relative(&self.run_dir, &dir)), ..line })?;
         }
 
         let progress = Progress::new(last, state.step, options.quiet);
         let first_step = state.step + 1;
         let invocation_start = state.seconds;
         let (mut last_loss, mut last_val_loss) = (None, None);
+        let spec = self.info.schedule.incremental().cloned();
+        let dataset = std::sync::Arc::clone(&self.dataset);
+        let mut loader: Option<BatchLoader> = None;
+        let mut accum = 1;
         for step in first_step..=last {
             let seg = *plan.segment_of(step).context("step outside the plan")?;
             if segment.map(|s| s.first_step) != Some(seg.first_step) {
+                if let Some(spec) = &spec {
+                    self.enter_segment(&plan, &seg, step, spec);
+                }
                 self.model.apply_trainable(seg.trainable);
                 trainable_params = self.model.trainable_params();
+                // Micro-batches keep micro_batch × context tokens; a shorter stage context means more rows.
+                let (rows, micro_steps) = micro_batch_shape(&config, &seg)?;
+                let position = loader.as_ref().map_or(state.data, |l| l.position());
+                loader = Some(BatchLoader::new(&dataset.train, rows, seg.context as usize, self.device, position)?);
+                accum = micro_steps;
                 segment = Some(seg);
             }
+            let loader = loader.as_mut().expect("set at the first step");
             let active = seg.trainable.active_layers as usize;
 
             let started = Instant::now();
@@ -273,8 +266,7 @@ impl Trainer {
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
             for _ in 0..accum {
                 let (x, y) = loader.next_batch();
-                let loss =
-                    tch::autocast(autocast, || self.model.loss(&x, &y, active)) / accum as f64;
+                let loss = tch::autocast(autocast, || self.model.loss(&x, &y, active)) / accum as f64;
                 loss.backward();
                 loss_sum += loss.detach().to_kind(Kind::Float);
             }
@@ -290,11 +282,7 @@ impl Trainer {
             state.step = step;
             state.data = loader.position();
             state.seconds += step_seconds;
-            state.segment = plan
-                .segments
-                .iter()
-                .position(|s| s.first_step == seg.first_step)
-                .unwrap_or(0);
+            state.segment = plan.segments.iter().position(|s| s.first_step == seg.first_step).unwrap_or(0);
             let tokens_per_s = seg.tokens_per_step as f64 / step_seconds.max(1e-9);
             let base = self.line(LineKind::Train, &state, &seg, trainable_params);
             metrics.write(&MetricsLine {
@@ -308,34 +296,29 @@ impl Trainer {
 
             if config.val_every > 0 && (step % config.val_every == 0 || step == total) {
                 let val_loss = self.val_loss(&val_batches, active, autocast);
-                metrics.write(&MetricsLine {
-                    kind: LineKind::Val,
-                    val_loss: Some(val_loss),
-                    ..base.clone()
-                })?;
+                metrics.write(&MetricsLine { kind: LineKind::Val, val_loss: Some(val_loss), ..base.clone() })?;
                 progress.println(&format!("step {step}: val loss {val_loss:.4}"));
                 last_val_loss = Some(val_loss);
             }
-            let checkpoint_due = (config.checkpoint_every > 0
-                && step % config.checkpoint_every == 0)
-                || step == last;
+            let hellaswag_due = (config.hellaswag_every > 0 && step % config.hellaswag_every == 0) || step == total;
+            if !hellaswag.is_empty() && hellaswag_due {
+                let score = eval::evaluate(&self.model, active, &tokenizer, &hellaswag, 16, self.device, autocast);
+                metrics.write(&MetricsLine {
+                    kind: LineKind::Hellaswag,
+                    acc: Some(score.acc),
+                    acc_norm: Some(score.acc_norm),
+                    n: Some(score.n as u64),
+                    ..base.clone()
+                })?;
+                progress.println(&format!("step {step}: hellaswag acc_norm {:.4} (n = {})", score.acc_norm, score.n));
+            }
+            let checkpoint_due = (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) || step == last;
             if checkpoint_due {
                 let dir = checkpoint::save(&self.run_dir, &self.vs, &self.optimizer, &state)?;
                 let path = Some(relative(&self.run_dir, &dir));
-                metrics.write(&MetricsLine {
-                    kind: LineKind::Checkpoint,
-                    path,
-                    ..base
-                })?;
+                metrics.write(&MetricsLine { kind: LineKind::Checkpoint, path, ..base })?;
             }
-            progress.step(
-                step,
-                &format!(
-                    "{} loss {loss:.4} {:.0} tok/s",
-                    seg.phase.as_str(),
-                    tokens_per_s
-                ),
-            );
+            progress.step(step, &format!("{} loss {loss:.4} {:.0} tok/s", seg.phase.as_str(), tokens_per_s));
         }
         progress.finish();
         let steps_done = last.saturating_sub(first_step - 1);
@@ -350,6 +333,26 @@ impl Trainer {
             seconds_per_step: seconds / steps_done.max(1) as f64,
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
         })
+    }
+
+    /// What happens once when a segment starts at `step` (not when a resume lands inside it):
+    /// new blocks grow at the first step of a stage, the optimizer resets when continual starts.
+    fn enter_segment(&mut self, plan: &Plan, seg: &Segment, step: u64, spec: &IncrementalSpec) {
+        if step != seg.first_step {
+            return;
+        }
+        let mut stage_first_step = 1;
+        for stage in &plan.stages {
+            if stage.stage == seg.stage && stage_first_step == step && seg.phase != Phase::Continual && stage.stage >= 2
+            {
+                let old_active = plan.stages[stage.stage as usize - 2].active_layers as usize;
+                grow(&mut self.model, spec.growth, old_active, stage.active_layers as usize);
+            }
+            stage_first_step += stage.phase1_steps + stage.phase2_steps;
+        }
+        if seg.phase == Phase::Continual && spec.reset_optimizer_at_continual {
+            self.optimizer.reset();
+        }
     }
 
     /// The fixed validation slice: the first `val_batches` micro-batches of the val shard.
@@ -367,37 +370,22 @@ impl Trainer {
             );
         }
         let shards = std::slice::from_ref(&self.dataset.val);
-        let mut loader = BatchLoader::new(
-            shards,
-            config.micro_batch,
-            config.model.context,
-            self.device,
-            DataPosition::default(),
-        )?;
-        Ok((0..config.val_batches.min(available))
-            .map(|_| loader.next_batch())
-            .collect())
+        let mut loader =
+            BatchLoader::new(shards, config.micro_batch, config.model.context, self.device, DataPosition::default())?;
+        Ok((0..config.val_batches.min(available)).map(|_| loader.next_batch()).collect())
     }
 
     fn val_loss(&self, batches: &[(Tensor, Tensor)], active: usize, autocast: bool) -> f64 {
         tch::no_grad(|| {
             let total: f64 = batches
                 .iter()
-                .map(|(x, y)| {
-                    tch::autocast(autocast, || self.model.loss(x, y, active)).double_value(&[])
-                })
+                .map(|(x, y)| tch::autocast(autocast, || self.model.loss(x, y, active)).double_value(&[]))
                 .sum();
             total / batches.len() as f64
         })
     }
 
-    fn line(
-        &self,
-        kind: LineKind,
-        state: &TrainState,
-        seg: &Segment,
-        trainable_params: i64,
-    ) -> MetricsLine {
+    fn line(&self, kind: LineKind, state: &TrainState, seg: &Segment, trainable_params: i64) -> MetricsLine {
         let compute = self.info.plan.cumulative(state.step);
         MetricsLine {
             run: self.info.name.clone(),
@@ -424,6 +412,27 @@ impl Trainer {
     }
 }
 
+/// Rows per micro-batch and micro-batches per step for a segment: every micro-batch holds
+/// `micro_batch × context` tokens (the config's), cut into rows of the segment's context.
+pub fn micro_batch_shape(config: &TrainConfig, segment: &Segment) -> anyhow::Result<(usize, usize)> {
+    let micro_tokens = config.micro_batch * config.model.context;
+    let context = segment.context as usize;
+    let tokens = segment.tokens_per_step as usize;
+    if micro_tokens % context != 0 {
+        bail!(
+            "stage {} context {context} does not divide micro_batch × context = {micro_tokens}; use powers of two in --context-schedule",
+            segment.stage
+        );
+    }
+    if tokens == 0 || tokens % micro_tokens != 0 {
+        bail!(
+            "stage {} has {tokens} tokens per step, not a multiple of micro_batch × context = {micro_tokens}; fix --batch-schedule",
+            segment.stage
+        );
+    }
+    Ok((micro_tokens / context, tokens / micro_tokens))
+}
+
 /// Human summary of a finished invocation.
 pub fn describe(summary: &TrainSummary) -> String {
     format!(
@@ -432,9 +441,7 @@ pub fn describe(summary: &TrainSummary) -> String {
         summary.last_step,
         summary.total_steps,
         summary.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
-        summary
-            .last_val_loss
-            .map_or("-".into(), |l| format!("{l:.4}")),
+        summary.last_val_loss.map_or("-".into(), |l| format!("{l:.4}")),
         summary.seconds_per_step * 1e3,
         summary.tokens_per_second,
         format_seconds(summary.seconds_per_step * summary.last_step as f64)
@@ -442,10 +449,7 @@ pub fn describe(summary: &TrainSummary) -> String {
 }
 
 fn relative(base: &Path, path: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(base).unwrap_or(path).display().to_string()
 }
 
 fn git_commit() -> String {
@@ -462,11 +466,9 @@ fn git_commit() -> String {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let dir = path.parent().context("path has no directory")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing in {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

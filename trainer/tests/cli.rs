@@ -7,19 +7,11 @@ use std::process::{Command, Output};
 use trainer::data::write_shard;
 
 fn train(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run train")
+    Command::new(env!("CARGO_BIN_EXE_train")).args(args).current_dir(cwd).output().expect("run train")
 }
 
 fn dataset(dir: &Path) {
-    let tokens: Vec<u16> = "a rose is a rose is a rose. "
-        .repeat(100)
-        .bytes()
-        .map(u16::from)
-        .collect();
+    let tokens: Vec<u16> = "a rose is a rose is a rose. ".repeat(100).bytes().map(u16::from).collect();
     write_shard(&dir.join("data/d/d_val_000000.bin"), &tokens[..1000]).unwrap();
     write_shard(&dir.join("data/d/d_train_000001.bin"), &tokens).unwrap();
 }
@@ -50,15 +42,10 @@ fn trains_a_small_run_and_exports_it() {
     let mut args = SMALL.to_vec();
     args.extend(["--set", "steps=3", "--run", "r", "--quiet"]);
     let out = train(&args, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("step 3/3"));
     let run = dir.path().join("runs/r");
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["config"]["model"]["d_model"], 16);
     assert_eq!(info["libtorch_version"], "2.11.0");
     assert!(train(&["export", "runs/r"], dir.path()).status.success());
@@ -70,16 +57,8 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
     std::fs::create_dir_all(dir.path().join("data/corrupt")).unwrap();
-    std::fs::write(
-        dir.path().join("data/corrupt/c_val_000000.bin"),
-        vec![7u8; 2048],
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("data/corrupt/c_train_000001.bin"),
-        vec![7u8; 2048],
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("data/corrupt/c_val_000000.bin"), vec![7u8; 2048]).unwrap();
+    std::fs::write(dir.path().join("data/corrupt/c_train_000001.bin"), vec![7u8; 2048]).unwrap();
 
     let with_small = |extra: &[&'static str]| {
         let mut v = SMALL.to_vec();
@@ -91,15 +70,9 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["--set", "model.depth=3"], "model.depth"),
         (vec!["--set", "steps=many"], "steps"),
         (vec!["--set", "steps"], "key=value"),
-        (
-            with_small(&["--set", "tokens_per_step=10"]),
-            "tokens_per_step",
-        ),
+        (with_small(&["--set", "tokens_per_step=10"]), "tokens_per_step"),
         (with_small(&["--set", "data_dir=data/missing"]), "just data"),
-        (
-            with_small(&["--set", "data_dir=data/corrupt"]),
-            "c_val_000000.bin: bad magic",
-        ),
+        (with_small(&["--set", "data_dir=data/corrupt"]), "c_val_000000.bin: bad magic"),
         (with_small(&["--set", "steps=0"]), "steps"),
         (vec!["--run", "a/b"], "run name"),
         (vec!["--resume", "runs/none"], "runs/none"),
@@ -113,15 +86,9 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-        assert!(
-            err.contains(needle),
-            "{args:?} should mention {needle}: {err}"
-        );
+        assert!(err.contains(needle), "{args:?} should mention {needle}: {err}");
     }
-    assert!(
-        !dir.path().join("runs").exists(),
-        "a failed start must not leave a run directory"
-    );
+    assert!(!dir.path().join("runs").exists(), "a failed start must not leave a run directory");
 
     // A second start into the same run directory is refused.
     let mut args = SMALL.to_vec();

@@ -44,11 +44,7 @@ fn tiny_config(data: &Path) -> TrainConfig {
 }
 
 fn options(stop: Option<u64>) -> TrainOptions {
-    TrainOptions {
-        device: Device::Cpu,
-        stop_after_step: stop,
-        quiet: true,
-    }
+    TrainOptions { device: Device::Cpu, stop_after_step: stop, quiet: true }
 }
 
 fn read_metrics(run: &Path) -> Vec<MetricsLine> {
@@ -60,11 +56,7 @@ fn read_metrics(run: &Path) -> Vec<MetricsLine> {
 }
 
 fn losses(lines: &[MetricsLine], kind: LineKind) -> Vec<(u64, u64)> {
-    lines
-        .iter()
-        .filter(|l| l.kind == kind)
-        .map(|l| (l.step, l.loss.or(l.val_loss).unwrap().to_bits()))
-        .collect()
+    lines.iter().filter(|l| l.kind == kind).map(|l| (l.step, l.loss.or(l.val_loss).unwrap().to_bits())).collect()
 }
 
 #[test]
@@ -74,43 +66,19 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
     let config = tiny_config(&data);
 
     let straight = dir.path().join("straight");
-    let summary = train::start(
-        &straight,
-        config.clone(),
-        ScheduleSpec::Baseline,
-        &options(None),
-    )
-    .unwrap();
+    let summary = train::start(&straight, config.clone(), ScheduleSpec::Baseline, &options(None)).unwrap();
     assert_eq!(summary.last_step, 12);
 
     // Stop after step 6 (a checkpoint is written there), then resume twice: once cleanly, once
     // after simulating a crash that left log lines beyond the checkpoint and a torn last line.
     let resumed = dir.path().join("resumed");
-    train::start(
-        &resumed,
-        config.clone(),
-        ScheduleSpec::Baseline,
-        &options(Some(6)),
-    )
-    .unwrap();
-    assert!(resumed
-        .join("checkpoints/step_00000006/model.safetensors")
-        .is_file());
+    train::start(&resumed, config.clone(), ScheduleSpec::Baseline, &options(Some(6))).unwrap();
+    assert!(resumed.join("checkpoints/step_00000006/model.safetensors").is_file());
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(resumed.join("metrics.jsonl"))
-            .unwrap();
-        let fake = read_metrics(&resumed)
-            .into_iter()
-            .find(|l| l.kind == LineKind::Train)
-            .unwrap();
-        let beyond = MetricsLine {
-            step: 7,
-            loss: Some(123.0),
-            ..fake
-        };
+        let mut f = std::fs::OpenOptions::new().append(true).open(resumed.join("metrics.jsonl")).unwrap();
+        let fake = read_metrics(&resumed).into_iter().find(|l| l.kind == LineKind::Train).unwrap();
+        let beyond = MetricsLine { step: 7, loss: Some(123.0), ..fake };
         writeln!(f, "{}", serde_json::to_string(&beyond).unwrap()).unwrap();
         write!(f, "{{\"run\":\"torn").unwrap();
     }
@@ -118,53 +86,24 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
     train::resume(&resumed, &options(None)).unwrap();
 
     let (a, b) = (read_metrics(&straight), read_metrics(&resumed));
-    assert_eq!(
-        losses(&a, LineKind::Train),
-        losses(&b, LineKind::Train),
-        "train losses differ"
-    );
-    assert_eq!(
-        losses(&a, LineKind::Val),
-        losses(&b, LineKind::Val),
-        "val losses differ"
-    );
+    assert_eq!(losses(&a, LineKind::Train), losses(&b, LineKind::Train), "train losses differ");
+    assert_eq!(losses(&a, LineKind::Val), losses(&b, LineKind::Val), "val losses differ");
     assert_eq!(losses(&a, LineKind::Train).len(), 12);
 
     // No step twice per kind; steps increase monotonically.
     for kind in [LineKind::Train, LineKind::Val] {
-        let steps: Vec<u64> = b
-            .iter()
-            .filter(|l| l.kind == kind)
-            .map(|l| l.step)
-            .collect();
-        assert!(
-            steps.windows(2).all(|w| w[0] < w[1]),
-            "{kind:?} steps repeat: {steps:?}"
-        );
+        let steps: Vec<u64> = b.iter().filter(|l| l.kind == kind).map(|l| l.step).collect();
+        assert!(steps.windows(2).all(|w| w[0] < w[1]), "{kind:?} steps repeat: {steps:?}");
     }
     // Cumulative compute is continuous across the resumes.
-    let tokens: Vec<u64> = b
-        .iter()
-        .filter(|l| l.kind == LineKind::Train)
-        .map(|l| l.tokens)
-        .collect();
+    let tokens: Vec<u64> = b.iter().filter(|l| l.kind == LineKind::Train).map(|l| l.tokens).collect();
     assert_eq!(tokens, (1..=12).map(|s| s * 128).collect::<Vec<_>>());
-    let seconds: Vec<f64> = b
-        .iter()
-        .filter(|l| l.kind == LineKind::Train)
-        .map(|l| l.seconds)
-        .collect();
-    assert!(
-        seconds.windows(2).all(|w| w[0] < w[1]),
-        "seconds must keep growing: {seconds:?}"
-    );
+    let seconds: Vec<f64> = b.iter().filter(|l| l.kind == LineKind::Train).map(|l| l.seconds).collect();
+    assert!(seconds.windows(2).all(|w| w[0] < w[1]), "seconds must keep growing: {seconds:?}");
 
     // Training works: the loss falls on this repetitive text.
     let train_losses: Vec<f64> = a.iter().filter_map(|l| l.loss).collect();
-    assert!(
-        train_losses[11] < train_losses[0] - 0.5,
-        "loss did not fall: {train_losses:?}"
-    );
+    assert!(train_losses[11] < train_losses[0] - 0.5, "loss did not fall: {train_losses:?}");
 }
 
 #[test]
@@ -179,17 +118,9 @@ fn export_writes_hugging_face_layout() {
     let tensors = tch::Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"transformer.h.1.attn.c_attn.weight"));
-    let wte = &tensors
-        .iter()
-        .find(|(n, _)| n == "transformer.wte.weight")
-        .unwrap()
-        .1;
+    let wte = &tensors.iter().find(|(n, _)| n == "transformer.wte.weight").unwrap().1;
     assert_eq!(wte.size(), vec![257, 32], "padded rows are dropped");
-    let hf: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(
-        (hf["n_layer"].as_u64(), hf["vocab_size"].as_u64()),
-        (Some(2), Some(257))
-    );
+    let hf: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!((hf["n_layer"].as_u64(), hf["vocab_size"].as_u64()), (Some(2), Some(257)));
     assert!(trainer::export::export(&run, Some(99)).is_err());
 }

@@ -16,11 +16,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn ids(v: &Value) -> Tensor {
@@ -58,19 +54,11 @@ fn gpt2_loss_logits_and_gradients_match_pytorch() {
             assert_abs_diff_eq!(*got, want, epsilon = 1e-5);
         }
         let loss = model.loss(&idx, &targets, active);
-        assert_abs_diff_eq!(
-            loss.double_value(&[]),
-            expected["loss"].as_f64().unwrap(),
-            epsilon = 1e-5
-        );
+        assert_abs_diff_eq!(loss.double_value(&[]), expected["loss"].as_f64().unwrap(), epsilon = 1e-5);
         loss.backward();
         for (name, want) in expected["grad_norms"].as_object().unwrap() {
             let g = vars[name].grad();
-            let got = if g.defined() {
-                g.norm().double_value(&[])
-            } else {
-                0.0
-            };
+            let got = if g.defined() { g.norm().double_value(&[]) } else { 0.0 };
             assert_abs_diff_eq!(got, want.as_f64().unwrap(), epsilon = 1e-5);
         }
     }
@@ -79,23 +67,10 @@ fn gpt2_loss_logits_and_gradients_match_pytorch() {
 #[test]
 fn adamw_matches_torch_optim_adamw() {
     let fx = fixture("adamw_torch.json");
-    let w = Tensor::from_slice(&floats(&fx["w0"]))
-        .view([2, 3])
-        .set_requires_grad(true);
+    let w = Tensor::from_slice(&floats(&fx["w0"])).view([2, 3]).set_requires_grad(true);
     let b = Tensor::from_slice(&floats(&fx["b0"])).set_requires_grad(true);
-    let config = AdamWConfig {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-    };
-    let mut opt = AdamW::new(
-        vec![
-            ("w".into(), w.shallow_clone()),
-            ("b".into(), b.shallow_clone()),
-        ],
-        config,
-    );
+    let config = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone()), ("b".into(), b.shallow_clone())], config);
     let lr = fx["lr"].as_f64().unwrap();
     for (i, expected) in fx["steps"].as_array().unwrap().iter().enumerate() {
         // Set gradients through a backward pass of a linear function: d/dp sum(p * g) = g.

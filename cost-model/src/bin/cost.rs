@@ -11,8 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use cost_model::cli::{self, CliError};
 use cost_model::{
-    backward_ratio_from_times, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
-    ScheduleConfig, Until,
+    backward_ratio_from_times, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan, ScheduleConfig, Until,
 };
 use serde_json::json;
 
@@ -79,14 +78,8 @@ struct Args {
 }
 
 fn parse_pair(s: &str) -> Result<(f64, f64), String> {
-    let (a, b) = s
-        .split_once(',')
-        .ok_or_else(|| format!("'{s}' is not FORWARD_MS,FORWARD_BACKWARD_MS"))?;
-    let num = |x: &str| {
-        x.trim()
-            .parse::<f64>()
-            .map_err(|_| format!("'{x}' is not a number"))
-    };
+    let (a, b) = s.split_once(',').ok_or_else(|| format!("'{s}' is not FORWARD_MS,FORWARD_BACKWARD_MS"))?;
+    let num = |x: &str| x.trim().parse::<f64>().map_err(|_| format!("'{x}' is not a number"));
     Ok((num(a)?, num(b)?))
 }
 
@@ -117,20 +110,17 @@ fn run(args: &Args) -> Result<(), CliError> {
         backward_ratio,
         phase_steps: args.phase_steps,
         phase1_trainable: args.phase1_trainable,
+        stage_context: Vec::new(),
+        stage_tokens_per_step: Vec::new(),
     };
-    let plan = Plan::incremental(&shape, &schedule, Until::EqualCompute(args.model))
-        .map_err(CliError::bad_input)?;
-    let output = if args.json {
-        json_report(&plan, args.model)
-    } else {
-        table_report(&plan)?
-    };
+    let plan = Plan::incremental(&shape, &schedule, Until::EqualCompute(args.model)).map_err(CliError::bad_input)?;
+    let output = if args.json { json_report(&plan, args.model) } else { table_report(&plan)? };
     println!("{output}");
     Ok(())
 }
 
 fn json_report(plan: &Plan, model: ComputeUnit) -> String {
-    let schedule = plan.schedule.expect("incremental plan");
+    let schedule = plan.schedule.clone().expect("incremental plan");
     let full = plan.full_step;
     let in_steps = |unit: ComputeUnit, c: &cost_model::Compute| match unit {
         ComputeUnit::PaperUnits => c.paper_units,
@@ -172,16 +162,11 @@ fn json_report(plan: &Plan, model: ComputeUnit) -> String {
 
 fn table_report(plan: &Plan) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let schedule = plan
-        .schedule
-        .context("incremental plan without a schedule")?;
+    let schedule = plan.schedule.clone().context("incremental plan without a schedule")?;
     let shape = plan.shape;
     let mut out = String::new();
     let split = if plan.uneven_split() {
-        format!(
-            "uneven split: stages add {} layers",
-            join(&plan.layer_split)
-        )
+        format!("uneven split: stages add {} layers", join(&plan.layer_split))
     } else {
         format!("{} layers per stage", plan.layer_split[0])
     };
@@ -216,15 +201,7 @@ fn table_report(plan: &Plan) -> anyhow::Result<String> {
     writeln!(
         out,
         "{:>5} {:>6} {:>7} {:>9} {:>9}  {:>11} {:>11}  {:>11} {:>11}",
-        "stage",
-        "added",
-        "active",
-        "phase-1",
-        "phase-2",
-        "paper",
-        "cumulative",
-        "flops",
-        "cumulative"
+        "stage", "added", "active", "phase-1", "phase-2", "paper", "cumulative", "flops", "cumulative"
     )?;
     let (mut paper_total, mut flops_total) = (0.0, 0.0);
     for s in &plan.stages {
@@ -246,10 +223,7 @@ fn table_report(plan: &Plan) -> anyhow::Result<String> {
             flops_total
         )?;
     }
-    writeln!(
-        out,
-        "\nequal-compute step (incremental + continual steps that spend the baseline's compute):"
-    )?;
+    writeln!(out, "\nequal-compute step (incremental + continual steps that spend the baseline's compute):")?;
     let continual = |step: u64| thousands(step.saturating_sub(plan.incremental_steps));
     let paper = plan.equal_compute.paper_units;
     writeln!(
@@ -276,23 +250,13 @@ fn table_report(plan: &Plan) -> anyhow::Result<String> {
             fixed2(closed)
         )?;
     }
-    for trainable in [
-        schedule.phase1_trainable,
-        other_trainable(schedule.phase1_trainable),
-    ] {
+    for trainable in [schedule.phase1_trainable, other_trainable(schedule.phase1_trainable)] {
         let flops = if trainable == schedule.phase1_trainable {
             plan.equal_compute.flops
         } else {
-            Plan::incremental(
-                &shape,
-                &ScheduleConfig {
-                    phase1_trainable: trainable,
-                    ..schedule
-                },
-                plan.until,
-            )?
-            .equal_compute
-            .flops
+            Plan::incremental(&shape, &ScheduleConfig { phase1_trainable: trainable, ..schedule.clone() }, plan.until)?
+                .equal_compute
+                .flops
         };
         writeln!(
             out,

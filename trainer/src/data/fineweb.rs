@@ -35,19 +35,14 @@ pub fn download(url: &str, dest: &Path) -> anyhow::Result<()> {
     if dest.is_file() {
         return Ok(());
     }
-    let dir = dest
-        .parent()
-        .context("download destination has no parent directory")?;
+    let dir = dest.parent().context("download destination has no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let response = ureq::get(url)
-        .call()
-        .with_context(|| format!("downloading {url} (is huggingface.co reachable?)"))?;
+    let response =
+        ureq::get(url).call().with_context(|| format!("downloading {url} (is huggingface.co reachable?)"))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::copy(&mut response.into_reader(), &mut tmp)
-        .with_context(|| format!("downloading {url}"))?;
+    std::io::copy(&mut response.into_reader(), &mut tmp).with_context(|| format!("downloading {url}"))?;
     tmp.flush()?;
-    tmp.persist(dest)
-        .with_context(|| format!("saving {}", dest.display()))?;
+    tmp.persist(dest).with_context(|| format!("saving {}", dest.display()))?;
     Ok(())
 }
 
@@ -68,23 +63,15 @@ pub fn download_sample(dir: &Path, files: usize) -> anyhow::Result<Vec<PathBuf>>
 /// The `text` column of a parquet file, one string per row.
 pub fn read_parquet_texts(path: &Path) -> anyhow::Result<Vec<String>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = SerializedFileReader::new(file)
-        .with_context(|| format!("{}: not a parquet file", path.display()))?;
+    let reader = SerializedFileReader::new(file).with_context(|| format!("{}: not a parquet file", path.display()))?;
     let schema = reader.metadata().file_metadata().schema();
     let text_field = schema
         .get_fields()
         .iter()
         .find(|f| f.name() == "text")
-        .with_context(|| {
-            format!(
-                "{}: no `text` column; is this a FineWeb parquet file?",
-                path.display()
-            )
-        })?
+        .with_context(|| format!("{}: no `text` column; is this a FineWeb parquet file?", path.display()))?
         .clone();
-    let projection = Type::group_type_builder(schema.name())
-        .with_fields(vec![text_field])
-        .build()?;
+    let projection = Type::group_type_builder(schema.name()).with_fields(vec![text_field]).build()?;
     let mut texts = Vec::new();
     for row in reader.get_row_iter(Some(projection))? {
         let row = row.with_context(|| format!("{}: corrupt row", path.display()))?;
@@ -137,27 +124,19 @@ mod tests {
     /// A parquet file shaped like FineWeb's (an id column and an optional `text` column).
     fn write_parquet(path: &Path, texts: &[&str]) {
         let schema = Arc::new(
-            parse_message_type(
-                "message schema { REQUIRED INT64 id; OPTIONAL BYTE_ARRAY text (UTF8); }",
-            )
-            .unwrap(),
+            parse_message_type("message schema { REQUIRED INT64 id; OPTIONAL BYTE_ARRAY text (UTF8); }").unwrap(),
         );
         let props = Arc::new(WriterProperties::builder().build());
-        let mut writer =
-            SerializedFileWriter::new(File::create(path).unwrap(), schema, props).unwrap();
+        let mut writer = SerializedFileWriter::new(File::create(path).unwrap(), schema, props).unwrap();
         let mut group = writer.next_row_group().unwrap();
         let ids: Vec<i64> = (0..texts.len() as i64).collect();
         let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<Int64Type>()
-            .write_batch(&ids, None, None)
-            .unwrap();
+        col.typed::<Int64Type>().write_batch(&ids, None, None).unwrap();
         col.close().unwrap();
         let values: Vec<ByteArray> = texts.iter().map(|t| ByteArray::from(*t)).collect();
         let defs = vec![1i16; texts.len()];
         let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>()
-            .write_batch(&values, Some(&defs), None)
-            .unwrap();
+        col.typed::<ByteArrayType>().write_batch(&values, Some(&defs), None).unwrap();
         col.close().unwrap();
         group.close().unwrap();
         writer.close().unwrap();
@@ -168,16 +147,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let parquet = dir.path().join("000_00000.parquet");
         write_parquet(&parquet, &["Hello world", "The cat sat.", "Hello world"]);
-        assert_eq!(
-            read_parquet_texts(&parquet).unwrap(),
-            vec!["Hello world", "The cat sat.", "Hello world"]
-        );
+        assert_eq!(read_parquet_texts(&parquet).unwrap(), vec!["Hello world", "The cat sat.", "Hello world"]);
 
         let tok = Tokenizer::new(TokenizerKind::Gpt2).unwrap();
         let out = dir.path().join("shards");
         let report = prepare_parquet(&[parquet], &out, "edufineweb", &tok, 4).unwrap();
-        let expected: Vec<u16> =
-            tok.encode_documents(&["Hello world", "The cat sat.", "Hello world"]);
+        let expected: Vec<u16> = tok.encode_documents(&["Hello world", "The cat sat.", "Hello world"]);
         assert_eq!(report.tokens, expected.len());
         assert!(report.shards[0].0.ends_with("edufineweb_val_000000.bin"));
         let mut all = Vec::new();

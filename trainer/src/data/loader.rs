@@ -28,21 +28,15 @@ pub struct TokenDataset {
 impl TokenDataset {
     /// Open and validate every `*.bin` shard in `dir`, checking token ids against `vocab`.
     pub fn open(dir: &Path, vocab: usize) -> anyhow::Result<TokenDataset> {
-        let entries = std::fs::read_dir(dir).with_context(|| {
-            format!(
-                "{}: dataset directory not found; run `just data` first",
-                dir.display()
-            )
-        })?;
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: dataset directory not found; run `just data` first", dir.display()))?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "bin"))
             .collect();
         paths.sort();
-        let (val, train): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains("_val_"))
-        });
+        let (val, train): (Vec<PathBuf>, Vec<PathBuf>) =
+            paths.into_iter().partition(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains("_val_")));
         let [val] = <[PathBuf; 1]>::try_from(val).map_err(|v| {
             anyhow::anyhow!(
                 "{}: expected exactly one *_val_*.bin shard, found {}; rerun `just data`",
@@ -51,21 +45,14 @@ impl TokenDataset {
             )
         })?;
         if train.is_empty() {
-            bail!(
-                "{}: no *_train_*.bin shards; rerun `just data`",
-                dir.display()
-            );
+            bail!("{}: no *_train_*.bin shards; rerun `just data`", dir.display());
         }
         let open = |p: &PathBuf| -> anyhow::Result<Shard> {
             let shard = Shard::open(p)?;
             shard.check_vocab(vocab)?;
             Ok(shard)
         };
-        Ok(TokenDataset {
-            dir: dir.into(),
-            val: open(&val)?,
-            train: train.iter().map(open).collect::<Result<_, _>>()?,
-        })
+        Ok(TokenDataset { dir: dir.into(), val: open(&val)?, train: train.iter().map(open).collect::<Result<_, _>>()? })
     }
 }
 
@@ -99,15 +86,13 @@ impl<'a> BatchLoader<'a> {
             }
         }
         if position.shard >= shards.len() {
-            bail!("data position names shard {} but there are {}; the dataset changed since the checkpoint", position.shard, shards.len());
+            bail!(
+                "data position names shard {} but there are {}; the dataset changed since the checkpoint",
+                position.shard,
+                shards.len()
+            );
         }
-        Ok(BatchLoader {
-            shards,
-            batch,
-            context,
-            device,
-            position,
-        })
+        Ok(BatchLoader { shards, batch, context, device, position })
     }
 
     /// Where the next batch starts.
@@ -120,12 +105,8 @@ impl<'a> BatchLoader<'a> {
         let n = self.batch * self.context;
         let shard = &self.shards[self.position.shard];
         let tokens = tokens_to_tensor(shard.token_bytes(self.position.offset, n + 1));
-        let x = tokens
-            .narrow(0, 0, n as i64)
-            .view([self.batch as i64, self.context as i64]);
-        let y = tokens
-            .narrow(0, 1, n as i64)
-            .view([self.batch as i64, self.context as i64]);
+        let x = tokens.narrow(0, 0, n as i64).view([self.batch as i64, self.context as i64]);
+        let y = tokens.narrow(0, 1, n as i64).view([self.batch as i64, self.context as i64]);
         self.position.offset += n;
         if self.position.offset + n + 1 > shard.len() {
             self.position.offset = 0;
@@ -143,9 +124,7 @@ impl<'a> BatchLoader<'a> {
 /// (ids ≥ 32,768 come out negative before the mask).
 pub fn tokens_to_tensor(bytes: &[u8]) -> Tensor {
     let n = (bytes.len() / 2) as i64;
-    Tensor::from_data_size(bytes, &[n], Kind::Int16)
-        .to_kind(Kind::Int64)
-        .bitwise_and(0xFFFF)
+    Tensor::from_data_size(bytes, &[n], Kind::Int16).to_kind(Kind::Int64).bitwise_and(0xFFFF)
 }
 
 #[cfg(test)]
@@ -155,15 +134,9 @@ mod tests {
 
     #[test]
     fn large_token_ids_survive_the_int16_route() {
-        let bytes: Vec<u8> = [0u16, 1, 32_767, 32_768, 50_256, 65_535]
-            .iter()
-            .flat_map(|t| t.to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = [0u16, 1, 32_767, 32_768, 50_256, 65_535].iter().flat_map(|t| t.to_le_bytes()).collect();
         let t = tokens_to_tensor(&bytes);
-        assert_eq!(
-            Vec::<i64>::try_from(&t).unwrap(),
-            vec![0, 1, 32_767, 32_768, 50_256, 65_535]
-        );
+        assert_eq!(Vec::<i64>::try_from(&t).unwrap(), vec![0, 1, 32_767, 32_768, 50_256, 65_535]);
     }
 
     #[test]
@@ -173,21 +146,12 @@ mod tests {
         let b: Vec<u16> = (100..140).collect();
         write_shard(&dir.path().join("a.bin"), &a).unwrap();
         write_shard(&dir.path().join("b.bin"), &b).unwrap();
-        let shards = vec![
-            Shard::open(&dir.path().join("a.bin")).unwrap(),
-            Shard::open(&dir.path().join("b.bin")).unwrap(),
-        ];
-        let mut loader =
-            BatchLoader::new(&shards, 2, 4, Device::Cpu, DataPosition::default()).unwrap();
+        let shards =
+            vec![Shard::open(&dir.path().join("a.bin")).unwrap(), Shard::open(&dir.path().join("b.bin")).unwrap()];
+        let mut loader = BatchLoader::new(&shards, 2, 4, Device::Cpu, DataPosition::default()).unwrap();
         let (x, y) = loader.next_batch();
-        assert_eq!(
-            Vec::<i64>::try_from(x.flatten(0, -1)).unwrap(),
-            (0..8).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            Vec::<i64>::try_from(y.flatten(0, -1)).unwrap(),
-            (1..9).collect::<Vec<_>>()
-        );
+        assert_eq!(Vec::<i64>::try_from(x.flatten(0, -1)).unwrap(), (0..8).collect::<Vec<_>>());
+        assert_eq!(Vec::<i64>::try_from(y.flatten(0, -1)).unwrap(), (1..9).collect::<Vec<_>>());
         let mut seen = Vec::new();
         for _ in 0..20 {
             let saved = loader.position();
@@ -196,13 +160,7 @@ mod tests {
             assert!(again.next_batch().0.equal(&x), "same position, same batch");
             seen.push(saved);
         }
-        assert!(
-            seen.iter().any(|p| p.shard == 1),
-            "moves on to the second shard"
-        );
-        assert!(
-            seen.iter().any(|p| p.epoch == 1),
-            "wraps around after the last shard"
-        );
+        assert!(seen.iter().any(|p| p.shard == 1), "moves on to the second shard");
+        assert!(seen.iter().any(|p| p.epoch == 1), "wraps around after the last shard");
     }
 }

@@ -28,15 +28,9 @@ pub const HEADER_BYTES: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     #[error("{path}: cannot open token shard ({source}); run `just data` to create the shards")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a token shard (file is {len} bytes, shorter than the 1,024-byte header); delete it and rerun `just data`")]
     TooShort { path: PathBuf, len: u64 },
     #[error("{path}: bad magic {found} (expected {SHARD_MAGIC}); not an llm.c uint16 shard, delete it and rerun `just data`")]
@@ -44,19 +38,9 @@ pub enum ShardError {
     #[error("{path}: unsupported shard version {found} (expected {SHARD_VERSION}); rerun `just data` to rewrite it")]
     BadVersion { path: PathBuf, found: i32 },
     #[error("{path}: header says {count} tokens ({expected} bytes) but the file has {len} bytes; the shard is truncated or corrupt, delete it and rerun `just data`")]
-    BadLength {
-        path: PathBuf,
-        count: i64,
-        expected: u64,
-        len: u64,
-    },
+    BadLength { path: PathBuf, count: i64, expected: u64, len: u64 },
     #[error("{path}: token id {token} at position {position} is >= vocab size {vocab}; the shard was made with another tokenizer, rerun `just data`")]
-    TokenOutOfRange {
-        path: PathBuf,
-        token: u16,
-        position: usize,
-        vocab: usize,
-    },
+    TokenOutOfRange { path: PathBuf, token: u16, position: usize, vocab: usize },
 }
 
 /// A validated, memory-mapped token shard.
@@ -68,65 +52,34 @@ pub struct Shard {
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shard")
-            .field("path", &self.path)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("Shard").field("path", &self.path).field("len", &self.len).finish()
     }
 }
 
 impl Shard {
     /// Open and validate a shard's header and length.
     pub fn open(path: &Path) -> Result<Shard, ShardError> {
-        let file = File::open(path).map_err(|source| ShardError::Open {
-            path: path.into(),
-            source,
-        })?;
-        let io = |source| ShardError::Io {
-            path: path.into(),
-            source,
-        };
+        let file = File::open(path).map_err(|source| ShardError::Open { path: path.into(), source })?;
+        let io = |source| ShardError::Io { path: path.into(), source };
         let file_len = file.metadata().map_err(io)?.len();
         if file_len < HEADER_BYTES as u64 {
-            return Err(ShardError::TooShort {
-                path: path.into(),
-                len: file_len,
-            });
+            return Err(ShardError::TooShort { path: path.into(), len: file_len });
         }
         // SAFETY: shards are written once (temp file + rename) and never modified in place.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| ShardError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let header =
-            |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| ShardError::Io { path: path.into(), source })?;
+        let header = |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().expect("4 bytes"));
         if header(0) != SHARD_MAGIC {
-            return Err(ShardError::BadMagic {
-                path: path.into(),
-                found: header(0),
-            });
+            return Err(ShardError::BadMagic { path: path.into(), found: header(0) });
         }
         if header(1) != SHARD_VERSION {
-            return Err(ShardError::BadVersion {
-                path: path.into(),
-                found: header(1),
-            });
+            return Err(ShardError::BadVersion { path: path.into(), found: header(1) });
         }
         let count = i64::from(header(2));
         let expected = HEADER_BYTES as u64 + 2 * count.max(0) as u64;
         if count < 0 || expected != file_len {
-            return Err(ShardError::BadLength {
-                path: path.into(),
-                count,
-                expected,
-                len: file_len,
-            });
+            return Err(ShardError::BadLength { path: path.into(), count, expected, len: file_len });
         }
-        Ok(Shard {
-            path: path.into(),
-            map,
-            len: count as usize,
-        })
+        Ok(Shard { path: path.into(), map, len: count as usize })
     }
 
     /// Number of tokens.
@@ -161,12 +114,7 @@ impl Shard {
         for (position, pair) in bytes.chunks_exact(2).enumerate() {
             let token = u16::from_le_bytes([pair[0], pair[1]]);
             if usize::from(token) >= vocab {
-                return Err(ShardError::TokenOutOfRange {
-                    path: self.path.clone(),
-                    token,
-                    position,
-                    vocab,
-                });
+                return Err(ShardError::TokenOutOfRange { path: self.path.clone(), token, position, vocab });
             }
         }
         Ok(())
@@ -175,14 +123,8 @@ impl Shard {
 
 /// Write `tokens` as a shard at `path`, atomically (temp file in the same directory, then rename).
 pub fn write_shard(path: &Path, tokens: &[u16]) -> Result<(), ShardError> {
-    let io = |source| ShardError::Io {
-        path: path.into(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let io = |source| ShardError::Io { path: path.into(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     let mut header = [0u8; HEADER_BYTES];
@@ -213,10 +155,7 @@ mod tests {
         write_shard(&path, &tokens).unwrap();
         let shard = Shard::open(&path).unwrap();
         assert_eq!(shard.len(), 1000);
-        assert_eq!(
-            (0..1000).map(|i| shard.token(i)).collect::<Vec<_>>(),
-            tokens
-        );
+        assert_eq!((0..1000).map(|i| shard.token(i)).collect::<Vec<_>>(), tokens);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1024 + 2000);
     }
 
@@ -230,18 +169,12 @@ mod tests {
         let mut bad = good.clone();
         bad[0] ^= 1;
         std::fs::write(&path, &bad).unwrap();
-        assert!(matches!(
-            Shard::open(&path),
-            Err(ShardError::BadMagic { .. })
-        ));
+        assert!(matches!(Shard::open(&path), Err(ShardError::BadMagic { .. })));
 
         let mut bad = good.clone();
         bad[4] = 7;
         std::fs::write(&path, &bad).unwrap();
-        assert!(matches!(
-            Shard::open(&path),
-            Err(ShardError::BadVersion { .. })
-        ));
+        assert!(matches!(Shard::open(&path), Err(ShardError::BadVersion { .. })));
 
         std::fs::write(&path, &good[..good.len() - 1]).unwrap();
         let err = Shard::open(&path).unwrap_err();
@@ -249,21 +182,11 @@ mod tests {
         assert!(err.to_string().contains("s.bin"), "names the file: {err}");
 
         std::fs::write(&path, &good[..100]).unwrap();
-        assert!(matches!(
-            Shard::open(&path),
-            Err(ShardError::TooShort { .. })
-        ));
+        assert!(matches!(Shard::open(&path), Err(ShardError::TooShort { .. })));
 
         std::fs::write(&path, &good).unwrap();
         let shard = Shard::open(&path).unwrap();
         assert!(shard.check_vocab(301).is_ok());
-        assert!(matches!(
-            shard.check_vocab(257),
-            Err(ShardError::TokenOutOfRange {
-                token: 300,
-                position: 3,
-                ..
-            })
-        ));
+        assert!(matches!(shard.check_vocab(257), Err(ShardError::TokenOutOfRange { token: 300, position: 3, .. })));
     }
 }

@@ -71,11 +71,7 @@ impl Tokenizer {
     /// Tokens of `text`, without special tokens (`<|endoftext|>` in the text is plain text).
     pub fn encode(&self, text: &str) -> Vec<u16> {
         match self {
-            Tokenizer::Gpt2(bpe) => bpe
-                .encode_ordinary(text)
-                .into_iter()
-                .map(|t| t as u16)
-                .collect(),
+            Tokenizer::Gpt2(bpe) => bpe.encode_ordinary(text).into_iter().map(|t| t as u16).collect(),
             Tokenizer::Bytes => text.bytes().map(u16::from).collect(),
         }
     }
@@ -96,11 +92,7 @@ impl Tokenizer {
                 bpe.decode(ids).unwrap_or_else(|_| String::from("\u{fffd}"))
             }
             Tokenizer::Bytes => {
-                let bytes: Vec<u8> = tokens
-                    .iter()
-                    .filter(|&&t| t < 256)
-                    .map(|&t| t as u8)
-                    .collect();
+                let bytes: Vec<u8> = tokens.iter().filter(|&&t| t < 256).map(|&t| t as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             }
         }
@@ -108,10 +100,7 @@ impl Tokenizer {
 
     /// Tokenize documents in parallel, in order, each prefixed by `<|endoftext|>`.
     pub fn encode_documents<S: AsRef<str> + Sync>(&self, documents: &[S]) -> Vec<u16> {
-        let per_doc: Vec<Vec<u16>> = documents
-            .par_iter()
-            .map(|d| self.encode_document(d.as_ref()))
-            .collect();
+        let per_doc: Vec<Vec<u16>> = documents.par_iter().map(|d| self.encode_document(d.as_ref())).collect();
         per_doc.concat()
     }
 }
@@ -132,10 +121,7 @@ mod tests {
     #[test]
     fn bytes_are_their_own_ids_and_documents_are_separated() {
         let tok = Tokenizer::new(TokenizerKind::Bytes).unwrap();
-        assert_eq!(
-            tok.encode_documents(&["ab", "c"]),
-            vec![256, 97, 98, 256, 99]
-        );
+        assert_eq!(tok.encode_documents(&["ab", "c"]), vec![256, 97, 98, 256, 99]);
         assert_eq!(TokenizerKind::Bytes.padded_vocab_size(), 320);
         assert_eq!(TokenizerKind::Gpt2.padded_vocab_size(), 50_304);
     }

@@ -1,0 +1,244 @@
+//! The paper's method end to end on tiny models: stages and phases from the cost model, frozen
+//! weights that get no gradient, growth operators, exact resume across stage boundaries,
+//! per-stage context and batch growth, and HellaSwag scoring.
+
+use std::path::{Path, PathBuf};
+
+use cost_model::flops::Trainable;
+use cost_model::metrics::{LineKind, MetricsLine};
+use cost_model::{ComputeUnit, Phase, Phase1Trainable, Until};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+use trainer::config::TrainConfig;
+use trainer::data::write_shard;
+use trainer::growth::{grow, Growth};
+use trainer::model::{Gpt, GptConfig};
+use trainer::schedule::{IncrementalSpec, ScheduleSpec};
+use trainer::train::{self, TrainOptions};
+
+const TEXT: &str = "the cat sat on the mat. ";
+
+fn dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let tokens: Vec<u16> = TEXT.repeat(300).bytes().map(u16::from).collect();
+    write_shard(&data.join("t_val_000000.bin"), &tokens[..1500]).unwrap();
+    write_shard(&data.join("t_train_000001.bin"), &tokens).unwrap();
+    data
+}
+
+fn config(data: &Path, steps: u64) -> TrainConfig {
+    let mut c = TrainConfig::preset("tiny").unwrap();
+    for s in [
+        "model.layers=4",
+        "model.heads=2",
+        "model.d_model=32",
+        "model.context=16",
+        "micro_batch=4",
+        "tokens_per_step=128",
+        "warmup_steps=2",
+        "val_every=8",
+        "val_batches=2",
+        "checkpoint_every=5",
+    ] {
+        c.set(s).unwrap();
+    }
+    c.steps = steps;
+    c.data_dir = data.to_path_buf();
+    c
+}
+
+fn incremental(stages: u32) -> IncrementalSpec {
+    IncrementalSpec { stages, ..IncrementalSpec::default() }
+}
+
+fn options(stop: Option<u64>) -> TrainOptions {
+    TrainOptions { device: Device::Cpu, stop_after_step: stop, quiet: true }
+}
+
+fn metrics(run: &Path) -> Vec<MetricsLine> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn train_lines(lines: &[MetricsLine]) -> Vec<&MetricsLine> {
+    lines.iter().filter(|l| l.kind == LineKind::Train).collect()
+}
+
+#[test]
+fn runs_all_stages_then_continual_to_the_equal_compute_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let run = dir.path().join("inc4");
+    train::start(&run, config(&data, 16), ScheduleSpec::Incremental(incremental(4)), &options(None)).unwrap();
+    let lines = metrics(&run);
+    let train = train_lines(&lines);
+    // Paper formula by hand: 16 + 16 − 16·(3·4+5)/(8·4) = 23.5 → 24 steps (2 per phase, 8 continual).
+    assert_eq!(train.len(), 24);
+    let expected: Vec<(u32, Phase, u32)> = (1..=4)
+        .flat_map(|s| [(s, Phase::Phase1, s), (s, Phase::Phase1, s), (s, Phase::Phase2, s), (s, Phase::Phase2, s)])
+        .chain(std::iter::repeat_n((4, Phase::Continual, 4), 8))
+        .collect();
+    let got: Vec<(u32, Phase, u32)> = train.iter().map(|l| (l.stage, l.phase, l.active_layers)).collect();
+    assert_eq!(got, expected);
+    // Phase 1 trains one block; phase 2 all active blocks plus embeddings.
+    let block = 12 * 32 * 32 + 13 * 32;
+    assert_eq!(train[0].trainable_params, block);
+    assert_eq!(train[4].trainable_params, block);
+    assert_eq!(train[6].trainable_params, train[2].trainable_params + block);
+    // The compute at the end is the baseline's 16 full steps, within half a step.
+    assert!((train[23].paper_units - 16.0).abs() <= 0.5);
+    let info = train::read_run_info(&run).unwrap();
+    assert_eq!(info.plan.equal_compute.get(ComputeUnit::PaperUnits).step, 24);
+    assert!(lines.iter().any(|l| l.kind == LineKind::Val && l.phase == Phase::Phase2 && l.stage == 2));
+}
+
+#[test]
+fn uneven_split_is_recorded_and_every_layer_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let run = dir.path().join("inc3");
+    let spec = IncrementalSpec { until: Until::Steps(14), ..incremental(3) };
+    train::start(&run, config(&data, 12), ScheduleSpec::Incremental(spec), &options(None)).unwrap();
+    let info = train::read_run_info(&run).unwrap();
+    assert_eq!(info.plan.layer_split, vec![1, 2, 1]);
+    assert!(info.plan.uneven_split());
+    let actives: Vec<u32> = train_lines(&metrics(&run)).iter().map(|l| l.active_layers).collect();
+    assert_eq!(actives.first(), Some(&1));
+    assert_eq!(actives.last(), Some(&4));
+    assert_eq!(actives.len(), 14);
+}
+
+#[test]
+fn phase_one_touches_no_frozen_gradient() {
+    for embeddings in [false, true] {
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        model.apply_trainable(Trainable { active_layers: 4, first_trainable: 2, embeddings });
+        let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
+        model.loss(&idx, &idx, 4).backward();
+        let mut with_grad: Vec<String> =
+            vs.variables().into_iter().filter(|(_, t)| t.grad().defined()).map(|(n, _)| n).collect();
+        with_grad.sort();
+        let trains = |n: &str| {
+            n.starts_with("transformer.h.2.")
+                || n.starts_with("transformer.h.3.")
+                || (embeddings && (n.contains("wte") || n.contains("wpe") || n.contains("ln_f")))
+        };
+        let mut expected: Vec<String> = vs.variables().into_keys().filter(|n| trains(n)).collect();
+        expected.sort();
+        assert_eq!(with_grad, expected, "embeddings trainable: {embeddings}");
+        // Without trainable embeddings, backward stops at the lowest trainable block's input.
+        let reaches = model.block_inputs_require_grad(&idx, 4);
+        let expected_reach = if embeddings { vec![true; 4] } else { vec![false, false, false, true] };
+        assert_eq!(reaches, expected_reach);
+    }
+}
+
+#[test]
+fn zero_growth_leaves_the_output_unchanged() {
+    tch::manual_seed(1);
+    let vs = VarStore::new(Device::Cpu);
+    let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
+    let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
+    let before = tch::no_grad(|| model.forward(&idx, 2));
+    let random_grown = tch::no_grad(|| model.forward(&idx, 4));
+    assert!(!before.equal(&random_grown), "random blocks change the output");
+    grow(&mut model, Growth::Zero, 2, 4);
+    let after = tch::no_grad(|| model.forward(&idx, 4));
+    assert!(before.equal(&after), "zero-initialised blocks must be an exact identity");
+}
+
+#[test]
+fn copy_growth_copies_values_not_references() {
+    for growth in [Growth::CopyTop, Growth::Stack] {
+        tch::manual_seed(2);
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        grow(&mut model, growth, 2, 4);
+        // 2 trained blocks, 2 new: copy-top and stack both copy blocks 0 and 1, in order.
+        for (new, src) in [(2, 0), (3, 1)] {
+            for (a, b) in model.block_parameters(new).into_iter().zip(model.block_parameters(src)) {
+                assert!(a.equal(b), "{growth:?}: block {new} copies block {src}");
+            }
+        }
+        tch::no_grad(|| {
+            let _ = model.block_parameters(0)[2].shallow_clone().fill_(7.0);
+        });
+        let copy = model.block_parameters(2)[2];
+        assert!(copy.double_value(&[0, 0]) != 7.0, "{growth:?}: the copy must not share storage");
+    }
+}
+
+#[test]
+fn resume_across_stage_boundaries_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let spec = IncrementalSpec {
+        growth: Growth::Zero,
+        phase1_trainable: Phase1Trainable::NewAndEmbeddings,
+        until: Until::Steps(22),
+        ..incremental(2)
+    };
+    let schedule = ScheduleSpec::Incremental(spec);
+    let straight = dir.path().join("straight");
+    train::start(&straight, config(&data, 16), schedule.clone(), &options(None)).unwrap();
+    // Stop at the last step of stage 1 (growth happens on the next), then right before continual
+    // (the optimizer reset happens on the next), then finish.
+    let resumed = dir.path().join("resumed");
+    train::start(&resumed, config(&data, 16), schedule, &options(Some(8))).unwrap();
+    train::resume(&resumed, &options(Some(16))).unwrap();
+    train::resume(&resumed, &options(None)).unwrap();
+    let bits = |run: &Path| -> Vec<(u64, u64)> {
+        train_lines(&metrics(run)).iter().map(|l| (l.step, l.loss.unwrap().to_bits())).collect()
+    };
+    assert_eq!(bits(&straight), bits(&resumed));
+    assert_eq!(bits(&straight).len(), 22);
+}
+
+#[test]
+fn context_and_batch_schedules_are_charged_per_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let spec = IncrementalSpec {
+        context_schedule: vec![8, 16],
+        batch_schedule: vec![64, 128],
+        until: Until::Steps(10),
+        ..incremental(2)
+    };
+    let run = dir.path().join("grow-context");
+    train::start(&run, config(&data, 8), ScheduleSpec::Incremental(spec), &options(None)).unwrap();
+    let tokens: Vec<u64> = train_lines(&metrics(&run)).iter().map(|l| l.tokens).collect();
+    // Stage 1: 4 steps of 64 tokens; stage 2: 4 of 128; continual: 2 of 128.
+    let expected: Vec<u64> = (1..=10u64).map(|s| if s <= 4 { 64 * s } else { 256 + 128 * (s - 4) }).collect();
+    assert_eq!(tokens, expected);
+
+    let bad = IncrementalSpec { context_schedule: vec![5, 16], ..incremental(2) };
+    let err = train::start(&dir.path().join("bad"), config(&data, 8), ScheduleSpec::Incremental(bad), &options(None));
+    assert!(format!("{:#}", err.unwrap_err()).contains("context 5"));
+}
+
+#[test]
+fn hellaswag_picks_the_ending_the_model_was_taught() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let file = dir.path().join("hellaswag.jsonl");
+    let lines = [
+        r#"{"ctx": "the cat sat on the", "endings": ["dog?", "mat.", "zq!", "xxkv"], "label": 1}"#,
+        r#"{"ctx": "the mat. the cat sat", "endings": ["on the mat.", "in a qzx", "up, up!", "k k k k"], "label": 0}"#,
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let mut c = config(&data, 120);
+    c.set("lr_max=0.01").unwrap();
+    c.hellaswag = Some(file);
+    c.hellaswag_every = 0;
+    let run = dir.path().join("hs");
+    train::start(&run, c, ScheduleSpec::Baseline, &options(None)).unwrap();
+    let lines = metrics(&run);
+    let hs: Vec<&MetricsLine> = lines.iter().filter(|l| l.kind == LineKind::Hellaswag).collect();
+    assert_eq!(hs.len(), 1, "evaluated once, at the last step");
+    assert_eq!((hs[0].acc_norm, hs[0].acc, hs[0].n), (Some(1.0), Some(1.0), Some(2)));
+}
