@@ -34,6 +34,36 @@ train *args: setup
 export *args:
     @cargo run --quiet --release -p trainer --bin train -- export "$@"
 
+# Figures and report.md from logged runs, e.g. `just report` (the committed study) or
+# `just report --runs runs --out reports/mine`.
+report *args:
+    @cargo run --quiet --release -p analysis --bin report -- --runs reports/runs --out reports "$@"
+
+# The small study end to end on a fresh clone: corpus, tiny baseline (1,000 steps) and incremental
+# S = 4, 8, 12 each continued to 2,000 steps, then the report (about 15 minutes on 2 CPU cores).
+study: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    scripts/fetch-corpus
+    cargo build --quiet --release -p trainer -p analysis
+    train() { cargo run --quiet --release -p trainer --bin train -- "$@"; }
+    train data --if-missing
+    # HellaSwag (Figure 1) when the validation set is at hand; the tiny byte model sits near chance.
+    hs=()
+    for f in data/hellaswag_val.jsonl ../shared/data/hellaswag/hellaswag_val.jsonl; do
+        if [ -f "$f" ]; then hs=(--hellaswag "$f" --hellaswag-every 250 --hellaswag-limit 500); break; fi
+    done
+    [ ${#hs[@]} -gt 0 ] || echo "study: no HellaSwag file found (data/hellaswag_val.jsonl); Figure 1 is skipped"
+    rm -rf reports/runs
+    common=(--runs-dir reports/runs --device cpu --set checkpoint_every=0 "${hs[@]}")
+    start=$(date +%s)
+    train --run tiny-baseline "${common[@]}"
+    for s in 4 8 12; do
+        train --schedule incremental --stages "$s" --until 2000 --run "tiny-inc$s" "${common[@]}"
+    done
+    cargo run --quiet --release -p analysis --bin report -- --runs reports/runs --out reports
+    echo "study: done in $(( $(date +%s) - start )) s of training and reporting"
+
 # Everything CI checks: formatting, clippy (warnings are errors), and every test.
 test: setup
     cargo fmt --all --check

@@ -1,0 +1,58 @@
+//! `report`: align logged runs on compute and write figures and `report.md`.
+//!
+//! ```text
+//! report                              # runs/ → reports/
+//! report --runs reports/runs --out reports --budget 800
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use analysis::report::{build, findings, ReportOptions};
+use clap::Parser;
+use cost_model::cli::{self, CliError};
+
+/// Align incremental runs with the baseline on compute; write figures (SVG + PNG) and report.md.
+#[derive(Parser, Debug)]
+#[command(
+    name = "report",
+    version,
+    after_help = "Examples:\n  report\n  report --runs reports/runs --out reports\n  report --baseline tiny-baseline --budget 500"
+)]
+struct Args {
+    /// Directory of run directories (each with run.json and metrics.jsonl).
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// Where figures and report.md go.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Name of the baseline run (default: the first baseline found).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Compare at the baseline's compute at this step instead of its last step.
+    #[arg(long, value_name = "STEP")]
+    budget: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse_args("report");
+    cli::report("report", run(&args))
+}
+
+fn run(args: &Args) -> Result<(), CliError> {
+    let options = ReportOptions {
+        runs_dir: args.runs.clone(),
+        out_dir: args.out.clone(),
+        baseline: args.baseline.clone(),
+        budget_step: args.budget,
+    };
+    let report = build(&options).map_err(CliError::bad_input)?;
+    for s in &report.skipped {
+        eprintln!("report: {s}");
+    }
+    for f in findings(&report) {
+        println!("{f}");
+    }
+    println!("wrote {} and {} figures", args.out.join("report.md").display(), report.figures.len());
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Figures with plotters, each written as SVG and PNG. Text is drawn with an embedded DejaVu Sans
+//! (via ab_glyph), so PNGs render the same on machines without system fonts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::anyhow;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// The font every figure uses, bundled so PNG text never depends on the machine.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FONT_NAME: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TTF compiled into the binary; failure would be a build error in spirit.
+        let _ = plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT);
+    });
+}
+
+/// Colours per run, colour-blind friendly (Okabe–Ito), baseline in black.
+pub fn run_color(index: usize, is_baseline: bool) -> RGBColor {
+    const PALETTE: [RGBColor; 7] = [
+        RGBColor(230, 159, 0),
+        RGBColor(86, 180, 233),
+        RGBColor(0, 158, 115),
+        RGBColor(213, 94, 0),
+        RGBColor(0, 114, 178),
+        RGBColor(204, 121, 167),
+        RGBColor(170, 150, 20),
+    ];
+    if is_baseline {
+        BLACK
+    } else {
+        PALETTE[index % PALETTE.len()]
+    }
+}
+
+/// One line on a chart, with optional large markers (the equal-compute points).
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub label: String,
+    pub color: RGBColor,
+    pub points: Vec<(f64, f64)>,
+    pub markers: Vec<(f64, f64)>,
+    /// Draw points only (scatter), no connecting line.
+    pub scatter: bool,
+}
+
+/// One panel.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub lines: Vec<Line>,
+    /// Draw the diagonal y = x (for measured-vs-predicted plots).
+    pub diagonal: bool,
+}
+
+/// Draw `panels` side by side into `<dir>/<stem>.svg` and `<dir>/<stem>.png`; returns both paths.
+pub fn save(
+    dir: &Path,
+    stem: &str,
+    panels: &[Panel],
+    width_per_panel: u32,
+    height: u32,
+) -> anyhow::Result<Vec<PathBuf>> {
+    register_font();
+    let size = (width_per_panel * panels.len() as u32, height);
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    draw(SVGBackend::new(&svg, size).into_drawing_area(), panels).map_err(|e| anyhow!("{}: {e}", svg.display()))?;
+    draw(BitMapBackend::new(&png, size).into_drawing_area(), panels).map_err(|e| anyhow!("{}: {e}", png.display()))?;
+    Ok(vec![svg, png])
+}
+
+fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
+    let all = panel.lines.iter().flat_map(|l| l.points.iter().chain(&l.markers));
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in all {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return ((0.0, 1.0), (0.0, 1.0));
+    }
+    if panel.diagonal {
+        let (lo, hi) = (x0.min(y0), x1.max(y1));
+        let pad = (hi - lo).max(1e-9) * 0.05;
+        return ((lo - pad, hi + pad), (lo - pad, hi + pad));
+    }
+    let pad = |a: f64, b: f64| ((b - a).abs().max(a.abs() * 1e-3).max(1e-9)) * 0.04;
+    ((x0 - pad(x0, x1), x1 + pad(x0, x1)), (y0 - pad(y0, y1), y1 + pad(y0, y1)))
+}
+
+/// Tick labels that stay short for any magnitude (steps, seconds, 1e15 FLOPs).
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-2..1e5).contains(&a) {
+        format!("{v:.1e}")
+    } else if a >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+        let ((x0, x1), (y0, y1)) = bounds(panel);
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, (FONT_NAME, 22))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(panel.x_label.as_str())
+            .y_desc(panel.y_label.as_str())
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .label_style((FONT_NAME, 15))
+            .axis_desc_style((FONT_NAME, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(err)?;
+        if panel.diagonal {
+            let grey = RGBColor(150, 150, 150);
+            chart
+                .draw_series(LineSeries::new([(x0, x0), (x1, x1)], grey.stroke_width(1)))
+                .map_err(err)?
+                .label("measured = predicted")
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey.stroke_width(1)));
+        }
+        for line in &panel.lines {
+            let color = line.color;
+            let style = color.stroke_width(2);
+            if line.scatter {
+                chart
+                    .draw_series(line.points.iter().map(|&p| Circle::new(p, 5, color.filled())))
+                    .map_err(err)?
+                    .label(line.label.as_str())
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+            } else {
+                chart
+                    .draw_series(LineSeries::new(line.points.iter().copied(), style))
+                    .map_err(err)?
+                    .label(line.label.as_str())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
+            }
+            // Large solid markers with a black rim: the equal-compute points.
+            chart.draw_series(line.markers.iter().map(|&p| Circle::new(p, 8, color.filled()))).map_err(err)?;
+            chart.draw_series(line.markers.iter().map(|&p| Circle::new(p, 8, BLACK.stroke_width(1)))).map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT_NAME, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
