@@ -35,9 +35,10 @@ export *args:
     @cargo run --quiet --release -p trainer --bin train -- export "$@"
 
 # Figures and report.md from logged runs, e.g. `just report` (the committed study) or
-# `just report --runs runs --out reports/mine`.
+# `just report --runs runs --out reports/mine`. Built in the dev profile on purpose: the work is
+# small, and an optimised polars takes ~15 minutes to compile on 2 cores.
 report *args:
-    @cargo run --quiet --release -p analysis --bin report -- --runs reports/runs --out reports "$@"
+    @cargo run --quiet -p analysis --bin report -- --runs reports/runs --out reports "$@"
 
 # The small study end to end on a fresh clone: corpus, tiny baseline (1,000 steps) and incremental
 # S = 4, 8, 12 each continued to 2,000 steps, then the report (about 15 minutes on 2 CPU cores).
@@ -45,7 +46,8 @@ study: setup
     #!/usr/bin/env bash
     set -euo pipefail
     scripts/fetch-corpus
-    cargo build --quiet --release -p trainer -p analysis
+    cargo build --quiet --release -p trainer --bin train
+    cargo build --quiet -p analysis --bin report
     train() { cargo run --quiet --release -p trainer --bin train -- "$@"; }
     train data --if-missing
     # HellaSwag (Figure 1) when the validation set is at hand; the tiny byte model sits near chance.
@@ -61,8 +63,27 @@ study: setup
     for s in 4 8 12; do
         train --schedule incremental --stages "$s" --until 2000 --run "tiny-inc$s" "${common[@]}"
     done
-    cargo run --quiet --release -p analysis --bin report -- --runs reports/runs --out reports
+    cargo run --quiet -p analysis --bin report -- --runs reports/runs --out reports
     echo "study: done in $(( $(date +%s) - start )) s of training and reporting"
+
+# Time warm training steps per phase configuration (JSON lines); no arguments: tiny preset, the
+# phases of a 4-stage schedule. E.g. `just bench --preset gpt2-124m --device cuda --micro-batch 16
+# --schedule incremental --stages 4`.
+bench *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ $# -eq 0 ]; then set -- --schedule incremental --stages 4; fi
+    cargo run --quiet --release -p trainer --bin train -- bench "$@"
+
+# Stage a release binary, the PyTorch anchor and the device script in .gpu/ for the GPU machine
+# (run there as `bash .gpu/run.sh`; LIBTORCH.md: one binary, CUDA loaded at start-up).
+gpu-build: setup
+    cargo build --quiet --release -p trainer --bin train
+    mkdir -p .gpu
+    cp "${CARGO_TARGET_DIR:-target}/release/train" .gpu/train
+    cp scripts/gpu-bench.sh .gpu/run.sh
+    if [ -f ../shared/bench/torch_gpt2_bench.py ]; then cp ../shared/bench/torch_gpt2_bench.py .gpu/; fi
+    @du -sh .gpu
 
 # Everything CI checks: formatting, clippy (warnings are errors), and every test.
 test: setup

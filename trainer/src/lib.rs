@@ -7,6 +7,7 @@
 //! [`schedule`] → [`train`] (the loop) → [`checkpoint`] and [`runlog`] (what a run leaves behind)
 //! → [`export`].
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

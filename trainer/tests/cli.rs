@@ -98,3 +98,47 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
 }
+
+#[test]
+fn bench_prints_one_json_line_per_phase_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "--set",
+        "model.layers=4",
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "model.heads=2",
+        "--set",
+        "model.context=8",
+        "--set",
+        "micro_batch=2",
+        "--set",
+        "tokens_per_step=16",
+        "--device",
+        "cpu",
+        "--schedule",
+        "incremental",
+        "--stages",
+        "2",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+    ];
+    let out = train(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let configs: Vec<&str> = lines.iter().map(|l| l["config"].as_str().unwrap()).collect();
+    assert_eq!(configs, ["full", "stage 1 phase1", "stage 1 phase2", "stage 2 phase1", "stage 2 phase2"]);
+    assert_eq!(lines[0]["measured_ratio"], 1.0);
+    assert_eq!(lines[0]["predicted_ratio"], 1.0);
+    for l in &lines {
+        assert!(l["ms_per_step"].as_f64().unwrap() > 0.0 && l["tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(l["mfu"].is_null(), "no MFU without a peak on CPU");
+    }
+    // Phase 1 of stage 2 trains 2 of 4 blocks: the FLOP model predicts less than a full step.
+    assert!(lines[3]["predicted_ratio"].as_f64().unwrap() < 1.0);
+}

@@ -46,10 +46,13 @@ enum Command {
     Data(DataArgs),
     /// Write a checkpoint in Hugging Face GPT-2 layout to <run>/export/.
     Export(ExportArgs),
+    /// Time warm training steps of the full model and of every phase of a schedule (JSON lines).
+    Bench(BenchArgs),
 }
 
+/// What model, data and schedule: shared by training and `bench`.
 #[derive(Args, Debug)]
-struct TrainArgs {
+struct ConfigArgs {
     /// Starting configuration: tiny (CPU), gpt2-124m (GPU defaults), paper (reference code).
     #[arg(long, default_value = "tiny", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
     preset: String,
@@ -67,6 +70,12 @@ struct TrainArgs {
     /// Seed for initialisation (overrides the preset's).
     #[arg(long)]
     seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Run name (directory under --runs-dir); default <preset>-<schedule>-<UTC time>.
     #[arg(long)]
     run: Option<String>,
@@ -189,6 +198,24 @@ struct DataArgs {
 }
 
 #[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Untimed steps per configuration first (allocator and kernel warm-up).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps per configuration.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Peak FLOP/s in TFLOP/s for MFU (default on CUDA: H100 SXM bf16 dense, 989; none on CPU).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+    /// Micro-batch (sequences per step) to time; default: the preset's.
+    #[arg(long)]
+    micro_batch: Option<usize>,
+}
+
+#[derive(Args, Debug)]
 struct ExportArgs {
     /// The run directory.
     run: PathBuf,
@@ -202,6 +229,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Data(args)) => data(&args),
         Some(Command::Export(args)) => export(&args),
+        Some(Command::Bench(args)) => bench(&args),
         None => run_training(&cli.train),
     };
     cli::report("train", result)
@@ -216,29 +244,14 @@ fn classify(e: anyhow::Error) -> CliError {
     }
 }
 
-fn run_training(args: &TrainArgs) -> Result<(), CliError> {
-    let options = |device| TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
-    if let Some(run_dir) = &args.resume {
-        let device = device::select(args.device).map_err(CliError::bad_input)?;
-        let summary = train::resume(run_dir, &options(device)).map_err(classify)?;
-        println!("{}", train::describe(&summary));
-        return Ok(());
-    }
+/// The config (preset + overrides) and schedule the arguments describe.
+fn config_and_schedule(args: &ConfigArgs) -> Result<(TrainConfig, ScheduleSpec), CliError> {
     let mut config = TrainConfig::preset(&args.preset).map_err(CliError::bad_input)?;
     for assignment in &args.overrides {
         config.set(assignment).map_err(CliError::bad_input)?;
     }
     if let Some(seed) = args.seed {
         config.seed = seed;
-    }
-    if let Some(path) = &args.hellaswag {
-        config.hellaswag = Some(path.clone());
-    }
-    if let Some(every) = args.hellaswag_every {
-        config.hellaswag_every = every;
-    }
-    if args.hellaswag_limit.is_some() {
-        config.hellaswag_limit = args.hellaswag_limit;
     }
     let schedule = match args.schedule {
         ScheduleArg::Baseline => ScheduleSpec::Baseline,
@@ -261,6 +274,27 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
             })
         }
     };
+    Ok((config, schedule))
+}
+
+fn run_training(args: &TrainArgs) -> Result<(), CliError> {
+    let options = |device| TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
+    if let Some(run_dir) = &args.resume {
+        let device = device::select(args.config.device).map_err(CliError::bad_input)?;
+        let summary = train::resume(run_dir, &options(device)).map_err(classify)?;
+        println!("{}", train::describe(&summary));
+        return Ok(());
+    }
+    let (mut config, schedule) = config_and_schedule(&args.config)?;
+    if let Some(path) = &args.hellaswag {
+        config.hellaswag = Some(path.clone());
+    }
+    if let Some(every) = args.hellaswag_every {
+        config.hellaswag_every = every;
+    }
+    if args.hellaswag_limit.is_some() {
+        config.hellaswag_limit = args.hellaswag_limit;
+    }
     let name = args.run.clone().unwrap_or_else(|| {
         format!("{}-{}-{}", config.preset, schedule.name(), chrono::Utc::now().format("%Y%m%d-%H%M%S"))
     });
@@ -269,9 +303,25 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
             "--run {name:?}: a run name is one directory name, without '/'"
         )));
     }
-    let device = device::select(args.device).map_err(CliError::bad_input)?;
+    let device = device::select(args.config.device).map_err(CliError::bad_input)?;
     let summary = train::start(&args.runs_dir.join(&name), config, schedule, &options(device)).map_err(classify)?;
     println!("{}", train::describe(&summary));
+    Ok(())
+}
+
+fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    let (mut config, schedule) = config_and_schedule(&args.config)?;
+    if let Some(micro_batch) = args.micro_batch {
+        config.micro_batch = micro_batch;
+        config.tokens_per_step = micro_batch * config.model.context;
+    }
+    let device = device::select(args.config.device).map_err(CliError::bad_input)?;
+    let peak = args.peak_tflops.map(|t| t * 1e12).or(device.is_cuda().then_some(trainer::bench::H100_BF16_PEAK));
+    let options = trainer::bench::BenchOptions { warmup_steps: args.warmup, timed_steps: args.steps, peak_flops: peak };
+    trainer::bench::run(&config, &schedule, device, &options, |line| {
+        println!("{}", serde_json::to_string(line).expect("plain values"));
+    })
+    .map_err(CliError::bad_input)?;
     Ok(())
 }
 

@@ -1,0 +1,157 @@
+//! `train bench`: time warm training steps (forward + backward + AdamW) of the full model and of
+//! every distinct phase configuration of a schedule, next to what the cost model predicts.
+//!
+//! One timed step is one micro-batch of random tokens, so the numbers measure the model, not the
+//! data pipeline. Each configuration prints one JSON line.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use cost_model::flops::{token_flops, Trainable};
+use serde::Serialize;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::TrainConfig;
+use crate::device;
+use crate::model::Gpt;
+use crate::optim::AdamW;
+use crate::schedule::ScheduleSpec;
+
+/// H100 SXM dense bf16 peak, FLOP/s (the MFU denominator on CUDA unless overridden).
+pub const H100_BF16_PEAK: f64 = 989e12;
+
+/// What to time.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub warmup_steps: usize,
+    pub timed_steps: usize,
+    /// Peak FLOP/s for MFU; `None` leaves MFU out (CPU).
+    pub peak_flops: Option<f64>,
+}
+
+/// One configuration's timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchLine {
+    pub preset: String,
+    pub device: String,
+    /// `full`, or `stage S phase1|phase2`.
+    pub config: String,
+    pub active_layers: u32,
+    pub first_trainable: u32,
+    pub embeddings_trainable: bool,
+    pub micro_batch: usize,
+    pub context: usize,
+    pub bf16: bool,
+    pub ms_per_step: f64,
+    pub tokens_per_s: f64,
+    pub model_flops_per_s: f64,
+    pub mfu: Option<f64>,
+    /// Peak resident memory of the process (CPU) so far, bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// Cost model (FLOPs): this configuration's step cost / a full step's.
+    pub predicted_ratio: f64,
+    /// Measured: this configuration's step time / the full step's.
+    pub measured_ratio: f64,
+}
+
+/// The distinct trainable configurations of a schedule: the full model first, then each
+/// (stage, phase) in order.
+pub fn configurations(config: &TrainConfig, schedule: &ScheduleSpec) -> anyhow::Result<Vec<(String, Trainable)>> {
+    let plan = schedule.plan(config)?;
+    let mut out = vec![("full".to_string(), Trainable::all(config.model.layers as u32))];
+    for seg in &plan.segments {
+        if seg.phase == cost_model::Phase::Continual || seg.phase == cost_model::Phase::Baseline {
+            continue;
+        }
+        let label = format!("stage {} {}", seg.stage, seg.phase.as_str());
+        if !out.iter().any(|(l, _)| *l == label) {
+            out.push((label, seg.trainable));
+        }
+    }
+    Ok(out)
+}
+
+/// Peak resident set size of this process (Linux), bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Time every configuration; returns one line per configuration (full model first).
+pub fn run(
+    config: &TrainConfig,
+    schedule: &ScheduleSpec,
+    device_: Device,
+    options: &BenchOptions,
+    mut on_line: impl FnMut(&BenchLine),
+) -> anyhow::Result<Vec<BenchLine>> {
+    config.validate()?;
+    let configs = configurations(config, schedule)?;
+    tch::manual_seed(config.seed as i64);
+    let vs = VarStore::new(device_);
+    let mut model = Gpt::new(&vs, config.model);
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut optimizer = AdamW::new(params, config.adamw);
+    let autocast = config.bf16 && device_.is_cuda();
+    if autocast {
+        device::use_bf16_autocast_on_cuda();
+    }
+    let (b, t) = (config.micro_batch as i64, config.model.context as i64);
+    let vocab = config.tokenizer.vocab_size() as i64;
+    let x = Tensor::randint(vocab, [b, t], (Kind::Int64, device_));
+    let y = Tensor::randint(vocab, [b, t], (Kind::Int64, device_));
+    let shape = config.model_shape();
+    let full_flops_per_token = token_flops(&shape, Trainable::all(shape.layers)).total();
+    let tokens = (b * t) as f64;
+
+    let mut lines: Vec<BenchLine> = Vec::new();
+    let mut full_ms = None;
+    for (label, trainable) in configs {
+        model.apply_trainable(trainable);
+        let active = trainable.active_layers as usize;
+        let mut step = || -> f64 {
+            optimizer.zero_grad();
+            let loss = tch::autocast(autocast, || model.loss(&x, &y, active));
+            loss.backward();
+            optimizer.step(1e-4);
+            // Reading the loss waits for the device: the step is really done.
+            loss.double_value(&[])
+        };
+        for _ in 0..options.warmup_steps {
+            step();
+        }
+        let started = Instant::now();
+        for _ in 0..options.timed_steps.max(1) {
+            step();
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3 / options.timed_steps.max(1) as f64;
+        let full = *full_ms.get_or_insert(ms);
+        let flops_per_token = token_flops(&shape, trainable).total();
+        let model_flops_per_s = flops_per_token * tokens / (ms / 1e3);
+        let line = BenchLine {
+            preset: config.preset.clone(),
+            device: device::name(device_),
+            config: label,
+            active_layers: trainable.active_layers,
+            first_trainable: trainable.first_trainable,
+            embeddings_trainable: trainable.embeddings,
+            micro_batch: config.micro_batch,
+            context: config.model.context,
+            bf16: autocast,
+            ms_per_step: ms,
+            tokens_per_s: tokens / (ms / 1e3),
+            model_flops_per_s,
+            mfu: options.peak_flops.map(|p| model_flops_per_s / p),
+            peak_memory_bytes: if device_.is_cuda() { None } else { peak_rss() },
+            predicted_ratio: flops_per_token / full_flops_per_token,
+            measured_ratio: ms / full,
+        };
+        on_line(&line);
+        lines.push(line);
+    }
+    lines.first().context("no configuration to time")?;
+    Ok(lines)
+}
