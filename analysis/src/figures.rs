@@ -98,15 +98,19 @@ fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
     ((x0 - pad(x0, x1), x1 + pad(x0, x1)), (y0 - pad(y0, y1), y1 + pad(y0, y1)))
 }
 
-/// Tick labels that stay short for any magnitude (steps, seconds, 1e15 FLOPs).
-fn tick(v: f64) -> String {
+/// Tick labels that stay short for any magnitude (steps, seconds, 1e15 FLOPs) and keep enough
+/// decimals to tell neighbouring ticks apart on an axis spanning `span`.
+fn tick(v: f64, span: f64) -> String {
     let a = v.abs();
     if a != 0.0 && !(1e-2..1e5).contains(&a) {
-        format!("{v:.1e}")
-    } else if a >= 100.0 || v.fract() == 0.0 {
+        return format!("{v:.2e}");
+    }
+    // About ten ticks per axis: one more decimal than the tick spacing needs.
+    let decimals = (-(span / 10.0).log10()).ceil().max(0.0) as usize + 1;
+    if a >= 100.0 && span >= 10.0 {
         format!("{v:.0}")
     } else {
-        format!("{v:.2}")
+        format!("{v:.decimals$}")
     }
 }
 
@@ -129,8 +133,8 @@ where
             .configure_mesh()
             .x_desc(panel.x_label.as_str())
             .y_desc(panel.y_label.as_str())
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
+            .x_label_formatter(&|v| tick(*v, x1 - x0))
+            .y_label_formatter(&|v| tick(*v, y1 - y0))
             .label_style((FONT_NAME, 15))
             .axis_desc_style((FONT_NAME, 17))
             .light_line_style(RGBColor(235, 235, 235))

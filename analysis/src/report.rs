@@ -47,6 +47,8 @@ pub struct Report {
     pub step_times: Vec<(String, u32, String, f64, f64)>,
     pub figures: Vec<PathBuf>,
     pub skipped: Vec<Skipped>,
+    /// Things that limit what the numbers mean (schedules that differ, small evaluation sets).
+    pub caveats: Vec<String>,
     pub markdown: String,
 }
 
@@ -158,6 +160,7 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
         step_times,
         figures,
         skipped,
+        caveats: caveats(&runs, baseline),
         markdown: String::new(),
     };
     report.markdown = markdown(&report, &runs, &options.out_dir)?;
@@ -410,6 +413,35 @@ pub fn findings(r: &Report) -> Vec<String> {
     }
     if out.is_empty() {
         out.push("Only a baseline was found: train incremental runs to compare (just study).".into());
+    }
+    out.extend(r.caveats.iter().cloned());
+    out
+}
+
+/// What a reader must keep in mind when reading the numbers, derived from the logs.
+fn caveats(runs: &[RunLog], baseline: &RunLog) -> Vec<String> {
+    let mut out = Vec::new();
+    let last_step = |r: &RunLog| r.lines.iter().map(|l| l.step).max().unwrap_or(0);
+    let cosine = |r: &RunLog| r.meta.config.get("lr_schedule").and_then(|v| v.as_str()) == Some("cosine");
+    let base_steps = last_step(baseline);
+    let longer: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.meta.is_baseline() && cosine(r) && last_step(r) != base_steps)
+        .map(|r| format!("`{}` ({})", r.meta.name, last_step(r)))
+        .collect();
+    if cosine(baseline) && !longer.is_empty() {
+        out.push(format!(
+            "Caveat: learning rates follow each run's own cosine schedule to its last step: the baseline's ends at step {base_steps}, {}; at the equal-compute points those runs are still mid-schedule.",
+            longer.join(", ")
+        ));
+    }
+    let n = runs.iter().flat_map(|r| &r.lines).filter_map(|l| l.n).max();
+    if let Some(n) = n {
+        let se = (0.25f64 * 0.75 / n as f64).sqrt();
+        out.push(format!(
+            "Caveat: HellaSwag on {n} examples has a standard error of about {se:.3} near chance (0.25); differences smaller than about {:.3} are noise.",
+            2.0 * se
+        ));
     }
     out
 }

@@ -137,6 +137,11 @@ pub fn load_runs(runs_dir: &Path) -> anyhow::Result<(Vec<RunLog>, Vec<Skipped>)>
         skipped.extend(bad);
         runs.push(RunLog { dir, meta, lines });
     }
+    // Baselines first, then by number of stages (inc4 before inc12), then by name.
+    runs.sort_by(|a, b| {
+        let key = |r: &RunLog| (!r.meta.is_baseline(), r.meta.stages.unwrap_or(0), r.meta.name.clone());
+        key(a).cmp(&key(b))
+    });
     Ok((runs, skipped))
 }
 

@@ -71,6 +71,7 @@ pub enum PhaseStepRounding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 pub enum Phase1Trainable {
     /// Only the new blocks: nothing below them needs a gradient, so backward stops there.
+    /// (In stage 1 the embeddings and head are new too, so they train in its phase 1.)
     #[default]
     #[serde(rename = "new")]
     #[value(name = "new")]

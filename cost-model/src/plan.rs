@@ -218,7 +218,9 @@ impl Plan {
             let phase1 = Trainable {
                 active_layers: active,
                 first_trainable: first_new,
-                embeddings: schedule.phase1_trainable.embeddings_trainable(),
+                // In stage 1 nothing has trained yet: the embeddings and head are as new as the
+                // first blocks, so they train in its phase 1 whatever `phase1_trainable` says.
+                embeddings: stage == 1 || schedule.phase1_trainable.embeddings_trainable(),
             };
             // Paper units count layer-tokens, so a stage with fewer tokens per step costs less.
             let (context, tokens_per_step) = schedule.stage_shape(shape, stage);

@@ -83,9 +83,10 @@ fn runs_all_stages_then_continual_to_the_equal_compute_step() {
         .collect();
     let got: Vec<(u32, Phase, u32)> = train.iter().map(|l| (l.stage, l.phase, l.active_layers)).collect();
     assert_eq!(got, expected);
-    // Phase 1 trains one block; phase 2 all active blocks plus embeddings.
+    // Phase 1 trains the new block only (in stage 1 the embeddings too: they are new as well);
+    // phase 2 all active blocks plus embeddings.
     let block = 12 * 32 * 32 + 13 * 32;
-    assert_eq!(train[0].trainable_params, block);
+    assert_eq!(train[0].trainable_params, train[2].trainable_params);
     assert_eq!(train[4].trainable_params, block);
     assert_eq!(train[6].trainable_params, train[2].trainable_params + block);
     // The compute at the end is the baseline's 16 full steps, within half a step.
