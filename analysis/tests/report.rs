@@ -9,26 +9,15 @@ use cost_model::Phase;
 
 fn line(run: &str, kind: LineKind, step: u64, units: f64, phase: Phase) -> MetricsLine {
     MetricsLine {
-        run: run.into(),
-        kind,
         step,
         tokens: step * 10,
         paper_units: units,
         flops: units * 100.0,
         seconds: units,
         stage: 1,
-        phase,
         active_layers: 2,
         trainable_params: 1,
-        loss: None,
-        lr: None,
-        grad_norm: None,
-        tokens_per_s: None,
-        val_loss: None,
-        acc: None,
-        acc_norm: None,
-        n: None,
-        path: None,
+        ..MetricsLine::empty(run, kind, phase)
     }
 }
 

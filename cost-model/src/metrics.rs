@@ -65,6 +65,35 @@ pub struct MetricsLine {
     pub path: Option<String>,
 }
 
+impl MetricsLine {
+    /// A line of `kind` for `run` in `phase`, counters at zero and every value absent; fill in the
+    /// rest with struct update syntax (`MetricsLine { step, loss: Some(l), ..MetricsLine::empty(..) }`).
+    pub fn empty(run: &str, kind: LineKind, phase: Phase) -> MetricsLine {
+        MetricsLine {
+            run: run.to_string(),
+            kind,
+            step: 0,
+            tokens: 0,
+            paper_units: 0.0,
+            flops: 0.0,
+            seconds: 0.0,
+            stage: 0,
+            phase,
+            active_layers: 0,
+            trainable_params: 0,
+            loss: None,
+            lr: None,
+            grad_norm: None,
+            tokens_per_s: None,
+            val_loss: None,
+            acc: None,
+            acc_norm: None,
+            n: None,
+            path: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,26 +101,16 @@ mod tests {
     #[test]
     fn round_trips_and_omits_absent_values() {
         let line = MetricsLine {
-            run: "r".into(),
-            kind: LineKind::Val,
             step: 3,
             tokens: 30,
             paper_units: 1.5,
             flops: 2e9,
             seconds: 0.25,
             stage: 1,
-            phase: Phase::Phase1,
             active_layers: 3,
             trainable_params: 100,
-            loss: None,
-            lr: None,
-            grad_norm: None,
-            tokens_per_s: None,
             val_loss: Some(2.5),
-            acc: None,
-            acc_norm: None,
-            n: None,
-            path: None,
+            ..MetricsLine::empty("r", LineKind::Val, Phase::Phase1)
         };
         let text = serde_json::to_string(&line).unwrap();
         assert!(text.contains(r#""phase":"phase1""#) && text.contains(r#""kind":"val""#));

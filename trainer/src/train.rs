@@ -388,26 +388,15 @@ impl Trainer {
     fn line(&self, kind: LineKind, state: &TrainState, seg: &Segment, trainable_params: i64) -> MetricsLine {
         let compute = self.info.plan.cumulative(state.step);
         MetricsLine {
-            run: self.info.name.clone(),
-            kind,
             step: state.step,
             tokens: compute.tokens,
             paper_units: compute.paper_units,
             flops: compute.flops,
             seconds: state.seconds,
             stage: seg.stage,
-            phase: seg.phase,
             active_layers: seg.trainable.active_layers,
             trainable_params,
-            loss: None,
-            lr: None,
-            grad_norm: None,
-            tokens_per_s: None,
-            val_loss: None,
-            acc: None,
-            acc_norm: None,
-            n: None,
-            path: None,
+            ..MetricsLine::empty(&self.info.name, kind, seg.phase)
         }
     }
 }
