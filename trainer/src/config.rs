@@ -23,6 +23,17 @@ pub enum LrKind {
     Cosine,
 }
 
+/// What to do when a step's loss or gradient norm is not finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNan {
+    /// Stop before the update, naming the step; the last good checkpoint stays as it is.
+    #[default]
+    Stop,
+    /// Skip the update for this batch and go on (the step still counts).
+    Skip,
+}
+
 /// Everything a training run needs to know. Field names are the `--set` keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +75,9 @@ pub struct TrainConfig {
     /// Evaluate on the first this many examples only; `null` for all.
     #[serde(default)]
     pub hellaswag_limit: Option<usize>,
+    /// A non-finite loss or gradient norm: `stop` (default) or `skip` the batch.
+    #[serde(default)]
+    pub on_nan: OnNan,
 }
 
 /// Names of the presets, for help texts and errors.
@@ -102,6 +116,7 @@ impl TrainConfig {
             hellaswag: None,
             hellaswag_every: 250,
             hellaswag_limit: None,
+            on_nan: OnNan::Stop,
         };
         Ok(match name {
             "tiny" => TrainConfig {

@@ -15,6 +15,7 @@ pub mod device;
 pub mod eval;
 pub mod export;
 pub mod growth;
+pub mod lock;
 pub mod model;
 pub mod optim;
 pub mod progress;

@@ -13,11 +13,12 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::TrainConfig;
+use crate::config::{OnNan, TrainConfig};
 use crate::data::{BatchLoader, DataPosition, TokenDataset};
 use crate::device;
 use crate::eval;
 use crate::growth::grow;
+use crate::lock::RunLock;
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::progress::{format_seconds, Progress};
@@ -119,6 +120,7 @@ pub fn start(
         );
     }
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let _lock = RunLock::acquire(run_dir).map_err(bad_input)?;
     write_atomically(&run_dir.join(RUN_FILE), &serde_json::to_vec_pretty(&info)?)?;
     let initial =
         TrainState { step: 0, data: DataPosition::default(), seed: info.config.seed, seconds: 0.0, segment: 0 };
@@ -134,6 +136,7 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
         Ok((info, dataset))
     };
     let (info, dataset) = prepare().map_err(bad_input)?;
+    let _lock = RunLock::acquire(run_dir).map_err(bad_input)?;
     let latest = checkpoint::list(run_dir).pop();
     let resume_step = latest.as_ref().map_or(0, |(step, _)| *step);
     let has_checkpoint_line = runlog::truncate_after(&run_dir.join(METRICS_FILE), resume_step)?;
@@ -271,12 +274,26 @@ impl Trainer {
                 loss_sum += loss.detach().to_kind(Kind::Float);
             }
             let grad_norm = self.optimizer.grad_norm().double_value(&[]);
-            if let Some(max_norm) = config.grad_clip {
-                self.optimizer.clip_grad_norm(grad_norm, max_norm);
+            let loss = loss_sum.double_value(&[]);
+            let finite = loss.is_finite() && grad_norm.is_finite();
+            if !finite && config.on_nan == OnNan::Stop {
+                let last_good =
+                    checkpoint::list(&self.run_dir).pop().map_or("none yet".to_string(), |(s, _)| format!("step {s}"));
+                bail!(
+                    "step {step}: loss {loss}, gradient norm {grad_norm} (not finite); stopped before the update. Last good checkpoint: {last_good}. Lower lr_max or set grad_clip, or pass --on-nan skip, then resume"
+                );
             }
             let step_lr = lr.lr(step);
-            self.optimizer.step(step_lr);
-            let loss = loss_sum.double_value(&[]);
+            if finite {
+                if let Some(max_norm) = config.grad_clip {
+                    self.optimizer.clip_grad_norm(grad_norm, max_norm);
+                }
+                self.optimizer.step(step_lr);
+            } else {
+                progress.println(&format!(
+                    "step {step}: loss {loss}, gradient norm {grad_norm}: batch skipped (--on-nan skip)"
+                ));
+            }
             let step_seconds = started.elapsed().as_secs_f64();
 
             state.step = step;

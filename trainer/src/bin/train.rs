@@ -92,6 +92,9 @@ struct TrainArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// On a non-finite loss or gradient norm: stop (keep the last good checkpoint) or skip the batch.
+    #[arg(long, value_enum)]
+    on_nan: Option<trainer::config::OnNan>,
     /// HellaSwag file (official jsonl) to evaluate on during training.
     #[arg(long, value_name = "PATH")]
     hellaswag: Option<PathBuf>,
@@ -288,6 +291,9 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
     let (mut config, schedule) = config_and_schedule(&args.config)?;
     if let Some(path) = &args.hellaswag {
         config.hellaswag = Some(path.clone());
+    }
+    if let Some(on_nan) = args.on_nan {
+        config.on_nan = on_nan;
     }
     if let Some(every) = args.hellaswag_every {
         config.hellaswag_every = every;

@@ -1,0 +1,103 @@
+//! A run that blows up stops cleanly (or skips the batch), and two trainers never share a run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tch::Device;
+use trainer::config::{OnNan, TrainConfig};
+use trainer::data::write_shard;
+use trainer::lock::RunLock;
+use trainer::schedule::ScheduleSpec;
+use trainer::train::{self, TrainOptions};
+
+fn dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let tokens: Vec<u16> = "all work and no play. ".repeat(200).bytes().map(u16::from).collect();
+    write_shard(&data.join("t_val_000000.bin"), &tokens[..1000]).unwrap();
+    write_shard(&data.join("t_train_000001.bin"), &tokens).unwrap();
+    data
+}
+
+/// A learning rate so large that the first update sends the weights to ±1e30: the loss of the
+/// second step is not finite. No test hook needed.
+fn exploding(data: &Path, on_nan: OnNan) -> TrainConfig {
+    let mut c = TrainConfig::preset("tiny").unwrap();
+    for s in [
+        "model.layers=2",
+        "model.heads=2",
+        "model.d_model=16",
+        "model.context=8",
+        "micro_batch=2",
+        "tokens_per_step=16",
+        "steps=4",
+        "lr_schedule=constant",
+        "lr_max=1e30",
+        "grad_clip=null",
+        "checkpoint_every=1",
+        "val_every=0",
+    ] {
+        c.set(s).unwrap();
+    }
+    c.data_dir = data.to_path_buf();
+    c.on_nan = on_nan;
+    c
+}
+
+fn options() -> TrainOptions {
+    TrainOptions { device: Device::Cpu, stop_after_step: None, quiet: true }
+}
+
+#[test]
+fn non_finite_loss_stops_before_the_update_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let run = dir.path().join("nan");
+    let err = train::start(&run, exploding(&data, OnNan::Stop), ScheduleSpec::Baseline, &options()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("step 2: loss") && msg.contains("not finite"), "{msg}");
+    assert!(msg.contains("Last good checkpoint: step 1"), "{msg}");
+    let steps: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(steps, vec!["step_00000001"], "no checkpoint of the failed step, no temp leftovers");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().all(|l| l.contains("\"step\":1,")), "nothing logged for step 2: {metrics}");
+}
+
+#[test]
+fn on_nan_skip_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let run = dir.path().join("skip");
+    let summary = train::start(&run, exploding(&data, OnNan::Skip), ScheduleSpec::Baseline, &options()).unwrap();
+    assert_eq!(summary.last_step, 4);
+}
+
+#[test]
+fn a_second_trainer_on_the_same_run_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let run = dir.path().join("busy");
+    let mut config = exploding(&data, OnNan::Skip);
+    config.set("lr_max=1e-3").unwrap();
+    train::start(&run, config, ScheduleSpec::Baseline, &options()).unwrap();
+
+    let held = RunLock::acquire(&run).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["--resume", run.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is in use by process"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1);
+    drop(held);
+
+    // Once the holder is gone (even by SIGKILL, the kernel drops its flock), resuming works.
+    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["--resume", run.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
