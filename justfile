@@ -85,6 +85,11 @@ gpu-build: setup
     if [ -f ../shared/bench/torch_gpt2_bench.py ]; then cp ../shared/bench/torch_gpt2_bench.py .gpu/; fi
     @du -sh .gpu
 
+# Crash soak: SIGKILL the trainer at random moments until it finishes, resuming each time; the
+# losses must equal an uninterrupted run's bit for bit (a minute or two on 2 cores).
+soak:
+    LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --release -p trainer --test kill -- --ignored --nocapture soak
+
 # Everything CI checks: formatting, clippy (warnings are errors), and every test.
 test: setup
     cargo fmt --all --check

@@ -49,6 +49,7 @@ pub fn save(run_dir: &Path, vs: &VarStore, optimizer: &AdamW, state: &TrainState
     let tmp = dir.join(format!(".tmp-{}-{}", checkpoint_name(state.step), std::process::id()));
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     vs.save(tmp.join(MODEL_FILE)).with_context(|| format!("writing {}", tmp.join(MODEL_FILE).display()))?;
+    crate::failpoint::hit("checkpoint", state.step);
     let opt_tensors = optimizer.state_tensors();
     Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIMIZER_FILE))
         .with_context(|| format!("writing {}", tmp.join(OPTIMIZER_FILE).display()))?;
@@ -65,8 +66,8 @@ pub fn save(run_dir: &Path, vs: &VarStore, optimizer: &AdamW, state: &TrainState
     Ok(final_dir)
 }
 
-/// Remove temp directories left by an interrupted save.
-fn remove_partial(dir: &Path) {
+/// Remove temp directories left by an interrupted save (in `<run>/checkpoints`).
+pub fn remove_partial(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {

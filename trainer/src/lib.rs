@@ -14,6 +14,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod export;
+pub mod failpoint;
 pub mod growth;
 pub mod lock;
 pub mod model;

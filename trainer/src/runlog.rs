@@ -27,6 +27,11 @@ impl MetricsWriter {
     /// Write one line and flush it, so a crash loses at most the line being written.
     pub fn write(&mut self, line: &MetricsLine) -> anyhow::Result<()> {
         let mut text = serde_json::to_string(line)?;
+        if crate::failpoint::armed_at("log", line.step) {
+            self.file.write_all(&text.as_bytes()[..text.len() / 2])?;
+            self.file.flush()?;
+            crate::failpoint::hit("log", line.step);
+        }
         text.push('\n');
         self.file.write_all(text.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
         self.file.flush()?;

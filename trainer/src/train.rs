@@ -109,6 +109,15 @@ pub fn start(
         Ok((info, dataset))
     };
     let (info, dataset) = prepare().map_err(bad_input)?;
+    // An output directory that cannot be written (read-only, full, a file in the way) is the
+    // user's to fix: exit 2, before anything else is written.
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create the run directory {}; choose a writable --runs-dir", run_dir.display()))
+        .map_err(bad_input)?;
+    let _lock = RunLock::acquire(run_dir).map_err(bad_input)?;
+    write_atomically(&run_dir.join(RUN_FILE), &serde_json::to_vec_pretty(&info)?)
+        .with_context(|| format!("{} is not writable; choose a writable --runs-dir", run_dir.display()))
+        .map_err(bad_input)?;
     if !options.quiet {
         eprintln!(
             "training {} ({} schedule, {} steps) on {} into {}",
@@ -119,9 +128,6 @@ pub fn start(
             run_dir.display()
         );
     }
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let _lock = RunLock::acquire(run_dir).map_err(bad_input)?;
-    write_atomically(&run_dir.join(RUN_FILE), &serde_json::to_vec_pretty(&info)?)?;
     let initial =
         TrainState { step: 0, data: DataPosition::default(), seed: info.config.seed, seconds: 0.0, segment: 0 };
     Trainer::new(run_dir, info, dataset, options)?.run(initial, None, options)
@@ -137,6 +143,7 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
     };
     let (info, dataset) = prepare().map_err(bad_input)?;
     let _lock = RunLock::acquire(run_dir).map_err(bad_input)?;
+    checkpoint::remove_partial(&run_dir.join("checkpoints"));
     let latest = checkpoint::list(run_dir).pop();
     let resume_step = latest.as_ref().map_or(0, |(step, _)| *step);
     let has_checkpoint_line = runlog::truncate_after(&run_dir.join(METRICS_FILE), resume_step)?;
@@ -273,6 +280,7 @@ impl Trainer {
                 loss.backward();
                 loss_sum += loss.detach().to_kind(Kind::Float);
             }
+            crate::failpoint::hit("step", step);
             let grad_norm = self.optimizer.grad_norm().double_value(&[]);
             let loss = loss_sum.double_value(&[]);
             let finite = loss.is_finite() && grad_norm.is_finite();

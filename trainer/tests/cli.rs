@@ -59,6 +59,7 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     std::fs::create_dir_all(dir.path().join("data/corrupt")).unwrap();
     std::fs::write(dir.path().join("data/corrupt/c_val_000000.bin"), vec![7u8; 2048]).unwrap();
     std::fs::write(dir.path().join("data/corrupt/c_train_000001.bin"), vec![7u8; 2048]).unwrap();
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
 
     let with_small = |extra: &[&'static str]| {
         let mut v = SMALL.to_vec();
@@ -75,6 +76,11 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (with_small(&["--set", "data_dir=data/corrupt"]), "c_val_000000.bin: bad magic"),
         (with_small(&["--set", "steps=0"]), "steps"),
         (vec!["--run", "a/b"], "run name"),
+        (with_small(&["--runs-dir", "a-file/runs"]), "writable --runs-dir"),
+        (vec!["--on-nan", "ignore"], "ignore"),
+        (vec!["--schedule", "incremental", "--stages", "13"], "stages"),
+        (vec!["--schedule", "incremental", "--until", "soon"], "soon"),
+        (vec!["--device", "tpu"], "tpu"),
         (vec!["--resume", "runs/none"], "runs/none"),
         (vec!["--stop-after-step", "x"], "x"),
         (vec!["data", "--raw", "nowhere"], "just data"),
