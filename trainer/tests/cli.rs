@@ -4,42 +4,28 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use trainer::data::write_shard;
-
 fn train(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_train")).args(args).current_dir(cwd).output().expect("run train")
 }
 
+mod common;
+
 fn dataset(dir: &Path) {
-    let tokens: Vec<u16> = "a rose is a rose is a rose. ".repeat(100).bytes().map(u16::from).collect();
-    write_shard(&dir.join("data/d/d_val_000000.bin"), &tokens[..1000]).unwrap();
-    write_shard(&dir.join("data/d/d_train_000001.bin"), &tokens).unwrap();
+    common::text_dataset(dir, "a rose is a rose is a rose. ", 100, 1000);
 }
 
-const SMALL: [&str; 16] = [
-    "--set",
-    "model.layers=2",
-    "--set",
-    "model.d_model=16",
-    "--set",
-    "model.heads=2",
-    "--set",
-    "model.context=8",
-    "--set",
-    "micro_batch=2",
-    "--set",
-    "tokens_per_step=16",
-    "--set",
-    "data_dir=data/d",
-    "--device",
-    "cpu",
-];
+/// The small model with 16 tokens per step.
+fn small() -> Vec<&'static str> {
+    let mut args = common::SMALL_MODEL_ARGS.to_vec();
+    args.extend(["--set", "tokens_per_step=16"]);
+    args
+}
 
 #[test]
 fn trains_a_small_run_and_exports_it() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let mut args = SMALL.to_vec();
+    let mut args = small();
     args.extend(["--set", "steps=3", "--run", "r", "--quiet"]);
     let out = train(&args, dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -62,7 +48,7 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
 
     let with_small = |extra: &[&'static str]| {
-        let mut v = SMALL.to_vec();
+        let mut v = small();
         v.extend_from_slice(extra);
         v
     };
@@ -97,7 +83,7 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     assert!(!dir.path().join("runs").exists(), "a failed start must not leave a run directory");
 
     // A second start into the same run directory is refused.
-    let mut args = SMALL.to_vec();
+    let mut args = small();
     args.extend(["--set", "steps=1", "--run", "once", "--quiet"]);
     assert!(train(&args, dir.path()).status.success());
     let again = train(&args, dir.path());

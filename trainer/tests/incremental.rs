@@ -10,7 +10,6 @@ use cost_model::{ComputeUnit, Phase, Phase1Trainable, Until};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use trainer::config::TrainConfig;
-use trainer::data::write_shard;
 use trainer::growth::{grow, Growth};
 use trainer::model::{Gpt, GptConfig};
 use trainer::schedule::{IncrementalSpec, ScheduleSpec};
@@ -18,12 +17,10 @@ use trainer::train::{self, TrainOptions};
 
 const TEXT: &str = "the cat sat on the mat. ";
 
+mod common;
+
 fn dataset(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    let tokens: Vec<u16> = TEXT.repeat(300).bytes().map(u16::from).collect();
-    write_shard(&data.join("t_val_000000.bin"), &tokens[..1500]).unwrap();
-    write_shard(&data.join("t_train_000001.bin"), &tokens).unwrap();
-    data
+    common::text_dataset(dir, TEXT, 300, 1500)
 }
 
 fn config(data: &Path, steps: u64) -> TrainConfig {

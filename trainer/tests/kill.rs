@@ -11,35 +11,18 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cost_model::metrics::{LineKind, MetricsLine};
-use trainer::data::write_shard;
 
-const CONFIG: [&str; 20] = [
-    "--set",
-    "model.layers=2",
-    "--set",
-    "model.d_model=16",
-    "--set",
-    "model.heads=2",
-    "--set",
-    "model.context=8",
-    "--set",
-    "micro_batch=2",
-    "--set",
-    "tokens_per_step=32",
-    "--set",
-    "data_dir=data/d",
-    "--set",
-    "checkpoint_every=2",
-    "--set",
-    "val_every=3",
-    "--device",
-    "cpu",
-];
+mod common;
+
+/// The small model, 32 tokens a step, checkpoints every 2 steps, validation every 3.
+fn config() -> Vec<&'static str> {
+    let mut args = common::SMALL_MODEL_ARGS.to_vec();
+    args.extend(["--set", "tokens_per_step=32", "--set", "checkpoint_every=2", "--set", "val_every=3"]);
+    args
+}
 
 fn dataset(dir: &Path) {
-    let tokens: Vec<u16> = "crash, resume, repeat. ".repeat(200).bytes().map(u16::from).collect();
-    write_shard(&dir.join("data/d/d_val_000000.bin"), &tokens[..800]).unwrap();
-    write_shard(&dir.join("data/d/d_train_000001.bin"), &tokens).unwrap();
+    common::text_dataset(dir, "crash, resume, repeat. ", 200, 800);
 }
 
 fn train(dir: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
@@ -53,7 +36,7 @@ fn train(dir: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
 }
 
 fn start_args<'a>(run: &'a str, steps: &'a str) -> Vec<&'a str> {
-    let mut args = CONFIG.to_vec();
+    let mut args = config();
     args.extend(["--set", steps, "--run", run]);
     args
 }

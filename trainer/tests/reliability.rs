@@ -5,17 +5,14 @@ use std::process::Command;
 
 use tch::Device;
 use trainer::config::{OnNan, TrainConfig};
-use trainer::data::write_shard;
 use trainer::lock::RunLock;
 use trainer::schedule::ScheduleSpec;
 use trainer::train::{self, TrainOptions};
 
+mod common;
+
 fn dataset(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    let tokens: Vec<u16> = "all work and no play. ".repeat(200).bytes().map(u16::from).collect();
-    write_shard(&data.join("t_val_000000.bin"), &tokens[..1000]).unwrap();
-    write_shard(&data.join("t_train_000001.bin"), &tokens).unwrap();
-    data
+    common::text_dataset(dir, "all work and no play. ", 200, 1000)
 }
 
 /// A learning rate so large that the first update sends the weights to ±1e30: the loss of the
