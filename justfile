@@ -34,14 +34,15 @@ train *args: setup
 export *args:
     @cargo run --quiet --release -p trainer --bin train -- export "$@"
 
-# Figures and report.md from logged runs, e.g. `just report` (the committed study) or
-# `just report --runs runs --out reports/mine`. Built in the dev profile on purpose: the work is
-# small, and an optimised polars takes ~15 minutes to compile on 2 cores.
+# Built in the dev profile on purpose: the work is small, and an optimised polars takes ~15 minutes
+# to compile on 2 cores.
+# Figures + report.md from run logs (default reports/runs; e.g. `just report --runs runs --out reports/mine`).
 report *args:
     @cargo run --quiet -p analysis --bin report -- --runs reports/runs --out reports "$@"
 
-# The small study end to end on a fresh clone: corpus, tiny baseline (1,000 steps) and incremental
-# S = 4, 8, 12 each continued to 2,000 steps, then the report (about 15 minutes on 2 CPU cores).
+# Tiny baseline (1,000 steps) and incremental S = 4, 8, 12 each continued to 2,000 steps, then the
+# report; about 13 minutes of training on 2 CPU cores.
+# The small study end to end on a fresh clone: corpus, four runs, reports/.
 study: setup
     #!/usr/bin/env bash
     set -euo pipefail
@@ -66,17 +67,17 @@ study: setup
     cargo run --quiet -p analysis --bin report -- --runs reports/runs --out reports
     echo "study: done in $(( $(date +%s) - start )) s of training and reporting"
 
-# Time warm training steps per phase configuration (JSON lines); no arguments: tiny preset, the
-# phases of a 4-stage schedule. E.g. `just bench --preset gpt2-124m --device cuda --micro-batch 16
-# --schedule incremental --stages 4`.
+# No arguments: tiny preset, the phases of a 4-stage schedule. On a GPU, e.g.
+# `just bench --preset gpt2-124m --device cuda --micro-batch 16 --schedule incremental --stages 4`.
+# Time warm training steps per phase configuration (JSON lines).
 bench *args:
     #!/usr/bin/env bash
     set -euo pipefail
     if [ $# -eq 0 ]; then set -- --schedule incremental --stages 4; fi
     cargo run --quiet --release -p trainer --bin train -- bench "$@"
 
-# Stage a release binary, the PyTorch anchor and the device script in .gpu/ for the GPU machine
-# (run there as `bash .gpu/run.sh`; LIBTORCH.md: one binary, CUDA loaded at start-up).
+# Run there as `bash .gpu/run.sh` (one binary for CPU and GPU: CUDA is loaded at start-up).
+# Stage the release binary, the PyTorch anchor and the device script in .gpu/ for the GPU machine.
 gpu-build: setup
     cargo build --quiet --release -p trainer --bin train
     mkdir -p .gpu
@@ -85,8 +86,8 @@ gpu-build: setup
     if [ -f ../shared/bench/torch_gpt2_bench.py ]; then cp ../shared/bench/torch_gpt2_bench.py .gpu/; fi
     @du -sh .gpu
 
-# Crash soak: SIGKILL the trainer at random moments until it finishes, resuming each time; the
-# losses must equal an uninterrupted run's bit for bit (a minute or two on 2 cores).
+# The losses must equal an uninterrupted run's bit for bit (about a minute on 2 cores).
+# Crash soak: SIGKILL the trainer at random moments until it finishes, resuming each time.
 soak:
     LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --release -p trainer --test kill -- --ignored --nocapture soak
 

@@ -59,8 +59,6 @@ struct ConfigArgs {
     /// Schedule: baseline (all layers train from step 1) or incremental (stages, then continual).
     #[arg(long, value_enum, default_value_t = ScheduleArg::Baseline)]
     schedule: ScheduleArg,
-    #[command(flatten)]
-    incremental: IncrementalArgs,
     /// Override a config field, e.g. --set steps=200 --set model.d_model=128 (repeatable; see run.json for keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -104,6 +102,9 @@ struct TrainArgs {
     /// HellaSwag on the first M examples only.
     #[arg(long, value_name = "M")]
     hellaswag_limit: Option<usize>,
+    // Last, so its help heading covers only its own flags.
+    #[command(flatten)]
+    incremental: IncrementalArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,6 +217,8 @@ struct BenchArgs {
     /// Micro-batch (sequences per step) to time; default: the preset's.
     #[arg(long)]
     micro_batch: Option<usize>,
+    #[command(flatten)]
+    incremental: IncrementalArgs,
 }
 
 #[derive(Args, Debug)]
@@ -248,7 +251,7 @@ fn classify(e: anyhow::Error) -> CliError {
 }
 
 /// The config (preset + overrides) and schedule the arguments describe.
-fn config_and_schedule(args: &ConfigArgs) -> Result<(TrainConfig, ScheduleSpec), CliError> {
+fn config_and_schedule(args: &ConfigArgs, inc: &IncrementalArgs) -> Result<(TrainConfig, ScheduleSpec), CliError> {
     let mut config = TrainConfig::preset(&args.preset).map_err(CliError::bad_input)?;
     for assignment in &args.overrides {
         config.set(assignment).map_err(CliError::bad_input)?;
@@ -258,24 +261,21 @@ fn config_and_schedule(args: &ConfigArgs) -> Result<(TrainConfig, ScheduleSpec),
     }
     let schedule = match args.schedule {
         ScheduleArg::Baseline => ScheduleSpec::Baseline,
-        ScheduleArg::Incremental => {
-            let inc = &args.incremental;
-            ScheduleSpec::Incremental(IncrementalSpec {
-                stages: inc.stages,
-                phase1_trainable: inc.phase1_trainable,
-                until: match inc.until {
-                    UntilArg::EqualCompute => Until::EqualCompute(inc.compute_unit),
-                    UntilArg::Steps(n) => Until::Steps(n),
-                },
-                reset_optimizer_at_continual: inc.reset_optimizer_at_continual,
-                growth: inc.growth,
-                backward_ratio: inc.r,
-                phase1_share: inc.p,
-                phase_steps: inc.phase_steps,
-                context_schedule: inc.context_schedule.clone(),
-                batch_schedule: inc.batch_schedule.clone(),
-            })
-        }
+        ScheduleArg::Incremental => ScheduleSpec::Incremental(IncrementalSpec {
+            stages: inc.stages,
+            phase1_trainable: inc.phase1_trainable,
+            until: match inc.until {
+                UntilArg::EqualCompute => Until::EqualCompute(inc.compute_unit),
+                UntilArg::Steps(n) => Until::Steps(n),
+            },
+            reset_optimizer_at_continual: inc.reset_optimizer_at_continual,
+            growth: inc.growth,
+            backward_ratio: inc.r,
+            phase1_share: inc.p,
+            phase_steps: inc.phase_steps,
+            context_schedule: inc.context_schedule.clone(),
+            batch_schedule: inc.batch_schedule.clone(),
+        }),
     };
     Ok((config, schedule))
 }
@@ -288,7 +288,7 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
         println!("{}", train::describe(&summary));
         return Ok(());
     }
-    let (mut config, schedule) = config_and_schedule(&args.config)?;
+    let (mut config, schedule) = config_and_schedule(&args.config, &args.incremental)?;
     if let Some(path) = &args.hellaswag {
         config.hellaswag = Some(path.clone());
     }
@@ -316,7 +316,7 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
 }
 
 fn bench(args: &BenchArgs) -> Result<(), CliError> {
-    let (mut config, schedule) = config_and_schedule(&args.config)?;
+    let (mut config, schedule) = config_and_schedule(&args.config, &args.incremental)?;
     if let Some(micro_batch) = args.micro_batch {
         config.micro_batch = micro_batch;
         config.tokens_per_step = micro_batch * config.model.context;
