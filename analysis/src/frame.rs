@@ -62,9 +62,3 @@ pub fn series(frame: &DataFrame, run: &str, kind: &str, x: &str, y: &str) -> Pol
     let (xs, ys) = (picked.column("x")?.f64()?, picked.column("y")?.f64()?);
     Ok(xs.iter().zip(ys.iter()).filter_map(|(a, b)| Some((a?, b?))).collect())
 }
-
-/// Names of the runs in the frame, sorted.
-pub fn run_names(frame: &DataFrame) -> PolarsResult<Vec<String>> {
-    let names = frame.clone().lazy().select([col("run").unique().sort(SortOptions::default())]).collect()?;
-    Ok(names.column("run")?.str()?.iter().flatten().map(str::to_string).collect())
-}

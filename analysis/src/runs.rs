@@ -22,10 +22,6 @@ pub struct RunMeta {
     pub git_commit: String,
     pub libtorch_version: String,
     pub start_time: String,
-    /// Base steps (the baseline budget the plan was made for).
-    pub base_steps: Option<u64>,
-    /// FLOPs of one full-model step (the plan's), for predicted step-time ratios.
-    pub full_step_flops: Option<f64>,
     /// The resolved config, for the report.
     pub config: Value,
     /// The schedule spec, for the report.
@@ -45,8 +41,6 @@ impl RunMeta {
             git_commit: s("/git_commit"),
             libtorch_version: s("/libtorch_version"),
             start_time: s("/start_time"),
-            base_steps: v.pointer("/plan/base_steps").and_then(Value::as_u64),
-            full_step_flops: v.pointer("/plan/full_step/flops").and_then(Value::as_f64),
             config: v.get("config").cloned().unwrap_or(Value::Null),
             schedule_spec: v.get("schedule").cloned().unwrap_or(Value::Null),
         }

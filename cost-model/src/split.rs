@@ -13,11 +13,6 @@ pub fn split_layers(layers: u32, stages: u32) -> Vec<u32> {
     (1..=s).map(|i| (active_after(i) - active_after(i - 1)) as u32).collect()
 }
 
-/// True when every stage adds the same number of layers.
-pub fn is_even_split(layers: u32, stages: u32) -> bool {
-    stages > 0 && layers % stages == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +27,7 @@ mod tests {
         assert_eq!(split_layers(12, 4), vec![3; 4]);
         assert_eq!(split_layers(12, 12), vec![1; 12]);
         assert_eq!(split_layers(12, 1), vec![12]);
-        assert!(is_even_split(12, 3) && !is_even_split(12, 5));
+        assert_eq!(split_layers(12, 3), vec![4; 3]);
+        assert_eq!(split_layers(12, 5), vec![2, 3, 2, 3, 2]);
     }
 }

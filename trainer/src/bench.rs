@@ -9,13 +9,10 @@ use std::time::Instant;
 use anyhow::Context;
 use cost_model::flops::{token_flops, Trainable};
 use serde::Serialize;
-use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::TrainConfig;
 use crate::device;
-use crate::model::Gpt;
-use crate::optim::AdamW;
 use crate::schedule::ScheduleSpec;
 
 /// H100 SXM dense bf16 peak, FLOP/s (the MFU denominator on CUDA unless overridden).
@@ -89,16 +86,8 @@ pub fn run(
 ) -> anyhow::Result<Vec<BenchLine>> {
     config.validate()?;
     let configs = configurations(config, schedule)?;
-    tch::manual_seed(config.seed as i64);
-    let vs = VarStore::new(device_);
-    let mut model = Gpt::new(&vs, config.model);
-    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut optimizer = AdamW::new(params, config.adamw);
+    let (_vs, mut model, mut optimizer) = crate::train::init_model(config, device_);
     let autocast = config.bf16 && device_.is_cuda();
-    if autocast {
-        device::use_bf16_autocast_on_cuda();
-    }
     let (b, t) = (config.micro_batch as i64, config.model.context as i64);
     let vocab = config.tokenizer.vocab_size() as i64;
     let x = Tensor::randint(vocab, [b, t], (Kind::Int64, device_));

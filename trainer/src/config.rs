@@ -169,11 +169,6 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Micro-batches accumulated into one optimizer step.
-    pub fn grad_accum_steps(&self) -> usize {
-        self.tokens_per_step / (self.micro_batch * self.model.context)
-    }
-
     /// The learning-rate schedule over a run of `total_steps` steps.
     pub fn lr(&self, total_steps: u64) -> LrSchedule {
         match self.lr_schedule {
@@ -272,7 +267,8 @@ mod tests {
             TrainConfig::preset(name).unwrap().validate().unwrap();
         }
         let paper = TrainConfig::preset("paper").unwrap();
-        assert_eq!(paper.grad_accum_steps(), 16);
+        let plan = crate::schedule::ScheduleSpec::Baseline.plan(&paper).unwrap();
+        assert_eq!(crate::train::micro_batch_shape(&paper, &plan.segments[0]).unwrap(), (32, 16));
         assert_eq!(paper.grad_clip, None);
         assert!(TrainConfig::preset("huge").is_err());
     }

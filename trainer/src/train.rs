@@ -83,7 +83,7 @@ pub fn start(
     schedule: ScheduleSpec,
     options: &TrainOptions,
 ) -> anyhow::Result<TrainSummary> {
-    let prepare = || -> anyhow::Result<(RunInfo, TokenDataset)> {
+    let prepare = || -> anyhow::Result<(RunInfo, TokenDataset, Vec<eval::Example>)> {
         config.validate()?;
         let plan = schedule.plan(&config)?;
         for segment in &plan.segments {
@@ -94,7 +94,7 @@ pub fn start(
         }
         // Open the data before creating anything, so a missing dataset leaves no run directory behind.
         let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
-        load_hellaswag(&config)?;
+        let hellaswag = load_hellaswag(&config)?;
         let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
         let info = RunInfo {
             name,
@@ -106,9 +106,9 @@ pub fn start(
             libtorch_version: env!("TORCH_BUILD_VERSION").to_string(),
             start_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        Ok((info, dataset))
+        Ok((info, dataset, hellaswag))
     };
-    let (info, dataset) = prepare().map_err(bad_input)?;
+    let (info, dataset, hellaswag) = prepare().map_err(bad_input)?;
     // An output directory that cannot be written (read-only, full, a file in the way) is the
     // user's to fix: exit 2, before anything else is written.
     std::fs::create_dir_all(run_dir)
@@ -130,24 +130,24 @@ pub fn start(
     }
     let initial =
         TrainState { step: 0, data: DataPosition::default(), seed: info.config.seed, seconds: 0.0, segment: 0 };
-    Trainer::new(run_dir, info, dataset, options)?.run(initial, None, options)
+    Trainer::new(run_dir, info, dataset, hellaswag, options)?.run(initial, None, options)
 }
 
 /// Continue the run in `run_dir` from its last complete checkpoint (or from scratch if it has none).
 pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
-    let prepare = || -> anyhow::Result<(RunInfo, TokenDataset)> {
+    let prepare = || -> anyhow::Result<(RunInfo, TokenDataset, Vec<eval::Example>)> {
         let info = read_run_info(run_dir)?;
         let dataset = TokenDataset::open(&info.config.data_dir, info.config.tokenizer.vocab_size())?;
-        load_hellaswag(&info.config)?;
-        Ok((info, dataset))
+        let hellaswag = load_hellaswag(&info.config)?;
+        Ok((info, dataset, hellaswag))
     };
-    let (info, dataset) = prepare().map_err(bad_input)?;
+    let (info, dataset, hellaswag) = prepare().map_err(bad_input)?;
     let _lock = RunLock::acquire(run_dir).map_err(bad_input)?;
     checkpoint::remove_partial(&run_dir.join("checkpoints"));
     let latest = checkpoint::list(run_dir).pop();
     let resume_step = latest.as_ref().map_or(0, |(step, _)| *step);
     let has_checkpoint_line = runlog::truncate_after(&run_dir.join(METRICS_FILE), resume_step)?;
-    let mut trainer = Trainer::new(run_dir, info, dataset, options)?;
+    let mut trainer = Trainer::new(run_dir, info, dataset, hellaswag, options)?;
     let state = match &latest {
         Some((_, dir)) => checkpoint::load(dir, &mut trainer.vs, &mut trainer.optimizer)?,
         None => TrainState {
@@ -160,6 +160,27 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
     };
     let missing_line = latest.filter(|_| !has_checkpoint_line).map(|(_, dir)| dir);
     trainer.run(state, missing_line, options)
+}
+
+/// A freshly initialised model and its optimizer. All randomness of a run is drawn here: a
+/// resumed run draws the same numbers, then overwrites them from the checkpoint. Sets bf16
+/// autocast on CUDA when the config asks for it.
+pub fn init_model(config: &TrainConfig, device: Device) -> (VarStore, Gpt, AdamW) {
+    // libtorch's generator is global: hold a lock from seeding to the last draw so another
+    // thread initialising a model at the same time cannot interleave its draws with ours.
+    static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(config.seed as i64);
+    let vs = VarStore::new(device);
+    let model = Gpt::new(&vs, config.model);
+    drop(guard);
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let optimizer = AdamW::new(params, config.adamw);
+    if config.bf16 && device.is_cuda() {
+        device::use_bf16_autocast_on_cuda();
+    }
+    (vs, model, optimizer)
 }
 
 /// The HellaSwag examples a config asks for (none when it names no file).
@@ -182,6 +203,7 @@ struct Trainer {
     run_dir: PathBuf,
     info: RunInfo,
     dataset: std::sync::Arc<TokenDataset>,
+    hellaswag: Vec<eval::Example>,
     device: Device,
     vs: VarStore,
     model: Gpt,
@@ -189,28 +211,19 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(run_dir: &Path, info: RunInfo, dataset: TokenDataset, options: &TrainOptions) -> anyhow::Result<Trainer> {
-        let config = &info.config;
-        // All randomness is drawn here, at initialisation: a resumed run draws the same numbers
-        // and then overwrites them from the checkpoint.
-        // libtorch's generator is global: hold a lock from seeding to the last draw so another
-        // thread initialising a model at the same time cannot interleave its draws with ours.
-        static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        tch::manual_seed(config.seed as i64);
-        let vs = VarStore::new(options.device);
-        let model = Gpt::new(&vs, config.model);
-        drop(guard);
-        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
-        let optimizer = AdamW::new(params, config.adamw);
-        if config.bf16 && options.device.is_cuda() {
-            device::use_bf16_autocast_on_cuda();
-        }
+    fn new(
+        run_dir: &Path,
+        info: RunInfo,
+        dataset: TokenDataset,
+        hellaswag: Vec<eval::Example>,
+        options: &TrainOptions,
+    ) -> anyhow::Result<Trainer> {
+        let (vs, model, optimizer) = init_model(&info.config, options.device);
         Ok(Trainer {
             run_dir: run_dir.into(),
             info,
             dataset: std::sync::Arc::new(dataset),
+            hellaswag,
             device: options.device,
             vs,
             model,
@@ -232,8 +245,9 @@ impl Trainer {
         let autocast = config.bf16 && self.device.is_cuda();
         let mut metrics = MetricsWriter::open(&self.run_dir.join(METRICS_FILE))?;
         let val_batches = self.val_batches(&config)?;
-        let hellaswag = load_hellaswag(&config)?;
-        let tokenizer = crate::data::Tokenizer::new(config.tokenizer)?;
+        let hellaswag = std::mem::take(&mut self.hellaswag);
+        // Building GPT-2's BPE takes a moment: only when there is something to evaluate.
+        let tokenizer = if hellaswag.is_empty() { None } else { Some(crate::data::Tokenizer::new(config.tokenizer)?) };
 
         let mut segment: Option<Segment> = None;
         let mut trainable_params = 0;
@@ -253,6 +267,7 @@ impl Trainer {
         let dataset = std::sync::Arc::clone(&self.dataset);
         let mut loader: Option<BatchLoader> = None;
         let mut accum = 1;
+        let mut segment_index = 0;
         for step in first_step..=last {
             let seg = *plan.segment_of(step).context("step outside the plan")?;
             if segment.map(|s| s.first_step) != Some(seg.first_step) {
@@ -266,6 +281,7 @@ impl Trainer {
                 let position = loader.as_ref().map_or(state.data, |l| l.position());
                 loader = Some(BatchLoader::new(&dataset.train, rows, seg.context as usize, self.device, position)?);
                 accum = micro_steps;
+                segment_index = plan.segments.iter().position(|s| s.first_step == seg.first_step).unwrap_or(0);
                 segment = Some(seg);
             }
             let loader = loader.as_mut().expect("set at the first step");
@@ -307,7 +323,7 @@ impl Trainer {
             state.step = step;
             state.data = loader.position();
             state.seconds += step_seconds;
-            state.segment = plan.segments.iter().position(|s| s.first_step == seg.first_step).unwrap_or(0);
+            state.segment = segment_index;
             let tokens_per_s = seg.tokens_per_step as f64 / step_seconds.max(1e-9);
             let base = self.line(LineKind::Train, &state, &seg, trainable_params);
             metrics.write(&MetricsLine {
@@ -326,8 +342,8 @@ impl Trainer {
                 last_val_loss = Some(val_loss);
             }
             let hellaswag_due = (config.hellaswag_every > 0 && step % config.hellaswag_every == 0) || step == total;
-            if !hellaswag.is_empty() && hellaswag_due {
-                let score = eval::evaluate(&self.model, active, &tokenizer, &hellaswag, 16, self.device, autocast);
+            if let (Some(tokenizer), true) = (&tokenizer, hellaswag_due) {
+                let score = eval::evaluate(&self.model, active, tokenizer, &hellaswag, 16, self.device, autocast);
                 metrics.write(&MetricsLine {
                     kind: LineKind::Hellaswag,
                     acc: Some(score.acc),

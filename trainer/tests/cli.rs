@@ -94,31 +94,10 @@ fn bad_input_gets_one_line_and_exit_code_2() {
 #[test]
 fn bench_prints_one_json_line_per_phase_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "bench",
-        "--set",
-        "model.layers=4",
-        "--set",
-        "model.d_model=16",
-        "--set",
-        "model.heads=2",
-        "--set",
-        "model.context=8",
-        "--set",
-        "micro_batch=2",
-        "--set",
-        "tokens_per_step=16",
-        "--device",
-        "cpu",
-        "--schedule",
-        "incremental",
-        "--stages",
-        "2",
-        "--warmup",
-        "1",
-        "--steps",
-        "2",
-    ];
+    let mut args = vec!["bench"];
+    args.extend(common::SMALL_MODEL_ARGS);
+    args.extend(["--set", "model.layers=4", "--set", "tokens_per_step=16"]);
+    args.extend(["--schedule", "incremental", "--stages", "2", "--warmup", "1", "--steps", "2"]);
     let out = train(&args, dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
