@@ -1,17 +1,39 @@
-//! Bake libtorch's library directory into our binaries and tests as an rpath, so they run without
-//! LD_LIBRARY_PATH. tch's own `cargo:rustc-link-arg` does not reach dependent crates; torch-sys
-//! exports the directory as DEP_TCH_LIBTORCH_LIB because it is a direct dependency.
-//! Also record the libtorch version (scripts/install-libtorch writes `build-version`) for run.json.
+//! 1. Compile `csrc/native_ops.cpp`, the ATen operations tch does not bind (fused AdamW, foreach
+//!    norm and scale, clearing a gradient, bf16 autocast, TF32), against libtorch's headers.
+//! 2. Bake libtorch's library directory into our binaries and tests as an rpath, so they run
+//!    without LD_LIBRARY_PATH. tch's own `cargo:rustc-link-arg` does not reach dependent crates;
+//!    torch-sys exports the directory as DEP_TCH_LIBTORCH_LIB because it is a direct dependency.
+//! 3. Record the libtorch version (scripts/install-libtorch writes `build-version`) for run.json.
+use std::path::{Path, PathBuf};
+
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
-    if let Some(lib_dir) = &lib_dir {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
-    }
-    let version = lib_dir
-        .map(|d| std::path::Path::new(&d).join("../build-version"))
-        .and_then(|p| std::fs::read_to_string(p).ok())
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-changed=csrc/native_ops.cpp");
+    let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from).expect(
+        "torch-sys did not export DEP_TCH_LIBTORCH_LIB; run scripts/bootstrap (it installs libtorch into .libtorch)",
+    );
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    compile_native_ops(&lib_dir);
+
+    let version = std::fs::read_to_string(lib_dir.join("../build-version"))
         .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| "2.11.0".to_string());
+        .unwrap_or_else(|_| "2.11.0".to_string());
     println!("cargo:rustc-env=TORCH_BUILD_VERSION={version}");
+}
+
+/// The same compiler flags torch-sys uses for its own C++ (C++17, libtorch's C++11 ABI).
+fn compile_native_ops(lib_dir: &Path) {
+    let include = lib_dir.join("../include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .file("csrc/native_ops.cpp")
+        .compile("stagewise_native_ops");
 }

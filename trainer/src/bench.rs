@@ -2,7 +2,10 @@
 //! every distinct phase configuration of a schedule, next to what the cost model predicts.
 //!
 //! One timed step is one micro-batch of random tokens, so the numbers measure the model, not the
-//! data pipeline. Each configuration prints one JSON line.
+//! data pipeline. A step is exactly the training loop's (forward, backward, gradient norm, clipping,
+//! fused AdamW with the on-device non-finite check); like PyTorch's own benchmark, the timed steps
+//! are queued back to back and the device is synchronised once before and once after them. Each
+//! configuration prints one JSON line.
 
 use std::time::Instant;
 
@@ -44,8 +47,11 @@ pub struct BenchLine {
     pub tokens_per_s: f64,
     pub model_flops_per_s: f64,
     pub mfu: Option<f64>,
-    /// Peak resident memory of the process (CPU) so far, bytes.
+    /// Peak resident memory of the process so far, bytes (on CUDA: host memory only).
     pub peak_memory_bytes: Option<u64>,
+    /// GPU memory in use after the timed steps, bytes (includes libtorch's cache, so it bounds
+    /// the peak allocation from above); `None` on CPU.
+    pub gpu_memory_bytes: Option<u64>,
     /// Cost model (FLOPs): this configuration's step cost / a full step's.
     pub predicted_ratio: f64,
     /// Measured: this configuration's step time / the full step's.
@@ -86,7 +92,7 @@ pub fn run(
 ) -> anyhow::Result<Vec<BenchLine>> {
     config.validate()?;
     let configs = configurations(config, schedule)?;
-    let (_vs, mut model, mut optimizer) = crate::train::init_model(config, device_);
+    let (_vs, mut model, mut optimizer) = crate::train::init_model(config, device_)?;
     let autocast = config.bf16 && device_.is_cuda();
     let (b, t) = (config.micro_batch as i64, config.model.context as i64);
     let vocab = config.tokenizer.vocab_size() as i64;
@@ -101,22 +107,27 @@ pub fn run(
     for (label, trainable) in configs {
         model.apply_trainable(trainable);
         let active = trainable.active_layers as usize;
-        let mut step = || -> f64 {
-            optimizer.zero_grad();
+        let mut step = || -> anyhow::Result<crate::optim::StepValues> {
+            optimizer.zero_grad()?;
             let loss = tch::autocast(autocast, || model.loss(&x, &y, active));
             loss.backward();
-            optimizer.step(1e-4);
-            // Reading the loss waits for the device: the step is really done.
-            loss.double_value(&[])
+            Ok(optimizer.clipped_step(&loss.detach(), 1e-4, config.grad_clip)?)
         };
         for _ in 0..options.warmup_steps {
-            step();
+            step()?;
+        }
+        if let Device::Cuda(index) = device_ {
+            tch::Cuda::synchronize(index as i64);
         }
         let started = Instant::now();
+        let mut last = None;
         for _ in 0..options.timed_steps.max(1) {
-            step();
+            last = Some(step()?);
         }
+        // Reading the last loss waits for the device: every timed step is done.
+        let (loss, _) = last.expect("at least one timed step").read();
         let ms = started.elapsed().as_secs_f64() * 1e3 / options.timed_steps.max(1) as f64;
+        anyhow::ensure!(loss.is_finite(), "bench {label}: the loss is not finite ({loss})");
         let full = *full_ms.get_or_insert(ms);
         let flops_per_token = token_flops(&shape, trainable).total();
         let model_flops_per_s = flops_per_token * tokens / (ms / 1e3);
@@ -134,7 +145,8 @@ pub fn run(
             tokens_per_s: tokens / (ms / 1e3),
             model_flops_per_s,
             mfu: options.peak_flops.map(|p| model_flops_per_s / p),
-            peak_memory_bytes: if device_.is_cuda() { None } else { peak_rss() },
+            peak_memory_bytes: peak_rss(),
+            gpu_memory_bytes: if device_.is_cuda() { device::cuda_memory_in_use() } else { None },
             predicted_ratio: flops_per_token / full_flops_per_token,
             measured_ratio: ms / full,
         };

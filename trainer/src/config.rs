@@ -65,6 +65,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// bf16 autocast on CUDA (CPU always trains in fp32).
     pub bf16: bool,
+    /// TF32 for fp32 matmuls on CUDA (`torch.backends.cuda.matmul.allow_tf32`); no effect on CPU.
+    #[serde(default = "default_tf32")]
+    pub tf32: bool,
     pub seed: u64,
     /// HellaSwag validation file (official jsonl format) to evaluate on; `null` for none.
     #[serde(default)]
@@ -80,6 +83,13 @@ pub struct TrainConfig {
     pub on_nan: OnNan,
 }
 
+/// Run configurations written before `tf32` existed ran with PyTorch's default on CUDA: TF32
+/// off. Presets other than `paper` turn it on, as build-nanogpt's
+/// `torch.set_float32_matmul_precision('high')` and the PyTorch anchor benchmark do.
+fn default_tf32() -> bool {
+    false
+}
+
 /// Names of the presets, for help texts and errors.
 pub const PRESETS: [&str; 3] = ["tiny", "gpt2-124m", "paper"];
 
@@ -90,7 +100,7 @@ impl TrainConfig {
     ///   (4, 8, 12 stages) runs; d = 64, 4 heads, context 64, 16 sequences (1,024 tokens) a step.
     /// - `gpt2-124m`: our GPU defaults: bf16, warmup + cosine 6e-4 → 6e-5, clipping at 1.0,
     ///   524,288 tokens a step as 16×1024 micro-batches with 32 accumulation steps.
-    /// - `paper`: exactly the reference code: fp32, constant lr 6e-4, no clipping, micro-batch 32,
+    /// - `paper`: exactly the reference code: fp32 (no TF32), constant lr 6e-4, no clipping, micro-batch 32,
     ///   16 accumulation steps, validation every 250 steps on 20 micro-batches.
     pub fn preset(name: &str) -> anyhow::Result<TrainConfig> {
         let gpt2 = GptConfig { layers: 12, heads: 12, d_model: 768, context: 1024, vocab: 50_304 };
@@ -112,6 +122,7 @@ impl TrainConfig {
             val_batches: 20,
             checkpoint_every: 1000,
             bf16: true,
+            tf32: true,
             seed: 1337,
             hellaswag: None,
             hellaswag_every: 250,
@@ -143,9 +154,14 @@ impl TrainConfig {
                 ..base
             },
             "gpt2-124m" => base,
-            "paper" => {
-                TrainConfig { micro_batch: 32, lr_schedule: LrKind::Constant, grad_clip: None, bf16: false, ..base }
-            }
+            "paper" => TrainConfig {
+                micro_batch: 32,
+                lr_schedule: LrKind::Constant,
+                grad_clip: None,
+                bf16: false,
+                tf32: false,
+                ..base
+            },
             other => bail!("unknown preset `{other}`; choose one of {}", PRESETS.join(", ")),
         })
     }

@@ -57,17 +57,23 @@ pub fn name(device: Device) -> String {
     }
 }
 
-extern "C" {
-    /// `at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)` from libtorch_cpu.so;
-    /// both enums are int8 (CUDA = 1, BFloat16 = 15). tch has no binding for it.
-    #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-    fn at_set_autocast_dtype(device_type: i8, dtype: i8);
-}
-
-/// Make CUDA autocast use bf16 instead of tch's default fp16.
-pub fn use_bf16_autocast_on_cuda() {
-    // SAFETY: plain C++ function taking two int8 enums by value.
-    unsafe { at_set_autocast_dtype(1, 15) }
+/// Bytes of GPU memory in use on the current device (`cudaMemGetInfo`: total − free), or `None`
+/// when the CUDA runtime is not loaded. It includes memory libtorch's caching allocator holds, so
+/// after a few training steps it is an upper bound of the steps' peak allocation.
+pub fn cuda_memory_in_use() -> Option<u64> {
+    type MemGetInfo = unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> i32;
+    // SAFETY: looks up a symbol of the already-loaded CUDA runtime (libtorch_cuda.so depends on it
+    // and was loaded RTLD_GLOBAL); NULL when it is not there.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr()) };
+    if symbol.is_null() {
+        return None;
+    }
+    // SAFETY: cudaMemGetInfo has exactly this C signature.
+    let mem_get_info: MemGetInfo = unsafe { std::mem::transmute(symbol) };
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: two valid out-pointers; a non-zero return is a CUDA error and leaves them unused.
+    let status = unsafe { mem_get_info(&mut free, &mut total) };
+    (status == 0).then(|| (total - free) as u64)
 }
 
 #[cfg(test)]
@@ -84,5 +90,13 @@ mod tests {
         let got: Vec<f32> = Vec::try_from(c.flatten(0, -1)).unwrap();
         assert_eq!(got, vec![19.0, 22.0, 43.0, 50.0]);
         assert_eq!(c.kind(), Kind::Float);
+    }
+
+    #[test]
+    fn no_cuda_runtime_means_no_gpu_memory_figure() {
+        // CPU test builds never load libtorch_cuda.so, so the CUDA runtime is absent.
+        if !tch::Cuda::is_available() {
+            assert_eq!(cuda_memory_in_use(), None);
+        }
     }
 }

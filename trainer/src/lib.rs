@@ -18,6 +18,7 @@ pub mod failpoint;
 pub mod growth;
 pub mod lock;
 pub mod model;
+pub mod native;
 pub mod optim;
 pub mod progress;
 pub mod runlog;

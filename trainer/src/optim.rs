@@ -1,7 +1,8 @@
 //! AdamW whose moments and step counts live in tensors we own, so they can be checkpointed and
 //! reset, plus the learning-rate schedules.
 //!
-//! The update is `torch.optim.AdamW`'s (single-tensor path), per parameter with a gradient:
+//! The update is `torch.optim.AdamW`'s, run by PyTorch's own fused kernel (`fused=True`), per
+//! parameter with a gradient:
 //! ```text
 //! p   ← p · (1 − lr·wd)                      decoupled decay, only tensors with ≥ 2 dims
 //! m   ← β1·m + (1−β1)·g
@@ -10,12 +11,18 @@
 //! ```
 //! Frozen tensors (no gradient) are skipped entirely: no step, no decay, and their step count `t`
 //! does not advance, exactly as PyTorch skips parameters whose `.grad` is `None`.
+//!
+//! Nothing here reads a value back to the host: the gradient norm, the clipping factor and the
+//! "loss or norm not finite, skip this update" decision stay on the device, so a training step
+//! is queued without a single synchronisation (the caller reads the loss once, at the end).
 
 use std::collections::HashMap;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use crate::native::{self, AdamWStep, AdamWTensors, NativeError};
 
 /// AdamW's hyperparameters (the learning rate comes per step from a [`LrSchedule`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,8 +45,28 @@ struct ParamState {
     param: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    step: u64,
+    /// Updates applied so far: a 0-d float tensor on the parameter's device, as the fused kernel
+    /// wants it (and as PyTorch keeps it).
+    step: Tensor,
     decay: bool,
+}
+
+/// What [`AdamW::clipped_step`] leaves on the device: read both with [`StepValues::read`].
+pub struct StepValues {
+    /// The loss the caller passed in (0-d float).
+    pub loss: Tensor,
+    /// The global gradient norm before clipping (0-d float).
+    pub grad_norm: Tensor,
+}
+
+impl StepValues {
+    /// `(loss, grad_norm)` on the host: one device synchronisation for both.
+    pub fn read(&self) -> (f64, f64) {
+        let both = Tensor::stack(&[self.loss.to_kind(Kind::Float), self.grad_norm.to_kind(Kind::Float)], 0);
+        let host: Vec<f64> =
+            Vec::try_from(both.to_kind(Kind::Double).to_device(tch::Device::Cpu)).expect("two scalars convert to f64");
+        (host[0], host[1])
+    }
 }
 
 /// AdamW over named parameters.
@@ -56,7 +83,7 @@ impl AdamW {
             .map(|(name, param)| ParamState {
                 exp_avg: param.zeros_like().detach(),
                 exp_avg_sq: param.zeros_like().detach(),
-                step: 0,
+                step: Tensor::zeros([], (Kind::Float, param.device())),
                 decay: param.dim() >= 2,
                 name,
                 param,
@@ -65,67 +92,85 @@ impl AdamW {
         AdamW { config, states }
     }
 
-    /// Zero the gradients of the trainable parameters (frozen ones keep whatever they had, which
-    /// nothing reads: skipping them saves a kernel per frozen tensor).
-    pub fn zero_grad(&mut self) {
-        for s in self.states.iter_mut().filter(|s| s.param.requires_grad()) {
-            let mut grad = s.param.grad();
-            if grad.defined() {
-                let _ = grad.zero_();
-            }
-        }
+    /// Drop every parameter's gradient (`zero_grad(set_to_none=True)`): the next backward writes
+    /// fresh gradients instead of adding to zeroed ones, and frozen parameters hold no gradient
+    /// memory at all.
+    pub fn zero_grad(&mut self) -> Result<(), NativeError> {
+        self.states.iter().try_for_each(|s| native::clear_grad(&s.param))
+    }
+
+    /// The states that take part in this step (trainable, with a gradient), with their gradients.
+    fn active(&self) -> Vec<(&ParamState, Tensor)> {
+        self.states
+            .iter()
+            .filter(|s| s.param.requires_grad())
+            .map(|s| (s, s.param.grad()))
+            .filter(|(_, g)| g.defined())
+            .collect()
     }
 
     /// The gradients that take part in this step (trainable parameters with a gradient).
     pub fn active_grads(&self) -> Vec<Tensor> {
-        self.states.iter().filter(|s| s.param.requires_grad()).map(|s| s.param.grad()).filter(|g| g.defined()).collect()
+        self.active().into_iter().map(|(_, g)| g).collect()
     }
 
     /// Global L2 norm of the active gradients (a 0-d tensor; reading it syncs the device).
-    pub fn grad_norm(&self) -> Tensor {
+    pub fn grad_norm(&self) -> Result<Tensor, NativeError> {
+        let grads = self.active_grads();
+        match grads.first() {
+            None => Ok(Tensor::from(0.0f32)),
+            Some(_) => native::global_norm(&grads),
+        }
+    }
+
+    /// Scale the active gradients so their global norm is at most `max_norm`, given their norm
+    /// (a 0-d tensor), as `torch.nn.utils.clip_grad_norm_` does: by `min(1, max / (norm + 1e-6))`.
+    pub fn clip_grad_norm(&mut self, norm: &Tensor, max_norm: f64) -> Result<(), NativeError> {
         let grads = self.active_grads();
         if grads.is_empty() {
-            return Tensor::from(0.0f32);
+            return Ok(());
         }
-        let squares: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float)).collect();
-        Tensor::stack(&squares, 0).sum(Kind::Float).sqrt()
+        let coef = (max_norm / (norm + 1e-6)).clamp_max(1.0);
+        tch::no_grad(|| native::scale_(&grads, &coef))
     }
 
-    /// Scale the active gradients so their global norm is at most `max_norm` (as
-    /// `torch.nn.utils.clip_grad_norm_`); `norm` is the norm before clipping.
-    pub fn clip_grad_norm(&mut self, norm: f64, max_norm: f64) {
-        let coef = max_norm / (norm + 1e-6);
-        if coef < 1.0 {
-            for mut g in self.active_grads() {
-                let _ = g.g_mul_scalar_(coef);
-            }
-        }
-    }
-
-    /// One AdamW update at learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    /// One AdamW update at learning rate `lr`, skipped on the device when `skip_if` (a 0-d float
+    /// tensor) holds 1.
+    pub fn step(&mut self, lr: f64, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
         let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
-        tch::no_grad(|| {
-            for s in &mut self.states {
-                let grad = s.param.grad();
-                if !s.param.requires_grad() || !grad.defined() {
-                    continue;
-                }
-                s.step += 1;
-                let t = s.step as i32;
-                if s.decay && weight_decay != 0.0 {
-                    let _ = s.param.g_mul_scalar_(1.0 - lr * weight_decay);
-                }
-                let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-                let _ = s.exp_avg_sq.g_mul_scalar_(beta2);
-                let _ = s.exp_avg_sq.g_add_(&(&grad * &grad * (1.0 - beta2)));
-                let bias_correction1 = 1.0 - beta1.powi(t);
-                let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-                let denom = (s.exp_avg_sq.sqrt() / bias_correction2_sqrt) + eps;
-                let update = &s.exp_avg / denom * (lr / bias_correction1);
-                let _ = s.param.g_sub_(&update);
-            }
-        });
+        let active = self.active();
+        // Two fused calls: tensors with weight decay and tensors without.
+        for decay in [true, false] {
+            let group: Vec<&(&ParamState, Tensor)> = active.iter().filter(|(s, _)| s.decay == decay).collect();
+            let pick = |f: fn(&ParamState) -> &Tensor| group.iter().map(|(s, _)| f(s).shallow_clone()).collect();
+            let (params, exp_avgs, exp_avg_sqs, steps): (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>, Vec<Tensor>) =
+                (pick(|s| &s.param), pick(|s| &s.exp_avg), pick(|s| &s.exp_avg_sq), pick(|s| &s.step));
+            let grads: Vec<Tensor> = group.iter().map(|(_, g)| g.shallow_clone()).collect();
+            let tensors = AdamWTensors {
+                params: &params,
+                grads: &grads,
+                exp_avgs: &exp_avgs,
+                exp_avg_sqs: &exp_avg_sqs,
+                steps: &steps,
+            };
+            let hp = AdamWStep { lr, beta1, beta2, weight_decay: if decay { weight_decay } else { 0.0 }, eps };
+            tch::no_grad(|| native::fused_adamw(&tensors, hp, skip_if))?;
+        }
+        Ok(())
+    }
+
+    /// The end of a training step once the gradients are in: clip them (when `max_norm` is set)
+    /// and update, unless the loss or the gradient norm is not finite, in which case the update
+    /// is skipped. All of it is decided on the device; nothing waits for it.
+    pub fn clipped_step(&mut self, loss: &Tensor, lr: f64, max_norm: Option<f64>) -> Result<StepValues, NativeError> {
+        let grad_norm = self.grad_norm()?;
+        let finite = loss.isfinite().logical_and(&grad_norm.isfinite());
+        let skip = finite.logical_not().to_kind(Kind::Float);
+        if let Some(max_norm) = max_norm {
+            self.clip_grad_norm(&grad_norm, max_norm)?;
+        }
+        self.step(lr, Some(&skip))?;
+        Ok(StepValues { loss: loss.shallow_clone(), grad_norm })
     }
 
     /// Forget the moments and step counts (a new optimizer, as the reference code makes for
@@ -135,18 +180,19 @@ impl AdamW {
             for s in &mut self.states {
                 let _ = s.exp_avg.zero_();
                 let _ = s.exp_avg_sq.zero_();
-                s.step = 0;
+                let _ = s.step.zero_();
             }
         });
     }
 
-    /// Moments and steps as named tensors: `<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.step`.
+    /// Moments and steps as named tensors: `<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.step`
+    /// (an int64 scalar).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::with_capacity(3 * self.states.len());
         for s in &self.states {
             out.push((format!("{}.exp_avg", s.name), s.exp_avg.shallow_clone()));
             out.push((format!("{}.exp_avg_sq", s.name), s.exp_avg_sq.shallow_clone()));
-            out.push((format!("{}.step", s.name), Tensor::from(s.step as i64)));
+            out.push((format!("{}.step", s.name), s.step.to_kind(Kind::Int64)));
         }
         out
     }
@@ -164,9 +210,12 @@ impl AdamW {
                 if m.size() != s.exp_avg.size() || v.size() != s.exp_avg_sq.size() {
                     bail!("optimizer state for `{}` has shape {:?}, expected {:?}", s.name, m.size(), s.exp_avg.size());
                 }
+                if step.numel() != 1 || step.reshape([]).int64_value(&[]) < 0 {
+                    bail!("optimizer state `{}.step` is not a non-negative count", s.name);
+                }
                 s.exp_avg.copy_(&m);
                 s.exp_avg_sq.copy_(&v);
-                s.step = u64::try_from(step.int64_value(&[])).context("negative optimizer step")?;
+                s.step.copy_(&step.reshape([]));
             }
             Ok(())
         })
@@ -209,6 +258,83 @@ impl LrSchedule {
 mod tests {
     use super::*;
     use approx::assert_relative_eq;
+
+    /// A one-parameter optimizer whose gradient is `grad` after [`backward_with`].
+    fn one_param() -> (Tensor, AdamW) {
+        let w = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([2, 2]).set_requires_grad(true);
+        let opt = AdamW::new(vec![("w".into(), w.shallow_clone())], AdamWConfig::default());
+        (w, opt)
+    }
+
+    fn backward_with(w: &Tensor, grad: &[f32]) {
+        (w * Tensor::from_slice(grad).view([2, 2])).sum(Kind::Float).backward();
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::try_from(t.detach().flatten(0, -1)).unwrap()
+    }
+
+    fn step_count(opt: &AdamW) -> i64 {
+        opt.state_tensors().into_iter().find(|(n, _)| n == "w.step").unwrap().1.int64_value(&[])
+    }
+
+    #[test]
+    fn a_non_finite_loss_or_norm_skips_the_update_on_the_device() {
+        let (w, mut opt) = one_param();
+        let before = values(&w);
+        for (loss, grad) in [(f32::NAN, [1.0, 1.0, 1.0, 1.0]), (1.0, [f32::INFINITY, 0.0, 0.0, 0.0])] {
+            opt.zero_grad().unwrap();
+            backward_with(&w, &grad);
+            let out = opt.clipped_step(&Tensor::from(loss), 1e-2, Some(1.0)).unwrap();
+            let (l, n) = out.read();
+            assert!(!(l.is_finite() && n.is_finite()));
+            assert_eq!(values(&w), before, "skipped update changed the parameter");
+            assert_eq!(step_count(&opt), 0, "skipped update advanced the step");
+        }
+        opt.zero_grad().unwrap();
+        backward_with(&w, &[1.0, 1.0, 1.0, 1.0]);
+        let (loss, norm) = opt.clipped_step(&Tensor::from(0.5f32), 1e-2, Some(1.0)).unwrap().read();
+        assert_eq!(loss, 0.5);
+        assert_relative_eq!(norm, 2.0, epsilon = 1e-6);
+        assert_ne!(values(&w), before);
+        assert_eq!(step_count(&opt), 1);
+    }
+
+    #[test]
+    fn clipping_scales_the_gradient_to_the_maximum_norm() {
+        let (w, mut opt) = one_param();
+        backward_with(&w, &[3.0, 0.0, 4.0, 0.0]);
+        let norm = opt.grad_norm().unwrap();
+        assert_relative_eq!(norm.double_value(&[]), 5.0, epsilon = 1e-6);
+        opt.clip_grad_norm(&norm, 1.0).unwrap();
+        let clipped = values(&w.grad());
+        assert_relative_eq!(clipped[0] as f64, 3.0 / (5.0 + 1e-6), epsilon = 1e-6);
+        assert_relative_eq!(clipped[2] as f64, 4.0 / (5.0 + 1e-6), epsilon = 1e-6);
+        // Below the maximum: untouched.
+        opt.clip_grad_norm(&opt.grad_norm().unwrap(), 10.0).unwrap();
+        assert_eq!(values(&w.grad()), clipped);
+    }
+
+    #[test]
+    fn zero_grad_frees_frozen_gradients_and_the_step_count_round_trips() {
+        let (w, mut opt) = one_param();
+        backward_with(&w, &[1.0; 4]);
+        opt.step(1e-2, None).unwrap();
+        let _ = w.set_requires_grad(false);
+        opt.zero_grad().unwrap();
+        assert!(!w.grad().defined(), "a frozen parameter keeps no gradient memory");
+        let saved: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
+        assert_eq!(saved["w.step"].kind(), Kind::Int64);
+        let (_, mut fresh) = one_param();
+        fresh.load_state(saved).unwrap();
+        assert_eq!(step_count(&fresh), 1);
+        let bad: HashMap<String, Tensor> = opt
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| if n == "w.step" { (n, Tensor::from(-3i64)) } else { (n, t) })
+            .collect();
+        assert!(fresh.load_state(bad).unwrap_err().to_string().contains("w.step"));
+    }
 
     #[test]
     fn warmup_then_cosine_to_the_floor() {

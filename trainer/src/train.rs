@@ -163,9 +163,9 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
 }
 
 /// A freshly initialised model and its optimizer. All randomness of a run is drawn here: a
-/// resumed run draws the same numbers, then overwrites them from the checkpoint. Sets bf16
-/// autocast on CUDA when the config asks for it.
-pub fn init_model(config: &TrainConfig, device: Device) -> (VarStore, Gpt, AdamW) {
+/// resumed run draws the same numbers, then overwrites them from the checkpoint. On CUDA, sets
+/// bf16 autocast and TF32 as the config asks.
+pub fn init_model(config: &TrainConfig, device: Device) -> anyhow::Result<(VarStore, Gpt, AdamW)> {
     // libtorch's generator is global: hold a lock from seeding to the last draw so another
     // thread initialising a model at the same time cannot interleave its draws with ours.
     static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -177,10 +177,13 @@ pub fn init_model(config: &TrainConfig, device: Device) -> (VarStore, Gpt, AdamW
     let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let optimizer = AdamW::new(params, config.adamw);
-    if config.bf16 && device.is_cuda() {
-        device::use_bf16_autocast_on_cuda();
+    if device.is_cuda() {
+        if config.bf16 {
+            crate::native::use_bf16_autocast_on_cuda()?;
+        }
+        crate::native::allow_tf32(config.tf32)?;
     }
-    (vs, model, optimizer)
+    Ok((vs, model, optimizer))
 }
 
 /// The HellaSwag examples a config asks for (none when it names no file).
@@ -218,7 +221,7 @@ impl Trainer {
         hellaswag: Vec<eval::Example>,
         options: &TrainOptions,
     ) -> anyhow::Result<Trainer> {
-        let (vs, model, optimizer) = init_model(&info.config, options.device);
+        let (vs, model, optimizer) = init_model(&info.config, options.device)?;
         Ok(Trainer {
             run_dir: run_dir.into(),
             info,
@@ -288,7 +291,7 @@ impl Trainer {
             let active = seg.trainable.active_layers as usize;
 
             let started = Instant::now();
-            self.optimizer.zero_grad();
+            self.optimizer.zero_grad()?;
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
             for _ in 0..accum {
                 let (x, y) = loader.next_batch();
@@ -297,23 +300,20 @@ impl Trainer {
                 loss_sum += loss.detach().to_kind(Kind::Float);
             }
             crate::failpoint::hit("step", step);
-            let grad_norm = self.optimizer.grad_norm().double_value(&[]);
-            let loss = loss_sum.double_value(&[]);
-            let finite = loss.is_finite() && grad_norm.is_finite();
-            if !finite && config.on_nan == OnNan::Stop {
-                let last_good =
-                    checkpoint::list(&self.run_dir).pop().map_or("none yet".to_string(), |(s, _)| format!("step {s}"));
-                bail!(
-                    "step {step}: loss {loss}, gradient norm {grad_norm} (not finite); stopped before the update. Last good checkpoint: {last_good}. Lower lr_max or set grad_clip, or pass --on-nan skip, then resume"
-                );
-            }
             let step_lr = lr.lr(step);
-            if finite {
-                if let Some(max_norm) = config.grad_clip {
-                    self.optimizer.clip_grad_norm(grad_norm, max_norm);
+            // Queued without a host sync: a non-finite loss or norm makes the device skip the update.
+            let values = self.optimizer.clipped_step(&loss_sum, step_lr, config.grad_clip)?;
+            // The step's only sync: everything above is queued by now.
+            let (loss, grad_norm) = values.read();
+            if !(loss.is_finite() && grad_norm.is_finite()) {
+                if config.on_nan == OnNan::Stop {
+                    let last_good = checkpoint::list(&self.run_dir)
+                        .pop()
+                        .map_or("none yet".to_string(), |(s, _)| format!("step {s}"));
+                    bail!(
+                        "step {step}: loss {loss}, gradient norm {grad_norm} (not finite); stopped before the update. Last good checkpoint: {last_good}. Lower lr_max or set grad_clip, or pass --on-nan skip, then resume"
+                    );
                 }
-                self.optimizer.step(step_lr);
-            } else {
                 progress.println(&format!(
                     "step {step}: loss {loss}, gradient norm {grad_norm}: batch skipped (--on-nan skip)"
                 ));
@@ -418,11 +418,12 @@ impl Trainer {
 
     fn val_loss(&self, batches: &[(Tensor, Tensor)], active: usize, autocast: bool) -> f64 {
         tch::no_grad(|| {
-            let total: f64 = batches
+            // Summed on the device and read once: one sync for the whole validation pass.
+            let losses: Vec<Tensor> = batches
                 .iter()
-                .map(|(x, y)| tch::autocast(autocast, || self.model.loss(x, y, active)).double_value(&[]))
-                .sum();
-            total / batches.len() as f64
+                .map(|(x, y)| tch::autocast(autocast, || self.model.loss(x, y, active)).to_kind(Kind::Double))
+                .collect();
+            Tensor::stack(&losses, 0).sum(Kind::Double).double_value(&[]) / batches.len() as f64
         })
     }
 

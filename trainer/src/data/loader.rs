@@ -104,7 +104,16 @@ impl<'a> BatchLoader<'a> {
     pub fn next_batch(&mut self) -> (Tensor, Tensor) {
         let n = self.batch * self.context;
         let shard = &self.shards[self.position.shard];
-        let tokens = tokens_to_tensor(shard.token_bytes(self.position.offset, n + 1));
+        let bytes = shard.token_bytes(self.position.offset, n + 1);
+        let tokens = if self.device.is_cuda() {
+            // Copy the raw uint16 tokens from pinned memory without waiting: a pageable copy would
+            // make the host wait for the GPU's queue to drain at every micro-batch. Widening to
+            // int64 then happens on the GPU.
+            let raw = Tensor::from_data_size(bytes, &[(n + 1) as i64], Kind::Int16).pin_memory(self.device);
+            widen_token_ids(&raw.to_device_(self.device, Kind::Int16, true, false))
+        } else {
+            tokens_to_tensor(bytes)
+        };
         let x = tokens.narrow(0, 0, n as i64).view([self.batch as i64, self.context as i64]);
         let y = tokens.narrow(0, 1, n as i64).view([self.batch as i64, self.context as i64]);
         self.position.offset += n;
@@ -116,7 +125,7 @@ impl<'a> BatchLoader<'a> {
                 self.position.epoch += 1;
             }
         }
-        (x.to_device(self.device), y.to_device(self.device))
+        (x, y)
     }
 }
 
@@ -124,7 +133,12 @@ impl<'a> BatchLoader<'a> {
 /// (ids ≥ 32,768 come out negative before the mask).
 pub fn tokens_to_tensor(bytes: &[u8]) -> Tensor {
     let n = (bytes.len() / 2) as i64;
-    Tensor::from_data_size(bytes, &[n], Kind::Int16).to_kind(Kind::Int64).bitwise_and(0xFFFF)
+    widen_token_ids(&Tensor::from_data_size(bytes, &[n], Kind::Int16))
+}
+
+/// uint16 ids stored as int16 → int64 ids.
+fn widen_token_ids(raw: &Tensor) -> Tensor {
+    raw.to_kind(Kind::Int64).bitwise_and(0xFFFF)
 }
 
 #[cfg(test)]

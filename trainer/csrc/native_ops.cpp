@@ -1,0 +1,112 @@
+// ATen operations that tch 0.24 does not bind, behind a small C ABI (Rust side: src/native.rs).
+//
+// Tensors cross the boundary as `at::Tensor*`, which is what tch's `C_tensor` pointer is. Every
+// function catches C++ exceptions and returns them as a malloc'd message (NULL on success), which
+// the caller frees with `sw_free_error`: an exception must never unwind into Rust.
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+char* error_message(const char* what) {
+    char* copy = static_cast<char*>(std::malloc(std::strlen(what) + 1));
+    if (copy != nullptr) {
+        std::strcpy(copy, what);
+    }
+    return copy;
+}
+
+template <typename F>
+char* guarded(F&& body) {
+    try {
+        body();
+        return nullptr;
+    } catch (const std::exception& e) {
+        return error_message(e.what());
+    } catch (...) {
+        return error_message("unknown C++ exception");
+    }
+}
+
+std::vector<at::Tensor> tensor_list(at::Tensor* const* tensors, size_t n) {
+    std::vector<at::Tensor> out;
+    out.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        out.push_back(*tensors[i]);
+    }
+    return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+void sw_free_error(char* message) { std::free(message); }
+
+// One AdamW step over n tensors with PyTorch's fused kernel (`torch.optim.AdamW(fused=True)`):
+// advance each step counter, update in place, and, when `found_inf` (a 0-d float tensor, may be
+// NULL) is 1, skip the update on the device and take the step counters back, as PyTorch does.
+char* sw_fused_adamw(at::Tensor* const* params, at::Tensor* const* grads, at::Tensor* const* exp_avgs,
+                     at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n, double lr, double beta1,
+                     double beta2, double weight_decay, double eps, const at::Tensor* found_inf) {
+    return guarded([&] {
+        if (n == 0) {
+            return;
+        }
+        auto step_list = tensor_list(steps, n);
+        at::_foreach_add_(step_list, 1);
+        std::optional<at::Tensor> inf;
+        if (found_inf != nullptr) {
+            inf = *found_inf;
+        }
+        at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
+                          tensor_list(exp_avg_sqs, n), {}, step_list, lr, beta1, beta2, weight_decay, eps,
+                          /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+        if (inf.has_value()) {
+            at::_foreach_add_(step_list, *inf, -1);
+        }
+    });
+}
+
+// The global L2 norm of n tensors as a new 0-d float tensor, computed like
+// `torch.nn.utils.clip_grad_norm_` (per-tensor norms with one foreach kernel, then their norm).
+char* sw_global_norm(at::Tensor* const* tensors, size_t n, at::Tensor** out) {
+    return guarded([&] {
+        auto norms = at::_foreach_norm(tensor_list(tensors, n), 2, at::kFloat);
+        *out = new at::Tensor(at::linalg_vector_norm(at::stack(norms), 2));
+    });
+}
+
+// Multiply n tensors in place by the 0-d tensor `factor`, without reading it on the host.
+char* sw_scale_(at::Tensor* const* tensors, size_t n, const at::Tensor* factor) {
+    return guarded([&] {
+        if (n > 0) {
+            at::_foreach_mul_(tensor_list(tensors, n), *factor);
+        }
+    });
+}
+
+// `tensor.grad = None`: free the gradient instead of zeroing it (`zero_grad(set_to_none=True)`).
+char* sw_clear_grad(at::Tensor* tensor) {
+    return guarded([&] { tensor->mutable_grad().reset(); });
+}
+
+// CUDA autocast computes in bf16 (tch's `autocast` would use fp16).
+char* sw_use_bf16_autocast_on_cuda() {
+    return guarded([] { at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16); });
+}
+
+// TF32 for fp32 matmuls and convolutions on CUDA (`torch.backends.cuda.matmul.allow_tf32`).
+char* sw_allow_tf32(bool allow) {
+    return guarded([&] {
+        at::globalContext().setAllowTF32CuBLAS(allow);
+        at::globalContext().setAllowTF32CuDNN(allow);
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,179 @@
+//! ATen operations tch does not bind, through the C++ shim `csrc/native_ops.cpp` (compiled by
+//! build.rs against libtorch's headers): PyTorch's fused AdamW kernel, foreach norm and scale (so
+//! clipping never reads the norm on the host), `grad = None`, bf16 autocast and TF32.
+
+use std::ffi::{c_char, CStr};
+
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+/// A libtorch error raised inside the shim.
+#[derive(Debug, thiserror::Error)]
+#[error("libtorch {op}: {message}")]
+pub struct NativeError {
+    pub op: &'static str,
+    pub message: String,
+}
+
+extern "C" {
+    fn sw_free_error(message: *mut c_char);
+    #[allow(clippy::too_many_arguments)]
+    fn sw_fused_adamw(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        steps: *const *mut C_tensor,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        found_inf: *const C_tensor,
+    ) -> *mut c_char;
+    fn sw_global_norm(tensors: *const *mut C_tensor, n: usize, out: *mut *mut C_tensor) -> *mut c_char;
+    fn sw_scale_(tensors: *const *mut C_tensor, n: usize, factor: *const C_tensor) -> *mut c_char;
+    fn sw_clear_grad(tensor: *mut C_tensor) -> *mut c_char;
+    fn sw_use_bf16_autocast_on_cuda() -> *mut c_char;
+    fn sw_allow_tf32(allow: bool) -> *mut c_char;
+}
+
+/// Turn the shim's returned message (NULL = success) into a `Result`, freeing it.
+fn check(op: &'static str, message: *mut c_char) -> Result<(), NativeError> {
+    if message.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string the shim malloc'd for us to free.
+    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().lines().next().unwrap_or_default().to_string();
+    unsafe { sw_free_error(message) };
+    Err(NativeError { op, message: text })
+}
+
+/// The raw handles of `tensors`, for a C array argument. The tensors must outlive the call.
+fn handles(tensors: &[Tensor]) -> Vec<*mut C_tensor> {
+    tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+}
+
+/// The tensors of one fused AdamW call, index-aligned.
+pub struct AdamWTensors<'a> {
+    pub params: &'a [Tensor],
+    pub grads: &'a [Tensor],
+    pub exp_avgs: &'a [Tensor],
+    pub exp_avg_sqs: &'a [Tensor],
+    /// 0-d float tensors on the parameters' device, advanced by one per applied update.
+    pub steps: &'a [Tensor],
+}
+
+/// AdamW's hyperparameters for one fused call.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// One in-place AdamW update with PyTorch's fused kernel (`torch.optim.AdamW(fused=True)`). When
+/// `skip_if` (a 0-d float tensor on the same device) holds 1, the device skips the update and the
+/// step counters stay where they were; the host never reads it.
+pub fn fused_adamw(t: &AdamWTensors, hp: AdamWStep, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
+    let n = t.params.len();
+    assert!(
+        [t.grads.len(), t.exp_avgs.len(), t.exp_avg_sqs.len(), t.steps.len()].iter().all(|&len| len == n),
+        "fused_adamw: tensor lists of different lengths"
+    );
+    let (p, g, m, v, s) =
+        (handles(t.params), handles(t.grads), handles(t.exp_avgs), handles(t.exp_avg_sqs), handles(t.steps));
+    let skip = skip_if.map_or(std::ptr::null(), |t| t.as_ptr());
+    // SAFETY: five arrays of n live tensor handles (borrowed for the call) and an optional handle.
+    let message = unsafe {
+        sw_fused_adamw(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            hp.lr,
+            hp.beta1,
+            hp.beta2,
+            hp.weight_decay,
+            hp.eps,
+            skip,
+        )
+    };
+    check("_fused_adamw_", message)
+}
+
+/// The global L2 norm of `tensors` as a 0-d float tensor (as `clip_grad_norm_` computes it).
+pub fn global_norm(tensors: &[Tensor]) -> Result<Tensor, NativeError> {
+    let h = handles(tensors);
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: n live handles; on success `out` is a new tensor we own.
+    check("_foreach_norm", unsafe { sw_global_norm(h.as_ptr(), h.len(), &mut out) })?;
+    // SAFETY: the shim allocated `out` with `new at::Tensor`, which tch's Drop deletes.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Multiply every tensor in place by the 0-d tensor `factor` (no host read).
+pub fn scale_(tensors: &[Tensor], factor: &Tensor) -> Result<(), NativeError> {
+    let h = handles(tensors);
+    // SAFETY: n live handles and a live factor.
+    check("_foreach_mul_", unsafe { sw_scale_(h.as_ptr(), h.len(), factor.as_ptr()) })
+}
+
+/// `tensor.grad = None`: the gradient's memory goes back to the allocator.
+pub fn clear_grad(tensor: &Tensor) -> Result<(), NativeError> {
+    // SAFETY: a live tensor handle; only its autograd metadata changes.
+    check("clear grad", unsafe { sw_clear_grad(tensor.as_ptr() as *mut C_tensor) })
+}
+
+/// Make CUDA autocast compute in bf16 instead of tch's default fp16.
+pub fn use_bf16_autocast_on_cuda() -> Result<(), NativeError> {
+    // SAFETY: sets a global in libtorch.
+    check("set_autocast_dtype", unsafe { sw_use_bf16_autocast_on_cuda() })
+}
+
+/// Allow TF32 for fp32 matmuls and convolutions on CUDA (no effect on CPU).
+pub fn allow_tf32(allow: bool) -> Result<(), NativeError> {
+    // SAFETY: sets a global in libtorch.
+    check("allow_tf32", unsafe { sw_allow_tf32(allow) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+    use tch::Kind;
+
+    #[test]
+    fn global_norm_and_scale_match_plain_arithmetic() {
+        let a = Tensor::from_slice(&[3.0f32, 4.0]);
+        let b = Tensor::from_slice(&[12.0f32]);
+        let norm = global_norm(&[a.shallow_clone(), b.shallow_clone()]).unwrap();
+        assert_relative_eq!(norm.double_value(&[]), 13.0, epsilon = 1e-6);
+        scale_(&[a.shallow_clone(), b.shallow_clone()], &Tensor::from(0.5f32)).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![1.5, 2.0]);
+        assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![6.0]);
+    }
+
+    #[test]
+    fn clearing_a_gradient_frees_it() {
+        let w = Tensor::ones([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        (&w * 2.0).sum(Kind::Float).backward();
+        assert!(w.grad().defined());
+        clear_grad(&w).unwrap();
+        assert!(!w.grad().defined());
+    }
+
+    #[test]
+    fn shim_errors_become_results_not_crashes() {
+        // Lists of different dtypes cannot be multiplied by a float factor in place.
+        let ints = Tensor::from_slice(&[1i64, 2]);
+        let err = scale_(&[ints], &Tensor::from(0.5f32)).unwrap_err();
+        assert_eq!(err.op, "_foreach_mul_");
+        assert!(!err.message.is_empty());
+    }
+}
