@@ -83,7 +83,11 @@ gpu-build: setup
     mkdir -p .gpu
     cp "${CARGO_TARGET_DIR:-target}/release/train" .gpu/train
     cp scripts/gpu-bench.sh .gpu/run.sh
+    cp scripts/gpu-summary.py .gpu/
     if [ -f ../shared/bench/torch_gpt2_bench.py ]; then cp ../shared/bench/torch_gpt2_bench.py .gpu/; fi
+    scripts/fetch-corpus
+    cargo run --quiet --release -p trainer --bin train -- data --tokenizer gpt2 --if-missing
+    rm -rf .gpu/corpus-gpt2 && cp -r data/corpus-gpt2 .gpu/corpus-gpt2
     @du -sh .gpu
 
 # The losses must equal an uninterrupted run's bit for bit (about a minute on 2 cores).
