@@ -91,6 +91,11 @@ char* sw_scale_(at::Tensor* const* tensors, size_t n, const at::Tensor* factor) 
     });
 }
 
+// `tensor.backward(gradient)`: backpropagate a gradient the caller computed for `tensor`.
+char* sw_backward(const at::Tensor* tensor, const at::Tensor* gradient) {
+    return guarded([&] { tensor->backward(*gradient); });
+}
+
 // `tensor.grad = None`: free the gradient instead of zeroing it (`zero_grad(set_to_none=True)`).
 char* sw_clear_grad(at::Tensor* tensor) {
     return guarded([&] { tensor->mutable_grad().reset(); });

@@ -109,9 +109,8 @@ pub fn run(
         let active = trainable.active_layers as usize;
         let mut step = || -> anyhow::Result<crate::optim::StepValues> {
             optimizer.zero_grad()?;
-            let loss = tch::autocast(autocast, || model.loss(&x, &y, active));
-            loss.backward();
-            Ok(optimizer.clipped_step(&loss.detach(), 1e-4, config.grad_clip)?)
+            let loss = model.loss_backward(&x, &y, active, autocast, 1.0, config.loss_chunk_tokens)?;
+            Ok(optimizer.clipped_step(&loss, 1e-4, config.grad_clip)?)
         };
         for _ in 0..options.warmup_steps {
             step()?;

@@ -68,6 +68,11 @@ pub struct TrainConfig {
     /// TF32 for fp32 matmuls on CUDA (`torch.backends.cuda.matmul.allow_tf32`); no effect on CPU.
     #[serde(default = "default_tf32")]
     pub tf32: bool,
+    /// Training loss: 0 = PyTorch's `cross_entropy` differentiated by autograd (what runs made
+    /// before this key existed used); N > 0 = the gradient made in the forward pass, N tokens at a
+    /// time (less memory traffic, fp32 only for one chunk; see `trainer::loss`).
+    #[serde(default)]
+    pub loss_chunk_tokens: usize,
     pub seed: u64,
     /// HellaSwag validation file (official jsonl format) to evaluate on; `null` for none.
     #[serde(default)]
@@ -123,6 +128,7 @@ impl TrainConfig {
             checkpoint_every: 1000,
             bf16: true,
             tf32: true,
+            loss_chunk_tokens: 1024,
             seed: 1337,
             hellaswag: None,
             hellaswag_every: 250,

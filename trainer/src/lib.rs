@@ -17,6 +17,7 @@ pub mod export;
 pub mod failpoint;
 pub mod growth;
 pub mod lock;
+pub mod loss;
 pub mod model;
 pub mod native;
 pub mod optim;

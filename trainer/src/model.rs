@@ -164,6 +164,43 @@ impl Gpt {
         logits.view([-1, vocab]).cross_entropy_loss::<Tensor>(&targets.view([-1]), None, Reduction::Mean, -100, 0.0)
     }
 
+    /// One micro-batch's forward and backward pass for training: the gradients of the mean loss,
+    /// times `grad_scale` (1 / accumulation steps), accumulate into the trainable parameters, and
+    /// the mean loss comes back (0-d, detached, not read on the host). With `loss_chunk_tokens`
+    /// = 0 the loss is PyTorch's `cross_entropy` and autograd differentiates it; otherwise
+    /// [`crate::loss::cross_entropy_grad_`] makes the logits' gradient in the forward pass, that
+    /// many tokens at a time, and backward starts from the logits.
+    pub fn loss_backward(
+        &self,
+        idx: &Tensor,
+        targets: &Tensor,
+        active_layers: usize,
+        autocast: bool,
+        grad_scale: f64,
+        loss_chunk_tokens: usize,
+    ) -> Result<Tensor, crate::native::NativeError> {
+        if loss_chunk_tokens == 0 {
+            let loss = tch::autocast(autocast, || self.loss(idx, targets, active_layers));
+            (&loss * grad_scale).backward();
+            return Ok(loss.detach());
+        }
+        let logits = tch::autocast(autocast, || self.forward(idx, active_layers));
+        let vocab = logits.size()[2];
+        // The gradient overwrites the logits (a detached alias of the same memory): backward
+        // through the head reads only the hidden states and `wte`.
+        let buffer = logits.detach();
+        let loss = crate::loss::cross_entropy_grad_(
+            &buffer.view([-1, vocab]),
+            &targets.view([-1]),
+            grad_scale,
+            loss_chunk_tokens as i64,
+        );
+        if logits.requires_grad() {
+            crate::native::backward_with(&logits, &buffer)?;
+        }
+        Ok(loss)
+    }
+
     /// Freeze and unfreeze parameters: blocks `first_trainable..active_layers` and (with
     /// `embeddings`) wte/wpe/ln_f train; everything else gets no gradient at all.
     pub fn apply_trainable(&mut self, trainable: Trainable) {
@@ -261,6 +298,42 @@ mod tests {
         let _ = idx2.get(0).get(7).fill_(3);
         let logits2 = model.forward(&idx2, 2);
         assert!(logits.narrow(1, 0, 7).allclose(&logits2.narrow(1, 0, 7), 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn both_training_losses_give_the_same_gradients_frozen_or_not() {
+        tch::manual_seed(1);
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs, tiny());
+        let idx = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
+        let targets = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
+        let all = Trainable::all(2);
+        let top_only = Trainable { active_layers: 2, first_trainable: 1, embeddings: false };
+        for trainable in [all, top_only] {
+            model.apply_trainable(trainable);
+            let mut grads = Vec::new();
+            for chunk in [0, 5] {
+                model.all_parameters().into_iter().for_each(|p| crate::native::clear_grad(p).unwrap());
+                let loss = model.loss_backward(&idx, &targets, 2, false, 0.5, chunk).unwrap();
+                let g: Vec<Option<Tensor>> = model
+                    .all_parameters()
+                    .into_iter()
+                    .map(|p| Some(p.grad()).filter(|g| g.defined()).map(|g| g.copy()))
+                    .collect();
+                grads.push((loss.double_value(&[]), g));
+            }
+            let ((loss_a, a), (loss_b, b)) = (&grads[0], &grads[1]);
+            assert!((loss_a - loss_b).abs() < 1e-6);
+            for (ga, gb) in a.iter().zip(b) {
+                match (ga, gb) {
+                    (Some(x), Some(y)) => assert!((x - y).abs().max().double_value(&[]) < 1e-6),
+                    (None, None) => {}
+                    _ => panic!("one path made a gradient the other did not"),
+                }
+            }
+            let with_grad = a.iter().filter(|g| g.is_some()).count();
+            assert_eq!(with_grad, if trainable.embeddings { 28 } else { 12 });
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ extern "C" {
     fn sw_global_norm(tensors: *const *mut C_tensor, n: usize, out: *mut *mut C_tensor) -> *mut c_char;
     fn sw_scale_(tensors: *const *mut C_tensor, n: usize, factor: *const C_tensor) -> *mut c_char;
     fn sw_clear_grad(tensor: *mut C_tensor) -> *mut c_char;
+    fn sw_backward(tensor: *const C_tensor, gradient: *const C_tensor) -> *mut c_char;
     fn sw_use_bf16_autocast_on_cuda() -> *mut c_char;
     fn sw_allow_tf32(allow: bool) -> *mut c_char;
 }
@@ -128,6 +129,12 @@ pub fn scale_(tensors: &[Tensor], factor: &Tensor) -> Result<(), NativeError> {
 pub fn clear_grad(tensor: &Tensor) -> Result<(), NativeError> {
     // SAFETY: a live tensor handle; only its autograd metadata changes.
     check("clear grad", unsafe { sw_clear_grad(tensor.as_ptr() as *mut C_tensor) })
+}
+
+/// `tensor.backward(gradient)`: backpropagate a gradient computed outside autograd.
+pub fn backward_with(tensor: &Tensor, gradient: &Tensor) -> Result<(), NativeError> {
+    // SAFETY: two live tensor handles.
+    check("backward", unsafe { sw_backward(tensor.as_ptr(), gradient.as_ptr()) })
 }
 
 /// Make CUDA autocast compute in bf16 instead of tch's default fp16.

@@ -295,9 +295,9 @@ impl Trainer {
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
             for _ in 0..accum {
                 let (x, y) = loader.next_batch();
-                let loss = tch::autocast(autocast, || self.model.loss(&x, &y, active)) / accum as f64;
-                loss.backward();
-                loss_sum += loss.detach().to_kind(Kind::Float);
+                let scale = 1.0 / accum as f64;
+                let loss = self.model.loss_backward(&x, &y, active, autocast, scale, config.loss_chunk_tokens)?;
+                loss_sum += loss.to_kind(Kind::Float) * scale;
             }
             crate::failpoint::hit("step", step);
             let step_lr = lr.lr(step);

@@ -40,7 +40,10 @@ fn gpt2_loss_logits_and_gradients_match_pytorch() {
         }
     });
     let (idx, targets) = (ids(&fx["idx"]), ids(&fx["targets"]));
-    for (active, expected) in fx["by_active_layers"].as_object().unwrap() {
+    // Both training losses: PyTorch's cross_entropy + autograd (0), and the gradient made in the
+    // forward pass, 3 tokens at a time so that chunking is exercised (3).
+    let cases = fx["by_active_layers"].as_object().unwrap().iter().flat_map(|c| [(c, 0), (c, 3)]);
+    for ((active, expected), loss_chunk_tokens) in cases {
         let active: usize = active.parse().unwrap();
         for var in vars.values() {
             let mut g = var.grad();
@@ -55,7 +58,8 @@ fn gpt2_loss_logits_and_gradients_match_pytorch() {
         }
         let loss = model.loss(&idx, &targets, active);
         assert_abs_diff_eq!(loss.double_value(&[]), expected["loss"].as_f64().unwrap(), epsilon = 1e-5);
-        loss.backward();
+        let trained = model.loss_backward(&idx, &targets, active, false, 1.0, loss_chunk_tokens).unwrap();
+        assert_abs_diff_eq!(trained.double_value(&[]), expected["loss"].as_f64().unwrap(), epsilon = 1e-5);
         for (name, want) in expected["grad_norms"].as_object().unwrap() {
             let g = vars[name].grad();
             let got = if g.defined() { g.norm().double_value(&[]) } else { 0.0 };
