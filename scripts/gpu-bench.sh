@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine from the repo root, after `just gpu-build` staged .gpu/ here:
 #   device run, carry [".gpu"], timeout_s 480, command: bash .gpu/run.sh
-# In one call, so every ratio compares numbers from the same card (about 4 minutes in all):
+# In one call, so every ratio compares numbers from the same card (about 5 minutes in all):
 #   1. our bench: gpt2-124m full step and the 8 phases of a 4-stage schedule (bf16);
-#   2. the full step without autocast: fp32 + TF32, and plain fp32;
+#   2. the full step again per variant: PyTorch's cross_entropy, other loss chunks, fp32 (+ TF32);
 #   3. a CUDA training smoke test: 30 steps, and the same run stopped at 15 and resumed;
 #   4. the PyTorch anchor (../shared/bench/torch_gpt2_bench.py);
 #   5. a markdown summary of all of it, printed last and written to $OUT/summary.md.
@@ -28,9 +28,22 @@ bench=(.gpu/train bench --preset gpt2-124m --device "$device" --micro-batch 16 -
 echo "== 1. ours, bf16: full + 4-stage phases"
 timeout 180 "${bench[@]}" --schedule incremental --stages 4 --phase1-trainable new | tee "$out/ours.jsonl"
 echo "ours: exit ${PIPESTATUS[0]}"
-echo "== 2. ours, no autocast"
-timeout 90 "${bench[@]}" --set bf16=false --set tf32=true | tee "$out/ours-fp32-tf32.jsonl"
-timeout 90 "${bench[@]}" --set bf16=false --set tf32=false | tee "$out/ours-fp32.jsonl"
+echo "== 2. ours, full step only: what each choice is worth"
+# slug, label, extra flags: one line each in variants.tsv for the summary.
+variants=(
+  "ce-torch|bf16, PyTorch cross_entropy (loss_chunk_tokens=0)|--set loss_chunk_tokens=0"
+  "chunk256|bf16, loss chunk 256 tokens|--set loss_chunk_tokens=256"
+  "chunk4096|bf16, loss chunk 4096 tokens|--set loss_chunk_tokens=4096"
+  "fp32-tf32|fp32 + TF32 (no autocast)|--set bf16=false --set tf32=true"
+  "fp32|fp32, no TF32|--set bf16=false --set tf32=false"
+)
+: > "$out/variants.tsv"
+for v in "${variants[@]}"; do
+  IFS='|' read -r slug label flags <<< "$v"
+  read -r -a flag_array <<< "$flags"
+  printf '%s\t%s\n' "$slug" "$label" >> "$out/variants.tsv"
+  timeout 90 "${bench[@]}" "${flag_array[@]}" | tee "$out/ours-$slug.jsonl"
+done
 
 echo "== 3. CUDA training smoke test"
 runs="$out/runs"

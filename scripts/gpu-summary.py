@@ -2,10 +2,10 @@
 """Summarise one device run of scripts/gpu-bench.sh as markdown tables (stdout and summary.md).
 
 Usage: gpu-summary.py OUT_DIR
-Reads, when present: ours.jsonl (our bench, bf16, full + 4-stage phases), ours-fp32-tf32.jsonl and
-ours-fp32.jsonl (full step, autocast off), torch.jsonl (../shared/bench/torch_gpt2_bench.py), and the
-smoke runs' metrics (smoke-a/, smoke-b/ under OUT_DIR/runs). Plain Python, no third-party modules,
-so it runs on the device machine and here alike.
+Reads, when present: ours.jsonl (our bench, bf16, full + 4-stage phases), variants.tsv and the
+ours-<slug>.jsonl files it names (the full step with one setting changed), torch.jsonl
+(../shared/bench/torch_gpt2_bench.py), and the smoke runs' metrics (OUT_DIR/runs/smoke-a, smoke-b).
+Plain Python, no third-party modules, so it runs on the device machine and here alike.
 """
 import json
 import sys
@@ -109,8 +109,12 @@ def main():
     out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu/out")
     ours = read_jsonl(out_dir / "ours.jsonl")
     torch_rows = read_jsonl(out_dir / "torch.jsonl")
-    ablations = [("stagewise, fp32 + TF32", read_jsonl(out_dir / "ours-fp32-tf32.jsonl")),
-                 ("stagewise, fp32 (no TF32)", read_jsonl(out_dir / "ours-fp32.jsonl"))]
+    ablations = []
+    variants = out_dir / "variants.tsv"
+    if variants.exists():
+        for line in variants.read_text().splitlines():
+            slug, _, label = line.partition("\t")
+            ablations.append((f"stagewise, {label}", read_jsonl(out_dir / f"ours-{slug}.jsonl")))
     device = next((r["device"] for r in torch_rows if "device" in r and "what" not in r), None)
     lines = [f"# Device run: {device or 'device unknown'}", ""]
     lines += throughput(ours, torch_rows, ablations) + [""]
