@@ -310,6 +310,22 @@ mod tests {
     }
 
     #[test]
+    fn configs_saved_before_the_speed_keys_resume_as_they_ran() {
+        // run.json written before `tf32` and `loss_chunk_tokens` existed: TF32 off and PyTorch's
+        // cross_entropy, which is what those runs used.
+        let mut old = serde_json::to_value(TrainConfig::preset("gpt2-124m").unwrap()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("tf32");
+        fields.remove("loss_chunk_tokens");
+        let c: TrainConfig = serde_json::from_value(old).unwrap();
+        assert!(!c.tf32);
+        assert_eq!(c.loss_chunk_tokens, 0);
+        let new = TrainConfig::preset("gpt2-124m").unwrap();
+        assert!(new.tf32 && new.loss_chunk_tokens == 1024);
+        assert!(!TrainConfig::preset("paper").unwrap().tf32);
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let mut c = TrainConfig::preset("tiny").unwrap();
         c.set("tokens_per_step=1000").unwrap();
