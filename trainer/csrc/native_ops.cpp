@@ -96,6 +96,12 @@ char* sw_backward(const at::Tensor* tensor, const at::Tensor* gradient) {
     return guarded([&] { tensor->backward(*gradient); });
 }
 
+// A copy of a CPU tensor in page-locked memory (`tensor.pin_memory()`, without the deprecated
+// device argument tch would pass), so that a copy to the GPU can run without blocking the host.
+char* sw_pin_memory(const at::Tensor* tensor, at::Tensor** out) {
+    return guarded([&] { *out = new at::Tensor(tensor->pin_memory()); });
+}
+
 // `tensor.grad = None`: free the gradient instead of zeroing it (`zero_grad(set_to_none=True)`).
 char* sw_clear_grad(at::Tensor* tensor) {
     return guarded([&] { tensor->mutable_grad().reset(); });

@@ -36,6 +36,7 @@ extern "C" {
     fn sw_scale_(tensors: *const *mut C_tensor, n: usize, factor: *const C_tensor) -> *mut c_char;
     fn sw_clear_grad(tensor: *mut C_tensor) -> *mut c_char;
     fn sw_backward(tensor: *const C_tensor, gradient: *const C_tensor) -> *mut c_char;
+    fn sw_pin_memory(tensor: *const C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
     fn sw_use_bf16_autocast_on_cuda() -> *mut c_char;
     fn sw_allow_tf32(allow: bool) -> *mut c_char;
 }
@@ -137,6 +138,15 @@ pub fn backward_with(tensor: &Tensor, gradient: &Tensor) -> Result<(), NativeErr
     check("backward", unsafe { sw_backward(tensor.as_ptr(), gradient.as_ptr()) })
 }
 
+/// A page-locked copy of a CPU tensor (needs the CUDA backend loaded).
+pub fn pin_memory(tensor: &Tensor) -> Result<Tensor, NativeError> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: a live handle; on success `out` is a new tensor we own.
+    check("pin_memory", unsafe { sw_pin_memory(tensor.as_ptr(), &mut out) })?;
+    // SAFETY: allocated by the shim with `new at::Tensor`, deleted by tch's Drop.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
 /// Make CUDA autocast compute in bf16 instead of tch's default fp16.
 pub fn use_bf16_autocast_on_cuda() -> Result<(), NativeError> {
     // SAFETY: sets a global in libtorch.
@@ -173,6 +183,13 @@ mod tests {
         assert!(w.grad().defined());
         clear_grad(&w).unwrap();
         assert!(!w.grad().defined());
+    }
+
+    #[test]
+    fn pinning_without_cuda_is_an_error_not_a_crash() {
+        if !tch::Cuda::is_available() {
+            assert!(pin_memory(&Tensor::from_slice(&[1i16, 2])).is_err());
+        }
     }
 
     #[test]

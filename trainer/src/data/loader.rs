@@ -108,9 +108,13 @@ impl<'a> BatchLoader<'a> {
         let tokens = if self.device.is_cuda() {
             // Copy the raw uint16 tokens from pinned memory without waiting: a pageable copy would
             // make the host wait for the GPU's queue to drain at every micro-batch. Widening to
-            // int64 then happens on the GPU.
-            let raw = Tensor::from_data_size(bytes, &[(n + 1) as i64], Kind::Int16).pin_memory(self.device);
-            widen_token_ids(&raw.to_device_(self.device, Kind::Int16, true, false))
+            // int64 then happens on the GPU. If pinning fails, the plain copy is still correct.
+            let raw = Tensor::from_data_size(bytes, &[(n + 1) as i64], Kind::Int16);
+            let on_device = match crate::native::pin_memory(&raw) {
+                Ok(pinned) => pinned.to_device_(self.device, Kind::Int16, true, false),
+                Err(_) => raw.to_device(self.device),
+            };
+            widen_token_ids(&on_device)
         } else {
             tokens_to_tensor(bytes)
         };
