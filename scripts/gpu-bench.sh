@@ -32,6 +32,7 @@ echo "== 2. ours, full step only: what each choice is worth"
 # slug, label, extra flags: one line each in variants.tsv for the summary.
 variants=(
   "ce-torch|bf16, PyTorch cross_entropy (loss_chunk_tokens=0)|--set loss_chunk_tokens=0"
+  "chunk128|bf16, loss chunk 128 tokens|--set loss_chunk_tokens=128"
   "chunk256|bf16, loss chunk 256 tokens|--set loss_chunk_tokens=256"
   "chunk4096|bf16, loss chunk 4096 tokens|--set loss_chunk_tokens=4096"
   "fp32-tf32|fp32 + TF32 (no autocast)|--set bf16=false --set tf32=true"
