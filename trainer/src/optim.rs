@@ -117,10 +117,12 @@ impl AdamW {
     /// Global L2 norm of the active gradients (a 0-d tensor; reading it syncs the device).
     pub fn grad_norm(&self) -> Result<Tensor, NativeError> {
         let grads = self.active_grads();
-        match grads.first() {
-            None => Ok(Tensor::from(0.0f32)),
-            Some(_) => native::global_norm(&grads),
+        if grads.is_empty() {
+            // On the parameters' device, so it combines with the loss without a transfer.
+            let device = self.states.first().map_or(tch::Device::Cpu, |s| s.param.device());
+            return Ok(Tensor::zeros([], (Kind::Float, device)));
         }
+        native::global_norm(&grads)
     }
 
     /// Scale the active gradients so their global norm is at most `max_norm`, given their norm
