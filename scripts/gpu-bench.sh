@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine from the repo root, after `just gpu-build` staged .gpu/ here:
 #   device run, carry [".gpu"], timeout_s 480, command: bash .gpu/run.sh
-# In one call, so every ratio compares numbers from the same card (about 5 minutes in all):
+# In one call, so every ratio compares numbers from the same card (about 5 minutes in all), most
+# important first:
 #   1. our bench: gpt2-124m full step and the 8 phases of a 4-stage schedule (bf16);
-#   2. the full step again per variant: PyTorch's cross_entropy, other loss chunks, fp32 (+ TF32);
-#   3. a CUDA training smoke test: 30 steps, and the same run stopped at 15 and resumed;
-#   4. the PyTorch anchor (../shared/bench/torch_gpt2_bench.py);
+#   2. the PyTorch anchor (../shared/bench/torch_gpt2_bench.py), same card, same call;
+#   3. our full step again per variant: PyTorch's cross_entropy, other loss chunks, fp32 (+ TF32);
+#   4. a CUDA training smoke test: 30 steps, and the same run stopped at 15 and resumed;
 #   5. a markdown summary of all of it, printed last and written to $OUT/summary.md.
-# Each part has its own timeout and a failure does not stop the others.
+# Each part has its own timeout and a failure does not stop the others. If the call itself runs out
+# of time, the raw files still come back: `python3 scripts/gpu-summary.py <files_at>` makes the table.
 # Dry run here on the CPU with a shrunken model (checks the plumbing, not the numbers):
 #   DEVICE=cpu EXTRA="--set model.d_model=64 --set model.heads=4 --set model.context=64
-#     --set micro_batch=4 --set tokens_per_step=512" bash .gpu/run.sh
+#     --set micro_batch=4 --set tokens_per_step=512 --set val_batches=2" bash .gpu/run.sh
 set -uo pipefail
 device=${DEVICE:-cuda}
 read -r -a extra <<< "${EXTRA:-}"
@@ -22,14 +24,22 @@ mkdir -p "$out"
 python=/opt/torch/.venv/bin/python
 [ -x "$python" ] || python=python3
 { nvidia-smi -L || echo "no nvidia-smi"; } | tee "$out/device.txt"
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used --format=csv 2>/dev/null | tee -a "$out/device.txt"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used \
+  --format=csv 2>/dev/null | tee -a "$out/device.txt"
 
 bench=(.gpu/train bench --preset gpt2-124m --device "$device" --micro-batch 16 --warmup 5 --steps 20 "${extra[@]}")
 echo "== 1. ours, bf16: full + 4-stage phases"
 timeout 180 "${bench[@]}" --schedule incremental --stages 4 --phase1-trainable new | tee "$out/ours.jsonl"
 echo "ours: exit ${PIPESTATUS[0]}"
-echo "== 2. ours, full step only: what each choice is worth"
-# slug, label, extra flags: one line each in variants.tsv for the summary.
+
+if [ -f .gpu/torch_gpt2_bench.py ] && [ "$device" = cuda ]; then
+  echo "== 2. PyTorch anchor"
+  timeout 240 "$python" .gpu/torch_gpt2_bench.py | tee "$out/torch.jsonl"
+  echo "torch: exit ${PIPESTATUS[0]}"
+fi
+
+echo "== 3. ours, full step only: what each choice is worth"
+# slug | label | extra flags; variants.tsv tells the summary which files to read.
 variants=(
   "ce-torch|bf16, PyTorch cross_entropy (loss_chunk_tokens=0)|--set loss_chunk_tokens=0"
   "chunk128|bf16, loss chunk 128 tokens|--set loss_chunk_tokens=128"
@@ -43,10 +53,10 @@ for v in "${variants[@]}"; do
   IFS='|' read -r slug label flags <<< "$v"
   read -r -a flag_array <<< "$flags"
   printf '%s\t%s\n' "$slug" "$label" >> "$out/variants.tsv"
-  timeout 90 "${bench[@]}" "${flag_array[@]}" | tee "$out/ours-$slug.jsonl"
+  timeout 60 "${bench[@]}" "${flag_array[@]}" | tee "$out/ours-$slug.jsonl"
 done
 
-echo "== 3. CUDA training smoke test"
+echo "== 4. training smoke test"
 runs="$out/runs"
 smoke=(.gpu/train --preset gpt2-124m --device "$device" --runs-dir "$runs" --quiet
   --set data_dir=.gpu/corpus-gpt2 --set steps=30 --set tokens_per_step=65536 --set warmup_steps=5
@@ -57,10 +67,5 @@ timeout 60 .gpu/train --resume "$runs/smoke-b" --device "$device" --quiet; echo 
 # Checkpoints are 1.5 GB each: keep the logs, not the weights.
 rm -rf "$runs"/*/checkpoints
 
-if [ -f .gpu/torch_gpt2_bench.py ] && [ "$device" = cuda ]; then
-  echo "== 4. PyTorch anchor"
-  timeout 240 "$python" .gpu/torch_gpt2_bench.py | tee "$out/torch.jsonl"
-  echo "torch: exit ${PIPESTATUS[0]}"
-fi
 echo "== 5. summary"
 "$python" .gpu/gpu-summary.py "$out"

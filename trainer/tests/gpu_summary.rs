@@ -1,0 +1,54 @@
+//! The device script's summary (scripts/gpu-summary.py) reads what `train bench` really prints:
+//! a field renamed on either side breaks this test here, not the one call a GPU task gets.
+
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+
+fn bench(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["bench"];
+    args.extend(common::SMALL_MODEL_ARGS);
+    args.extend(["--set", "model.layers=4", "--set", "tokens_per_step=16", "--warmup", "1", "--steps", "2"]);
+    args.extend(extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_train")).args(&args).current_dir(dir).output().expect("run train");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn summary_puts_our_bench_beside_the_pytorch_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let ours = bench(out, &["--schedule", "incremental", "--stages", "2"]);
+    std::fs::write(out.join("ours.jsonl"), &ours).unwrap();
+    std::fs::write(out.join("ours-ce-torch.jsonl"), bench(out, &["--set", "loss_chunk_tokens=0"])).unwrap();
+    std::fs::write(out.join("variants.tsv"), "ce-torch\tbf16, PyTorch cross_entropy\n").unwrap();
+    // The anchor's lines as torch_gpt2_bench.py prints them (numbers made up, ratios known).
+    let full: serde_json::Value = serde_json::from_str(ours.lines().next().unwrap()).unwrap();
+    let tokens_per_s = full["tokens_per_s"].as_f64().unwrap();
+    let eager = tokens_per_s / 2.0;
+    let anchor = [
+        r#"{"device": "Test GPU", "torch": "2.11.0", "B": 16, "T": 1024}"#.to_string(),
+        format!(r#"{{"what": "full_step_eager", "s": 0.05, "tok_s": {eager}}}"#),
+        r#"{"what": "phase_step", "stages": 2, "active": 2, "phase": 1, "s": 0.025, "rel_to_full": null}"#.to_string(),
+        r#"{"what": "full_step_compiled", "s": 0.04, "tok_s": 1.0}"#.to_string(),
+    ];
+    std::fs::write(out.join("torch.jsonl"), anchor.join("\n")).unwrap();
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/gpu-summary.py");
+    let run = Command::new("python3").arg(script).arg(out).output().expect("python3 runs the summary");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("summary.md")).unwrap(), text);
+    assert!(text.starts_with("# Device run: Test GPU"), "{text}");
+    assert!(text.contains("| 2.000x |"), "our tokens/s is twice the made-up eager figure:\n{text}");
+    assert!(text.contains("| stagewise, bf16, PyTorch cross_entropy |"), "{text}");
+    // Every phase of the 2-stage schedule gets a row; stage 1 phase 1 (2 active) has PyTorch's
+    // 25 ms next to its 50 ms full step.
+    for phase in ["stage 1 phase1", "stage 1 phase2", "stage 2 phase1", "stage 2 phase2"] {
+        assert!(text.contains(&format!("| {phase} (")), "{phase} missing:\n{text}");
+    }
+    let stage1 = text.lines().find(|l| l.starts_with("| stage 1 phase1 (2 active)"));
+    assert!(stage1.is_some_and(|l| l.ends_with("| 25.0 | 0.500 |")), "{text}");
+}
