@@ -66,7 +66,7 @@ def phases(ours, torch_rows):
     torch_full = next((r for r in torch_rows if r.get("what") == "full_step_eager"), None)
     torch_phase = {(r["active"], r["phase"]): r["s"] * 1e3 for r in torch_rows if r.get("what") == "phase_step"}
     out = ["## Phases of a 4-stage schedule: measured step time vs the FLOP model", "",
-           "| configuration | ours ms | ours / full | FLOP model | ours within 10%? | PyTorch ms | PyTorch / full |",
+           "| configuration | ours ms | ours / full | FLOP model | saving realised within 10%? | PyTorch ms | PyTorch / full |",
            "|---|---|---|---|---|---|---|"]
     for r in ours:
         if r["config"] == "full":
@@ -74,8 +74,9 @@ def phases(ours, torch_rows):
         phase = 1 if r["config"].endswith("phase1") else 2
         t = torch_phase.get((r["active_layers"], phase))
         t_rel = t / (torch_full["s"] * 1e3) if t and torch_full else None
-        off = abs(r["measured_ratio"] - r["predicted_ratio"]) / r["predicted_ratio"]
-        verdict = "yes" if off <= 0.10 else f"no ({off:+.0%})".replace("+", "")
+        # The target: realise the predicted saving to within 10%. Cheaper than predicted counts.
+        off = r["measured_ratio"] / r["predicted_ratio"] - 1
+        verdict = f"{'yes' if off <= 0.10 else 'no'} ({off:+.0%})"
         out.append(f"| {r['config']} ({r['active_layers']} active) | {fmt(r['ms_per_step'])} | "
                    f"{r['measured_ratio']:.3f} | {r['predicted_ratio']:.3f} | {verdict} | {fmt(t)} | "
                    f"{fmt(t_rel, 3)} |")
