@@ -110,38 +110,40 @@ impl AdamW {
     }
 
     /// The gradients that take part in this step (trainable parameters with a gradient).
-    pub fn active_grads(&self) -> Vec<Tensor> {
+    fn active_grads(&self) -> Vec<Tensor> {
         self.active().into_iter().map(|(_, g)| g).collect()
     }
 
     /// Global L2 norm of the active gradients (a 0-d tensor; reading it syncs the device).
     pub fn grad_norm(&self) -> Result<Tensor, NativeError> {
-        let grads = self.active_grads();
+        self.norm_of(&self.active_grads())
+    }
+
+    fn norm_of(&self, grads: &[Tensor]) -> Result<Tensor, NativeError> {
         if grads.is_empty() {
             // On the parameters' device, so it combines with the loss without a transfer.
             let device = self.states.first().map_or(tch::Device::Cpu, |s| s.param.device());
             return Ok(Tensor::zeros([], (Kind::Float, device)));
         }
-        native::global_norm(&grads)
+        native::global_norm(grads)
     }
 
     /// Scale the active gradients so their global norm is at most `max_norm`, given their norm
     /// (a 0-d tensor), as `torch.nn.utils.clip_grad_norm_` does: by `min(1, max / (norm + 1e-6))`.
     pub fn clip_grad_norm(&mut self, norm: &Tensor, max_norm: f64) -> Result<(), NativeError> {
-        let grads = self.active_grads();
-        if grads.is_empty() {
-            return Ok(());
-        }
-        let coef = (max_norm / (norm + 1e-6)).clamp_max(1.0);
-        tch::no_grad(|| native::scale_(&grads, &coef))
+        clip(&self.active_grads(), norm, max_norm)
     }
 
     /// One AdamW update at learning rate `lr`, skipped on the device when `skip_if` (a 0-d float
     /// tensor) holds 1.
     pub fn step(&mut self, lr: f64, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
+        self.update(&self.active(), lr, skip_if)
+    }
+
+    /// The fused update of the `active` states: two kernel calls, tensors with weight decay and
+    /// tensors without.
+    fn update(&self, active: &[(&ParamState, Tensor)], lr: f64, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
         let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
-        let active = self.active();
-        // Two fused calls: tensors with weight decay and tensors without.
         for decay in [true, false] {
             let group: Vec<&(&ParamState, Tensor)> = active.iter().filter(|(s, _)| s.decay == decay).collect();
             let pick = |f: fn(&ParamState) -> &Tensor| group.iter().map(|(s, _)| f(s).shallow_clone()).collect();
@@ -165,13 +167,16 @@ impl AdamW {
     /// and update, unless the loss or the gradient norm is not finite, in which case the update
     /// is skipped. All of it is decided on the device; nothing waits for it.
     pub fn clipped_step(&mut self, loss: &Tensor, lr: f64, max_norm: Option<f64>) -> Result<StepValues, NativeError> {
-        let grad_norm = self.grad_norm()?;
+        // The active set is gathered once: norm, clipping and update all use it.
+        let active = self.active();
+        let grads: Vec<Tensor> = active.iter().map(|(_, g)| g.shallow_clone()).collect();
+        let grad_norm = self.norm_of(&grads)?;
         let finite = loss.isfinite().logical_and(&grad_norm.isfinite());
         let skip = finite.logical_not().to_kind(Kind::Float);
         if let Some(max_norm) = max_norm {
-            self.clip_grad_norm(&grad_norm, max_norm)?;
+            clip(&grads, &grad_norm, max_norm)?;
         }
-        self.step(lr, Some(&skip))?;
+        self.update(&active, lr, Some(&skip))?;
         Ok(StepValues { loss: loss.shallow_clone(), grad_norm })
     }
 
@@ -222,6 +227,15 @@ impl AdamW {
             Ok(())
         })
     }
+}
+
+/// Scale `grads` in place by `min(1, max_norm / (norm + 1e-6))`, without reading `norm`.
+fn clip(grads: &[Tensor], norm: &Tensor, max_norm: f64) -> Result<(), NativeError> {
+    if grads.is_empty() {
+        return Ok(());
+    }
+    let coef = (max_norm / (norm + 1e-6)).clamp_max(1.0);
+    tch::no_grad(|| native::scale_(grads, &coef))
 }
 
 /// How the learning rate moves over the steps of a run.

@@ -293,9 +293,9 @@ impl Trainer {
             let started = Instant::now();
             self.optimizer.zero_grad()?;
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+            let scale = 1.0 / accum as f64;
             for _ in 0..accum {
                 let (x, y) = loader.next_batch();
-                let scale = 1.0 / accum as f64;
                 let loss = self.model.loss_backward(&x, &y, active, autocast, scale, config.loss_chunk_tokens)?;
                 loss_sum += loss.to_kind(Kind::Float) * scale;
             }
