@@ -25,9 +25,7 @@ data *args:
     @cargo run --quiet --release -p trainer --bin train -- data "$@"
 
 # Train (default: tiny preset, baseline, embedded corpus), e.g. `just train --resume runs/<run>`.
-train *args: setup
-    @scripts/fetch-corpus
-    @cargo run --quiet --release -p trainer --bin train -- data --if-missing
+train *args: setup (data "--if-missing")
     @cargo run --quiet --release -p trainer --bin train -- "$@"
 
 # Export a run's checkpoint in Hugging Face GPT-2 layout, e.g. `just export runs/<run> --step 500`.
@@ -77,16 +75,14 @@ bench *args:
     cargo run --quiet --release -p trainer --bin train -- bench "$@"
 
 # Run there as `bash .gpu/run.sh` (one binary for CPU and GPU: CUDA is loaded at start-up).
-# Stage the release binary, the PyTorch anchor and the device script in .gpu/ for the GPU machine.
-gpu-build: setup
+# Stage the release binary, device script + summary, PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.
+gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")
     cargo build --quiet --release -p trainer --bin train
     mkdir -p .gpu
     cp "${CARGO_TARGET_DIR:-target}/release/train" .gpu/train
     cp scripts/gpu-bench.sh .gpu/run.sh
     cp scripts/gpu-summary.py .gpu/
     if [ -f ../shared/bench/torch_gpt2_bench.py ]; then cp ../shared/bench/torch_gpt2_bench.py .gpu/; fi
-    scripts/fetch-corpus
-    cargo run --quiet --release -p trainer --bin train -- data --tokenizer gpt2 --if-missing
     rm -rf .gpu/corpus-gpt2 && cp -r data/corpus-gpt2 .gpu/corpus-gpt2
     @du -sh .gpu
 
