@@ -13,7 +13,7 @@ use trainer::config::TrainConfig;
 use trainer::growth::{grow, Growth};
 use trainer::model::{Gpt, GptConfig};
 use trainer::schedule::{IncrementalSpec, ScheduleSpec};
-use trainer::train::{self, TrainOptions};
+use trainer::train;
 
 const TEXT: &str = "the cat sat on the mat. ";
 
@@ -24,40 +24,27 @@ fn dataset(dir: &Path) -> PathBuf {
 }
 
 fn config(data: &Path, steps: u64) -> TrainConfig {
-    let mut c = TrainConfig::preset("tiny").unwrap();
-    for s in [
-        "model.layers=4",
-        "model.heads=2",
-        "model.d_model=32",
-        "model.context=16",
-        "micro_batch=4",
-        "tokens_per_step=128",
-        "warmup_steps=2",
-        "val_every=8",
-        "val_batches=2",
-        "checkpoint_every=5",
-    ] {
-        c.set(s).unwrap();
-    }
+    let mut c = common::tiny_config(
+        data,
+        &[
+            "model.layers=4",
+            "model.heads=2",
+            "model.d_model=32",
+            "model.context=16",
+            "micro_batch=4",
+            "tokens_per_step=128",
+            "warmup_steps=2",
+            "val_every=8",
+            "val_batches=2",
+            "checkpoint_every=5",
+        ],
+    );
     c.steps = steps;
-    c.data_dir = data.to_path_buf();
     c
 }
 
 fn incremental(stages: u32) -> IncrementalSpec {
     IncrementalSpec { stages, ..IncrementalSpec::default() }
-}
-
-fn options(stop: Option<u64>) -> TrainOptions {
-    TrainOptions { device: Device::Cpu, stop_after_step: stop, quiet: true }
-}
-
-fn metrics(run: &Path) -> Vec<MetricsLine> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn train_lines(lines: &[MetricsLine]) -> Vec<&MetricsLine> {
@@ -69,8 +56,9 @@ fn runs_all_stages_then_continual_to_the_equal_compute_step() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let run = dir.path().join("inc4");
-    train::start(&run, config(&data, 16), ScheduleSpec::Incremental(incremental(4)), &options(None)).unwrap();
-    let lines = metrics(&run);
+    train::start(&run, config(&data, 16), ScheduleSpec::Incremental(incremental(4)), &common::cpu_options(None))
+        .unwrap();
+    let lines = common::read_metrics(&run);
     let train = train_lines(&lines);
     // Paper formula by hand: 16 + 16 − 16·(3·4+5)/(8·4) = 23.5 → 24 steps (2 per phase, 8 continual).
     assert_eq!(train.len(), 24);
@@ -99,11 +87,11 @@ fn uneven_split_is_recorded_and_every_layer_trains() {
     let data = dataset(dir.path());
     let run = dir.path().join("inc3");
     let spec = IncrementalSpec { until: Until::Steps(14), ..incremental(3) };
-    train::start(&run, config(&data, 12), ScheduleSpec::Incremental(spec), &options(None)).unwrap();
+    train::start(&run, config(&data, 12), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
     let info = train::read_run_info(&run).unwrap();
     assert_eq!(info.plan.layer_split, vec![1, 2, 1]);
     assert!(info.plan.uneven_split());
-    let actives: Vec<u32> = train_lines(&metrics(&run)).iter().map(|l| l.active_layers).collect();
+    let actives: Vec<u32> = train_lines(&common::read_metrics(&run)).iter().map(|l| l.active_layers).collect();
     assert_eq!(actives.first(), Some(&1));
     assert_eq!(actives.last(), Some(&4));
     assert_eq!(actives.len(), 14);
@@ -183,15 +171,15 @@ fn resume_across_stage_boundaries_is_bit_exact() {
     };
     let schedule = ScheduleSpec::Incremental(spec);
     let straight = dir.path().join("straight");
-    train::start(&straight, config(&data, 16), schedule.clone(), &options(None)).unwrap();
+    train::start(&straight, config(&data, 16), schedule.clone(), &common::cpu_options(None)).unwrap();
     // Stop at the last step of stage 1 (growth happens on the next), then right before continual
     // (the optimizer reset happens on the next), then finish.
     let resumed = dir.path().join("resumed");
-    train::start(&resumed, config(&data, 16), schedule, &options(Some(8))).unwrap();
-    train::resume(&resumed, &options(Some(16))).unwrap();
-    train::resume(&resumed, &options(None)).unwrap();
+    train::start(&resumed, config(&data, 16), schedule, &common::cpu_options(Some(8))).unwrap();
+    train::resume(&resumed, &common::cpu_options(Some(16))).unwrap();
+    train::resume(&resumed, &common::cpu_options(None)).unwrap();
     let bits = |run: &Path| -> Vec<(u64, u64)> {
-        train_lines(&metrics(run)).iter().map(|l| (l.step, l.loss.unwrap().to_bits())).collect()
+        train_lines(&common::read_metrics(run)).iter().map(|l| (l.step, l.loss.unwrap().to_bits())).collect()
     };
     assert_eq!(bits(&straight), bits(&resumed));
     assert_eq!(bits(&straight).len(), 22);
@@ -208,14 +196,19 @@ fn context_and_batch_schedules_are_charged_per_stage() {
         ..incremental(2)
     };
     let run = dir.path().join("grow-context");
-    train::start(&run, config(&data, 8), ScheduleSpec::Incremental(spec), &options(None)).unwrap();
-    let tokens: Vec<u64> = train_lines(&metrics(&run)).iter().map(|l| l.tokens).collect();
+    train::start(&run, config(&data, 8), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    let tokens: Vec<u64> = train_lines(&common::read_metrics(&run)).iter().map(|l| l.tokens).collect();
     // Stage 1: 4 steps of 64 tokens; stage 2: 4 of 128; continual: 2 of 128.
     let expected: Vec<u64> = (1..=10u64).map(|s| if s <= 4 { 64 * s } else { 256 + 128 * (s - 4) }).collect();
     assert_eq!(tokens, expected);
 
     let bad = IncrementalSpec { context_schedule: vec![5, 16], ..incremental(2) };
-    let err = train::start(&dir.path().join("bad"), config(&data, 8), ScheduleSpec::Incremental(bad), &options(None));
+    let err = train::start(
+        &dir.path().join("bad"),
+        config(&data, 8),
+        ScheduleSpec::Incremental(bad),
+        &common::cpu_options(None),
+    );
     assert!(format!("{:#}", err.unwrap_err()).contains("context 5"));
 }
 
@@ -234,8 +227,8 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     c.hellaswag = Some(file);
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
-    train::start(&run, c, ScheduleSpec::Baseline, &options(None)).unwrap();
-    let lines = metrics(&run);
+    train::start(&run, c, ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
+    let lines = common::read_metrics(&run);
     let hs: Vec<&MetricsLine> = lines.iter().filter(|l| l.kind == LineKind::Hellaswag).collect();
     assert_eq!(hs.len(), 1, "evaluated once, at the last step");
     assert_eq!((hs[0].acc_norm, hs[0].acc, hs[0].n), (Some(1.0), Some(1.0), Some(2)));

@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tch::Device;
 use trainer::config::{OnNan, TrainConfig};
 use trainer::lock::RunLock;
 use trainer::schedule::ScheduleSpec;
-use trainer::train::{self, TrainOptions};
+use trainer::train;
 
 mod common;
 
@@ -18,30 +17,25 @@ fn dataset(dir: &Path) -> PathBuf {
 /// A learning rate so large that the first update sends the weights to ±1e30: the loss of the
 /// second step is not finite. No test hook needed.
 fn exploding(data: &Path, on_nan: OnNan) -> TrainConfig {
-    let mut c = TrainConfig::preset("tiny").unwrap();
-    for s in [
-        "model.layers=2",
-        "model.heads=2",
-        "model.d_model=16",
-        "model.context=8",
-        "micro_batch=2",
-        "tokens_per_step=16",
-        "steps=4",
-        "lr_schedule=constant",
-        "lr_max=1e30",
-        "grad_clip=null",
-        "checkpoint_every=1",
-        "val_every=0",
-    ] {
-        c.set(s).unwrap();
-    }
-    c.data_dir = data.to_path_buf();
+    let mut c = common::tiny_config(
+        data,
+        &[
+            "model.layers=2",
+            "model.heads=2",
+            "model.d_model=16",
+            "model.context=8",
+            "micro_batch=2",
+            "tokens_per_step=16",
+            "steps=4",
+            "lr_schedule=constant",
+            "lr_max=1e30",
+            "grad_clip=null",
+            "checkpoint_every=1",
+            "val_every=0",
+        ],
+    );
     c.on_nan = on_nan;
     c
-}
-
-fn options() -> TrainOptions {
-    TrainOptions { device: Device::Cpu, stop_after_step: None, quiet: true }
 }
 
 #[test]
@@ -49,7 +43,8 @@ fn non_finite_loss_stops_before_the_update_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let run = dir.path().join("nan");
-    let err = train::start(&run, exploding(&data, OnNan::Stop), ScheduleSpec::Baseline, &options()).unwrap_err();
+    let err = train::start(&run, exploding(&data, OnNan::Stop), ScheduleSpec::Baseline, &common::cpu_options(None))
+        .unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("step 2: loss") && msg.contains("not finite"), "{msg}");
     assert!(msg.contains("Last good checkpoint: step 1"), "{msg}");
@@ -67,7 +62,8 @@ fn on_nan_skip_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let run = dir.path().join("skip");
-    let summary = train::start(&run, exploding(&data, OnNan::Skip), ScheduleSpec::Baseline, &options()).unwrap();
+    let summary =
+        train::start(&run, exploding(&data, OnNan::Skip), ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
     assert_eq!(summary.last_step, 4);
 }
 
@@ -78,7 +74,7 @@ fn a_second_trainer_on_the_same_run_exits_2() {
     let run = dir.path().join("busy");
     let mut config = exploding(&data, OnNan::Skip);
     config.set("lr_max=1e-3").unwrap();
-    train::start(&run, config, ScheduleSpec::Baseline, &options()).unwrap();
+    train::start(&run, config, ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
 
     let held = RunLock::acquire(&run).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_train"))

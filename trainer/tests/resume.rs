@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use cost_model::metrics::{LineKind, MetricsLine};
-use tch::Device;
 use trainer::config::TrainConfig;
 use trainer::data::write_shard;
 use trainer::schedule::ScheduleSpec;
-use trainer::train::{self, TrainOptions};
+use trainer::train;
+
+mod common;
 
 /// Byte-level shards of pseudo-text: a val shard and two train shards.
 fn write_dataset(dir: &Path) -> PathBuf {
@@ -22,37 +23,23 @@ fn write_dataset(dir: &Path) -> PathBuf {
 }
 
 fn tiny_config(data: &Path) -> TrainConfig {
-    let mut c = TrainConfig::preset("tiny").unwrap();
-    for s in [
-        "model.layers=2",
-        "model.heads=2",
-        "model.d_model=32",
-        "model.context=16",
-        "micro_batch=4",
-        "tokens_per_step=128", // 2 micro-batches accumulated per step
-        "steps=12",
-        "warmup_steps=3",
-        "val_every=4",
-        "val_batches=2",
-        "checkpoint_every=4",
-        "grad_clip=1.0",
-    ] {
-        c.set(s).unwrap();
-    }
-    c.data_dir = data.to_path_buf();
-    c
-}
-
-fn options(stop: Option<u64>) -> TrainOptions {
-    TrainOptions { device: Device::Cpu, stop_after_step: stop, quiet: true }
-}
-
-fn read_metrics(run: &Path) -> Vec<MetricsLine> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::tiny_config(
+        data,
+        &[
+            "model.layers=2",
+            "model.heads=2",
+            "model.d_model=32",
+            "model.context=16",
+            "micro_batch=4",
+            "tokens_per_step=128", // 2 micro-batches accumulated per step
+            "steps=12",
+            "warmup_steps=3",
+            "val_every=4",
+            "val_batches=2",
+            "checkpoint_every=4",
+            "grad_clip=1.0",
+        ],
+    )
 }
 
 fn losses(lines: &[MetricsLine], kind: LineKind) -> Vec<(u64, u64)> {
@@ -66,26 +53,26 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
     let config = tiny_config(&data);
 
     let straight = dir.path().join("straight");
-    let summary = train::start(&straight, config.clone(), ScheduleSpec::Baseline, &options(None)).unwrap();
+    let summary = train::start(&straight, config.clone(), ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
     assert_eq!(summary.last_step, 12);
 
     // Stop after step 6 (a checkpoint is written there), then resume twice: once cleanly, once
     // after simulating a crash that left log lines beyond the checkpoint and a torn last line.
     let resumed = dir.path().join("resumed");
-    train::start(&resumed, config.clone(), ScheduleSpec::Baseline, &options(Some(6))).unwrap();
+    train::start(&resumed, config.clone(), ScheduleSpec::Baseline, &common::cpu_options(Some(6))).unwrap();
     assert!(resumed.join("checkpoints/step_00000006/model.safetensors").is_file());
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().append(true).open(resumed.join("metrics.jsonl")).unwrap();
-        let fake = read_metrics(&resumed).into_iter().find(|l| l.kind == LineKind::Train).unwrap();
+        let fake = common::read_metrics(&resumed).into_iter().find(|l| l.kind == LineKind::Train).unwrap();
         let beyond = MetricsLine { step: 7, loss: Some(123.0), ..fake };
         writeln!(f, "{}", serde_json::to_string(&beyond).unwrap()).unwrap();
         write!(f, "{{\"run\":\"torn").unwrap();
     }
-    train::resume(&resumed, &options(Some(9))).unwrap();
-    train::resume(&resumed, &options(None)).unwrap();
+    train::resume(&resumed, &common::cpu_options(Some(9))).unwrap();
+    train::resume(&resumed, &common::cpu_options(None)).unwrap();
 
-    let (a, b) = (read_metrics(&straight), read_metrics(&resumed));
+    let (a, b) = (common::read_metrics(&straight), common::read_metrics(&resumed));
     assert_eq!(losses(&a, LineKind::Train), losses(&b, LineKind::Train), "train losses differ");
     assert_eq!(losses(&a, LineKind::Val), losses(&b, LineKind::Val), "val losses differ");
     assert_eq!(losses(&a, LineKind::Train).len(), 12);
@@ -113,7 +100,7 @@ fn export_writes_hugging_face_layout() {
     let mut config = tiny_config(&data);
     config.set("steps=2").unwrap();
     let run = dir.path().join("run");
-    train::start(&run, config, ScheduleSpec::Baseline, &options(None)).unwrap();
+    train::start(&run, config, ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
     let out = trainer::export::export(&run, None).unwrap();
     let tensors = tch::Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
