@@ -15,7 +15,7 @@ default:
 setup:
     @scripts/bootstrap
 
-# Equal-compute targets, e.g. `just cost --stages 12` or `just cost --stages 8 --json`.
+# Equal-compute targets, e.g. `just cost --stages 12` or `just cost --stages 8 --compute-unit flops --json`.
 cost *args:
     @cargo run --quiet --release -p cost-model --bin cost -- "$@"
 
@@ -34,9 +34,9 @@ export *args:
 
 # Built in the dev profile on purpose: the work is small, and an optimised polars takes ~15 minutes
 # to compile on 2 cores.
-# Figures + report.md from run logs (default reports/runs; e.g. `just report --runs runs --out reports/mine`).
+# Figures + report.md from run logs (default reports/runs → reports/; e.g. `just report --runs runs --out reports/mine`).
 report *args:
-    @cargo run --quiet -p analysis --bin report -- --runs reports/runs --out reports "$@"
+    @cargo run --quiet -p analysis --bin report -- "$@"
 
 # Tiny baseline (1,000 steps) and incremental S = 4, 8, 12 each continued to 2,000 steps, then the
 # report; about 13 minutes of training on 2 CPU cores.
@@ -65,14 +65,11 @@ study: setup
     cargo run --quiet -p analysis --bin report -- --runs reports/runs --out reports
     echo "study: done in $(( $(date +%s) - start )) s of training and reporting"
 
-# No arguments: tiny preset, the phases of a 4-stage schedule. On a GPU, e.g.
-# `just bench --preset gpt2-124m --device cuda --micro-batch 16 --schedule incremental --stages 4`.
+# No arguments: tiny preset, the full model and the phases of a 4-stage schedule. On a GPU, e.g.
+# `just bench --preset gpt2-124m --device cuda --micro-batch 16 --stages 4`.
 # Time warm training steps per phase configuration (JSON lines).
 bench *args:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if [ $# -eq 0 ]; then set -- --schedule incremental --stages 4; fi
-    cargo run --quiet --release -p trainer --bin train -- bench "$@"
+    @cargo run --quiet --release -p trainer --bin train -- bench "$@"
 
 # Run there as `bash .gpu/run.sh` (one binary for CPU and GPU: CUDA is loaded at start-up).
 # Stage the release binary, device script + summary, PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.

@@ -41,10 +41,10 @@ fi
 echo "== 3. ours, full step only: what each choice is worth"
 # slug | label | extra flags; variants.tsv tells the summary which files to read.
 variants=(
-  "ce-torch|bf16, PyTorch cross_entropy (loss_chunk_tokens=0)|--set loss_chunk_tokens=0"
-  "chunk128|bf16, loss chunk 128 tokens|--set loss_chunk_tokens=128"
-  "chunk256|bf16, loss chunk 256 tokens|--set loss_chunk_tokens=256"
-  "chunk4096|bf16, loss chunk 4096 tokens|--set loss_chunk_tokens=4096"
+  "ce-torch|bf16, PyTorch cross_entropy|--set loss_kernel=cross_entropy"
+  "chunk128|bf16, loss chunk 128 tokens|--set loss_kernel=chunked:128"
+  "chunk256|bf16, loss chunk 256 tokens|--set loss_kernel=chunked:256"
+  "chunk4096|bf16, loss chunk 4096 tokens|--set loss_kernel=chunked:4096"
   "fp32-tf32|fp32 + TF32 (no autocast)|--set bf16=false --set tf32=true"
   "fp32|fp32, no TF32|--set bf16=false --set tf32=false"
 )

@@ -30,8 +30,13 @@ def fmt(x, digits=1):
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def is_full(row):
+    """The full-model line of `train bench` (stage 0, phase baseline)."""
+    return row.get("phase") == "baseline"
+
+
 def throughput(ours, torch_rows, ablations):
-    full = next((r for r in ours if r["config"] == "full"), None)
+    full = next((r for r in ours if is_full(r)), None)
     eager = next((r for r in torch_rows if r.get("what") == "full_step_eager"), None)
     compiled = next((r for r in torch_rows if r.get("what") == "full_step_compiled"), None)
     shape = f"micro-batch {full['micro_batch']} x {full['context']}" if full else "no bench output"
@@ -48,7 +53,7 @@ def throughput(ours, torch_rows, ablations):
         precision = "bf16 autocast" if full["bf16"] else "fp32"
         row(f"stagewise (tch), {precision}", full["ms_per_step"], full["tokens_per_s"], full.get("mfu"))
     for name, rows in ablations:
-        r = next((r for r in rows if r["config"] == "full"), None)
+        r = next((r for r in rows if is_full(r)), None)
         if r:
             row(name, r["ms_per_step"], r["tokens_per_s"], r.get("mfu"))
     if eager:
@@ -62,16 +67,16 @@ def throughput(ours, torch_rows, ablations):
 
 
 def phases(ours, torch_rows):
-    full = next((r for r in ours if r["config"] == "full"), None)
+    full = next((r for r in ours if is_full(r)), None)
     torch_full = next((r for r in torch_rows if r.get("what") == "full_step_eager"), None)
     torch_phase = {(r["active"], r["phase"]): r["s"] * 1e3 for r in torch_rows if r.get("what") == "phase_step"}
     out = ["## Phases of a 4-stage schedule: measured step time vs the FLOP model", "",
            "| configuration | ours ms | ours / full | FLOP model | saving realised within 10%? | PyTorch ms | PyTorch / full |",
            "|---|---|---|---|---|---|---|"]
     for r in ours:
-        if r["config"] == "full":
+        if is_full(r):
             continue
-        phase = 1 if r["config"].endswith("phase1") else 2
+        phase = 1 if r["phase"] == "phase1" else 2
         t = torch_phase.get((r["active_layers"], phase))
         t_rel = t / (torch_full["s"] * 1e3) if t and torch_full else None
         # The target: realise the predicted saving to within 10%. Cheaper than predicted counts.

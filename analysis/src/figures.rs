@@ -1,4 +1,5 @@
-//! Figures with plotters, each written as SVG and PNG. Text is drawn with an embedded DejaVu Sans
+//! Figures with plotters, each written as SVG and PNG: the drawing primitives ([`save`] a row of
+//! [`Panel`]s) and the report's figures ([`draw_report`]). Text is drawn with an embedded DejaVu Sans
 //! (via ab_glyph), so PNGs render the same on machines without system fonts.
 
 use std::path::{Path, PathBuf};
@@ -7,6 +8,9 @@ use std::sync::Once;
 use anyhow::anyhow;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+
+use crate::align::{EqualComputePoint, RunCurves, Unit};
+use crate::compare::Comparisons;
 
 /// The font every figure uses, bundled so PNG text never depends on the machine.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -179,4 +183,99 @@ where
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// The report's figures, each as SVG and PNG in `out`: HellaSwag and losses vs step (the paper's
+/// Figures 1 and 2, with the equal-compute points), val loss vs FLOPs and vs seconds, and
+/// measured vs predicted step time per phase. Returns the files written.
+pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<PathBuf>> {
+    let (baseline, curves, comparisons) = (numbers.baseline.as_str(), &numbers.curves, &numbers.comparisons);
+    let step_times = &numbers.step_times;
+    let marker = |run: &str, unit: Unit| comparisons.iter().find(|c| c.run == run).and_then(|c| c.at(unit)).cloned();
+    let line = |i: usize, run: &str, points: Vec<(f64, f64)>, markers: Vec<(f64, f64)>| Line {
+        label: run.to_string(),
+        color: run_color(i, run == baseline),
+        points,
+        markers,
+        scatter: false,
+    };
+    let by_step = |pick: &dyn Fn(&RunCurves) -> Vec<(f64, f64)>, value: &dyn Fn(&EqualComputePoint) -> Option<f64>| {
+        curves
+            .iter()
+            .enumerate()
+            .map(|(i, (run, c))| {
+                let m = marker(run, Unit::PaperUnits).and_then(|p| Some((p.step?, value(&p)?)));
+                line(i, run, pick(c), m.into_iter().collect())
+            })
+            .collect::<Vec<_>>()
+    };
+    let panel = |title: &str, x: &str, y: &str, lines: Vec<Line>| Panel {
+        title: title.into(),
+        x_label: x.into(),
+        y_label: y.into(),
+        lines,
+        diagonal: false,
+    };
+    let mut files = Vec::new();
+    let marker_note = "(dots: equal compute, paper units)";
+    if curves.iter().any(|(_, c)| !c.acc_norm.is_empty()) {
+        let lines = by_step(&|c| c.acc_norm.clone(), &|p| p.acc_norm);
+        let p = panel(&format!("Figure 1: HellaSwag acc_norm vs step {marker_note}"), "step", "acc_norm", lines);
+        files.extend(save(out, "fig1_hellaswag_vs_step", &[p], 900, 560)?);
+    }
+    let train = panel(
+        &format!("Figure 2a: train loss vs step {marker_note}"),
+        "step",
+        "train loss (trailing mean, nats/token)",
+        by_step(&|c| c.train_loss.clone(), &|p| p.train_loss),
+    );
+    let val = panel(
+        &format!("Figure 2b: val loss vs step {marker_note}"),
+        "step",
+        "val loss (nats/token)",
+        by_step(&|c| c.val_loss.clone(), &|p| p.val_loss),
+    );
+    files.extend(save(out, "fig2_loss_vs_step", &[train, val], 800, 560)?);
+
+    for (unit, x_label, stem, title) in [
+        (Unit::Flops, "cumulative training FLOPs", "fig3_val_loss_vs_flops", "Validation loss vs compute (FLOPs)"),
+        (Unit::Seconds, "cumulative training time (s)", "fig4_val_loss_vs_seconds", "Validation loss vs wall time"),
+    ] {
+        let lines = curves
+            .iter()
+            .enumerate()
+            .map(|(i, (run, c))| {
+                let points: Vec<(f64, f64)> =
+                    c.val_loss.iter().filter_map(|&(s, v)| Some((c.compute_at(unit, s)?, v))).collect();
+                let m = marker(run, unit).and_then(|p| Some((p.budget, p.val_loss?)));
+                line(i, run, points, m.into_iter().collect())
+            })
+            .collect();
+        let p = panel(&format!("{title} (dots: baseline budget)"), x_label, "val loss (nats/token)", lines);
+        files.extend(save(out, stem, &[p], 900, 560)?);
+    }
+
+    if !step_times.is_empty() {
+        let lines = curves
+            .iter()
+            .enumerate()
+            .filter(|(_, (run, _))| run != baseline)
+            .map(|(i, (run, _))| Line {
+                label: run.clone(),
+                color: run_color(i, false),
+                points: step_times.iter().filter(|s| &s.run == run).map(|s| (s.predicted, s.measured)).collect(),
+                markers: Vec::new(),
+                scatter: true,
+            })
+            .collect();
+        let p = Panel {
+            title: "Step time per phase: measured vs FLOP model".into(),
+            x_label: "predicted (step FLOPs / full-step FLOPs)".into(),
+            y_label: "measured (step time / full-step time)".into(),
+            lines,
+            diagonal: true,
+        };
+        files.extend(save(out, "fig5_step_time_vs_predicted", &[p], 760, 620)?);
+    }
+    Ok(files)
 }

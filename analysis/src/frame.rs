@@ -1,23 +1,19 @@
-//! All runs' metrics in one polars frame, and the lazy queries the report asks of it.
+//! All runs' metrics in one polars frame, and the queries the comparisons ask of it: the one path
+//! from the logs to every number in the report.
 
-use cost_model::metrics::LineKind;
+use cost_model::Phase;
 use polars::prelude::*;
+use run_dir::LineKind;
 
 use crate::runs::RunLog;
 
 /// One row per metrics line of every run. Columns: `run, kind, step, tokens, paper_units, flops,
-/// seconds, stage, phase, active_layers, trainable_params, loss, val_loss, acc, acc_norm`
+/// seconds, stage, phase, active_layers, trainable_params, loss, val_loss, acc, acc_norm, n`
 /// (absent values are null).
 pub fn all_runs(runs: &[RunLog]) -> PolarsResult<DataFrame> {
     let lines = || runs.iter().flat_map(|r| r.lines.iter().map(move |l| (r, l)));
-    let kind = |k: LineKind| match k {
-        LineKind::Train => "train",
-        LineKind::Val => "val",
-        LineKind::Hellaswag => "hellaswag",
-        LineKind::Checkpoint => "checkpoint",
-    };
-    let run: Vec<String> = lines().map(|(r, _)| r.meta.name.clone()).collect();
-    let kinds: Vec<&str> = lines().map(|(_, l)| kind(l.kind)).collect();
+    let run: Vec<&str> = lines().map(|(r, _)| r.name()).collect();
+    let kinds: Vec<&str> = lines().map(|(_, l)| l.kind.as_str()).collect();
     let step: Vec<f64> = lines().map(|(_, l)| l.step as f64).collect();
     let tokens: Vec<f64> = lines().map(|(_, l)| l.tokens as f64).collect();
     let paper: Vec<f64> = lines().map(|(_, l)| l.paper_units).collect();
@@ -31,6 +27,7 @@ pub fn all_runs(runs: &[RunLog]) -> PolarsResult<DataFrame> {
     let val_loss: Vec<Option<f64>> = lines().map(|(_, l)| l.val_loss).collect();
     let acc: Vec<Option<f64>> = lines().map(|(_, l)| l.acc).collect();
     let acc_norm: Vec<Option<f64>> = lines().map(|(_, l)| l.acc_norm).collect();
+    let n: Vec<Option<u64>> = lines().map(|(_, l)| l.n).collect();
     DataFrame::new_infer_height(vec![
         Column::new("run".into(), run),
         Column::new("kind".into(), kinds),
@@ -47,18 +44,94 @@ pub fn all_runs(runs: &[RunLog]) -> PolarsResult<DataFrame> {
         Column::new("val_loss".into(), val_loss),
         Column::new("acc".into(), acc),
         Column::new("acc_norm".into(), acc_norm),
+        Column::new("n".into(), n),
     ])
 }
 
 /// `(x, y)` points of one run's lines of one kind, sorted by `x`, nulls dropped.
-pub fn series(frame: &DataFrame, run: &str, kind: &str, x: &str, y: &str) -> PolarsResult<Vec<(f64, f64)>> {
+pub fn series(frame: &DataFrame, run: &str, kind: LineKind, x: &str, y: &str) -> PolarsResult<Vec<(f64, f64)>> {
     let picked = frame
         .clone()
         .lazy()
-        .filter(col("run").eq(lit(run)).and(col("kind").eq(lit(kind))).and(col(y).is_not_null()))
+        .filter(col("run").eq(lit(run)).and(col("kind").eq(lit(kind.as_str()))).and(col(y).is_not_null()))
         .select([col(x).cast(DataType::Float64).alias("x"), col(y).cast(DataType::Float64).alias("y")])
         .sort(["x"], SortMultipleOptions::default())
         .collect()?;
     let (xs, ys) = (picked.column("x")?.f64()?, picked.column("y")?.f64()?);
     Ok(xs.iter().zip(ys.iter()).filter_map(|(a, b)| Some((a?, b?))).collect())
+}
+
+/// Per run: train lines logged, the last step of any line, and the largest HellaSwag `n`.
+pub fn run_totals(frame: &DataFrame, run: &str) -> PolarsResult<RunTotals> {
+    let totals = frame
+        .clone()
+        .lazy()
+        .filter(col("run").eq(lit(run)))
+        .select([
+            col("kind").eq(lit(LineKind::Train.as_str())).cast(DataType::UInt32).sum().alias("train_lines"),
+            col("step").max().alias("last_step"),
+            col("n").max().alias("hellaswag_n"),
+        ])
+        .collect()?;
+    let get_u64 =
+        |name: &str| -> PolarsResult<Option<u64>> { Ok(totals.column(name)?.cast(&DataType::UInt64)?.u64()?.get(0)) };
+    Ok(RunTotals {
+        train_lines: get_u64("train_lines")?.unwrap_or(0),
+        last_step: get_u64("last_step")?.unwrap_or(0),
+        hellaswag_n: get_u64("hellaswag_n")?,
+    })
+}
+
+/// What [`run_totals`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTotals {
+    pub train_lines: u64,
+    pub last_step: u64,
+    pub hellaswag_n: Option<u64>,
+}
+
+/// Median measured seconds and FLOPs of one step, per (stage, phase) of one run: over the train
+/// lines that directly follow the run's previous step (so a resume's gap is never a step), for
+/// groups of at least `min_steps` steps. The median is the upper middle value.
+pub fn step_medians(frame: &DataFrame, run: &str, min_steps: u32) -> PolarsResult<Vec<StepMedian>> {
+    let previous = |c: &str| col(c).shift(lit(1));
+    let upper_median = |c: &str| col(c).quantile(lit(0.5), QuantileMethod::Higher);
+    let medians = frame
+        .clone()
+        .lazy()
+        .filter(col("run").eq(lit(run)).and(col("kind").eq(lit(LineKind::Train.as_str()))))
+        .with_columns([
+            (col("step") - previous("step")).alias("step_gap"),
+            (col("seconds") - previous("seconds")).alias("step_seconds"),
+            (col("flops") - previous("flops")).alias("step_flops"),
+        ])
+        .filter(col("step_gap").eq(lit(1.0)))
+        .group_by_stable([col("stage"), col("phase")])
+        .agg([upper_median("step_seconds").alias("seconds"), upper_median("step_flops").alias("flops"), len()])
+        .filter(col("len").gt_eq(lit(min_steps)))
+        .sort(["stage", "phase"], SortMultipleOptions::default())
+        .collect()?;
+    let stage = medians.column("stage")?.u32()?;
+    let phase = medians.column("phase")?.str()?;
+    let seconds = medians.column("seconds")?.f64()?;
+    let flops = medians.column("flops")?.f64()?;
+    let mut out = Vec::new();
+    for i in 0..medians.height() {
+        let phase = phase.get(i).and_then(|p| serde_json::from_value::<Phase>(p.into()).ok());
+        if let (Some(stage), Some(phase), Some(seconds), Some(flops)) =
+            (stage.get(i), phase, seconds.get(i), flops.get(i))
+        {
+            out.push(StepMedian { stage, phase, seconds, flops });
+        }
+    }
+    Ok(out)
+}
+
+/// One (stage, phase)'s median step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepMedian {
+    pub stage: u32,
+    pub phase: Phase,
+    pub seconds: f64,
+    pub flops: f64,
 }

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use analysis::runs::parse_metrics;
 use proptest::prelude::*;
+use run_dir::metrics::parse as parse_metrics;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]

@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use analysis::report::{build, ReportOptions};
+use analysis::Unit;
 use approx::assert_relative_eq;
-use cost_model::metrics::{LineKind, MetricsLine};
-use cost_model::Phase;
+use cost_model::{IncrementalSchedule, Phase, Until};
+use run_dir::{IncrementalSpec, LineKind, MetricsLine, RunDir, RunHeader, ScheduleSpec, TrainConfig};
 
 fn line(run: &str, kind: LineKind, step: u64, units: f64, phase: Phase) -> MetricsLine {
     MetricsLine {
@@ -25,9 +26,18 @@ fn line(run: &str, kind: LineKind, step: u64, units: f64, phase: Phase) -> Metri
 fn write_run(dir: &Path, name: &str, schedule: &str, steps: u64, cost: impl Fn(u64) -> f64, val: &[(u64, f64)]) {
     let run = dir.join(name);
     std::fs::create_dir_all(&run).unwrap();
-    let info = serde_json::json!({"schedule": {"kind": schedule, "stages": 2}, "config": {"preset": "tiny"},
-        "device": "cpu", "git_commit": "abc", "libtorch_version": "2.11.0", "start_time": "t"});
-    std::fs::write(run.join("run.json"), info.to_string()).unwrap();
+    let config = TrainConfig { steps: 10, ..TrainConfig::preset("tiny").unwrap() };
+    let spec = match schedule {
+        "baseline" => ScheduleSpec::Baseline,
+        _ => ScheduleSpec::Incremental(IncrementalSpec {
+            stages: IncrementalSchedule { stages: 2, ..Default::default() },
+            until: Until::Steps(steps),
+            ..Default::default()
+        }),
+    };
+    let plan = spec.plan(&config).unwrap();
+    let header = RunHeader::new(name, config, spec, plan, "cpu".into(), "2.11.0");
+    RunDir::new(&run).write_header(&header).unwrap();
     let phase = if schedule == "baseline" { Phase::Baseline } else { Phase::Continual };
     let mut text = String::new();
     for s in 1..=steps {
@@ -61,11 +71,11 @@ fn aligns_on_compute_and_finds_the_catch_up_point() {
     let report =
         build(&ReportOptions { runs_dir: runs.clone(), out_dir: out.clone(), baseline: None, budget_step: None })
             .unwrap();
-    assert_eq!(report.baseline, "base");
+    assert_eq!(report.numbers.baseline, "base");
     assert_eq!(report.skipped.iter().map(|s| s.line).collect::<Vec<_>>(), vec![1, 25]);
-    let c = &report.comparisons[0];
-    for unit in ["paper_units", "flops", "seconds"] {
-        let p = c.at_budget.iter().find(|p| p.unit == unit).unwrap();
+    let c = &report.numbers.comparisons[0];
+    for unit in Unit::ALL {
+        let p = c.at(unit).unwrap();
         assert_relative_eq!(p.step.unwrap(), 14.0);
         assert_relative_eq!(p.val_loss.unwrap(), 2.5);
     }
@@ -91,7 +101,7 @@ fn aligns_on_compute_and_finds_the_catch_up_point() {
     let early =
         build(&ReportOptions { runs_dir: runs.clone(), out_dir: out.clone(), baseline: None, budget_step: Some(5.0) })
             .unwrap();
-    assert_relative_eq!(early.comparisons[0].at_budget[0].step.unwrap(), 9.0);
+    assert_relative_eq!(early.numbers.comparisons[0].at_budget[0].step.unwrap(), 9.0);
 
     // No baseline: a one-line error naming the fix.
     std::fs::remove_dir_all(runs.join("base")).unwrap();

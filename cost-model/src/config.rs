@@ -1,4 +1,4 @@
-//! Inputs of a plan: the model's shape and the schedule's knobs, with their paper defaults.
+//! Inputs of a plan besides the schedule: the model's shape, and the enums the schedule's knobs use.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,23 +28,19 @@ impl ModelShape {
 
     /// Rejects a shape with a zero dimension.
     pub fn validate(&self) -> Result<(), PlanError> {
-        let zero = |what, flag| Err(PlanError::ZeroShape { what, flag });
         if self.layers == 0 {
             return Err(PlanError::NoLayers);
         }
-        if self.d_model == 0 {
-            return zero("d_model", "d-model");
+        let dims = [
+            ("d_model", self.d_model),
+            ("context", self.context),
+            ("vocab", self.vocab),
+            ("tokens_per_step", self.tokens_per_step),
+        ];
+        match dims.into_iter().find(|(_, value)| *value == 0) {
+            Some((field, _)) => Err(PlanError::ZeroShape { field }),
+            None => Ok(()),
         }
-        if self.context == 0 {
-            return zero("context", "context");
-        }
-        if self.vocab == 0 {
-            return zero("vocab", "vocab");
-        }
-        if self.tokens_per_step == 0 {
-            return zero("tokens_per_step", "tokens-per-step");
-        }
-        Ok(())
     }
 }
 
@@ -117,116 +113,5 @@ pub enum Until {
 impl Default for Until {
     fn default() -> Self {
         Until::EqualCompute(ComputeUnit::PaperUnits)
-    }
-}
-
-/// The knobs of an incremental schedule. Defaults are the paper's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScheduleConfig {
-    /// Number of stages `S`.
-    pub stages: u32,
-    /// Steps of the baseline (full-model) run, `T`; its compute is the budget.
-    pub base_steps: u64,
-    /// Incremental steps as a share of the base steps, `T_inc / T`, in (0, 1].
-    pub incremental_share: f64,
-    /// Share `p` of each stage's steps spent in phase 1, in (0, 1].
-    pub phase1_share: f64,
-    /// Backward/forward cost ratio `r` of the paper model (paper: 1; measured: about 2).
-    pub backward_ratio: f64,
-    /// How stage steps are cut into whole phase steps.
-    pub phase_steps: PhaseStepRounding,
-    /// What trains in phase 1 besides the new blocks (decides the FLOP model's phase-1 cost).
-    pub phase1_trainable: Phase1Trainable,
-    /// Context length of each stage (paper III-C: grow it with the model); empty = the model's.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stage_context: Vec<u64>,
-    /// Tokens per optimizer step of each stage (batch-size growth); empty = the model's.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stage_tokens_per_step: Vec<u64>,
-}
-
-impl Default for ScheduleConfig {
-    fn default() -> Self {
-        ScheduleConfig {
-            stages: 4,
-            base_steps: 10_000,
-            incremental_share: 1.0,
-            phase1_share: 0.5,
-            backward_ratio: 1.0,
-            phase_steps: PhaseStepRounding::Exact,
-            phase1_trainable: Phase1Trainable::New,
-            stage_context: Vec::new(),
-            stage_tokens_per_step: Vec::new(),
-        }
-    }
-}
-
-impl ScheduleConfig {
-    /// Incremental steps `T_inc = round(share · T)`.
-    pub fn incremental_steps(&self) -> u64 {
-        crate::round_half_up(self.incremental_share * self.base_steps as f64)
-    }
-
-    /// Context and tokens per step of stage `stage` (1-based) for a model of `shape`.
-    pub fn stage_shape(&self, shape: &ModelShape, stage: u32) -> (u64, u64) {
-        let i = stage as usize - 1;
-        (
-            self.stage_context.get(i).copied().unwrap_or(shape.context),
-            self.stage_tokens_per_step.get(i).copied().unwrap_or(shape.tokens_per_step),
-        )
-    }
-
-    /// Rejects per-stage context or batch lists that do not fit `shape`.
-    pub fn validate_stage_shapes(&self, shape: &ModelShape) -> Result<(), PlanError> {
-        for (what, list, limit) in
-            [("context", &self.stage_context, Some(shape.context)), ("batch", &self.stage_tokens_per_step, None)]
-        {
-            if list.is_empty() {
-                continue;
-            }
-            if list.len() != self.stages as usize {
-                return Err(PlanError::BadStageList {
-                    what,
-                    reason: format!("{} values for {} stages", list.len(), self.stages),
-                });
-            }
-            if let Some(bad) = list.iter().find(|&&v| v == 0 || limit.is_some_and(|l| v > l)) {
-                let reason = match limit {
-                    Some(l) => format!("{bad} is not in 1..={l}"),
-                    None => format!("{bad} is not positive"),
-                };
-                return Err(PlanError::BadStageList { what, reason });
-            }
-        }
-        Ok(())
-    }
-
-    /// Rejects knobs that cannot describe a schedule for a model of `layers` layers.
-    pub fn validate(&self, layers: u32) -> Result<(), PlanError> {
-        if layers == 0 {
-            return Err(PlanError::NoLayers);
-        }
-        if self.stages == 0 {
-            return Err(PlanError::NoStages { layers });
-        }
-        if self.stages > layers {
-            return Err(PlanError::MoreStagesThanLayers { stages: self.stages, layers });
-        }
-        if !(self.backward_ratio.is_finite() && self.backward_ratio >= 0.0) {
-            return Err(PlanError::BadBackwardRatio(self.backward_ratio));
-        }
-        if !(self.phase1_share > 0.0 && self.phase1_share <= 1.0) {
-            return Err(PlanError::BadPhase1Share(self.phase1_share));
-        }
-        if !(self.incremental_share > 0.0 && self.incremental_share <= 1.0) {
-            return Err(PlanError::BadIncrementalShare(self.incremental_share));
-        }
-        if self.base_steps == 0 {
-            return Err(PlanError::NoBaseSteps);
-        }
-        if self.incremental_steps() < u64::from(self.stages) {
-            return Err(PlanError::TooFewSteps { steps: self.incremental_steps(), stages: self.stages });
-        }
-        Ok(())
     }
 }

@@ -1,34 +1,72 @@
-//! Errors for inputs that cannot describe a schedule. Each message names the bad value and the fix.
+//! Errors for inputs that cannot describe a schedule. Each message names the bad value and the
+//! schedule field it came from, never a command-line flag: this library serves several binaries,
+//! and each one adds its own flag for [`PlanError::field`] (see `cost` and `train`).
+
+/// A per-stage list of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageList {
+    /// `stage_context`: the context length of each stage.
+    Context,
+    /// `stage_tokens_per_step`: the tokens per step of each stage.
+    TokensPerStep,
+}
+
+impl StageList {
+    /// The schedule field holding the list.
+    pub fn field(self) -> &'static str {
+        match self {
+            StageList::Context => "stage_context",
+            StageList::TokensPerStep => "stage_tokens_per_step",
+        }
+    }
+}
 
 /// A plan that cannot be built from the given inputs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
-    #[error("stages = 0: a schedule needs at least 1 stage; pass --stages 1..={layers}")]
+    #[error("stages = 0: a schedule needs at least 1 stage and at most one per layer (1..={layers})")]
     NoStages { layers: u32 },
-    #[error("layers = 0: the model needs at least 1 layer; pass --layers 1 or more")]
+    #[error("layers = 0: the model needs at least 1 layer")]
     NoLayers,
-    #[error("stages = {stages} exceeds layers = {layers}: every stage must add at least one layer; pass --stages 1..={layers}")]
+    #[error(
+        "stages = {stages} exceeds layers = {layers}: every stage must add at least one layer (stages 1..={layers})"
+    )]
     MoreStagesThanLayers { stages: u32, layers: u32 },
-    #[error("backward/forward ratio r = {0} must be a finite number >= 0; pass e.g. --r 1 (paper) or --r 2")]
+    #[error("backward_ratio = {0}: must be a finite number >= 0 (paper: 1; measured: about 2)")]
     BadBackwardRatio(f64),
-    #[error("phase-1 share p = {0} must be in (0, 1]; pass e.g. --p 0.5 (paper)")]
+    #[error("phase1_share = {0}: must be in (0, 1] (paper: 0.5)")]
     BadPhase1Share(f64),
-    #[error("incremental share = {0} must be in (0, 1]; pass e.g. --incremental-share 1 (paper)")]
+    #[error("incremental_share = {0}: must be in (0, 1] (paper: 1)")]
     BadIncrementalShare(f64),
-    #[error("--until 0: a run needs at least 1 step; pass --until equal-compute or a step count >= 1")]
+    #[error("until = 0 steps: a run needs at least 1 step (or until = equal-compute)")]
     NoUntilSteps,
-    #[error("base steps = 0: nothing to train; pass --base-steps 1 or more")]
+    #[error("base_steps = 0: nothing to train; the budget needs at least 1 step")]
     NoBaseSteps,
-    #[error(
-        "{steps} incremental steps cannot give each of {stages} stages a step; raise --base-steps or lower --stages"
-    )]
+    #[error("{steps} incremental steps cannot give each of {stages} stages a step: raise base_steps or lower stages")]
     TooFewSteps { steps: u64, stages: u32 },
-    #[error("model shape: {what} = 0; pass a positive --{flag}")]
-    ZeroShape { what: &'static str, flag: &'static str },
-    #[error(
-        "--{what}-schedule: {reason}; give one value per stage, e.g. --{what}-schedule 256,512,1024,1024 for 4 stages"
-    )]
-    BadStageList { what: &'static str, reason: String },
-    #[error("step times: {0}; pass --calibrate FORWARD_MS,FORWARD_BACKWARD_MS with 0 < forward < forward+backward")]
+    #[error("model shape: {field} = 0; it must be positive")]
+    ZeroShape { field: &'static str },
+    #[error("{}: {reason}; give one value per stage, e.g. 256,512,1024,1024 for 4 stages", list.field())]
+    BadStageList { list: StageList, reason: String },
+    #[error("step times: {0}; need 0 < forward < forward+backward")]
     BadCalibration(String),
+}
+
+impl PlanError {
+    /// The input field the error is about (`stages`, `base_steps`, `d_model`, ...): binaries map
+    /// it to their own flag.
+    pub fn field(&self) -> &'static str {
+        match self {
+            PlanError::NoStages { .. } | PlanError::MoreStagesThanLayers { .. } => "stages",
+            PlanError::NoLayers => "layers",
+            PlanError::BadBackwardRatio(_) => "backward_ratio",
+            PlanError::BadPhase1Share(_) => "phase1_share",
+            PlanError::BadIncrementalShare(_) => "incremental_share",
+            PlanError::NoUntilSteps => "until",
+            PlanError::NoBaseSteps | PlanError::TooFewSteps { .. } => "base_steps",
+            PlanError::ZeroShape { field } => field,
+            PlanError::BadStageList { list, .. } => list.field(),
+            PlanError::BadCalibration(_) => "calibrate",
+        }
+    }
 }

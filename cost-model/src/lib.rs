@@ -6,6 +6,11 @@
 //! Pure math, no torch. The trainer builds its schedule from [`Plan`] and never re-derives step
 //! counts; the analysis reads the compute this crate assigns to every step from the run logs.
 //!
+//! - [`IncrementalSchedule`] ([`schedule`]): the stages' knobs, one type from `cost` to `train`.
+//! - [`Plan`] ([`plan`]): the steps, phases and compute of a schedule.
+//! - [`lr`]: learning-rate schedules, a function of the step.
+//! - [`report`]: what `cost --json` prints.
+//!
 //! Two cost models, side by side:
 //! - **paper** ([`ComputeUnit::PaperUnits`]): the paper's layer-count model (Section III-F), with a
 //!   configurable backward/forward ratio `r` and phase-1 share `p`. One baseline step = 1.0.
@@ -13,10 +18,10 @@
 //!   that charge backward work only where gradients are really needed (see [`flops`]).
 //!
 //! ```
-//! use cost_model::{ModelShape, Plan, ScheduleConfig, Until};
+//! use cost_model::{IncrementalSchedule, ModelShape, Plan, Until};
 //! let shape = ModelShape::gpt2_124m();
-//! let schedule = ScheduleConfig { stages: 12, ..ScheduleConfig::default() };
-//! let plan = Plan::incremental(&shape, &schedule, Until::default()).unwrap();
+//! let schedule = IncrementalSchedule { stages: 12, ..IncrementalSchedule::default() };
+//! let plan = Plan::incremental(&shape, 10_000, &schedule, Until::default()).unwrap();
 //! assert_eq!(plan.equal_compute.paper_units.step, 15_729);
 //! ```
 
@@ -25,14 +30,17 @@ pub mod closed_form;
 pub mod config;
 pub mod error;
 pub mod flops;
-pub mod metrics;
+pub mod lr;
 pub mod plan;
+pub mod report;
+pub mod schedule;
 pub mod split;
 
-pub use config::{ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, ScheduleConfig, Until};
+pub use config::{ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Until};
 pub use error::PlanError;
 pub use plan::{
-    backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, Phase, Plan, Segment,
-    StagePlan, StepInfo,
+    backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, LayerGrowth, Phase, Plan,
+    Segment, StagePlan, StepInfo,
 };
+pub use schedule::IncrementalSchedule;
 pub use split::split_layers;

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::flops::{token_flops, Trainable};
-use crate::{closed_form, split, ComputeUnit, ModelShape, PhaseStepRounding, PlanError, ScheduleConfig, Until};
+use crate::{closed_form, split, ComputeUnit, IncrementalSchedule, ModelShape, PhaseStepRounding, PlanError, Until};
 
 /// Round to the nearest integer, halves up (14,687.5 → 14,688). Negative values clamp to 0.
 pub fn round_half_up(x: f64) -> u64 {
@@ -26,7 +26,7 @@ pub fn backward_ratio_from_times(forward_seconds: f64, forward_backward_seconds:
         && forward_backward_seconds > forward_seconds;
     if !ok {
         return Err(PlanError::BadCalibration(format!(
-            "forward {forward_seconds} and forward+backward {forward_backward_seconds} are not 0 < forward < forward+backward"
+            "forward {forward_seconds} and forward+backward {forward_backward_seconds}"
         )));
     }
     Ok((forward_backward_seconds - forward_seconds) / forward_seconds)
@@ -67,6 +67,14 @@ pub struct Compute {
     pub flops: f64,
 }
 
+/// Blocks a stage adds at its first step: the model grows from `from_layers` to `to_layers`
+/// active blocks (from 0 in stage 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerGrowth {
+    pub from_layers: u32,
+    pub to_layers: u32,
+}
+
 /// A run of identical steps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
@@ -84,6 +92,10 @@ pub struct Segment {
     pub tokens_per_step: u64,
     pub paper_units_per_step: f64,
     pub flops_per_step: f64,
+    /// Set on the first segment of every incremental stage: the stage starts here and adds
+    /// blocks (what the trainer grows at this segment's first step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grows: Option<LayerGrowth>,
 }
 
 impl Segment {
@@ -148,12 +160,10 @@ pub struct StepInfo {
     pub compute: Compute,
 }
 
-/// A baseline or incremental schedule with the compute of every step.
+/// A baseline or incremental schedule with the compute of every step. It holds what follows from
+/// its inputs (model shape, budget, schedule, where it stops), not the inputs themselves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    pub shape: ModelShape,
-    /// `None` for a baseline plan.
-    pub schedule: Option<ScheduleConfig>,
     /// Layers added per stage (empty for a baseline).
     pub layer_split: Vec<u32>,
     pub stages: Vec<StagePlan>,
@@ -167,7 +177,6 @@ pub struct Plan {
     pub equal_compute: EqualComputeTargets,
     /// The paper's closed form (assumes `S | L` and fractional phases); `None` for a baseline.
     pub closed_form_equal_compute: Option<f64>,
-    pub until: Until,
 }
 
 impl Plan {
@@ -181,8 +190,6 @@ impl Plan {
         let segment = full_segment(shape, Phase::Baseline, 0, 1, steps);
         let at_budget = EqualCompute::new(steps as f64);
         Ok(Plan {
-            shape: *shape,
-            schedule: None,
             layer_split: Vec::new(),
             stages: Vec::new(),
             segments: vec![segment],
@@ -191,17 +198,21 @@ impl Plan {
             full_step,
             equal_compute: EqualComputeTargets { paper_units: at_budget, flops: at_budget },
             closed_form_equal_compute: None,
-            until: Until::Steps(steps),
         })
     }
 
-    /// Stages, phases and a continual tail that runs until `until`.
-    pub fn incremental(shape: &ModelShape, schedule: &ScheduleConfig, until: Until) -> Result<Plan, PlanError> {
+    /// Stages of `schedule`, held to the compute of `base_steps` full steps, then a continual
+    /// tail that runs until `until`.
+    pub fn incremental(
+        shape: &ModelShape,
+        base_steps: u64,
+        schedule: &IncrementalSchedule,
+        until: Until,
+    ) -> Result<Plan, PlanError> {
         shape.validate()?;
-        schedule.validate(shape.layers)?;
-        schedule.validate_stage_shapes(shape)?;
+        schedule.validate(shape, base_steps)?;
         let layer_split = split::split_layers(shape.layers, schedule.stages);
-        let phase_steps = phase_step_counts(schedule);
+        let phase_steps = phase_step_counts(schedule, base_steps);
         let full_step = full_step_compute(shape);
 
         let mut segments = Vec::new();
@@ -211,9 +222,11 @@ impl Plan {
         for (index, (&added, &(phase1_steps, phase2_steps))) in layer_split.iter().zip(&phase_steps).enumerate() {
             let stage = index as u32 + 1;
             if phase1_steps + phase2_steps == 0 {
-                return Err(PlanError::TooFewSteps { steps: schedule.incremental_steps(), stages: schedule.stages });
+                let steps = schedule.incremental_steps(base_steps);
+                return Err(PlanError::TooFewSteps { steps, stages: schedule.stages });
             }
             let first_new = active;
+            let grows = Some(LayerGrowth { from_layers: active, to_layers: active + added });
             active += added;
             let phase1 = Trainable {
                 active_layers: active,
@@ -230,6 +243,7 @@ impl Plan {
                 / ((1.0 + schedule.backward_ratio) * f64::from(shape.layers));
             let phase2_paper = token_share * f64::from(active) / f64::from(shape.layers);
             let mut stage_compute = Compute::default();
+            let mut stage_start = grows;
             for (phase, steps, trainable, paper) in [
                 (Phase::Phase1, phase1_steps, phase1, phase1_paper),
                 (Phase::Phase2, phase2_steps, Trainable::all(active), phase2_paper),
@@ -247,6 +261,7 @@ impl Plan {
                     tokens_per_step,
                     paper_units_per_step: paper,
                     flops_per_step: tokens_per_step as f64 * token_flops(&stage_shape, trainable).total(),
+                    grows: stage_start.take(),
                 };
                 stage_compute = add(stage_compute, segment_compute(&segment, steps));
                 next_step += steps;
@@ -263,7 +278,7 @@ impl Plan {
         }
         let incremental_steps = next_step - 1;
         let spent = stages.iter().fold(Compute::default(), |acc, s| add(acc, s.compute));
-        let base = schedule.base_steps as f64;
+        let base = base_steps as f64;
         let equal_compute = EqualComputeTargets {
             paper_units: EqualCompute::new(incremental_steps as f64 + base - spent.paper_units),
             flops: EqualCompute::new(incremental_steps as f64 + base - spent.flops / full_step.flops),
@@ -271,35 +286,32 @@ impl Plan {
         let closed_form_equal_compute = Some(closed_form::equal_compute_step(
             schedule.stages,
             base,
-            schedule.incremental_steps() as f64,
+            schedule.incremental_steps(base_steps) as f64,
             schedule.backward_ratio,
             schedule.phase1_share,
         ));
 
         let mut plan = Plan {
-            shape: *shape,
-            schedule: Some(schedule.clone()),
             layer_split,
             stages,
             segments,
-            base_steps: schedule.base_steps,
+            base_steps,
             incremental_steps,
             full_step,
             equal_compute,
             closed_form_equal_compute,
-            until,
         };
         let end = match until {
             Until::EqualCompute(unit) => plan.equal_compute.get(unit).step,
             Until::Steps(0) => return Err(PlanError::NoUntilSteps),
             Until::Steps(steps) => steps,
         };
-        plan.truncate_or_extend(end);
+        plan.truncate_or_extend(shape, end);
         Ok(plan)
     }
 
     /// Cut the plan at `last_step`, or add continual steps up to it.
-    fn truncate_or_extend(&mut self, last_step: u64) {
+    fn truncate_or_extend(&mut self, shape: &ModelShape, last_step: u64) {
         self.segments.retain(|s| s.first_step <= last_step);
         if let Some(last) = self.segments.last_mut() {
             last.steps = last.steps.min(last_step + 1 - last.first_step);
@@ -307,8 +319,7 @@ impl Plan {
         if last_step > self.incremental_steps {
             let stage = self.stages.len() as u32;
             let first = self.incremental_steps + 1;
-            let continual =
-                full_segment(&self.shape, Phase::Continual, stage, first, last_step - self.incremental_steps);
+            let continual = full_segment(shape, Phase::Continual, stage, first, last_step - self.incremental_steps);
             self.segments.push(continual);
         }
     }
@@ -359,9 +370,9 @@ impl Plan {
 }
 
 /// Whole (phase 1, phase 2) steps of every stage.
-fn phase_step_counts(schedule: &ScheduleConfig) -> Vec<(u64, u64)> {
+fn phase_step_counts(schedule: &IncrementalSchedule, base_steps: u64) -> Vec<(u64, u64)> {
     let stages = u64::from(schedule.stages);
-    let total = schedule.incremental_steps() as f64;
+    let total = schedule.incremental_steps(base_steps) as f64;
     let p = schedule.phase1_share;
     match schedule.phase_steps {
         PhaseStepRounding::Floor => {
@@ -404,6 +415,7 @@ fn full_segment(shape: &ModelShape, phase: Phase, stage: u32, first_step: u64, s
         tokens_per_step: full.tokens,
         paper_units_per_step: full.paper_units,
         flops_per_step: full.flops,
+        grows: None,
     }
 }
 
@@ -429,8 +441,8 @@ mod tests {
     use approx::assert_relative_eq;
 
     fn paper_plan(stages: u32) -> Plan {
-        let schedule = ScheduleConfig { stages, ..ScheduleConfig::default() };
-        Plan::incremental(&ModelShape::gpt2_124m(), &schedule, Until::default()).unwrap()
+        let schedule = IncrementalSchedule { stages, ..IncrementalSchedule::default() };
+        Plan::incremental(&ModelShape::gpt2_124m(), 10_000, &schedule, Until::default()).unwrap()
     }
 
     #[test]
@@ -460,8 +472,8 @@ mod tests {
 
     #[test]
     fn reference_floor_phase_steps_run_9984_steps_for_12_stages() {
-        let schedule = ScheduleConfig { stages: 12, phase_steps: PhaseStepRounding::Floor, ..Default::default() };
-        let plan = Plan::incremental(&ModelShape::gpt2_124m(), &schedule, Until::Steps(9_984)).unwrap();
+        let schedule = IncrementalSchedule { stages: 12, phase_steps: PhaseStepRounding::Floor, ..Default::default() };
+        let plan = Plan::incremental(&ModelShape::gpt2_124m(), 10_000, &schedule, Until::Steps(9_984)).unwrap();
         assert_eq!(plan.incremental_steps, 9_984);
         assert!(plan.stages.iter().all(|s| s.phase1_steps == 416 && s.phase2_steps == 416));
     }
@@ -505,25 +517,50 @@ mod tests {
     #[test]
     fn growing_context_and_batch_is_charged_per_stage() {
         let shape = ModelShape::gpt2_124m();
-        let schedule = ScheduleConfig {
+        let schedule = IncrementalSchedule {
             stages: 4,
             stage_context: vec![256, 512, 1024, 1024],
             stage_tokens_per_step: vec![131_072, 262_144, 524_288, 524_288],
             ..Default::default()
         };
-        let plan = Plan::incremental(&shape, &schedule, Until::default()).unwrap();
+        let plan = Plan::incremental(&shape, 10_000, &schedule, Until::default()).unwrap();
         let first = plan.step(1).unwrap();
         assert_eq!(first.compute.tokens, 131_072);
         // A quarter of the tokens: a quarter of the paper units of the same step at full batch.
         assert_relative_eq!(first.compute.paper_units, 0.25 * (3.0 + 3.0) / 24.0);
         assert_eq!(plan.segment_of(1).unwrap().context, 256);
         // Cheaper stages leave more continual steps before equal compute.
-        let plain =
-            Plan::incremental(&shape, &ScheduleConfig { stages: 4, ..Default::default() }, Until::default()).unwrap();
+        let plain = Plan::incremental(
+            &shape,
+            10_000,
+            &IncrementalSchedule { stages: 4, ..Default::default() },
+            Until::default(),
+        )
+        .unwrap();
         assert!(plan.equal_compute.flops.exact > plain.equal_compute.flops.exact);
         assert_eq!(plan.cumulative(2).tokens, 2 * 131_072);
-        let bad = ScheduleConfig { stages: 4, stage_context: vec![256, 2048, 1024, 1024], ..Default::default() };
-        assert!(matches!(Plan::incremental(&shape, &bad, Until::default()), Err(PlanError::BadStageList { .. })));
+        let bad = IncrementalSchedule { stages: 4, stage_context: vec![256, 2048, 1024, 1024], ..Default::default() };
+        assert!(matches!(
+            Plan::incremental(&shape, 10_000, &bad, Until::default()),
+            Err(PlanError::BadStageList { .. })
+        ));
+    }
+
+    #[test]
+    fn every_stage_says_where_it_starts_and_how_it_grows() {
+        let plan = paper_plan(8);
+        let starts: Vec<(u64, LayerGrowth)> =
+            plan.segments.iter().filter_map(|s| Some((s.first_step, s.grows?))).collect();
+        assert_eq!(starts.len(), 8);
+        assert_eq!(starts[0], (1, LayerGrowth { from_layers: 0, to_layers: 2 }));
+        // 12 layers in 8 stages add 2,1,2,1,...: stage 2 grows 2 → 3, stage 3 grows 3 → 5.
+        assert_eq!(starts[1].1, LayerGrowth { from_layers: 2, to_layers: 3 });
+        assert_eq!(starts[2].1, LayerGrowth { from_layers: 3, to_layers: 5 });
+        for ((first, _), stage) in starts.iter().zip(&plan.stages) {
+            assert_eq!(plan.step(*first).unwrap().stage, stage.stage);
+        }
+        // Phase 2 and continual segments grow nothing.
+        assert!(plan.segments.iter().filter(|s| s.phase != Phase::Phase1).all(|s| s.grows.is_none()));
     }
 
     #[test]

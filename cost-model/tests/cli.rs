@@ -35,6 +35,28 @@ fn json_reports_equal_compute_step_and_unrounded_value() {
 }
 
 #[test]
+fn errors_name_the_field_and_this_binarys_flag() {
+    for (args, field, flag) in [
+        (&["--base-steps", "2", "--stages", "4"][..], "base_steps", "--base-steps"),
+        (&["--d-model", "0"][..], "d_model", "--d-model"),
+        (&["--r", "-1"][..], "backward_ratio", "--backward-ratio"),
+        (&["--stages", "4", "--stage-context", "1,2"][..], "stage_context", "--stage-context"),
+    ] {
+        let err = String::from_utf8(cost(args).stderr).unwrap();
+        assert!(err.contains(field) && err.contains(flag), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn old_flag_spellings_print_what_the_new_ones_print() {
+    let old = cost(&["--stages", "4", "--r", "2", "--p", "0.3", "--model", "flops", "--json"]);
+    let new =
+        cost(&["--stages", "4", "--backward-ratio", "2", "--phase1-share", "0.3", "--compute-unit", "flops", "--json"]);
+    assert!(old.status.success());
+    assert_eq!(old.stdout, new.stdout);
+}
+
+#[test]
 fn uneven_split_is_stated() {
     let text = String::from_utf8(cost(&["--stages", "8"]).stdout).unwrap();
     assert!(text.contains("uneven split: stages add 2,1,2,1,2,1,2,1 layers"), "{text}");

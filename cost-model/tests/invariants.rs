@@ -2,12 +2,26 @@
 
 use approx::assert_relative_eq;
 use cost_model::{
-    closed_form, split_layers, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan, ScheduleConfig, Until,
+    closed_form, split_layers, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
+    Until,
 };
 use proptest::prelude::*;
 
 fn shape(layers: u32) -> ModelShape {
     ModelShape { layers, ..ModelShape::gpt2_124m() }
+}
+
+/// A schedule and the budget it is held to.
+#[derive(Debug, Clone)]
+struct Schedule {
+    base_steps: u64,
+    stages: IncrementalSchedule,
+}
+
+impl Schedule {
+    fn plan(&self, layers: u32, until: Until) -> Plan {
+        Plan::incremental(&shape(layers), self.base_steps, &self.stages, until).unwrap()
+    }
 }
 
 fn trainable() -> impl Strategy<Value = Phase1Trainable> {
@@ -18,22 +32,24 @@ fn rounding() -> impl Strategy<Value = PhaseStepRounding> {
     prop_oneof![Just(PhaseStepRounding::Exact), Just(PhaseStepRounding::Floor)]
 }
 
-/// Layers, stages ≤ layers, and a schedule with enough steps for every stage.
-fn any_schedule() -> impl Strategy<Value = (u32, ScheduleConfig)> {
+/// Layers, stages ≤ layers, and a schedule (with its base steps) with enough steps for every stage.
+fn any_schedule() -> impl Strategy<Value = (u32, Schedule)> {
     (1u32..=48).prop_flat_map(|layers| {
         (Just(layers), 1..=layers, 200u64..20_000, 0.0f64..4.0, 0.05f64..=1.0, 0.2f64..=1.0, rounding(), trainable())
             .prop_map(|(layers, stages, base_steps, r, p, share, phase_steps, phase1_trainable)| {
                 (
                     layers,
-                    ScheduleConfig {
-                        stages,
+                    Schedule {
                         base_steps,
-                        incremental_share: share,
-                        phase1_share: p,
-                        backward_ratio: r,
-                        phase_steps,
-                        phase1_trainable,
-                        ..Default::default()
+                        stages: IncrementalSchedule {
+                            stages,
+                            incremental_share: share,
+                            phase1_share: p,
+                            backward_ratio: r,
+                            phase_steps,
+                            phase1_trainable,
+                            ..Default::default()
+                        },
                     },
                 )
             })
@@ -46,8 +62,8 @@ fn closed_form_equals_summed_stage_costs_for_every_divisor() {
         for stages in (1..=layers).filter(|s| layers % s == 0) {
             for r in [0.0, 1.0, 1.78, 2.0] {
                 // Base steps divisible by 2S, so the whole-step phases are exactly the fractional ones.
-                let schedule = ScheduleConfig { stages, base_steps: 24 * 500, backward_ratio: r, ..Default::default() };
-                let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+                let schedule = IncrementalSchedule { stages, backward_ratio: r, ..Default::default() };
+                let plan = Plan::incremental(&shape(layers), 24 * 500, &schedule, Until::default()).unwrap();
                 assert!(!plan.uneven_split());
                 assert_relative_eq!(
                     plan.equal_compute.paper_units.exact,
@@ -65,14 +81,14 @@ proptest! {
         k in 1u32..=6, stages in 1u32..=12, m in 1u64..=400, r in 0.0f64..4.0
     ) {
         let layers = k * stages;
-        let schedule = ScheduleConfig { stages, base_steps: 2 * u64::from(stages) * m, backward_ratio: r, ..Default::default() };
-        let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+        let schedule = IncrementalSchedule { stages, backward_ratio: r, ..Default::default() };
+        let plan = Plan::incremental(&shape(layers), 2 * u64::from(stages) * m, &schedule, Until::default()).unwrap();
         prop_assert!((plan.equal_compute.paper_units.exact - plan.closed_form_equal_compute.unwrap()).abs() < 1e-6);
     }
 
     #[test]
     fn equal_compute_step_is_at_least_the_incremental_steps((layers, schedule) in any_schedule()) {
-        let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+        let plan = schedule.plan(layers, Until::default());
         for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops] {
             prop_assert!(plan.equal_compute.get(unit).exact >= plan.incremental_steps as f64 - 1e-9);
         }
@@ -80,18 +96,22 @@ proptest! {
 
     #[test]
     fn equal_compute_step_grows_with_backward_ratio((layers, schedule) in any_schedule(), dr in 0.0f64..3.0) {
-        let low = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
-        let higher = ScheduleConfig { backward_ratio: schedule.backward_ratio + dr, ..schedule.clone() };
-        let high = Plan::incremental(&shape(layers), &higher, Until::default()).unwrap();
+        let low = schedule.plan(layers, Until::default());
+        let mut higher = schedule.clone();
+        higher.stages.backward_ratio += dr;
+        let high = higher.plan(layers, Until::default());
         prop_assert!(high.equal_compute.paper_units.exact >= low.equal_compute.paper_units.exact - 1e-9);
-        let closed = |s: &ScheduleConfig| closed_form::equal_compute_step(s.stages, 1e4, 1e4, s.backward_ratio, s.phase1_share);
+        let closed = |s: &Schedule| {
+            let s = &s.stages;
+            closed_form::equal_compute_step(s.stages, 1e4, 1e4, s.backward_ratio, s.phase1_share)
+        };
         prop_assert!(closed(&higher) >= closed(&schedule) - 1e-9);
     }
 
     #[test]
     fn totals_add_up((layers, schedule) in any_schedule(), unit_is_flops in any::<bool>()) {
         let unit = if unit_is_flops { ComputeUnit::Flops } else { ComputeUnit::PaperUnits };
-        let plan = Plan::incremental(&shape(layers), &schedule, Until::EqualCompute(unit)).unwrap();
+        let plan = schedule.plan(layers, Until::EqualCompute(unit));
         let stage_steps: u64 = plan.stages.iter().map(|s| s.phase1_steps + s.phase2_steps).sum();
         prop_assert_eq!(stage_steps, plan.incremental_steps);
         prop_assert_eq!(plan.total_steps(), plan.equal_compute.get(unit).step.max(plan.incremental_steps));
@@ -111,8 +131,8 @@ proptest! {
         if plan.continual_steps() > 0 {
             prop_assert!((spent - plan.base_steps as f64).abs() <= 0.5 + 1e-6);
         }
-        if schedule.phase_steps == PhaseStepRounding::Exact {
-            prop_assert_eq!(plan.incremental_steps, schedule.incremental_steps());
+        if schedule.stages.phase_steps == PhaseStepRounding::Exact {
+            prop_assert_eq!(plan.incremental_steps, schedule.stages.incremental_steps(schedule.base_steps));
         }
     }
 
@@ -129,7 +149,7 @@ proptest! {
 
     #[test]
     fn each_step_costs_at_most_a_full_step((layers, schedule) in any_schedule()) {
-        let plan = Plan::incremental(&shape(layers), &schedule, Until::default()).unwrap();
+        let plan = schedule.plan(layers, Until::default());
         for segment in &plan.segments {
             prop_assert!(segment.paper_units_per_step <= 1.0 + 1e-12);
             prop_assert!(segment.flops_per_step <= plan.full_step.flops * (1.0 + 1e-12));

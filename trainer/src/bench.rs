@@ -14,9 +14,11 @@ use cost_model::flops::{token_flops, Trainable};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::TrainConfig;
+use cost_model::Phase;
+use run_dir::{ScheduleSpec, TrainConfig};
+
 use crate::device;
-use crate::schedule::ScheduleSpec;
+use crate::loss::{self, MicroStep};
 
 /// H100 SXM dense bf16 peak, FLOP/s (the MFU denominator on CUDA unless overridden).
 pub const H100_BF16_PEAK: f64 = 989e12;
@@ -35,8 +37,12 @@ pub struct BenchOptions {
 pub struct BenchLine {
     pub preset: String,
     pub device: String,
-    /// `full`, or `stage S phase1|phase2`.
+    /// `full`, or `stage S phase1|phase2` (for people; scripts read `stage` and `phase`).
     pub config: String,
+    /// 0 for the full model, else the stage the configuration belongs to.
+    pub stage: u32,
+    /// `baseline` for the full model, else `phase1` or `phase2`.
+    pub phase: Phase,
     pub active_layers: u32,
     pub first_trainable: u32,
     pub embeddings_trainable: bool,
@@ -58,18 +64,38 @@ pub struct BenchLine {
     pub measured_ratio: f64,
 }
 
+/// One configuration to time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Configuration {
+    /// 0 for the full model.
+    pub stage: u32,
+    /// `Baseline` for the full model.
+    pub phase: Phase,
+    pub trainable: Trainable,
+}
+
+impl Configuration {
+    /// `full` or `stage S phase1|phase2`.
+    pub fn label(&self) -> String {
+        match self.phase {
+            Phase::Baseline => "full".into(),
+            phase => format!("stage {} {}", self.stage, phase.as_str()),
+        }
+    }
+}
+
 /// The distinct trainable configurations of a schedule: the full model first, then each
 /// (stage, phase) in order.
-pub fn configurations(config: &TrainConfig, schedule: &ScheduleSpec) -> anyhow::Result<Vec<(String, Trainable)>> {
+pub fn configurations(config: &TrainConfig, schedule: &ScheduleSpec) -> anyhow::Result<Vec<Configuration>> {
     let plan = schedule.plan(config)?;
-    let mut out = vec![("full".to_string(), Trainable::all(config.model.layers as u32))];
+    let full = Trainable::all(config.model.layers as u32);
+    let mut out = vec![Configuration { stage: 0, phase: Phase::Baseline, trainable: full }];
     for seg in &plan.segments {
-        if seg.phase == cost_model::Phase::Continual || seg.phase == cost_model::Phase::Baseline {
+        if seg.phase == Phase::Continual || seg.phase == Phase::Baseline {
             continue;
         }
-        let label = format!("stage {} {}", seg.stage, seg.phase.as_str());
-        if !out.iter().any(|(l, _)| *l == label) {
-            out.push((label, seg.trainable));
+        if !out.iter().any(|c| (c.stage, c.phase) == (seg.stage, seg.phase)) {
+            out.push(Configuration { stage: seg.stage, phase: seg.phase, trainable: seg.trainable });
         }
     }
     Ok(out)
@@ -92,7 +118,7 @@ pub fn run(
 ) -> anyhow::Result<Vec<BenchLine>> {
     config.validate()?;
     let configs = configurations(config, schedule)?;
-    let (_vs, mut model, mut optimizer) = crate::train::init_model(config, device_)?;
+    let (_vs, mut model, mut optimizer) = crate::init::init_model(config, device_)?;
     let autocast = config.bf16 && device_.is_cuda();
     let (b, t) = (config.micro_batch as i64, config.model.context as i64);
     let vocab = config.tokenizer.vocab_size() as i64;
@@ -104,12 +130,19 @@ pub fn run(
 
     let mut lines: Vec<BenchLine> = Vec::new();
     let mut full_ms = None;
-    for (label, trainable) in configs {
+    for configuration in configs {
+        let trainable = configuration.trainable;
+        let label = configuration.label();
         model.apply_trainable(trainable);
-        let active = trainable.active_layers as usize;
+        let micro = MicroStep {
+            active_layers: trainable.active_layers as usize,
+            autocast,
+            grad_scale: 1.0,
+            kernel: config.loss_kernel,
+        };
         let mut step = || -> anyhow::Result<crate::optim::StepValues> {
             optimizer.zero_grad()?;
-            let loss = model.loss_backward(&x, &y, active, autocast, 1.0, config.loss_chunk_tokens)?;
+            let loss = loss::forward_backward(&model, &x, &y, &micro)?;
             Ok(optimizer.clipped_step(&loss, 1e-4, config.grad_clip)?)
         };
         for _ in 0..options.warmup_steps {
@@ -134,6 +167,8 @@ pub fn run(
             preset: config.preset.clone(),
             device: device::name(device_),
             config: label,
+            stage: configuration.stage,
+            phase: configuration.phase,
             active_layers: trainable.active_layers,
             first_trainable: trainable.first_trainable,
             embeddings_trainable: trainable.embeddings,

@@ -34,6 +34,14 @@ struct RawExample {
     label: Option<serde_json::Value>,
 }
 
+/// The HellaSwag examples a config asks for (none when it names no file).
+pub fn load_configured(config: &run_dir::TrainConfig) -> anyhow::Result<Vec<Example>> {
+    match &config.hellaswag {
+        Some(path) => load(path, config.hellaswag_limit),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Read at most `limit` examples; a malformed line is an error naming the file and line.
 pub fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Example>> {
     let text =
@@ -168,7 +176,7 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::TokenizerKind;
+    use run_dir::config::TokenizerKind;
 
     fn write(lines: &[&str]) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();

@@ -11,14 +11,16 @@ use serde_json::json;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use run_dir::RunDir;
+
 use crate::checkpoint;
 use crate::model::Gpt;
-use crate::train::{read_run_info, write_atomically};
 
 /// Export the checkpoint of `step` (the latest when `None`) to `<run_dir>/export/`.
 pub fn export(run_dir: &Path, step: Option<u64>) -> anyhow::Result<PathBuf> {
-    let info = read_run_info(run_dir)?;
-    let checkpoints = checkpoint::list(run_dir);
+    let run = RunDir::new(run_dir);
+    let info = run.read_header()?;
+    let checkpoints = checkpoint::list(&run);
     let (step, dir) = match step {
         Some(s) => checkpoints.into_iter().find(|(c, _)| *c == s).with_context(|| {
             format!("{}: no checkpoint of step {s}; see {}/checkpoints/", run_dir.display(), run_dir.display())
@@ -50,7 +52,7 @@ pub fn export(run_dir: &Path, step: Option<u64>) -> anyhow::Result<PathBuf> {
         bail!("{}: checkpoint holds no parameters", dir.display());
     }
 
-    let out = run_dir.join("export");
+    let out = run.export_dir();
     let tmp = run_dir.join(format!(".export-tmp-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     Tensor::write_safetensors(&tensors, tmp.join("model.safetensors"))?;
@@ -77,7 +79,8 @@ pub fn export(run_dir: &Path, step: Option<u64>) -> anyhow::Result<PathBuf> {
         "torch_dtype": "float32",
         "stagewise": { "run": info.name, "step": step, "tokenizer": info.config.tokenizer.name() },
     });
-    write_atomically(&tmp.join("config.json"), serde_json::to_string_pretty(&hf_config)?.as_bytes())?;
+    // Inside the temp directory, which is renamed into place whole.
+    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&hf_config)?)?;
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("replacing {}", out.display()))?;
     }

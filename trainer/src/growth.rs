@@ -10,20 +10,9 @@
 //!
 //! Copies are of values, never shared tensors: the copies then train independently.
 
-use serde::{Deserialize, Serialize};
+use run_dir::Growth;
 
 use crate::model::Gpt;
-
-/// How new blocks are initialised when a stage adds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Growth {
-    #[default]
-    Random,
-    Zero,
-    CopyTop,
-    Stack,
-}
 
 /// Which trained block new block `old_active + i` copies from, for the copy operators.
 pub fn copy_source(growth: Growth, old_active: usize, new_active: usize, i: usize) -> Option<usize> {

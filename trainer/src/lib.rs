@@ -1,27 +1,26 @@
 //! # trainer
 //!
 //! GPT-2 in tch (libtorch): baseline and layer-wise schedules built from [`cost_model::Plan`],
-//! token shards, our own checkpointable AdamW, and checkpoints that resume bit for bit.
+//! token shards, our own checkpointable AdamW, and checkpoints that resume bit for bit. What a run
+//! is (config, schedule) and the files it leaves behind are the `run_dir` crate's.
 //!
-//! Read in data-flow order: [`data`] (shards, tokenizers, loader) → [`model`] → [`optim`] →
-//! [`schedule`] → [`train`] (the loop) → [`checkpoint`] and [`runlog`] (what a run leaves behind)
-//! → [`export`].
+//! Read in data-flow order: [`data`] (shards, tokenizers, loader) → [`model`] (architecture) →
+//! [`loss`] → [`optim`] → [`growth`] → [`train`] (the loop) with [`session`] (start, resume) →
+//! [`checkpoint`] → [`eval`] (HellaSwag), [`bench`], [`export`].
 
 pub mod bench;
 pub mod checkpoint;
-pub mod config;
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod eval;
 pub mod export;
-pub mod failpoint;
 pub mod growth;
-pub mod lock;
+pub mod init;
 pub mod loss;
 pub mod model;
 pub mod native;
 pub mod optim;
 pub mod progress;
-pub mod runlog;
-pub mod schedule;
+pub mod session;
 pub mod train;

@@ -1,5 +1,7 @@
-//! The training loss: next-token cross-entropy whose gradient is made during the forward pass, a
-//! chunk of tokens at a time, and written over the logits themselves.
+//! The training loss: next-token cross-entropy, and the forward + backward pass of a micro-batch
+//! ([`forward_backward`]) with one of two kernels ([`LossKernel`]): PyTorch's `cross_entropy`
+//! differentiated by autograd, or a gradient made during the forward pass, a chunk of tokens at a
+//! time, and written over the logits themselves.
 //!
 //! Why: PyTorch's `cross_entropy` under bf16 autocast upcasts all `[tokens, vocab]` logits to fp32,
 //! keeps fp32 log-probabilities for the backward pass, then makes an fp32 gradient and casts it
@@ -13,7 +15,58 @@
 //! `(softmax − one_hot) / tokens`); the tests hold the loss and every parameter's gradient to
 //! autograd through `cross_entropy`.
 
-use tch::{Kind, Tensor};
+use run_dir::config::LossKernel;
+use tch::{Kind, Reduction, Tensor};
+
+use crate::model::Gpt;
+use crate::native::NativeError;
+
+/// Mean next-token cross-entropy of `targets` under `model` through `active_layers` blocks (the
+/// validation loss; differentiable when the parameters require gradients).
+pub fn mean_loss(model: &Gpt, idx: &Tensor, targets: &Tensor, active_layers: usize) -> Tensor {
+    let logits = model.forward(idx, active_layers);
+    let vocab = logits.size()[2];
+    logits.view([-1, vocab]).cross_entropy_loss::<Tensor>(&targets.view([-1]), None, Reduction::Mean, -100, 0.0)
+}
+
+/// How one micro-batch of a training step is run.
+#[derive(Debug, Clone, Copy)]
+pub struct MicroStep {
+    /// Blocks the forward pass runs through.
+    pub active_layers: usize,
+    /// bf16 autocast (CUDA).
+    pub autocast: bool,
+    /// The gradient is of `grad_scale ×` the mean loss (1 / micro-batches per step).
+    pub grad_scale: f64,
+    pub kernel: LossKernel,
+}
+
+/// One micro-batch's forward and backward pass: the gradients of `step.grad_scale ×` the mean
+/// loss accumulate into the trainable parameters, and the mean loss comes back (0-d, detached,
+/// not read on the host, so nothing waits for the device).
+pub fn forward_backward(model: &Gpt, idx: &Tensor, targets: &Tensor, step: &MicroStep) -> Result<Tensor, NativeError> {
+    let MicroStep { active_layers, autocast, grad_scale, kernel } = *step;
+    match kernel {
+        LossKernel::CrossEntropy => {
+            let loss = tch::autocast(autocast, || mean_loss(model, idx, targets, active_layers));
+            (&loss * grad_scale).backward();
+            Ok(loss.detach())
+        }
+        LossKernel::Chunked { tokens } => {
+            let logits = tch::autocast(autocast, || model.forward(idx, active_layers));
+            let vocab = logits.size()[2];
+            // The gradient overwrites the logits (a detached alias of the same memory): backward
+            // through the head reads only the hidden states and `wte`.
+            let buffer = logits.detach();
+            let loss =
+                cross_entropy_grad_(&buffer.view([-1, vocab]), &targets.view([-1]), grad_scale, tokens.get() as i64);
+            if logits.requires_grad() {
+                crate::native::backward_with(&logits, &buffer)?;
+            }
+            Ok(loss)
+        }
+    }
+}
 
 /// Mean cross-entropy of `logits` `[tokens, vocab]` against `targets` `[tokens]` (a 0-d fp32
 /// tensor, not read on the host), overwriting `logits` with `grad_scale ×` the loss's gradient.
@@ -49,7 +102,10 @@ pub fn cross_entropy_grad_(logits: &Tensor, targets: &Tensor, grad_scale: f64, c
 mod tests {
     use super::*;
     use approx::assert_relative_eq;
-    use tch::{Device, Reduction};
+    use cost_model::flops::Trainable;
+    use run_dir::config::GptConfig;
+    use tch::nn::VarStore;
+    use tch::Device;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).abs().max().double_value(&[])
@@ -82,5 +138,42 @@ mod tests {
         assert_eq!(loss.kind(), Kind::Float);
         // bf16 keeps 8 bits of mantissa: the gradient agrees to bf16 precision.
         assert!(max_abs_diff(&buffer.to_kind(Kind::Float), &reference.grad()) < 2e-3);
+    }
+
+    #[test]
+    fn both_training_losses_give_the_same_gradients_frozen_or_not() {
+        tch::manual_seed(1);
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs, GptConfig { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        let idx = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
+        let targets = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
+        let all = Trainable::all(2);
+        let top_only = Trainable { active_layers: 2, first_trainable: 1, embeddings: false };
+        for trainable in [all, top_only] {
+            model.apply_trainable(trainable);
+            let mut grads = Vec::new();
+            for kernel in [LossKernel::CrossEntropy, LossKernel::from_chunk_tokens(5)] {
+                model.all_parameters().into_iter().for_each(|p| crate::native::clear_grad(p).unwrap());
+                let step = MicroStep { active_layers: 2, autocast: false, grad_scale: 0.5, kernel };
+                let loss = forward_backward(&model, &idx, &targets, &step).unwrap();
+                let g: Vec<Option<Tensor>> = model
+                    .all_parameters()
+                    .into_iter()
+                    .map(|p| Some(p.grad()).filter(|g| g.defined()).map(|g| g.copy()))
+                    .collect();
+                grads.push((loss.double_value(&[]), g));
+            }
+            let ((loss_a, a), (loss_b, b)) = (&grads[0], &grads[1]);
+            assert!((loss_a - loss_b).abs() < 1e-6);
+            for (ga, gb) in a.iter().zip(b) {
+                match (ga, gb) {
+                    (Some(x), Some(y)) => assert!((x - y).abs().max().double_value(&[]) < 1e-6),
+                    (None, None) => {}
+                    _ => panic!("one path made a gradient the other did not"),
+                }
+            }
+            let with_grad = a.iter().filter(|g| g.is_some()).count();
+            assert_eq!(with_grad, if trainable.embeddings { 28 } else { 12 });
+        }
     }
 }

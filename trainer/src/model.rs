@@ -5,23 +5,13 @@
 //! Parameter names and layouts follow Hugging Face's GPT-2 (`transformer.h.0.attn.c_attn.weight`,
 //! Conv1D weights stored `[in, out]`), so a checkpoint exports without renaming or transposing.
 //! All `L` blocks exist from the start; a forward pass runs only the first `active_layers`.
+//!
+//! Architecture only: the training loss and its backward pass are in [`crate::loss`].
 
 use cost_model::flops::Trainable;
-use serde::{Deserialize, Serialize};
+use run_dir::config::GptConfig;
 use tch::nn::{Init, Path, VarStore};
-use tch::{Kind, Reduction, Tensor};
-
-/// The shape of a GPT-2 model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GptConfig {
-    pub layers: usize,
-    pub heads: usize,
-    pub d_model: usize,
-    /// Maximum sequence length (rows of `wpe`).
-    pub context: usize,
-    /// Rows of `wte` (the padded vocabulary).
-    pub vocab: usize,
-}
+use tch::{Kind, Tensor};
 
 /// LayerNorm parameters.
 struct LayerNorm {
@@ -157,50 +147,6 @@ impl Gpt {
         self.ln_f.forward(&x).matmul(&self.wte.tr())
     }
 
-    /// Mean next-token cross-entropy of `targets` under the model.
-    pub fn loss(&self, idx: &Tensor, targets: &Tensor, active_layers: usize) -> Tensor {
-        let logits = self.forward(idx, active_layers);
-        let vocab = logits.size()[2];
-        logits.view([-1, vocab]).cross_entropy_loss::<Tensor>(&targets.view([-1]), None, Reduction::Mean, -100, 0.0)
-    }
-
-    /// One micro-batch's forward and backward pass for training: the gradients of the mean loss,
-    /// times `grad_scale` (1 / accumulation steps), accumulate into the trainable parameters, and
-    /// the mean loss comes back (0-d, detached, not read on the host). With `loss_chunk_tokens`
-    /// = 0 the loss is PyTorch's `cross_entropy` and autograd differentiates it; otherwise
-    /// [`crate::loss::cross_entropy_grad_`] makes the logits' gradient in the forward pass, that
-    /// many tokens at a time, and backward starts from the logits.
-    pub fn loss_backward(
-        &self,
-        idx: &Tensor,
-        targets: &Tensor,
-        active_layers: usize,
-        autocast: bool,
-        grad_scale: f64,
-        loss_chunk_tokens: usize,
-    ) -> Result<Tensor, crate::native::NativeError> {
-        if loss_chunk_tokens == 0 {
-            let loss = tch::autocast(autocast, || self.loss(idx, targets, active_layers));
-            (&loss * grad_scale).backward();
-            return Ok(loss.detach());
-        }
-        let logits = tch::autocast(autocast, || self.forward(idx, active_layers));
-        let vocab = logits.size()[2];
-        // The gradient overwrites the logits (a detached alias of the same memory): backward
-        // through the head reads only the hidden states and `wte`.
-        let buffer = logits.detach();
-        let loss = crate::loss::cross_entropy_grad_(
-            &buffer.view([-1, vocab]),
-            &targets.view([-1]),
-            grad_scale,
-            loss_chunk_tokens as i64,
-        );
-        if logits.requires_grad() {
-            crate::native::backward_with(&logits, &buffer)?;
-        }
-        Ok(loss)
-    }
-
     /// Freeze and unfreeze parameters: blocks `first_trainable..active_layers` and (with
     /// `embeddings`) wte/wpe/ln_f train; everything else gets no gradient at all.
     pub fn apply_trainable(&mut self, trainable: Trainable) {
@@ -253,7 +199,8 @@ impl Gpt {
         self.all_parameters().into_iter().map(|p| p.numel() as i64).sum()
     }
 
-    fn all_parameters(&self) -> Vec<&Tensor> {
+    /// Every parameter tensor (shared handles; the tied head counted once).
+    pub fn all_parameters(&self) -> Vec<&Tensor> {
         let mut all = vec![&self.wte, &self.wpe];
         for b in &self.blocks {
             all.extend(b.parameters());
@@ -290,7 +237,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let model = Gpt::new(&vs, tiny());
         let idx = Tensor::randint(64, [4, 8], (Kind::Int64, Device::Cpu));
-        let loss = model.loss(&idx, &idx, 2).double_value(&[]);
+        let loss = crate::loss::mean_loss(&model, &idx, &idx, 2).double_value(&[]);
         assert!((loss - (64f64).ln()).abs() < 0.3, "random init loss {loss} vs ln 64");
         // Changing the last token must not change earlier positions' logits.
         let logits = model.forward(&idx, 2);
@@ -298,42 +245,6 @@ mod tests {
         let _ = idx2.get(0).get(7).fill_(3);
         let logits2 = model.forward(&idx2, 2);
         assert!(logits.narrow(1, 0, 7).allclose(&logits2.narrow(1, 0, 7), 1e-6, 1e-6, false));
-    }
-
-    #[test]
-    fn both_training_losses_give_the_same_gradients_frozen_or_not() {
-        tch::manual_seed(1);
-        let vs = VarStore::new(Device::Cpu);
-        let mut model = Gpt::new(&vs, tiny());
-        let idx = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
-        let targets = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
-        let all = Trainable::all(2);
-        let top_only = Trainable { active_layers: 2, first_trainable: 1, embeddings: false };
-        for trainable in [all, top_only] {
-            model.apply_trainable(trainable);
-            let mut grads = Vec::new();
-            for chunk in [0, 5] {
-                model.all_parameters().into_iter().for_each(|p| crate::native::clear_grad(p).unwrap());
-                let loss = model.loss_backward(&idx, &targets, 2, false, 0.5, chunk).unwrap();
-                let g: Vec<Option<Tensor>> = model
-                    .all_parameters()
-                    .into_iter()
-                    .map(|p| Some(p.grad()).filter(|g| g.defined()).map(|g| g.copy()))
-                    .collect();
-                grads.push((loss.double_value(&[]), g));
-            }
-            let ((loss_a, a), (loss_b, b)) = (&grads[0], &grads[1]);
-            assert!((loss_a - loss_b).abs() < 1e-6);
-            for (ga, gb) in a.iter().zip(b) {
-                match (ga, gb) {
-                    (Some(x), Some(y)) => assert!((x - y).abs().max().double_value(&[]) < 1e-6),
-                    (None, None) => {}
-                    _ => panic!("one path made a gradient the other did not"),
-                }
-            }
-            let with_grad = a.iter().filter(|g| g.is_some()).count();
-            assert_eq!(with_grad, if trainable.embeddings { 28 } else { 12 });
-        }
     }
 
     #[test]

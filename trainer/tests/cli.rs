@@ -64,7 +64,11 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["--run", "a/b"], "run name"),
         (with_small(&["--runs-dir", "a-file/runs"]), "writable --runs-dir"),
         (vec!["--on-nan", "ignore"], "ignore"),
-        (vec!["--schedule", "incremental", "--stages", "13"], "stages"),
+        (vec!["--schedule", "incremental", "--stages", "13"], "set --stages"),
+        // A schedule the cost model rejects names this binary's flag for the field, not `cost`'s.
+        (vec!["--schedule", "incremental", "--stages", "4", "--set", "steps=2"], "set --set steps=N"),
+        (vec!["--schedule", "incremental", "--phase1-share", "1.5"], "set --phase1-share"),
+        (vec!["--schedule", "incremental", "--stage-context", "8,8"], "set --stage-context"),
         (vec!["--schedule", "incremental", "--until", "soon"], "soon"),
         (vec!["--device", "tpu"], "tpu"),
         (vec!["--resume", "runs/none"], "runs/none"),
@@ -104,6 +108,10 @@ fn bench_prints_one_json_line_per_phase_configuration() {
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let configs: Vec<&str> = lines.iter().map(|l| l["config"].as_str().unwrap()).collect();
     assert_eq!(configs, ["full", "stage 1 phase1", "stage 1 phase2", "stage 2 phase1", "stage 2 phase2"]);
+    // Scripts read the stage and phase as fields, not from the label.
+    let places: Vec<(u64, &str)> =
+        lines.iter().map(|l| (l["stage"].as_u64().unwrap(), l["phase"].as_str().unwrap())).collect();
+    assert_eq!(places, [(0, "baseline"), (1, "phase1"), (1, "phase2"), (2, "phase1"), (2, "phase2")]);
     assert_eq!(lines[0]["measured_ratio"], 1.0);
     assert_eq!(lines[0]["predicted_ratio"], 1.0);
     for l in &lines {

@@ -1,7 +1,7 @@
 //! Random bytes into every parser the trainer has: an error, never a panic.
 
 use proptest::prelude::*;
-use trainer::config::TrainConfig;
+use run_dir::TrainConfig;
 use trainer::data::Shard;
 
 proptest! {

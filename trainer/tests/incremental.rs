@@ -5,15 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use cost_model::flops::Trainable;
-use cost_model::metrics::{LineKind, MetricsLine};
-use cost_model::{ComputeUnit, Phase, Phase1Trainable, Until};
+use cost_model::{ComputeUnit, IncrementalSchedule, Phase, Phase1Trainable, Until};
+use run_dir::GptConfig;
+use run_dir::Growth;
+use run_dir::TrainConfig;
+use run_dir::{IncrementalSpec, ScheduleSpec};
+use run_dir::{LineKind, MetricsLine};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::config::TrainConfig;
-use trainer::growth::{grow, Growth};
-use trainer::model::{Gpt, GptConfig};
-use trainer::schedule::{IncrementalSpec, ScheduleSpec};
-use trainer::train;
+use trainer::growth::grow;
+use trainer::model::Gpt;
+use trainer::session;
 
 const TEXT: &str = "the cat sat on the mat. ";
 
@@ -44,7 +46,7 @@ fn config(data: &Path, steps: u64) -> TrainConfig {
 }
 
 fn incremental(stages: u32) -> IncrementalSpec {
-    IncrementalSpec { stages, ..IncrementalSpec::default() }
+    IncrementalSpec { stages: IncrementalSchedule { stages, ..Default::default() }, ..Default::default() }
 }
 
 fn train_lines(lines: &[MetricsLine]) -> Vec<&MetricsLine> {
@@ -56,7 +58,7 @@ fn runs_all_stages_then_continual_to_the_equal_compute_step() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let run = dir.path().join("inc4");
-    train::start(&run, config(&data, 16), ScheduleSpec::Incremental(incremental(4)), &common::cpu_options(None))
+    session::start(&run, config(&data, 16), ScheduleSpec::Incremental(incremental(4)), &common::cpu_options(None))
         .unwrap();
     let lines = common::read_metrics(&run);
     let train = train_lines(&lines);
@@ -76,7 +78,7 @@ fn runs_all_stages_then_continual_to_the_equal_compute_step() {
     assert_eq!(train[6].trainable_params, train[2].trainable_params + block);
     // The compute at the end is the baseline's 16 full steps, within half a step.
     assert!((train[23].paper_units - 16.0).abs() <= 0.5);
-    let info = train::read_run_info(&run).unwrap();
+    let info = run_dir::RunDir::new(&run).read_header().unwrap();
     assert_eq!(info.plan.equal_compute.get(ComputeUnit::PaperUnits).step, 24);
     assert!(lines.iter().any(|l| l.kind == LineKind::Val && l.phase == Phase::Phase2 && l.stage == 2));
 }
@@ -87,8 +89,8 @@ fn uneven_split_is_recorded_and_every_layer_trains() {
     let data = dataset(dir.path());
     let run = dir.path().join("inc3");
     let spec = IncrementalSpec { until: Until::Steps(14), ..incremental(3) };
-    train::start(&run, config(&data, 12), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
-    let info = train::read_run_info(&run).unwrap();
+    session::start(&run, config(&data, 12), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    let info = run_dir::RunDir::new(&run).read_header().unwrap();
     assert_eq!(info.plan.layer_split, vec![1, 2, 1]);
     assert!(info.plan.uneven_split());
     let actives: Vec<u32> = train_lines(&common::read_metrics(&run)).iter().map(|l| l.active_layers).collect();
@@ -105,7 +107,7 @@ fn phase_one_touches_no_frozen_gradient() {
         let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
         model.apply_trainable(Trainable { active_layers: 4, first_trainable: 2, embeddings });
         let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
-        model.loss(&idx, &idx, 4).backward();
+        trainer::loss::mean_loss(&model, &idx, &idx, 4).backward();
         let mut with_grad: Vec<String> =
             vs.variables().into_iter().filter(|(_, t)| t.grad().defined()).map(|(n, _)| n).collect();
         with_grad.sort();
@@ -163,21 +165,17 @@ fn copy_growth_copies_values_not_references() {
 fn resume_across_stage_boundaries_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
-    let spec = IncrementalSpec {
-        growth: Growth::Zero,
-        phase1_trainable: Phase1Trainable::NewAndEmbeddings,
-        until: Until::Steps(22),
-        ..incremental(2)
-    };
+    let mut spec = IncrementalSpec { growth: Growth::Zero, until: Until::Steps(22), ..incremental(2) };
+    spec.stages.phase1_trainable = Phase1Trainable::NewAndEmbeddings;
     let schedule = ScheduleSpec::Incremental(spec);
     let straight = dir.path().join("straight");
-    train::start(&straight, config(&data, 16), schedule.clone(), &common::cpu_options(None)).unwrap();
+    session::start(&straight, config(&data, 16), schedule.clone(), &common::cpu_options(None)).unwrap();
     // Stop at the last step of stage 1 (growth happens on the next), then right before continual
     // (the optimizer reset happens on the next), then finish.
     let resumed = dir.path().join("resumed");
-    train::start(&resumed, config(&data, 16), schedule, &common::cpu_options(Some(8))).unwrap();
-    train::resume(&resumed, &common::cpu_options(Some(16))).unwrap();
-    train::resume(&resumed, &common::cpu_options(None)).unwrap();
+    session::start(&resumed, config(&data, 16), schedule, &common::cpu_options(Some(8))).unwrap();
+    session::resume(&resumed, &common::cpu_options(Some(16))).unwrap();
+    session::resume(&resumed, &common::cpu_options(None)).unwrap();
     let bits = |run: &Path| -> Vec<(u64, u64)> {
         train_lines(&common::read_metrics(run)).iter().map(|l| (l.step, l.loss.unwrap().to_bits())).collect()
     };
@@ -189,21 +187,19 @@ fn resume_across_stage_boundaries_is_bit_exact() {
 fn context_and_batch_schedules_are_charged_per_stage() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
-    let spec = IncrementalSpec {
-        context_schedule: vec![8, 16],
-        batch_schedule: vec![64, 128],
-        until: Until::Steps(10),
-        ..incremental(2)
-    };
+    let mut spec = IncrementalSpec { until: Until::Steps(10), ..incremental(2) };
+    spec.stages.stage_context = vec![8, 16];
+    spec.stages.stage_tokens_per_step = vec![64, 128];
     let run = dir.path().join("grow-context");
-    train::start(&run, config(&data, 8), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    session::start(&run, config(&data, 8), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
     let tokens: Vec<u64> = train_lines(&common::read_metrics(&run)).iter().map(|l| l.tokens).collect();
     // Stage 1: 4 steps of 64 tokens; stage 2: 4 of 128; continual: 2 of 128.
     let expected: Vec<u64> = (1..=10u64).map(|s| if s <= 4 { 64 * s } else { 256 + 128 * (s - 4) }).collect();
     assert_eq!(tokens, expected);
 
-    let bad = IncrementalSpec { context_schedule: vec![5, 16], ..incremental(2) };
-    let err = train::start(
+    let mut bad = incremental(2);
+    bad.stages.stage_context = vec![5, 16];
+    let err = session::start(
         &dir.path().join("bad"),
         config(&data, 8),
         ScheduleSpec::Incremental(bad),
@@ -227,7 +223,7 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     c.hellaswag = Some(file);
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
-    train::start(&run, c, ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
+    session::start(&run, c, ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
     let lines = common::read_metrics(&run);
     let hs: Vec<&MetricsLine> = lines.iter().filter(|l| l.kind == LineKind::Hellaswag).collect();
     assert_eq!(hs.len(), 1, "evaluated once, at the last step");

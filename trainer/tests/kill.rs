@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cost_model::metrics::{LineKind, MetricsLine};
+use run_dir::{LineKind, MetricsLine};
 
 mod common;
 

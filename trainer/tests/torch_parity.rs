@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 
 use approx::assert_abs_diff_eq;
+use run_dir::config::AdamWConfig;
+use run_dir::GptConfig;
+use run_dir::LossKernel;
 use serde_json::Value;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::model::{Gpt, GptConfig};
-use trainer::optim::{AdamW, AdamWConfig};
+use trainer::loss::{self, MicroStep};
+use trainer::model::Gpt;
+use trainer::optim::AdamW;
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -42,8 +46,9 @@ fn gpt2_loss_logits_and_gradients_match_pytorch() {
     let (idx, targets) = (ids(&fx["idx"]), ids(&fx["targets"]));
     // Both training losses: PyTorch's cross_entropy + autograd (0), and the gradient made in the
     // forward pass, 3 tokens at a time so that chunking is exercised (3).
-    let cases = fx["by_active_layers"].as_object().unwrap().iter().flat_map(|c| [(c, 0), (c, 3)]);
-    for ((active, expected), loss_chunk_tokens) in cases {
+    let kernels = [LossKernel::CrossEntropy, LossKernel::from_chunk_tokens(3)];
+    let cases = fx["by_active_layers"].as_object().unwrap().iter().flat_map(|c| kernels.map(|k| (c, k)));
+    for ((active, expected), kernel) in cases {
         let active: usize = active.parse().unwrap();
         for var in vars.values() {
             let mut g = var.grad();
@@ -56,9 +61,10 @@ fn gpt2_loss_logits_and_gradients_match_pytorch() {
         for (got, want) in row.iter().zip(floats(&expected["logits_first_row"])) {
             assert_abs_diff_eq!(*got, want, epsilon = 1e-5);
         }
-        let loss = model.loss(&idx, &targets, active);
+        let loss = loss::mean_loss(&model, &idx, &targets, active);
         assert_abs_diff_eq!(loss.double_value(&[]), expected["loss"].as_f64().unwrap(), epsilon = 1e-5);
-        let trained = model.loss_backward(&idx, &targets, active, false, 1.0, loss_chunk_tokens).unwrap();
+        let step = MicroStep { active_layers: active, autocast: false, grad_scale: 1.0, kernel };
+        let trained = loss::forward_backward(&model, &idx, &targets, &step).unwrap();
         assert_abs_diff_eq!(trained.double_value(&[]), expected["loss"].as_f64().unwrap(), epsilon = 1e-5);
         for (name, want) in expected["grad_norms"].as_object().unwrap() {
             let g = vars[name].grad();

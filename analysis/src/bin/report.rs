@@ -1,14 +1,15 @@
 //! `report`: align logged runs on compute and write figures and `report.md`.
 //!
 //! ```text
-//! report                              # runs/ → reports/
-//! report --runs reports/runs --out reports --budget 800
+//! report                              # reports/runs/ → reports/
+//! report --runs runs --out reports/mine --budget 800
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use analysis::report::{build, findings, ReportOptions};
+use analysis::markdown::findings;
+use analysis::report::{build, ReportOptions};
 use clap::Parser;
 use cost_model::cli::{self, CliError};
 
@@ -17,11 +18,11 @@ use cost_model::cli::{self, CliError};
 #[command(
     name = "report",
     version,
-    after_help = "Examples:\n  report\n  report --runs reports/runs --out reports\n  report --baseline tiny-baseline --budget 500"
+    after_help = "Examples:\n  report\n  report --runs runs --out reports/mine\n  report --baseline tiny-baseline --budget 500"
 )]
 struct Args {
     /// Directory of run directories (each with run.json and metrics.jsonl).
-    #[arg(long, default_value = "runs")]
+    #[arg(long, default_value = "reports/runs")]
     runs: PathBuf,
     /// Where figures and report.md go.
     #[arg(long, default_value = "reports")]
@@ -50,7 +51,7 @@ fn run(args: &Args) -> Result<(), CliError> {
     for s in &report.skipped {
         eprintln!("report: {s}");
     }
-    for f in findings(&report) {
+    for f in findings(&report.numbers) {
         println!("{f}");
     }
     println!("wrote {} and {} figures", args.out.join("report.md").display(), report.figures.len());

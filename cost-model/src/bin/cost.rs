@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use cost_model::cli::{self, CliError};
+use cost_model::report::CostReport;
 use cost_model::{
-    backward_ratio_from_times, ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Plan, ScheduleConfig, Until,
+    backward_ratio_from_times, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
+    PlanError, Until,
 };
-use serde_json::json;
 
 /// Equal-compute targets for layer-wise incremental vs full training of GPT-2.
 ///
@@ -25,52 +26,35 @@ use serde_json::json;
 #[command(
     name = "cost",
     version,
-    after_help = "Examples:\n  cost --stages 12\n  cost --stages 8 --phase-steps floor\n  cost --stages 4 --r 2 --model flops --json\n  cost --stages 4 --calibrate 18.6,51.7   # r from measured forward / forward+backward ms"
+    after_help = "Examples:\n  cost --stages 12\n  cost --stages 8 --phase-steps floor\n  cost --stages 4 --backward-ratio 2 --compute-unit flops --json\n  cost --stages 4 --calibrate 18.6,51.7   # r from measured forward / forward+backward ms"
 )]
 struct Args {
-    /// Number of stages S (each adds about L/S layers).
-    #[arg(long, default_value_t = 4)]
-    stages: u32,
-    /// Transformer layers L of the full model.
-    #[arg(long, default_value_t = 12)]
-    layers: u32,
+    #[command(flatten)]
+    schedule: IncrementalSchedule,
     /// Steps of the baseline run, whose compute is the budget (= incremental steps by default).
     #[arg(long, default_value_t = 10_000)]
     base_steps: u64,
-    /// Incremental steps as a share of the base steps, in (0, 1].
-    #[arg(long, default_value_t = 1.0)]
-    incremental_share: f64,
-    /// Paper model: backward/forward cost ratio r (paper: 1; real hardware: about 2).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    r: f64,
-    /// Set r from measured times: FORWARD_MS,FORWARD_BACKWARD_MS of one step (overrides --r).
+    /// Set the backward/forward ratio from measured times: FORWARD_MS,FORWARD_BACKWARD_MS of one
+    /// step (overrides --backward-ratio).
     #[arg(long, value_name = "FORWARD_MS,FORWARD_BACKWARD_MS", value_parser = parse_pair)]
     calibrate: Option<(f64, f64)>,
-    /// Share p of each stage's steps spent in phase 1, in (0, 1].
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    p: f64,
-    /// Whole steps per phase: `exact` (phases add up to the incremental steps) or `floor`
-    /// (the reference code's base_steps // (2S)).
-    #[arg(long, value_enum, default_value_t = PhaseStepRounding::Exact)]
-    phase_steps: PhaseStepRounding,
-    /// Model whose equal-compute step --json reports; the table shows both.
-    #[arg(long, value_enum, default_value_t = ComputeUnit::PaperUnits)]
-    model: ComputeUnit,
-    /// What trains in phase 1 besides the new blocks (FLOP model): `new` or `new+embeddings`
-    /// (the reference code: wte/wpe/ln_f/head stay trainable).
-    #[arg(long, value_enum, default_value_t = Phase1Trainable::New)]
-    phase1_trainable: Phase1Trainable,
-    /// FLOP model: residual width d.
-    #[arg(long, default_value_t = 768)]
+    /// Unit of the equal-compute step --json reports (the table shows both): paper or flops.
+    #[arg(long, alias = "model", value_enum, default_value_t = ComputeUnit::PaperUnits)]
+    compute_unit: ComputeUnit,
+    /// Transformer layers L of the full model.
+    #[arg(long, default_value_t = 12, help_heading = "Model (FLOP model)")]
+    layers: u32,
+    /// Residual width d.
+    #[arg(long, default_value_t = 768, help_heading = "Model (FLOP model)")]
     d_model: u64,
-    /// FLOP model: context length T.
-    #[arg(long, default_value_t = 1024)]
+    /// Context length T.
+    #[arg(long, default_value_t = 1024, help_heading = "Model (FLOP model)")]
     context: u64,
-    /// FLOP model: vocabulary size V (padded).
-    #[arg(long, default_value_t = 50_304)]
+    /// Vocabulary size V (padded).
+    #[arg(long, default_value_t = 50_304, help_heading = "Model (FLOP model)")]
     vocab: u64,
-    /// FLOP model: tokens per optimizer step.
-    #[arg(long, default_value_t = 524_288)]
+    /// Tokens per optimizer step.
+    #[arg(long, default_value_t = 524_288, help_heading = "Model (FLOP model)")]
     tokens_per_step: u64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -88,13 +72,18 @@ fn main() -> ExitCode {
     cli::report("cost", run(&args))
 }
 
+/// A plan error as bad input, naming this binary's flag for the field it is about (every field
+/// is spelled as its flag here: `d_model` is `--d-model`).
+fn bad_input(e: PlanError) -> CliError {
+    let flag = format!("--{}", e.field().replace('_', "-"));
+    CliError::bad_input(anyhow::anyhow!("{e}; set {flag}"))
+}
+
 fn run(args: &Args) -> Result<(), CliError> {
-    let backward_ratio = match args.calibrate {
-        Some((forward, forward_backward)) => {
-            backward_ratio_from_times(forward, forward_backward).map_err(CliError::bad_input)?
-        }
-        None => args.r,
-    };
+    let mut schedule = args.schedule.clone();
+    if let Some((forward, forward_backward)) = args.calibrate {
+        schedule.backward_ratio = backward_ratio_from_times(forward, forward_backward).map_err(bad_input)?;
+    }
     let shape = ModelShape {
         layers: args.layers,
         d_model: args.d_model,
@@ -102,68 +91,24 @@ fn run(args: &Args) -> Result<(), CliError> {
         vocab: args.vocab,
         tokens_per_step: args.tokens_per_step,
     };
-    let schedule = ScheduleConfig {
-        stages: args.stages,
-        base_steps: args.base_steps,
-        incremental_share: args.incremental_share,
-        phase1_share: args.p,
-        backward_ratio,
-        phase_steps: args.phase_steps,
-        phase1_trainable: args.phase1_trainable,
-        stage_context: Vec::new(),
-        stage_tokens_per_step: Vec::new(),
+    let until = Until::EqualCompute(args.compute_unit);
+    let plan = Plan::incremental(&shape, args.base_steps, &schedule, until).map_err(bad_input)?;
+    let output = if args.json {
+        CostReport::new(shape, args.base_steps, &schedule, &plan, args.compute_unit).to_json()
+    } else {
+        table_report(&shape, &schedule, &plan, until)?
     };
-    let plan = Plan::incremental(&shape, &schedule, Until::EqualCompute(args.model)).map_err(CliError::bad_input)?;
-    let output = if args.json { json_report(&plan, args.model) } else { table_report(&plan)? };
     println!("{output}");
     Ok(())
 }
 
-fn json_report(plan: &Plan, model: ComputeUnit) -> String {
-    let schedule = plan.schedule.clone().expect("incremental plan");
-    let full = plan.full_step;
-    let in_steps = |unit: ComputeUnit, c: &cost_model::Compute| match unit {
-        ComputeUnit::PaperUnits => c.paper_units,
-        ComputeUnit::Flops => c.flops / full.flops,
-    };
-    let mut cumulative = 0.0;
-    let stages: Vec<_> = plan
-        .stages
-        .iter()
-        .map(|s| {
-            let cost = in_steps(model, &s.compute);
-            cumulative += cost;
-            json!({
-                "stage": s.stage, "layers_added": s.layers_added, "active_layers": s.active_layers,
-                "phase1_steps": s.phase1_steps, "phase2_steps": s.phase2_steps,
-                "cost_in_full_steps": cost, "cumulative_cost_in_full_steps": cumulative,
-                "paper_units": s.compute.paper_units, "flops": s.compute.flops, "tokens": s.compute.tokens,
-            })
-        })
-        .collect();
-    let target = plan.equal_compute.get(model);
-    let value = json!({
-        "inputs": { "shape": plan.shape, "schedule": schedule },
-        "model": model,
-        "layer_split": plan.layer_split,
-        "uneven_split": plan.uneven_split(),
-        "stages": stages,
-        "incremental_steps": plan.incremental_steps,
-        "base_steps": plan.base_steps,
-        "continual_steps": plan.continual_steps(),
-        "equal_compute_step": target.step,
-        "equal_compute_step_exact": target.exact,
-        "closed_form_equal_compute_step_exact": if model == ComputeUnit::PaperUnits { plan.closed_form_equal_compute } else { None },
-        "equal_compute": plan.equal_compute,
-        "full_step": full,
-    });
-    serde_json::to_string_pretty(&value).expect("JSON of plain values")
-}
-
-fn table_report(plan: &Plan) -> anyhow::Result<String> {
+fn table_report(
+    shape: &ModelShape,
+    schedule: &IncrementalSchedule,
+    plan: &Plan,
+    until: Until,
+) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let schedule = plan.schedule.clone().context("incremental plan without a schedule")?;
-    let shape = plan.shape;
     let mut out = String::new();
     let split = if plan.uneven_split() {
         format!("uneven split: stages add {} layers", join(&plan.layer_split))
@@ -254,7 +199,9 @@ fn table_report(plan: &Plan) -> anyhow::Result<String> {
         let flops = if trainable == schedule.phase1_trainable {
             plan.equal_compute.flops
         } else {
-            Plan::incremental(&shape, &ScheduleConfig { phase1_trainable: trainable, ..schedule.clone() }, plan.until)?
+            let other = IncrementalSchedule { phase1_trainable: trainable, ..schedule.clone() };
+            Plan::incremental(shape, plan.base_steps, &other, until)
+                .context("the other phase-1 choice")?
                 .equal_compute
                 .flops
         };

@@ -15,15 +15,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cost_model::cli::{self, CliError};
-use cost_model::{ComputeUnit, Phase1Trainable, PhaseStepRounding, Until};
-use trainer::config::{TrainConfig, PRESETS};
+use cost_model::{ComputeUnit, PlanError, Until};
+use run_dir::config::{OnNan, TokenizerKind, PRESETS};
+use run_dir::{IncrementalSpec, ScheduleSpec, TrainConfig};
 use trainer::data::corpus::{prepare_documents, read_corpus_documents, PrepareReport};
 use trainer::data::fineweb;
-use trainer::data::{Tokenizer, TokenizerKind};
+use trainer::data::Tokenizer;
 use trainer::device::{self, DeviceChoice};
-use trainer::growth::Growth;
-use trainer::schedule::{IncrementalSpec, ScheduleSpec};
-use trainer::train::{self, BadInput, TrainOptions};
+use trainer::error::BadInput;
+use trainer::session::{self, TrainOptions};
 
 /// Train GPT-2 with baseline or layer-wise schedules, prepare token shards, export checkpoints.
 #[derive(Parser, Debug)]
@@ -57,8 +57,9 @@ struct ConfigArgs {
     #[arg(long, default_value = "tiny", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
     preset: String,
     /// Schedule: baseline (all layers train from step 1) or incremental (stages, then continual).
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Baseline)]
-    schedule: ScheduleArg,
+    /// Default: baseline for training, incremental for bench (it times every phase).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
     /// Override a config field, e.g. --set steps=200 --set model.d_model=128 (repeatable; see run.json for keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -92,7 +93,7 @@ struct TrainArgs {
     quiet: bool,
     /// On a non-finite loss or gradient norm: stop (keep the last good checkpoint) or skip the batch.
     #[arg(long, value_enum)]
-    on_nan: Option<trainer::config::OnNan>,
+    on_nan: Option<OnNan>,
     /// HellaSwag file (official jsonl) to evaluate on during training.
     #[arg(long, value_name = "PATH")]
     hellaswag: Option<PathBuf>,
@@ -104,7 +105,9 @@ struct TrainArgs {
     hellaswag_limit: Option<usize>,
     // Last, so its help heading covers only its own flags.
     #[command(flatten)]
-    incremental: IncrementalArgs,
+    incremental: IncrementalSpec,
+    #[command(flatten)]
+    until: UntilArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,43 +116,24 @@ enum ScheduleArg {
     Incremental,
 }
 
-/// Options of `--schedule incremental` (the base budget is the config's `steps`).
+/// Where continual training stops, as the command line says it.
 #[derive(Args, Debug)]
-#[command(next_help_heading = "Incremental schedule")]
-struct IncrementalArgs {
-    /// Number of stages S; each adds about L/S blocks (uneven splits are spread out and stated).
-    #[arg(long, default_value_t = 4)]
-    stages: u32,
-    /// What trains in phase 1 besides the new blocks: new, or new+embeddings (reference code).
-    #[arg(long, value_enum, default_value_t = Phase1Trainable::New)]
-    phase1_trainable: Phase1Trainable,
+struct UntilArgs {
     /// Where continual training stops: equal-compute (the cost-model target) or a total step count.
-    #[arg(long, default_value = "equal-compute", value_parser = parse_until)]
+    #[arg(long, default_value = "equal-compute", value_parser = parse_until, help_heading = "Incremental schedule")]
     until: UntilArg,
     /// Compute unit of --until equal-compute: paper (layer count) or flops.
-    #[arg(long, value_enum, default_value_t = ComputeUnit::PaperUnits)]
+    #[arg(long, value_enum, default_value_t = ComputeUnit::PaperUnits, help_heading = "Incremental schedule")]
     compute_unit: ComputeUnit,
-    /// Fresh AdamW moments when continual training starts (reference code: true).
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    reset_optimizer_at_continual: bool,
-    /// How new blocks start: random (reference), zero (identity), copy-top, stack.
-    #[arg(long, value_enum, default_value_t = Growth::Random)]
-    growth: Growth,
-    /// Paper-model backward/forward ratio r (changes the paper-unit target only).
-    #[arg(long, default_value_t = 1.0)]
-    r: f64,
-    /// Share p of each stage spent in phase 1, in (0, 1].
-    #[arg(long, default_value_t = 0.5)]
-    p: f64,
-    /// Whole steps per phase: exact, or floor (reference code's steps // 2S).
-    #[arg(long, value_enum, default_value_t = PhaseStepRounding::Exact)]
-    phase_steps: PhaseStepRounding,
-    /// Context length per stage, e.g. 16,32,64,64 (paper III-C; default: the model's).
-    #[arg(long, value_delimiter = ',', value_name = "T1,T2,...")]
-    context_schedule: Vec<u64>,
-    /// Tokens per step per stage, e.g. 256,512,1024,1024 (default: the config's).
-    #[arg(long, value_delimiter = ',', value_name = "N1,N2,...")]
-    batch_schedule: Vec<u64>,
+}
+
+impl UntilArgs {
+    fn until(&self) -> Until {
+        match self.until {
+            UntilArg::EqualCompute => Until::EqualCompute(self.compute_unit),
+            UntilArg::Steps(n) => Until::Steps(n),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -218,7 +202,9 @@ struct BenchArgs {
     #[arg(long)]
     micro_batch: Option<usize>,
     #[command(flatten)]
-    incremental: IncrementalArgs,
+    incremental: IncrementalSpec,
+    #[command(flatten)]
+    until: UntilArgs,
 }
 
 #[derive(Args, Debug)]
@@ -241,17 +227,36 @@ fn main() -> ExitCode {
     cli::report("train", result)
 }
 
-/// Errors that mean "fix your input" exit 2.
+/// Errors that mean "fix your input" exit 2; a schedule the cost model rejects names the flag
+/// that sets the field it is about.
 fn classify(e: anyhow::Error) -> CliError {
-    if e.downcast_ref::<BadInput>().is_some() {
-        CliError::bad_input(e)
-    } else {
-        CliError::from(e)
+    let Some(BadInput(inner)) = e.downcast_ref::<BadInput>() else {
+        return CliError::from(e);
+    };
+    match inner.chain().find_map(|c| c.downcast_ref::<PlanError>()) {
+        Some(plan) => CliError::bad_input(anyhow::anyhow!("{e}; set {}", flag_of(plan.field()))),
+        None => CliError::bad_input(e),
     }
 }
 
-/// The config (preset + overrides) and schedule the arguments describe.
-fn config_and_schedule(args: &ConfigArgs, inc: &IncrementalArgs) -> Result<(TrainConfig, ScheduleSpec), CliError> {
+/// This binary's flag for a field of the model or schedule.
+fn flag_of(field: &str) -> String {
+    match field {
+        "base_steps" => "--set steps=N".into(),
+        "layers" | "d_model" | "context" | "vocab" => format!("--set model.{field}=N"),
+        "tokens_per_step" => "--set tokens_per_step=N".into(),
+        schedule_field => format!("--{}", schedule_field.replace('_', "-")),
+    }
+}
+
+/// The config (preset + overrides) and schedule the arguments describe; `default` is the
+/// schedule when `--schedule` is not given.
+fn config_and_schedule(
+    args: &ConfigArgs,
+    inc: &IncrementalSpec,
+    until: &UntilArgs,
+    default: ScheduleArg,
+) -> Result<(TrainConfig, ScheduleSpec), CliError> {
     let mut config = TrainConfig::preset(&args.preset).map_err(CliError::bad_input)?;
     for assignment in &args.overrides {
         config.set(assignment).map_err(CliError::bad_input)?;
@@ -259,23 +264,9 @@ fn config_and_schedule(args: &ConfigArgs, inc: &IncrementalArgs) -> Result<(Trai
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
-    let schedule = match args.schedule {
+    let schedule = match args.schedule.unwrap_or(default) {
         ScheduleArg::Baseline => ScheduleSpec::Baseline,
-        ScheduleArg::Incremental => ScheduleSpec::Incremental(IncrementalSpec {
-            stages: inc.stages,
-            phase1_trainable: inc.phase1_trainable,
-            until: match inc.until {
-                UntilArg::EqualCompute => Until::EqualCompute(inc.compute_unit),
-                UntilArg::Steps(n) => Until::Steps(n),
-            },
-            reset_optimizer_at_continual: inc.reset_optimizer_at_continual,
-            growth: inc.growth,
-            backward_ratio: inc.r,
-            phase1_share: inc.p,
-            phase_steps: inc.phase_steps,
-            context_schedule: inc.context_schedule.clone(),
-            batch_schedule: inc.batch_schedule.clone(),
-        }),
+        ScheduleArg::Incremental => ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }),
     };
     Ok((config, schedule))
 }
@@ -284,11 +275,12 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
     let options = |device| TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
     if let Some(run_dir) = &args.resume {
         let device = device::select(args.config.device).map_err(CliError::bad_input)?;
-        let summary = train::resume(run_dir, &options(device)).map_err(classify)?;
-        println!("{}", train::describe(&summary));
+        let summary = session::resume(run_dir, &options(device)).map_err(classify)?;
+        println!("{}", session::describe(&summary));
         return Ok(());
     }
-    let (mut config, schedule) = config_and_schedule(&args.config, &args.incremental)?;
+    let (mut config, schedule) =
+        config_and_schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Baseline)?;
     if let Some(path) = &args.hellaswag {
         config.hellaswag = Some(path.clone());
     }
@@ -310,13 +302,14 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
         )));
     }
     let device = device::select(args.config.device).map_err(CliError::bad_input)?;
-    let summary = train::start(&args.runs_dir.join(&name), config, schedule, &options(device)).map_err(classify)?;
-    println!("{}", train::describe(&summary));
+    let summary = session::start(&args.runs_dir.join(&name), config, schedule, &options(device)).map_err(classify)?;
+    println!("{}", session::describe(&summary));
     Ok(())
 }
 
 fn bench(args: &BenchArgs) -> Result<(), CliError> {
-    let (mut config, schedule) = config_and_schedule(&args.config, &args.incremental)?;
+    let (mut config, schedule) =
+        config_and_schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Incremental)?;
     if let Some(micro_batch) = args.micro_batch {
         config.micro_batch = micro_batch;
         config.tokens_per_step = micro_batch * config.model.context;
@@ -327,7 +320,7 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
     trainer::bench::run(&config, &schedule, device, &options, |line| {
         println!("{}", serde_json::to_string(line).expect("plain values"));
     })
-    .map_err(CliError::bad_input)?;
+    .map_err(|e| classify(trainer::error::bad_input(e)))?;
     Ok(())
 }
 

@@ -6,7 +6,6 @@
 //! tests write.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -39,11 +38,8 @@ pub fn download(url: &str, dest: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let response =
         ureq::get(url).call().with_context(|| format!("downloading {url} (is huggingface.co reachable?)"))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::copy(&mut response.into_reader(), &mut tmp).with_context(|| format!("downloading {url}"))?;
-    tmp.flush()?;
-    tmp.persist(dest).with_context(|| format!("saving {}", dest.display()))?;
-    Ok(())
+    run_dir::write_atomically(dest, |f| std::io::copy(&mut response.into_reader(), f).map(|_| ()))
+        .with_context(|| format!("downloading {url} to {}", dest.display()))
 }
 
 /// Download the first `files` parquet files of the sample into `dir`; returns their paths.
@@ -114,11 +110,11 @@ pub fn prepare_parquet(
 mod tests {
     use super::*;
     use crate::data::shard::Shard;
-    use crate::data::tokenizer::TokenizerKind;
     use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
     use parquet::schema::parser::parse_message_type;
+    use run_dir::config::TokenizerKind;
     use std::sync::Arc;
 
     /// A parquet file shaped like FineWeb's (an id column and an optional `text` column).

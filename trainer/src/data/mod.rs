@@ -9,4 +9,4 @@ pub mod tokenizer;
 
 pub use loader::{BatchLoader, DataPosition, TokenDataset};
 pub use shard::{write_shard, Shard, ShardError};
-pub use tokenizer::{Tokenizer, TokenizerKind};
+pub use tokenizer::Tokenizer;

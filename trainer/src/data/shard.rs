@@ -126,7 +126,6 @@ pub fn write_shard(path: &Path, tokens: &[u16]) -> Result<(), ShardError> {
     let io = |source| ShardError::Io { path: path.into(), source };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     let mut header = [0u8; HEADER_BYTES];
     header[0..4].copy_from_slice(&SHARD_MAGIC.to_le_bytes());
     header[4..8].copy_from_slice(&SHARD_VERSION.to_le_bytes());
@@ -137,10 +136,7 @@ pub fn write_shard(path: &Path, tokens: &[u16]) -> Result<(), ShardError> {
     for t in tokens {
         body.extend_from_slice(&t.to_le_bytes());
     }
-    tmp.write_all(&body).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    run_dir::write_atomically(path, |f| f.write_all(&body)).map_err(io)
 }
 
 #[cfg(test)]

@@ -1,49 +1,7 @@
 //! Text → token ids: GPT-2 BPE (tiktoken's `r50k_base`) or raw bytes.
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-
-/// Which tokenizer a dataset and model use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenizerKind {
-    /// GPT-2 BPE, 50,257 tokens, `<|endoftext|>` = 50256.
-    Gpt2,
-    /// One token per byte, 256 + end-of-text = 257 tokens.
-    Bytes,
-}
-
-impl TokenizerKind {
-    /// Number of distinct token ids.
-    pub fn vocab_size(self) -> usize {
-        match self {
-            TokenizerKind::Gpt2 => 50_257,
-            TokenizerKind::Bytes => 257,
-        }
-    }
-
-    /// The end-of-text id placed before every document.
-    pub fn eot(self) -> u16 {
-        match self {
-            TokenizerKind::Gpt2 => 50_256,
-            TokenizerKind::Bytes => 256,
-        }
-    }
-
-    /// The vocabulary the model's embedding uses: padded up to a multiple of 64 for fast matmuls
-    /// (50,257 → 50,304 as in build-nanogpt; 257 → 320).
-    pub fn padded_vocab_size(self) -> usize {
-        self.vocab_size().div_ceil(64) * 64
-    }
-
-    /// Name used in file names and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            TokenizerKind::Gpt2 => "gpt2",
-            TokenizerKind::Bytes => "bytes",
-        }
-    }
-}
+use run_dir::config::TokenizerKind;
 
 /// A ready-to-use tokenizer.
 pub enum Tokenizer {

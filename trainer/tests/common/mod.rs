@@ -35,8 +35,8 @@ pub const SMALL_MODEL_ARGS: [&str; 14] = [
 ];
 
 /// The tiny preset with `overrides` (`key=value`, as `--set` takes them) and `data` as data_dir.
-pub fn tiny_config(data: &Path, overrides: &[&str]) -> trainer::config::TrainConfig {
-    let mut c = trainer::config::TrainConfig::preset("tiny").unwrap();
+pub fn tiny_config(data: &Path, overrides: &[&str]) -> run_dir::TrainConfig {
+    let mut c = run_dir::TrainConfig::preset("tiny").unwrap();
     for s in overrides {
         c.set(s).unwrap();
     }
@@ -45,12 +45,12 @@ pub fn tiny_config(data: &Path, overrides: &[&str]) -> trainer::config::TrainCon
 }
 
 /// Quiet CPU training, optionally stopping after `stop`.
-pub fn cpu_options(stop: Option<u64>) -> trainer::train::TrainOptions {
-    trainer::train::TrainOptions { device: tch::Device::Cpu, stop_after_step: stop, quiet: true }
+pub fn cpu_options(stop: Option<u64>) -> trainer::session::TrainOptions {
+    trainer::session::TrainOptions { device: tch::Device::Cpu, stop_after_step: stop, quiet: true }
 }
 
 /// Every line of a run's metrics.jsonl (all must parse).
-pub fn read_metrics(run: &Path) -> Vec<cost_model::metrics::MetricsLine> {
+pub fn read_metrics(run: &Path) -> Vec<run_dir::MetricsLine> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()

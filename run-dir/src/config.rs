@@ -1,17 +1,86 @@
 //! Training configuration: presets, `--set key=value` overrides, and validation.
 //!
 //! The resolved configuration is saved in `run.json`, so a run can always be resumed or repeated
-//! from its own directory.
+//! from its own directory. Field names are the `--set` keys.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use cost_model::lr::LrSchedule;
+use cost_model::Segment;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::data::TokenizerKind;
-use crate::model::GptConfig;
-use crate::optim::{AdamWConfig, LrSchedule};
+/// The shape of a GPT-2 model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GptConfig {
+    pub layers: usize,
+    pub heads: usize,
+    pub d_model: usize,
+    /// Maximum sequence length (rows of `wpe`).
+    pub context: usize,
+    /// Rows of `wte` (the padded vocabulary).
+    pub vocab: usize,
+}
+
+/// Which tokenizer a dataset and model use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// GPT-2 BPE, 50,257 tokens, `<|endoftext|>` = 50256.
+    Gpt2,
+    /// One token per byte, 256 + end-of-text = 257 tokens.
+    Bytes,
+}
+
+impl TokenizerKind {
+    /// Number of distinct token ids.
+    pub fn vocab_size(self) -> usize {
+        match self {
+            TokenizerKind::Gpt2 => 50_257,
+            TokenizerKind::Bytes => 257,
+        }
+    }
+
+    /// The end-of-text id placed before every document.
+    pub fn eot(self) -> u16 {
+        match self {
+            TokenizerKind::Gpt2 => 50_256,
+            TokenizerKind::Bytes => 256,
+        }
+    }
+
+    /// The vocabulary the model's embedding uses: padded up to a multiple of 64 for fast matmuls
+    /// (50,257 → 50,304 as in build-nanogpt; 257 → 320).
+    pub fn padded_vocab_size(self) -> usize {
+        self.vocab_size().div_ceil(64) * 64
+    }
+
+    /// Name used in file names and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenizerKind::Gpt2 => "gpt2",
+            TokenizerKind::Bytes => "bytes",
+        }
+    }
+}
+
+/// AdamW's hyperparameters (the learning rate comes per step from the [`LrSchedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// The reference code's: betas (0.9, 0.95), eps 1e-8, weight decay 0.1.
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+    }
+}
 
 /// How the learning rate moves (the numbers are in [`TrainConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +101,80 @@ pub enum OnNan {
     Stop,
     /// Skip the update for this batch and go on (the step still counts).
     Skip,
+}
+
+/// How the training loss and its gradient are computed. Both give the same function (to float
+/// rounding); they differ in speed and memory.
+///
+/// Written in `run.json` and `--set` as `"cross_entropy"` or `"chunked:<tokens>"`; a number is
+/// read too (`0` = cross_entropy, `N` = chunked:N: the `loss_chunk_tokens` of older runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "LossKernelText", into = "String")]
+pub enum LossKernel {
+    /// PyTorch's `cross_entropy`, differentiated by autograd.
+    CrossEntropy,
+    /// The logits' gradient made in the forward pass, this many tokens at a time, and written over
+    /// the logits (see `trainer::loss`): less memory traffic, fp32 only for one chunk.
+    Chunked { tokens: NonZeroUsize },
+}
+
+/// What `run.json` may hold for a [`LossKernel`].
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LossKernelText {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<LossKernelText> for LossKernel {
+    type Error = String;
+    fn try_from(value: LossKernelText) -> Result<Self, String> {
+        match value {
+            LossKernelText::Number(n) => Ok(LossKernel::from_chunk_tokens(n as usize)),
+            LossKernelText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for LossKernel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("loss kernel `{s}`: expected cross_entropy or chunked:<tokens>, e.g. chunked:1024");
+        if s == "cross_entropy" {
+            return Ok(LossKernel::CrossEntropy);
+        }
+        let tokens = s.strip_prefix("chunked:").ok_or_else(bad)?.parse::<NonZeroUsize>().map_err(|_| bad())?;
+        Ok(LossKernel::Chunked { tokens })
+    }
+}
+
+impl From<LossKernel> for String {
+    fn from(kernel: LossKernel) -> String {
+        match kernel {
+            LossKernel::CrossEntropy => "cross_entropy".into(),
+            LossKernel::Chunked { tokens } => format!("chunked:{tokens}"),
+        }
+    }
+}
+
+impl LossKernel {
+    /// The kernel an old `loss_chunk_tokens` value meant: 0 = PyTorch's cross_entropy.
+    pub fn from_chunk_tokens(tokens: usize) -> LossKernel {
+        match NonZeroUsize::new(tokens) {
+            None => LossKernel::CrossEntropy,
+            Some(tokens) => LossKernel::Chunked { tokens },
+        }
+    }
+}
+
+/// How each micro-batch of a segment is shaped: rows of the segment's context, and how many
+/// micro-batches one optimizer step accumulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MicroBatches {
+    /// Sequences per micro-batch.
+    pub rows: usize,
+    /// Micro-batches per optimizer step.
+    pub per_step: usize,
 }
 
 /// Everything a training run needs to know. Field names are the `--set` keys.
@@ -66,34 +209,22 @@ pub struct TrainConfig {
     /// bf16 autocast on CUDA (CPU always trains in fp32).
     pub bf16: bool,
     /// TF32 for fp32 matmuls on CUDA (`torch.backends.cuda.matmul.allow_tf32`); no effect on CPU.
-    #[serde(default = "default_tf32")]
     pub tf32: bool,
-    /// Training loss: 0 = PyTorch's `cross_entropy` differentiated by autograd (what runs made
-    /// before this key existed used); N > 0 = the gradient made in the forward pass, N tokens at a
-    /// time (less memory traffic, fp32 only for one chunk; see `trainer::loss`).
-    #[serde(default)]
-    pub loss_chunk_tokens: usize,
+    /// How the training loss's gradient is computed: `cross_entropy` or `chunked:<tokens>`.
+    pub loss_kernel: LossKernel,
     pub seed: u64,
     /// HellaSwag validation file (official jsonl format) to evaluate on; `null` for none.
-    #[serde(default)]
     pub hellaswag: Option<PathBuf>,
     /// HellaSwag every this many steps (and at the last step); 0 = only at the last step.
-    #[serde(default)]
     pub hellaswag_every: u64,
     /// Evaluate on the first this many examples only; `null` for all.
-    #[serde(default)]
     pub hellaswag_limit: Option<usize>,
     /// A non-finite loss or gradient norm: `stop` (default) or `skip` the batch.
-    #[serde(default)]
     pub on_nan: OnNan,
 }
 
-/// Run configurations written before `tf32` existed ran with PyTorch's default on CUDA: TF32
-/// off. Presets other than `paper` turn it on, as build-nanogpt's
-/// `torch.set_float32_matmul_precision('high')` and the PyTorch anchor benchmark do.
-fn default_tf32() -> bool {
-    false
-}
+/// `--set` keys that were renamed: (old, new). The values mean the same.
+const RENAMED_KEYS: [(&str, &str); 1] = [("loss_chunk_tokens", "loss_kernel")];
 
 /// Names of the presets, for help texts and errors.
 pub const PRESETS: [&str; 3] = ["tiny", "gpt2-124m", "paper"];
@@ -127,8 +258,9 @@ impl TrainConfig {
             val_batches: 20,
             checkpoint_every: 1000,
             bf16: true,
+            // build-nanogpt's `torch.set_float32_matmul_precision('high')`, as the PyTorch anchor.
             tf32: true,
-            loss_chunk_tokens: 1024,
+            loss_kernel: LossKernel::Chunked { tokens: NonZeroUsize::new(1024).expect("non-zero") },
             seed: 1337,
             hellaswag: None,
             hellaswag_every: 250,
@@ -174,10 +306,12 @@ impl TrainConfig {
 
     /// Apply `key=value` (dotted keys reach nested fields: `model.d_model=128`, `adamw.beta2=0.99`).
     /// The value is read as JSON when it parses (numbers, `true`, `null`), else as a string.
+    /// Keys that were renamed still work under their old names (`loss_chunk_tokens=0`).
     pub fn set(&mut self, assignment: &str) -> anyhow::Result<()> {
         let (key, raw) = assignment
             .split_once('=')
             .with_context(|| format!("--set {assignment}: expected key=value, e.g. --set steps=200"))?;
+        let key = RENAMED_KEYS.iter().find(|(old, _)| *old == key).map_or(key, |(_, new)| *new);
         let mut root = serde_json::to_value(&*self)?;
         let mut slot = &mut root;
         for part in key.split('.') {
@@ -277,6 +411,27 @@ impl TrainConfig {
             tokens_per_step: self.tokens_per_step as u64,
         }
     }
+
+    /// Rows per micro-batch and micro-batches per step for `segment`: every micro-batch holds
+    /// `micro_batch × context` tokens (the config's), cut into rows of the segment's context.
+    pub fn micro_batches(&self, segment: &Segment) -> anyhow::Result<MicroBatches> {
+        let micro_tokens = self.micro_batch * self.model.context;
+        let context = segment.context as usize;
+        let tokens = segment.tokens_per_step as usize;
+        if micro_tokens % context != 0 {
+            bail!(
+                "stage {} context {context} does not divide micro_batch × context = {micro_tokens}; use powers of two in --stage-context",
+                segment.stage
+            );
+        }
+        if tokens == 0 || tokens % micro_tokens != 0 {
+            bail!(
+                "stage {} has {tokens} tokens per step, not a multiple of micro_batch × context = {micro_tokens}; fix --stage-tokens-per-step",
+                segment.stage
+            );
+        }
+        Ok(MicroBatches { rows: micro_tokens / context, per_step: tokens / micro_tokens })
+    }
 }
 
 #[cfg(test)]
@@ -289,8 +444,8 @@ mod tests {
             TrainConfig::preset(name).unwrap().validate().unwrap();
         }
         let paper = TrainConfig::preset("paper").unwrap();
-        let plan = crate::schedule::ScheduleSpec::Baseline.plan(&paper).unwrap();
-        assert_eq!(crate::train::micro_batch_shape(&paper, &plan.segments[0]).unwrap(), (32, 16));
+        let plan = crate::ScheduleSpec::Baseline.plan(&paper).unwrap();
+        assert_eq!(paper.micro_batches(&plan.segments[0]).unwrap(), MicroBatches { rows: 32, per_step: 16 });
         assert_eq!(paper.grad_clip, None);
         assert!(TrainConfig::preset("huge").is_err());
     }
@@ -310,19 +465,24 @@ mod tests {
     }
 
     #[test]
-    fn configs_saved_before_the_speed_keys_resume_as_they_ran() {
-        // run.json written before `tf32` and `loss_chunk_tokens` existed: TF32 off and PyTorch's
-        // cross_entropy, which is what those runs used.
-        let mut old = serde_json::to_value(TrainConfig::preset("gpt2-124m").unwrap()).unwrap();
-        let fields = old.as_object_mut().unwrap();
-        fields.remove("tf32");
-        fields.remove("loss_chunk_tokens");
-        let c: TrainConfig = serde_json::from_value(old).unwrap();
-        assert!(!c.tf32);
-        assert_eq!(c.loss_chunk_tokens, 0);
-        let new = TrainConfig::preset("gpt2-124m").unwrap();
-        assert!(new.tf32 && new.loss_chunk_tokens == 1024);
-        assert!(!TrainConfig::preset("paper").unwrap().tf32);
+    fn the_loss_kernel_is_an_enum_that_still_reads_old_numbers() {
+        let mut c = TrainConfig::preset("tiny").unwrap();
+        c.set("loss_kernel=cross_entropy").unwrap();
+        assert_eq!(c.loss_kernel, LossKernel::CrossEntropy);
+        c.set("loss_kernel=chunked:256").unwrap();
+        assert_eq!(c.loss_kernel, LossKernel::Chunked { tokens: NonZeroUsize::new(256).unwrap() });
+        assert_eq!(serde_json::to_string(&c.loss_kernel).unwrap(), "\"chunked:256\"");
+        // `loss_chunk_tokens` numbers of older runs: 0 meant PyTorch's cross_entropy.
+        c.set("loss_kernel=0").unwrap();
+        assert_eq!(c.loss_kernel, LossKernel::CrossEntropy);
+        c.set("loss_kernel=64").unwrap();
+        assert_eq!(c.loss_kernel, LossKernel::from_chunk_tokens(64));
+        // The key's old name still works on the command line.
+        c.set("loss_chunk_tokens=0").unwrap();
+        assert_eq!(c.loss_kernel, LossKernel::CrossEntropy);
+        for bad in ["loss_kernel=chunked:0", "loss_kernel=chunked", "loss_kernel=fast", "loss_kernel=-1"] {
+            assert!(c.set(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! `report.md`: the numbers of [`crate::compare`] as tables and plain sentences.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use run_dir::Skipped;
+use serde::Serialize;
+
+use crate::align::Unit;
+use crate::compare::Comparisons;
+use crate::runs::RunLog;
+
+/// `value` as one line of JSON with its keys sorted, as `run.json` values are shown.
+fn sorted_json(value: &impl Serialize) -> anyhow::Result<String> {
+    // serde_json's `Value` keeps object keys sorted.
+    Ok(serde_json::to_string(&serde_json::to_value(value)?)?)
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |x| format!("{x:.digits$}"))
+}
+
+/// `report.md`: what was run, the equal-compute and catch-up tables, figures, step times, and
+/// what the data shows. `figures` are the files written in `out`; `skipped` the log lines left out.
+pub fn render(
+    r: &Comparisons,
+    runs: &[RunLog],
+    figures: &[PathBuf],
+    skipped: &[Skipped],
+    out: &Path,
+) -> anyhow::Result<String> {
+    let mut md = String::new();
+    writeln!(md, "# stagewise report\n")?;
+    writeln!(md, "Does growing a transformer layer by layer save compute? Incremental runs compared with the full-model baseline `{}` at its budget (step {}).\n", r.baseline, r.budget_step)?;
+    writeln!(md, "## What was run\n")?;
+    writeln!(md, "| run | schedule | preset | steps logged | device | libtorch | commit | started |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    for (run, summary) in runs.iter().zip(&r.runs) {
+        let h = &run.header;
+        let commit: String = h.git_commit.chars().take(10).collect();
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | `{commit}` | {} |",
+            summary.name,
+            summary.schedule,
+            h.config.preset,
+            summary.train_lines,
+            h.device,
+            h.libtorch_version,
+            h.start_time
+        )?;
+    }
+    if let Some(run) = runs.first() {
+        writeln!(md, "\nModel and optimizer (from `{}/run.json`):\n", run.name())?;
+        writeln!(md, "```json\n{}\n```", sorted_json(&run.header.config)?)?;
+    }
+    for run in runs.iter().filter(|r| !r.is_baseline()) {
+        writeln!(md, "\n`{}` schedule: `{}`", run.name(), sorted_json(&run.header.schedule)?)?;
+    }
+
+    writeln!(md, "\n## At equal compute\n")?;
+    writeln!(md, "Each incremental run at the point where its cumulative compute equals the baseline's budget, in each unit. Baseline at its budget: train loss {}, val loss {}, HellaSwag acc_norm {}. Negative gaps favour the incremental run.\n", fmt(r.baseline_train_loss, 4), fmt(r.baseline_val_loss, 4), fmt(r.baseline_acc_norm, 4))?;
+    for unit in Unit::ALL {
+        let Some(budget) = r.budget(unit) else { continue };
+        writeln!(md, "### {} (budget {budget:.4e})\n", unit.label())?;
+        writeln!(md, "| run | step at budget | train loss | val loss | val loss gap | acc_norm |")?;
+        writeln!(md, "|---|---|---|---|---|---|")?;
+        for c in &r.comparisons {
+            let p = c.at(unit).context("every unit is aligned")?;
+            let gap = p.val_loss.zip(r.baseline_val_loss).map(|(a, b)| a - b);
+            let step = p.step.map_or("not reached".into(), |s| format!("{s:.1}"));
+            writeln!(
+                md,
+                "| {} | {step} | {} | {} | {} | {} |",
+                c.run,
+                fmt(p.train_loss, 4),
+                fmt(p.val_loss, 4),
+                gap.map_or("–".into(), |g| format!("{g:+.4}")),
+                fmt(p.acc_norm, 4)
+            )?;
+        }
+        writeln!(md)?;
+    }
+
+    writeln!(md, "## Catching up\n")?;
+    writeln!(md, "When each run first reaches the baseline's final val loss ({}), and the compute it had spent by then as a multiple of the baseline's.\n", fmt(r.baseline_val_loss, 4))?;
+    writeln!(md, "| run | step | × paper units | × FLOPs | × seconds |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for c in &r.comparisons {
+        let m = |unit: Unit| c.catch_up.multiples.iter().find(|(u, _)| *u == unit).and_then(|(_, m)| *m);
+        let step = c.catch_up.step.map_or("never (within the logged steps)".into(), |s| format!("{s:.1}"));
+        writeln!(
+            md,
+            "| {} | {step} | {} | {} | {} |",
+            c.run,
+            fmt(m(Unit::PaperUnits), 3),
+            fmt(m(Unit::Flops), 3),
+            fmt(m(Unit::Seconds), 3)
+        )?;
+    }
+
+    writeln!(md, "\n## Figures\n")?;
+    for f in figures.iter().filter(|f| f.extension().is_some_and(|e| e == "png")) {
+        let name = f.strip_prefix(out).unwrap_or(f).display().to_string();
+        writeln!(md, "![{name}]({name})\n")?;
+    }
+    if !r.step_times.is_empty() {
+        writeln!(md, "Step time per phase (median, relative to the run's own full-model steps):\n")?;
+        writeln!(md, "| run | stage | phase | measured | FLOP model |")?;
+        writeln!(md, "|---|---|---|---|---|")?;
+        for t in &r.step_times {
+            let phase = t.phase.as_str();
+            writeln!(md, "| {} | {} | {phase} | {:.2} | {:.2} |", t.run, t.stage, t.measured, t.predicted)?;
+        }
+    }
+
+    writeln!(md, "\n## What the data shows\n")?;
+    for line in findings(r) {
+        writeln!(md, "- {line}")?;
+    }
+    if !skipped.is_empty() {
+        writeln!(md, "\n## Skipped log lines\n")?;
+        for s in skipped {
+            writeln!(md, "- `{s}`")?;
+        }
+    }
+    writeln!(
+        md,
+        "\n*Generated by `just report` from the run logs in this folder's runs; rerun it to reproduce every number.*"
+    )?;
+    Ok(md)
+}
+
+/// Plain sentences from the numbers, whatever they say.
+pub fn findings(r: &Comparisons) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &r.comparisons {
+        for unit in [Unit::PaperUnits, Unit::Flops] {
+            let Some(p) = c.at(unit) else { continue };
+            let unit = unit.column();
+            match (p.val_loss, r.baseline_val_loss) {
+                (Some(v), Some(b)) => {
+                    let verdict = if v > b {
+                        "worse than"
+                    } else if v < b {
+                        "better than"
+                    } else {
+                        "equal to"
+                    };
+                    out.push(format!(
+                        "At equal compute in {unit}, `{}` has val loss {v:.4}, {verdict} the baseline's {b:.4} ({:+.4}).",
+                        c.run,
+                        v - b
+                    ));
+                }
+                _ => out.push(format!(
+                    "`{}` never reached the baseline's budget in {unit} within its logged steps.",
+                    c.run
+                )),
+            }
+        }
+        let flops = c.catch_up.multiples.iter().find(|(u, _)| *u == Unit::Flops).and_then(|(_, m)| *m);
+        match (c.catch_up.step, flops) {
+            (Some(s), Some(m)) => out.push(format!(
+                "`{}` first matched the baseline's final val loss at step {s:.0}, after {m:.2}× the baseline's FLOPs{}.",
+                c.run,
+                if m > 1.0 { " (more compute than the baseline, not a saving)" } else { " (a saving)" }
+            )),
+            _ => out.push(format!("`{}` did not match the baseline's final val loss within its logged steps.", c.run)),
+        }
+    }
+    if out.is_empty() {
+        out.push("Only a baseline was found: train incremental runs to compare (just study).".into());
+    }
+    out.extend(r.caveats.iter().cloned());
+    out
+}

@@ -1,0 +1,33 @@
+//! A run's model and optimizer, freshly initialised: what training, resuming and `bench` start
+//! from.
+
+use run_dir::TrainConfig;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+use crate::model::Gpt;
+use crate::optim::AdamW;
+
+/// A freshly initialised model and its optimizer. All randomness of a run is drawn here: a
+/// resumed run draws the same numbers, then overwrites them from the checkpoint. On CUDA, sets
+/// bf16 autocast and TF32 as the config asks.
+pub fn init_model(config: &TrainConfig, device: Device) -> anyhow::Result<(VarStore, Gpt, AdamW)> {
+    // libtorch's generator is global: hold a lock from seeding to the last draw so another
+    // thread initialising a model at the same time cannot interleave its draws with ours.
+    static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(config.seed as i64);
+    let vs = VarStore::new(device);
+    let model = Gpt::new(&vs, config.model);
+    drop(guard);
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let optimizer = AdamW::new(params, config.adamw);
+    if device.is_cuda() {
+        if config.bf16 {
+            crate::native::use_bf16_autocast_on_cuda()?;
+        }
+        crate::native::allow_tf32(config.tf32)?;
+    }
+    Ok((vs, model, optimizer))
+}
