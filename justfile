@@ -19,9 +19,10 @@ setup:
 cost *args:
     @cargo run --quiet --release -p cost-model --bin cost -- "$@"
 
-# Fetch the embedded corpus and tokenize it, e.g. `just data` (bytes) or `just data --tokenizer gpt2`.
+# Fetch the embedded corpus and tokenize it, e.g. `just data` (bytes) or `just data --tokenizer gpt2`;
+# `just data --hellaswag` downloads the official HellaSwag validation file into data/ instead.
 data *args:
-    @scripts/fetch-corpus
+    @if [[ " $* " != *" --hellaswag "* ]]; then scripts/fetch-corpus; fi
     @cargo run --quiet --release -p trainer --bin train -- data "$@"
 
 # Train (default: tiny preset, baseline, embedded corpus), e.g. `just train --resume runs/<run>`.

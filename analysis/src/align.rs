@@ -40,6 +40,8 @@ pub enum Unit {
     PaperUnits,
     /// Architecture-aware floating point operations.
     Flops,
+    /// Training tokens.
+    Tokens,
     /// Measured seconds of training steps.
     Seconds,
 }
@@ -53,6 +55,7 @@ impl Unit {
         match self {
             Unit::PaperUnits => "paper_units",
             Unit::Flops => "flops",
+            Unit::Tokens => "tokens",
             Unit::Seconds => "seconds",
         }
     }
@@ -62,6 +65,7 @@ impl Unit {
         match self {
             Unit::PaperUnits => "paper units",
             Unit::Flops => "FLOPs",
+            Unit::Tokens => "tokens",
             Unit::Seconds => "measured seconds",
         }
     }
@@ -72,6 +76,7 @@ impl From<cost_model::ComputeUnit> for Unit {
         match unit {
             cost_model::ComputeUnit::PaperUnits => Unit::PaperUnits,
             cost_model::ComputeUnit::Flops => Unit::Flops,
+            cost_model::ComputeUnit::Tokens => Unit::Tokens,
         }
     }
 }

@@ -87,16 +87,30 @@ impl Phase1Trainable {
 }
 
 /// A unit of compute that the plan can equalise on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeUnit {
     /// The paper's layer-count model; one baseline step = 1.0.
     #[default]
-    #[value(name = "paper")]
+    #[value(name = "paper", alias = "paper_units")]
     PaperUnits,
     /// Architecture-aware floating point operations.
     #[value(name = "flops")]
     Flops,
+    /// Training tokens (equal data rather than equal compute).
+    #[value(name = "tokens")]
+    Tokens,
+}
+
+impl ComputeUnit {
+    /// The name in file names and logs: `paper_units`, `flops`, `tokens`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComputeUnit::PaperUnits => "paper_units",
+            ComputeUnit::Flops => "flops",
+            ComputeUnit::Tokens => "tokens",
+        }
+    }
 }
 
 /// Where the continual phase after the incremental stages stops.

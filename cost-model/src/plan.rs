@@ -67,6 +67,17 @@ pub struct Compute {
     pub flops: f64,
 }
 
+impl Compute {
+    /// The amount in `unit`.
+    pub fn get(&self, unit: ComputeUnit) -> f64 {
+        match unit {
+            ComputeUnit::PaperUnits => self.paper_units,
+            ComputeUnit::Flops => self.flops,
+            ComputeUnit::Tokens => self.tokens as f64,
+        }
+    }
+}
+
 /// Blocks a stage adds at its first step: the model grows from `from_layers` to `to_layers`
 /// active blocks (from 0 in stage 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,21 +143,11 @@ impl EqualCompute {
     }
 }
 
-/// Equal-compute points in each unit.
+/// Equal-compute points in the two compute models (any unit: [`Plan::equal_compute_in`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EqualComputeTargets {
     pub paper_units: EqualCompute,
     pub flops: EqualCompute,
-}
-
-impl EqualComputeTargets {
-    /// The target in `unit`.
-    pub fn get(&self, unit: ComputeUnit) -> EqualCompute {
-        match unit {
-            ComputeUnit::PaperUnits => self.paper_units,
-            ComputeUnit::Flops => self.flops,
-        }
-    }
 }
 
 /// Everything about one step of a plan.
@@ -277,11 +278,11 @@ impl Plan {
             });
         }
         let incremental_steps = next_step - 1;
-        let spent = stages.iter().fold(Compute::default(), |acc, s| add(acc, s.compute));
         let base = base_steps as f64;
+        let target = |unit| equal_compute_exact(&stages, incremental_steps, base_steps, full_step, unit);
         let equal_compute = EqualComputeTargets {
-            paper_units: EqualCompute::new(incremental_steps as f64 + base - spent.paper_units),
-            flops: EqualCompute::new(incremental_steps as f64 + base - spent.flops / full_step.flops),
+            paper_units: EqualCompute::new(target(ComputeUnit::PaperUnits)),
+            flops: EqualCompute::new(target(ComputeUnit::Flops)),
         };
         let closed_form_equal_compute = Some(closed_form::equal_compute_step(
             schedule.stages,
@@ -302,12 +303,58 @@ impl Plan {
             closed_form_equal_compute,
         };
         let end = match until {
-            Until::EqualCompute(unit) => plan.equal_compute.get(unit).step,
+            Until::EqualCompute(unit) => plan.equal_compute_in(unit).step,
             Until::Steps(0) => return Err(PlanError::NoUntilSteps),
             Until::Steps(steps) => steps,
         };
         plan.truncate_or_extend(shape, end);
         Ok(plan)
+    }
+
+    /// The step at which the plan has spent the baseline's budget in `unit` (for a baseline plan,
+    /// its last step).
+    pub fn equal_compute_in(&self, unit: ComputeUnit) -> EqualCompute {
+        match unit {
+            ComputeUnit::PaperUnits => self.equal_compute.paper_units,
+            ComputeUnit::Flops => self.equal_compute.flops,
+            ComputeUnit::Tokens => EqualCompute::new(equal_compute_exact(
+                &self.stages,
+                self.incremental_steps,
+                self.base_steps,
+                self.full_step,
+                unit,
+            )),
+        }
+    }
+
+    /// The (fractional, then rounded) step at which the plan's cumulative compute in `unit`
+    /// reaches `amount`; `None` when the plan ends before (or `amount` is not positive).
+    pub fn step_at_compute(&self, unit: ComputeUnit, amount: f64) -> Option<EqualCompute> {
+        if amount.is_nan() || amount <= 0.0 {
+            return None;
+        }
+        let mut spent = 0.0;
+        for segment in &self.segments {
+            let per_step = segment_compute(segment, 1).get(unit);
+            let whole = per_step * segment.steps as f64;
+            if per_step > 0.0 && spent + whole >= amount {
+                let exact = (segment.first_step - 1) as f64 + (amount - spent) / per_step;
+                let at = EqualCompute::new(exact);
+                return (at.step <= self.total_steps()).then_some(at);
+            }
+            spent += whole;
+        }
+        None
+    }
+
+    /// The same plan ending after `last_step` (a cooldown branch stops there).
+    pub fn truncated(&self, last_step: u64) -> Plan {
+        let mut plan = self.clone();
+        plan.segments.retain(|s| s.first_step <= last_step);
+        if let Some(last) = plan.segments.last_mut() {
+            last.steps = last.steps.min(last_step + 1 - last.first_step);
+        }
+        plan
     }
 
     /// Cut the plan at `last_step`, or add continual steps up to it.
@@ -366,6 +413,29 @@ impl Plan {
     /// Compute of the baseline's budget (`base_steps` full steps).
     pub fn budget(&self) -> Compute {
         scale(self.full_step, self.base_steps)
+    }
+
+    /// The first step of the continual tail, if the plan has one.
+    pub fn continual_start(&self) -> Option<u64> {
+        self.segments.iter().find(|s| s.phase == Phase::Continual).map(|s| s.first_step)
+    }
+}
+
+/// Incremental steps + the continual (full) steps that spend what the stages left of the budget:
+/// `T_inc + (T·full − spent) / full` in `unit`.
+fn equal_compute_exact(
+    stages: &[StagePlan],
+    incremental_steps: u64,
+    base_steps: u64,
+    full_step: Compute,
+    unit: ComputeUnit,
+) -> f64 {
+    let spent = stages.iter().fold(Compute::default(), |acc, s| add(acc, s.compute));
+    let full = full_step.get(unit);
+    match unit {
+        // One full step is 1 paper unit: no division (the paper's numbers come out exactly).
+        ComputeUnit::PaperUnits => incremental_steps as f64 + base_steps as f64 - spent.paper_units,
+        _ => incremental_steps as f64 + base_steps as f64 - spent.get(unit) / full,
     }
 }
 
@@ -561,6 +631,30 @@ mod tests {
         }
         // Phase 2 and continual segments grow nothing.
         assert!(plan.segments.iter().filter(|s| s.phase != Phase::Phase1).all(|s| s.grows.is_none()));
+    }
+
+    #[test]
+    fn budgets_map_to_steps_in_every_unit() {
+        let base = Plan::baseline(&ModelShape::gpt2_124m(), 1000).unwrap();
+        for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops, ComputeUnit::Tokens] {
+            let budget = base.budget().get(unit);
+            assert_eq!(base.step_at_compute(unit, budget).unwrap().step, 1000);
+            assert_eq!(base.step_at_compute(unit, 0.5 * budget).unwrap().step, 500);
+            assert!(base.step_at_compute(unit, 2.0 * budget).is_none(), "past the plan's end");
+        }
+        // An incremental plan spends the budget where its equal-compute target says.
+        let plan = paper_plan(4);
+        for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops] {
+            let at = plan.step_at_compute(unit, plan.budget().get(unit));
+            let expected = plan.equal_compute_in(unit);
+            assert_eq!(at.map(|a| a.step), Some(expected.step), "{unit:?}");
+            assert_relative_eq!(at.unwrap().exact, expected.exact, max_relative = 1e-12);
+        }
+        // In tokens every step of this plan costs the same: the budget is spent at the base steps.
+        assert_eq!(plan.equal_compute_in(ComputeUnit::Tokens).step, 10_000);
+        let cut = plan.truncated(3_000);
+        assert_eq!((cut.total_steps(), cut.segments.last().unwrap().last_step()), (3_000, 3_000));
+        assert_eq!(plan.continual_start(), Some(10_001));
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl CostReport {
         let full = plan.full_step;
         let in_full_steps = |c: &Compute| match unit {
             ComputeUnit::PaperUnits => c.paper_units,
-            ComputeUnit::Flops => c.flops / full.flops,
+            _ => c.get(unit) / full.get(unit),
         };
         let mut cumulative = 0.0;
         let stages = plan
@@ -108,7 +108,7 @@ impl CostReport {
                 }
             })
             .collect();
-        let target = plan.equal_compute.get(unit);
+        let target = plan.equal_compute_in(unit);
         CostReport {
             inputs: CostInputs { shape, schedule: BudgetedSchedule { base_steps, schedule: schedule.clone() } },
             model: unit,
@@ -122,7 +122,7 @@ impl CostReport {
             equal_compute_step_exact: target.exact,
             closed_form_equal_compute_step_exact: match unit {
                 ComputeUnit::PaperUnits => plan.closed_form_equal_compute,
-                ComputeUnit::Flops => None,
+                ComputeUnit::Flops | ComputeUnit::Tokens => None,
             },
             equal_compute: plan.equal_compute,
             full_step: full,

@@ -90,7 +90,7 @@ proptest! {
     fn equal_compute_step_is_at_least_the_incremental_steps((layers, schedule) in any_schedule()) {
         let plan = schedule.plan(layers, Until::default());
         for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops] {
-            prop_assert!(plan.equal_compute.get(unit).exact >= plan.incremental_steps as f64 - 1e-9);
+            prop_assert!(plan.equal_compute_in(unit).exact >= plan.incremental_steps as f64 - 1e-9);
         }
     }
 
@@ -114,7 +114,7 @@ proptest! {
         let plan = schedule.plan(layers, Until::EqualCompute(unit));
         let stage_steps: u64 = plan.stages.iter().map(|s| s.phase1_steps + s.phase2_steps).sum();
         prop_assert_eq!(stage_steps, plan.incremental_steps);
-        prop_assert_eq!(plan.total_steps(), plan.equal_compute.get(unit).step.max(plan.incremental_steps));
+        prop_assert_eq!(plan.total_steps(), plan.equal_compute_in(unit).step.max(plan.incremental_steps));
         prop_assert_eq!(plan.total_steps(), plan.incremental_steps + plan.continual_steps());
         // Segments tile steps 1..=total without gaps or overlaps.
         let mut next = 1;
@@ -127,7 +127,7 @@ proptest! {
         let total = plan.cumulative(plan.total_steps());
         prop_assert!((stage_units + plan.continual_steps() as f64 - total.paper_units).abs() < 1e-6 * total.paper_units.max(1.0));
         // Spending up to the rounded equal-compute step lands within half a full step of the budget.
-        let spent = match unit { ComputeUnit::PaperUnits => total.paper_units, ComputeUnit::Flops => total.flops / plan.full_step.flops };
+        let spent = match unit { ComputeUnit::PaperUnits => total.paper_units, _ => total.get(unit) / plan.full_step.get(unit) };
         if plan.continual_steps() > 0 {
             prop_assert!((spent - plan.base_steps as f64).abs() <= 0.5 + 1e-6);
         }

@@ -7,8 +7,8 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use cost_model::lr::LrSchedule;
-use cost_model::Segment;
+use cost_model::lr::{DecayShape, LrCurve};
+use cost_model::{ComputeUnit, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -90,6 +90,9 @@ pub enum LrKind {
     Constant,
     /// Linear warmup over `warmup_steps`, cosine to `lr_min` at the run's last step.
     Cosine,
+    /// Warmup-stable-decay: warmup, `lr_max` held, then the last `cooldown_fraction` of the run's
+    /// steps decay (`decay_shape`) to `lr_min`. Runs can be cooled down at any budget.
+    Wsd,
 }
 
 /// What to do when a step's loss or gradient norm is not finite.
@@ -197,13 +200,25 @@ pub struct TrainConfig {
     pub lr_max: f64,
     pub lr_min: f64,
     pub warmup_steps: u64,
+    /// WSD: share of a run's (or cooldown branch's) steps spent decaying to `lr_min` (0.2).
+    pub cooldown_fraction: f64,
+    /// WSD: `1-sqrt` or `linear`.
+    pub decay_shape: DecayShape,
+    /// Budgets (multiples of the plan's baseline budget, in `cooldown_unit`) that cooldown branches
+    /// will be taken at: the run saves a checkpoint at each branch point `K`. Empty: none.
+    pub cooldown_budgets: Vec<f64>,
+    /// Unit of `cooldown_budgets`: `flops`, `paper_units` or `tokens`.
+    pub cooldown_unit: ComputeUnit,
     pub adamw: AdamWConfig,
     /// Clip the global gradient norm to this value; `null` for no clipping (the reference code).
     pub grad_clip: Option<f64>,
     /// Validation loss every this many steps (and at the last step); 0 turns it off.
     pub val_every: u64,
-    /// Micro-batches of the fixed validation slice at the start of the val shard.
-    pub val_batches: usize,
+    /// Tokens of the fixed validation sample (windows of `model.context` tokens).
+    pub val_tokens: usize,
+    /// `true`: the sample's windows are spread evenly over the whole val shard. `false`: the first
+    /// `val_tokens` tokens of the shard (what runs before format 3 did).
+    pub val_spread: bool,
     /// Checkpoint every this many steps (and at the last step); 0 keeps only the final one.
     pub checkpoint_every: u64,
     /// bf16 autocast on CUDA (CPU always trains in fp32).
@@ -212,7 +227,15 @@ pub struct TrainConfig {
     pub tf32: bool,
     /// How the training loss's gradient is computed: `cross_entropy` or `chunked:<tokens>`.
     pub loss_kernel: LossKernel,
+    /// Seed of the model's initialisation.
     pub seed: u64,
+    /// Seed of the data order: a shuffle of the training windows, deterministic per seed and
+    /// epoch. `null`: the shards in file order (runs before format 3).
+    pub data_seed: Option<u64>,
+    /// `true`: the softmax and loss also see the vocabulary rows padded on for speed (runs before
+    /// format 3). `false`: only the tokenizer's real vocabulary, so padding never changes the
+    /// function (llm.c's rule) and a trimmed export computes exactly what the run did.
+    pub softmax_over_padding: bool,
     /// HellaSwag validation file (official jsonl format) to evaluate on; `null` for none.
     pub hellaswag: Option<PathBuf>,
     /// HellaSwag every this many steps (and at the last step); 0 = only at the last step.
@@ -248,20 +271,28 @@ impl TrainConfig {
             micro_batch: 16,
             tokens_per_step: 524_288,
             steps: 10_000,
-            lr_schedule: LrKind::Cosine,
+            lr_schedule: LrKind::Wsd,
             lr_max: 6e-4,
             lr_min: 6e-5,
             warmup_steps: 715,
+            cooldown_fraction: 0.2,
+            decay_shape: DecayShape::OneMinusSqrt,
+            cooldown_budgets: Vec::new(),
+            cooldown_unit: ComputeUnit::Flops,
             adamw: AdamWConfig::default(),
             grad_clip: Some(1.0),
             val_every: 250,
-            val_batches: 20,
+            // The reference code's 20 micro-batches of 32 × 1,024 tokens.
+            val_tokens: 20 * 32 * 1024,
+            val_spread: true,
             checkpoint_every: 1000,
             bf16: true,
             // build-nanogpt's `torch.set_float32_matmul_precision('high')`, as the PyTorch anchor.
             tf32: true,
             loss_kernel: LossKernel::Chunked { tokens: NonZeroUsize::new(1024).expect("non-zero") },
             seed: 1337,
+            data_seed: Some(1337),
+            softmax_over_padding: false,
             hellaswag: None,
             hellaswag_every: 250,
             hellaswag_limit: None,
@@ -285,7 +316,7 @@ impl TrainConfig {
                 lr_min: 2e-4,
                 warmup_steps: 50,
                 val_every: 100,
-                val_batches: 8,
+                val_tokens: 65_536,
                 checkpoint_every: 250,
                 bf16: false,
                 hellaswag_every: 100,
@@ -295,6 +326,7 @@ impl TrainConfig {
             "paper" => TrainConfig {
                 micro_batch: 32,
                 lr_schedule: LrKind::Constant,
+                warmup_steps: 0,
                 grad_clip: None,
                 bf16: false,
                 tf32: false,
@@ -325,16 +357,16 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The learning-rate schedule over a run of `total_steps` steps.
-    pub fn lr(&self, total_steps: u64) -> LrSchedule {
+    /// The learning rate by step over a run of `total_steps` steps (re-warmup aside: see
+    /// `RunHeader::lr_schedule`).
+    pub fn lr_curve(&self, total_steps: u64) -> LrCurve {
+        let (lr_max, lr_min, warmup_steps) = (self.lr_max, self.lr_min, self.warmup_steps);
         match self.lr_schedule {
-            LrKind::Constant => LrSchedule::Constant { lr: self.lr_max },
-            LrKind::Cosine => LrSchedule::WarmupCosine {
-                lr_max: self.lr_max,
-                lr_min: self.lr_min,
-                warmup_steps: self.warmup_steps,
-                decay_steps: total_steps,
-            },
+            LrKind::Constant => LrCurve::Constant { lr: lr_max },
+            LrKind::Cosine => LrCurve::WarmupCosine { lr_max, lr_min, warmup_steps, decay_steps: total_steps },
+            LrKind::Wsd => {
+                LrCurve::wsd(lr_max, lr_min, warmup_steps, self.cooldown_fraction, total_steps, self.decay_shape)
+            }
         }
     }
 
@@ -395,10 +427,31 @@ impl TrainConfig {
                 bail!("grad_clip = {clip}: must be > 0, or null for no clipping");
             }
         }
-        if self.val_every > 0 && self.val_batches == 0 {
-            bail!("val_batches = 0 with val_every = {}: set val_batches >= 1 or val_every=0", self.val_every);
+        if self.val_every > 0 && self.val_tokens < m.context {
+            bail!(
+                "val_tokens = {} is less than one window of model.context = {}; set val_tokens >= {} or val_every=0",
+                self.val_tokens,
+                m.context,
+                m.context
+            );
+        }
+        if !(self.cooldown_fraction > 0.0 && self.cooldown_fraction < 1.0) {
+            bail!("cooldown_fraction = {}: must be in (0, 1), e.g. 0.2", self.cooldown_fraction);
+        }
+        if let Some(bad) = self.cooldown_budgets.iter().find(|b| !(b.is_finite() && **b > 0.0)) {
+            bail!("cooldown budget {bad}: budgets are positive multiples of the baseline budget, e.g. 0.5,1,2");
         }
         Ok(())
+    }
+
+    /// The ids the softmax runs over: the tokenizer's vocabulary, or the padded one for runs that
+    /// had `softmax_over_padding`.
+    pub fn scored_vocab(&self) -> usize {
+        if self.softmax_over_padding {
+            self.model.vocab
+        } else {
+            self.tokenizer.vocab_size()
+        }
     }
 
     /// The cost model's view of this model's shape.
@@ -418,10 +471,11 @@ impl TrainConfig {
         let micro_tokens = self.micro_batch * self.model.context;
         let context = segment.context as usize;
         let tokens = segment.tokens_per_step as usize;
-        if micro_tokens % context != 0 {
+        if self.model.context % context != 0 {
             bail!(
-                "stage {} context {context} does not divide micro_batch × context = {micro_tokens}; use powers of two in --stage-context",
-                segment.stage
+                "stage {} context {context} does not divide model.context = {}; use powers of two in --stage-context",
+                segment.stage,
+                self.model.context
             );
         }
         if tokens == 0 || tokens % micro_tokens != 0 {

@@ -2,22 +2,30 @@
 //! read when it resumes and by the analysis.
 //!
 //! Versioned like llm.c's files: `format` says which layout the file (and its run's
-//! `metrics.jsonl` lines) follow. Format 1 is every file written before the field existed; it is
-//! upgraded on read (renamed keys, the defaults those runs really ran with, and a plan rebuilt
-//! with today's cost model and checked step for step against the stored one), so old runs still
-//! resume and still report. A format newer than this build's is refused, never guessed at.
+//! `metrics.jsonl` lines) follow. Older formats are upgraded on read, one version at a time, to
+//! what those runs really ran with, so old runs still resume bit for bit and still report:
+//! - 1 → 2 (files written before `format` existed): renamed keys (`loss_chunk_tokens` →
+//!   `loss_kernel`, `context_schedule` → `stage_context`, ...), defaults of keys added later, and
+//!   a plan rebuilt with today's cost model and checked step for step against the stored one;
+//! - 2 → 3: the data in file order (`data_seed: null`), the leading validation slice
+//!   (`val_spread: false`, `val_tokens` from `val_batches`), the softmax over the padded
+//!   vocabulary, no re-warmup or moment resets, and WSD's defaults (unused by those runs).
+//!
+//! A format newer than this build's is refused, never guessed at.
 
 use std::path::{Path, PathBuf};
 
+use cost_model::lr::{LrSchedule, Rewarmup};
 use cost_model::Plan;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::TrainConfig;
+use crate::cooldown::CooldownBranch;
 use crate::schedule::ScheduleSpec;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// `run.json`: what a run is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +42,9 @@ pub struct RunHeader {
     pub libtorch_version: String,
     /// When the run started (UTC, RFC 3339).
     pub start_time: String,
+    /// Set when this run is a cooldown branch of another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<CooldownBranch>,
 }
 
 /// Why a `run.json` cannot be used.
@@ -69,7 +80,21 @@ impl RunHeader {
             device,
             libtorch_version: libtorch_version.to_string(),
             start_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            branch: None,
         }
+    }
+
+    /// The learning rate of every step: the config's curve over the plan's steps, and the
+    /// schedule's re-warmup when continual training starts.
+    pub fn lr_schedule(&self) -> LrSchedule {
+        let curve = self.config.lr_curve(self.plan.total_steps());
+        let rewarmup = match (self.schedule.incremental(), self.plan.continual_start()) {
+            (Some(spec), Some(first_step)) if spec.rewarmup_steps > 0 => {
+                Some(Rewarmup { first_step, steps: spec.rewarmup_steps })
+            }
+            _ => None,
+        };
+        LrSchedule { curve, rewarmup }
     }
 
     /// The header as `run.json` holds it (pretty JSON).
@@ -90,6 +115,9 @@ impl RunHeader {
         }
         if format == 1 {
             upgrade_v1(&mut value);
+        }
+        if format <= 2 {
+            upgrade_v2(&mut value);
         }
         let mut header: RunHeader = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
         if format == 1 {
@@ -135,7 +163,37 @@ fn upgrade_v1(value: &mut Value) {
             schedule.entry("incremental_share").or_insert(json!(1.0));
         }
     }
-    value["format"] = json!(FORMAT);
+    value["format"] = json!(2);
+}
+
+/// Format 2 → 3 in place: the data order, validation sample, loss and schedule knobs those runs
+/// ran with.
+fn upgrade_v2(value: &mut Value) {
+    if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
+        let number = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let (batches, micro_batch) = (number(config.get("val_batches")), number(config.get("micro_batch")));
+        let context = number(config.get("model").and_then(|m| m.get("context")));
+        config.remove("val_batches");
+        for (key, ran_with) in [
+            ("val_tokens", json!(batches * micro_batch * context)),
+            ("val_spread", json!(false)),
+            ("data_seed", Value::Null),
+            ("softmax_over_padding", json!(true)),
+            ("cooldown_fraction", json!(0.2)),
+            ("decay_shape", json!("1-sqrt")),
+            ("cooldown_budgets", json!([])),
+            ("cooldown_unit", json!("flops")),
+        ] {
+            config.insert(key.into(), ran_with);
+        }
+    }
+    if let Some(schedule) = value.get_mut("schedule").and_then(Value::as_object_mut) {
+        if schedule.get("kind").and_then(Value::as_str) == Some("incremental") {
+            schedule.insert("rewarmup_steps".into(), json!(0));
+            schedule.insert("reset_moments_on_unfreeze".into(), json!(false));
+        }
+    }
+    value["format"] = json!(3);
 }
 
 /// `Ok` when two plans run the same steps with the same compute; else what differs first.

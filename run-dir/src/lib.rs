@@ -9,6 +9,7 @@
 //!   metrics.jsonl                MetricsLine, one JSON object a line, appended and flushed
 //!   checkpoints/step_XXXXXXXX/   model, optimizer and state (written by the trainer, renamed into place)
 //!   export/                      Hugging Face layout, on request
+//!   cooldowns/<unit>-<budget>/   cooldown branches: run directories of their own
 //!   .lock                        flock held by the one trainer working here
 //! ```
 //!
@@ -16,6 +17,7 @@
 //! formats; [`RunDir`] owns the names; [`write_atomically`] is how every file is replaced.
 
 pub mod config;
+pub mod cooldown;
 pub mod failpoint;
 pub mod header;
 pub mod lock;
@@ -40,6 +42,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// Where `train export` writes.
 pub const EXPORT_DIR: &str = "export";
+/// The directory of a run's cooldown branches.
+pub const COOLDOWNS_DIR: &str = "cooldowns";
 
 /// One run directory, `runs/<run>/`: where each of its files lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +90,33 @@ impl RunDir {
     /// `export/`.
     pub fn export_dir(&self) -> PathBuf {
         self.path.join(EXPORT_DIR)
+    }
+
+    /// `cooldowns/<unit>-<budget>/`: the branch of this run at `budget` in `unit`.
+    pub fn cooldown(&self, unit: cost_model::ComputeUnit, budget: f64) -> RunDir {
+        RunDir::new(self.path.join(COOLDOWNS_DIR).join(cooldown::branch_name(unit, budget)))
+    }
+
+    /// Every cooldown branch of this run that has been started, by name.
+    pub fn cooldowns(&self) -> Vec<RunDir> {
+        let mut found: Vec<RunDir> = std::fs::read_dir(self.path.join(COOLDOWNS_DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| RunDir::new(e.path()))
+            .filter(RunDir::has_header)
+            .collect();
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        found
+    }
+
+    /// The run a branch directory belongs to (two levels up).
+    pub fn branch_parent(&self) -> Option<RunDir> {
+        let cooldowns = self.path.parent()?;
+        if cooldowns.file_name()? != COOLDOWNS_DIR {
+            return None;
+        }
+        Some(RunDir::new(cooldowns.parent()?))
     }
 
     /// `path` relative to the run directory, as the log names files.
@@ -178,5 +209,9 @@ mod tests {
         assert_eq!(run.header_path(), Path::new("runs/tiny-baseline/run.json"));
         assert_eq!(run.checkpoint_dir(250), Path::new("runs/tiny-baseline/checkpoints/step_00000250"));
         assert_eq!(run.relative(&run.checkpoint_dir(3)), "checkpoints/step_00000003");
+        let branch = run.cooldown(cost_model::ComputeUnit::Flops, 1.5);
+        assert_eq!(branch.path(), Path::new("runs/tiny-baseline/cooldowns/flops-1.5"));
+        assert_eq!(branch.branch_parent(), Some(run.clone()));
+        assert_eq!(run.branch_parent(), None);
     }
 }

@@ -27,10 +27,13 @@ pub enum LineKind {
     Train,
     /// A validation pass: `val_loss`.
     Val,
-    /// A HellaSwag evaluation: `acc, acc_norm, n`.
+    /// A HellaSwag evaluation: `acc, acc_norm, n, n_skipped`.
     Hellaswag,
     /// A checkpoint was written: `path`.
     Checkpoint,
+    /// A stage grew the model before step `step + 1`: `val_loss_before` (the old depth) and
+    /// `val_loss` (the new depth, before any training); `active_layers` is the new depth.
+    Growth,
 }
 
 impl LineKind {
@@ -41,6 +44,7 @@ impl LineKind {
             LineKind::Val => "val",
             LineKind::Hellaswag => "hellaswag",
             LineKind::Checkpoint => "checkpoint",
+            LineKind::Growth => "growth",
         }
     }
 }
@@ -78,6 +82,12 @@ pub struct MetricsLine {
     pub acc_norm: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u64>,
+    /// HellaSwag examples skipped because they do not fit the context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_skipped: Option<u64>,
+    /// Growth: the validation loss at the old depth, just before the new blocks were added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss_before: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
@@ -106,6 +116,8 @@ impl MetricsLine {
             acc: None,
             acc_norm: None,
             n: None,
+            n_skipped: None,
+            val_loss_before: None,
             path: None,
         }
     }
@@ -144,8 +156,10 @@ impl MetricsWriter {
 }
 
 /// Prepare a log for resuming after `step`: keep whole lines up to and including `step`, drop
-/// everything after (and a torn last line), so the file never holds a step twice. Returns whether
-/// a checkpoint line for `step` survived. Rewritten atomically.
+/// everything after (and a torn last line), so the file never holds a step twice. A growth line
+/// of `step` is dropped too: growth happens after that step's checkpoint, so the resumed run
+/// grows (and logs it) again. Returns whether a checkpoint line for `step` survived. Rewritten
+/// atomically.
 pub fn truncate_after(path: &Path, step: u64) -> anyhow::Result<bool> {
     if !path.exists() {
         return Ok(false);
@@ -158,7 +172,7 @@ pub fn truncate_after(path: &Path, step: u64) -> anyhow::Result<bool> {
         let Ok(parsed) = serde_json::from_slice::<MetricsLine>(&line) else {
             continue;
         };
-        if parsed.step <= step {
+        if parsed.step < step || (parsed.step == step && parsed.kind != LineKind::Growth) {
             has_checkpoint |= parsed.kind == LineKind::Checkpoint && parsed.step == step;
             kept.extend_from_slice(&line);
             kept.push(b'\n');

@@ -30,7 +30,7 @@ pub struct IncrementalSpec {
     pub stages: IncrementalSchedule,
     /// Where the continual phase (all layers) stops. On the command line: `--until` and
     /// `--compute-unit` (see the `train` binary).
-    #[arg(skip = Until::EqualCompute(ComputeUnit::PaperUnits))]
+    #[arg(skip = Until::EqualCompute(ComputeUnit::Flops))]
     pub until: Until,
     /// Fresh AdamW moments when continual training starts (reference code: true).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, help_heading = "Incremental schedule")]
@@ -38,15 +38,25 @@ pub struct IncrementalSpec {
     /// How new blocks start: random (reference), zero (identity), copy-top, stack.
     #[arg(long, value_enum, default_value_t = Growth::Random, help_heading = "Incremental schedule")]
     pub growth: Growth,
+    /// Steps of a linear learning-rate ramp when continual training starts (after the optimizer
+    /// reset); 0 = none (the reference code).
+    #[arg(long, default_value_t = 0, help_heading = "Incremental schedule")]
+    pub rewarmup_steps: u64,
+    /// Zero the AdamW moments (and step count) of parameters that train again after being frozen
+    /// (the older blocks at each phase 2), instead of resuming moments frozen since phase 1 began.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, help_heading = "Incremental schedule")]
+    pub reset_moments_on_unfreeze: bool,
 }
 
 impl Default for IncrementalSpec {
     fn default() -> Self {
         IncrementalSpec {
             stages: IncrementalSchedule::default(),
-            until: Until::EqualCompute(ComputeUnit::PaperUnits),
+            until: Until::EqualCompute(ComputeUnit::Flops),
             reset_optimizer_at_continual: true,
             growth: Growth::Random,
+            rewarmup_steps: 0,
+            reset_moments_on_unfreeze: false,
         }
     }
 }

@@ -139,6 +139,7 @@ pub fn run(
             autocast,
             grad_scale: 1.0,
             kernel: config.loss_kernel,
+            vocab: config.scored_vocab(),
         };
         let mut step = || -> anyhow::Result<crate::optim::StepValues> {
             optimizer.zero_grad()?;

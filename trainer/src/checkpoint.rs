@@ -41,9 +41,10 @@ fn format_1() -> u32 {
 }
 
 impl TrainState {
-    /// A run that has not taken a step yet.
-    pub fn start() -> TrainState {
-        TrainState { format: STATE_FORMAT, step: 0, data: DataPosition::default(), seconds: 0.0 }
+    /// A run that has not taken a step yet, its data stream shuffled by `data_seed` (or in file
+    /// order without one).
+    pub fn start(data_seed: Option<u64>) -> TrainState {
+        TrainState { format: STATE_FORMAT, step: 0, data: DataPosition::start(data_seed), seconds: 0.0 }
     }
 }
 
@@ -146,6 +147,6 @@ mod tests {
         let old = r#"{"step": 6, "data": {"shard": 0, "offset": 768, "epoch": 0}, "seed": 1337, "seconds": 0.5, "segment": 2}"#;
         let state: TrainState = serde_json::from_str(old).unwrap();
         assert_eq!((state.format, state.step, state.seconds), (1, 6, 0.5));
-        assert_eq!(state.data.offset, 768);
+        assert_eq!(state.data, DataPosition::Sequential { shard: 0, offset: 768, epoch: 0 });
     }
 }

@@ -6,8 +6,12 @@
 //!   "acc_norm", normalised by token count; the paper's HellaSwag number);
 //! - `acc`: the ending with the lowest **summed** loss wins.
 //!
-//! Rows longer than the model's context keep their last `context` tokens (the start of the context
-//! is dropped first).
+//! An example whose longest row does not fit the model's context is skipped and counted
+//! (`n_skipped`), never truncated: a truncated context scores something else. The softmax runs
+//! over the tokenizer's vocabulary, as in training.
+//!
+//! The official `hellaswag_val.jsonl` (rowanz/hellaswag, as build-nanogpt downloads it) comes in
+//! with `train data --hellaswag` ([`download_official`]), checked against its size and SHA-256.
 
 use std::path::Path;
 
@@ -44,8 +48,9 @@ pub fn load_configured(config: &run_dir::TrainConfig) -> anyhow::Result<Vec<Exam
 
 /// Read at most `limit` examples; a malformed line is an error naming the file and line.
 pub fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Example>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read HellaSwag file", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("{}: cannot read HellaSwag file (`just data --hellaswag` downloads the official one)", path.display())
+    })?;
     let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if limit.is_some_and(|l| examples.len() >= l) {
@@ -78,22 +83,26 @@ pub fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Example>> {
     Ok(examples)
 }
 
+/// One rendered ending: the row's token ids and the index of its first ending token.
+pub type Row = (Vec<u16>, usize);
+
 /// Token rows of an example: for each ending, the tokens and the index of the first ending token.
-pub fn render(tokenizer: &Tokenizer, example: &Example, context: usize) -> Vec<(Vec<u16>, usize)> {
+/// `None` when a row is longer than `context` (the example does not fit) or the context is empty.
+pub fn render(tokenizer: &Tokenizer, example: &Example, context: usize) -> Option<Vec<Row>> {
     let ctx = tokenizer.encode(&example.ctx);
-    example
+    if ctx.is_empty() {
+        return None;
+    }
+    let rows: Vec<Row> = example
         .endings
         .iter()
         .map(|ending| {
             let mut row = ctx.clone();
-            let start = row.len();
             row.extend(tokenizer.encode(&format!(" {ending}")));
-            let cut = row.len().saturating_sub(context);
-            // At least one context token must stay so the first ending token has a prediction.
-            let start = start.max(cut + 1).min(row.len() - 1) - cut;
-            (row[cut..].to_vec(), start)
+            (row, ctx.len())
         })
-        .collect()
+        .collect();
+    rows.iter().all(|(row, _)| row.len() <= context).then_some(rows)
 }
 
 /// Index of the smallest value (the first on ties).
@@ -108,14 +117,19 @@ pub struct Score {
     pub acc: f64,
     /// Right by mean ending loss per token (the reference's metric).
     pub acc_norm: f64,
+    /// Examples scored.
     pub n: usize,
+    /// Examples skipped because they do not fit the context.
+    pub n_skipped: usize,
 }
 
-/// Summed and mean loss of each row's ending tokens, for rows of token ids (any lengths).
+/// Summed and mean loss of each row's ending tokens, for rows of token ids (any lengths), the
+/// softmax over the first `vocab` ids.
 pub fn ending_losses(
     model: &Gpt,
     active_layers: usize,
-    rows: &[(Vec<u16>, usize)],
+    rows: &[Row],
+    vocab: usize,
     device: Device,
     autocast: bool,
 ) -> Vec<(f64, f64)> {
@@ -135,7 +149,8 @@ pub fn ending_losses(
     let ids = Tensor::from_slice(&ids).view([n, width as i64]).to_device(device);
     let mask = Tensor::from_slice(&mask).view([n, width as i64 - 1]).to_device(device);
     tch::no_grad(|| {
-        let logits = tch::autocast(autocast, || model.forward(&ids, active_layers)).to_kind(Kind::Float);
+        let logits = tch::autocast(autocast, || model.forward(&ids, active_layers));
+        let logits = crate::loss::scored(&logits, vocab).to_kind(Kind::Float);
         let logp = logits.narrow(1, 0, width as i64 - 1).log_softmax(-1, Kind::Float);
         let targets = ids.narrow(1, 1, width as i64 - 1).unsqueeze(-1);
         let losses = -logp.gather(-1, &targets, false).squeeze_dim(-1) * &mask;
@@ -147,30 +162,81 @@ pub fn ending_losses(
     })
 }
 
-/// Evaluate `examples`, `batch_examples` at a time (4 rows each).
+/// Evaluate `examples`, `batch_examples` at a time (4 rows each), the softmax over the first
+/// `vocab` ids; examples that do not fit the context are skipped and counted.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Gpt,
     active_layers: usize,
     tokenizer: &Tokenizer,
     examples: &[Example],
     batch_examples: usize,
+    vocab: usize,
     device: Device,
     autocast: bool,
 ) -> Score {
     let context = model.config.context;
+    let fitting: Vec<(&Example, Vec<Row>)> =
+        examples.iter().filter_map(|e| Some((e, render(tokenizer, e, context)?))).collect();
     let (mut right, mut right_norm) = (0usize, 0usize);
-    for chunk in examples.chunks(batch_examples.max(1)) {
-        let rows: Vec<(Vec<u16>, usize)> = chunk.iter().flat_map(|e| render(tokenizer, e, context)).collect();
-        let losses = ending_losses(model, active_layers, &rows, device, autocast);
-        for (example, scores) in chunk.iter().zip(losses.chunks(4)) {
+    for chunk in fitting.chunks(batch_examples.max(1)) {
+        let rows: Vec<Row> = chunk.iter().flat_map(|(_, rows)| rows.iter().cloned()).collect();
+        let losses = ending_losses(model, active_layers, &rows, vocab, device, autocast);
+        for ((example, _), scores) in chunk.iter().zip(losses.chunks(4)) {
             let sums: Vec<f64> = scores.iter().map(|s| s.0).collect();
             let means: Vec<f64> = scores.iter().map(|s| s.1).collect();
             right += usize::from(argmin(&sums) == example.label);
             right_norm += usize::from(argmin(&means) == example.label);
         }
     }
-    let n = examples.len();
-    Score { acc: right as f64 / n as f64, acc_norm: right_norm as f64 / n as f64, n }
+    let n = fitting.len();
+    let share = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    Score { acc: share(right), acc_norm: share(right_norm), n, n_skipped: examples.len() - n }
+}
+
+/// The official validation file: rowanz/hellaswag's `data/hellaswag_val.jsonl`, where
+/// build-nanogpt's `hellaswag.py` downloads it from.
+pub const OFFICIAL_URL: &str = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl";
+/// Its size in bytes (10,042 examples).
+pub const OFFICIAL_BYTES: u64 = 12_246_618;
+/// Its SHA-256 (the same in Hugging Face `datasets`' checksums of the file).
+pub const OFFICIAL_SHA256: &str = "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588";
+/// Where training looks for it by default.
+pub const DEFAULT_PATH: &str = "data/hellaswag_val.jsonl";
+
+/// Download `url` to `dest` unless `dest` already holds the expected file; the download must
+/// have `bytes` bytes and SHA-256 `sha256` (hex), else nothing is written and the error says
+/// what came instead.
+pub fn download_checked(url: &str, dest: &Path, bytes: u64, sha256: &str) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let hex = |data: &[u8]| Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    if let Ok(existing) = std::fs::read(dest) {
+        if existing.len() as u64 == bytes && hex(&existing) == sha256 {
+            return Ok(());
+        }
+    }
+    let response = ureq::get(url).call().with_context(|| format!("downloading {url}"))?;
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut body).with_context(|| format!("downloading {url}"))?;
+    if body.len() as u64 != bytes || hex(&body) != sha256 {
+        bail!(
+            "{url}: got {} bytes with SHA-256 {}, expected {bytes} bytes with {sha256}; nothing written to {}",
+            body.len(),
+            hex(&body),
+            dest.display()
+        );
+    }
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    run_dir::write_atomically(dest, |f| std::io::Write::write_all(f, &body))
+        .with_context(|| format!("writing {}", dest.display()))
+}
+
+/// Download the official HellaSwag validation file to `dest` (checked; nothing to do when it is
+/// already there).
+pub fn download_official(dest: &Path) -> anyhow::Result<()> {
+    download_checked(OFFICIAL_URL, dest, OFFICIAL_BYTES, OFFICIAL_SHA256)
 }
 
 #[cfg(test)]
@@ -206,13 +272,46 @@ mod tests {
     }
 
     #[test]
-    fn rendering_marks_the_ending_and_truncates_from_the_left() {
+    fn rendering_marks_the_ending_and_skips_examples_that_do_not_fit() {
         let tok = Tokenizer::new(TokenizerKind::Bytes).unwrap();
         let ex = Example { ctx: "abc".into(), endings: ["d".into(), "ef".into(), "g".into(), "hij".into()], label: 0 };
-        let rows = render(&tok, &ex, 64);
+        let rows = render(&tok, &ex, 64).unwrap();
         assert_eq!(rows[1], (b"abc ef".iter().map(|&b| u16::from(b)).collect(), 3));
-        let short = render(&tok, &ex, 4);
-        assert_eq!(short[3], (b" hij".iter().map(|&b| u16::from(b)).collect(), 1));
+        // The longest row, "abc hij", is 7 tokens: it fits in 7, not in 6 (never truncated).
+        assert!(render(&tok, &ex, 7).is_some());
+        assert!(render(&tok, &ex, 6).is_none());
+    }
+
+    #[test]
+    fn downloads_are_checked_against_size_and_sha256() {
+        // A one-shot HTTP server on loopback stands in for GitHub.
+        let serve = |body: &'static [u8]| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/hellaswag_val.jsonl", listener.local_addr().unwrap());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(body).unwrap();
+            });
+            url
+        };
+        let body: &'static [u8] = b"{\"ctx\": \"a\", \"endings\": [\"b\", \"c\", \"d\", \"e\"], \"label\": 1}\n";
+        let sha = "c1d2bc2a5d1479b41a19a7a2d7d36c5e94fd9de5fa6ea2e31b6c2d5f2e12b2b0";
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("data/hellaswag_val.jsonl");
+        use sha2::Digest;
+        let real: String = sha2::Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+        let err = download_checked(&serve(body), &dest, body.len() as u64, sha).unwrap_err().to_string();
+        assert!(err.contains(&real) && err.contains("nothing written"), "{err}");
+        assert!(!dest.exists());
+        download_checked(&serve(body), &dest, body.len() as u64, &real).unwrap();
+        assert_eq!(load(&dest, None).unwrap()[0].label, 1);
+        // Already there and right: no download at all (no server is listening).
+        download_checked("http://127.0.0.1:9/nothing", &dest, body.len() as u64, &real).unwrap();
     }
 
     #[test]

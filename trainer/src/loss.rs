@@ -21,12 +21,24 @@ use tch::{Kind, Reduction, Tensor};
 use crate::model::Gpt;
 use crate::native::NativeError;
 
-/// Mean next-token cross-entropy of `targets` under `model` through `active_layers` blocks (the
-/// validation loss; differentiable when the parameters require gradients).
-pub fn mean_loss(model: &Gpt, idx: &Tensor, targets: &Tensor, active_layers: usize) -> Tensor {
-    let logits = model.forward(idx, active_layers);
-    let vocab = logits.size()[2];
-    logits.view([-1, vocab]).cross_entropy_loss::<Tensor>(&targets.view([-1]), None, Reduction::Mean, -100, 0.0)
+/// The logits of the first `vocab` ids: the softmax never sees the rows padded on for speed
+/// (llm.c's rule), unless `vocab` is the padded size (runs before format 3).
+pub fn scored(logits: &Tensor, vocab: usize) -> Tensor {
+    let padded = *logits.size().last().expect("logits have a vocabulary dimension");
+    if vocab as i64 >= padded {
+        logits.shallow_clone()
+    } else {
+        logits.narrow(-1, 0, vocab as i64)
+    }
+}
+
+/// Mean next-token cross-entropy of `targets` under `model` through `active_layers` blocks, the
+/// softmax over the first `vocab` ids (the validation loss; differentiable when the parameters
+/// require gradients).
+pub fn mean_loss(model: &Gpt, idx: &Tensor, targets: &Tensor, active_layers: usize, vocab: usize) -> Tensor {
+    let logits = scored(&model.forward(idx, active_layers), vocab);
+    let width = logits.size()[2];
+    logits.reshape([-1, width]).cross_entropy_loss::<Tensor>(&targets.view([-1]), None, Reduction::Mean, -100, 0.0)
 }
 
 /// How one micro-batch of a training step is run.
@@ -39,27 +51,33 @@ pub struct MicroStep {
     /// The gradient is of `grad_scale ×` the mean loss (1 / micro-batches per step).
     pub grad_scale: f64,
     pub kernel: LossKernel,
+    /// The softmax runs over the first `vocab` ids (the tokenizer's; see [`scored`]).
+    pub vocab: usize,
 }
 
 /// One micro-batch's forward and backward pass: the gradients of `step.grad_scale ×` the mean
 /// loss accumulate into the trainable parameters, and the mean loss comes back (0-d, detached,
 /// not read on the host, so nothing waits for the device).
 pub fn forward_backward(model: &Gpt, idx: &Tensor, targets: &Tensor, step: &MicroStep) -> Result<Tensor, NativeError> {
-    let MicroStep { active_layers, autocast, grad_scale, kernel } = *step;
+    let MicroStep { active_layers, autocast, grad_scale, kernel, vocab } = *step;
     match kernel {
         LossKernel::CrossEntropy => {
-            let loss = tch::autocast(autocast, || mean_loss(model, idx, targets, active_layers));
+            let loss = tch::autocast(autocast, || mean_loss(model, idx, targets, active_layers, vocab));
             (&loss * grad_scale).backward();
             Ok(loss.detach())
         }
         LossKernel::Chunked { tokens } => {
             let logits = tch::autocast(autocast, || model.forward(idx, active_layers));
-            let vocab = logits.size()[2];
+            let padded = logits.size()[2];
             // The gradient overwrites the logits (a detached alias of the same memory): backward
             // through the head reads only the hidden states and `wte`.
             let buffer = logits.detach();
-            let loss =
-                cross_entropy_grad_(&buffer.view([-1, vocab]), &targets.view([-1]), grad_scale, tokens.get() as i64);
+            let flat = buffer.view([-1, padded]);
+            let loss = cross_entropy_grad_(&scored(&flat, vocab), &targets.view([-1]), grad_scale, tokens.get() as i64);
+            if (vocab as i64) < padded {
+                // Padded logits take no probability mass, so the loss does not depend on them.
+                let _ = flat.narrow(1, vocab as i64, padded - vocab as i64).zero_();
+            }
             if logits.requires_grad() {
                 crate::native::backward_with(&logits, &buffer)?;
             }
@@ -127,6 +145,32 @@ mod tests {
     }
 
     #[test]
+    fn padded_vocabulary_rows_never_change_the_loss_or_take_gradient() {
+        // 64 rows in wte, 50 real ids: the loss is a function of the 50 only, for both kernels.
+        tch::manual_seed(5);
+        let vs = VarStore::new(Device::Cpu);
+        let model = Gpt::new(&vs, GptConfig { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        let idx = Tensor::randint(50, [3, 8], (Kind::Int64, Device::Cpu));
+        let targets = Tensor::randint(50, [3, 8], (Kind::Int64, Device::Cpu));
+        let wte = vs.variables()["transformer.wte.weight"].shallow_clone();
+        let before = mean_loss(&model, &idx, &targets, 2, 50).double_value(&[]);
+        tch::no_grad(|| {
+            let _ = wte.narrow(0, 50, 14).fill_(3.0);
+        });
+        let after = mean_loss(&model, &idx, &targets, 2, 50).double_value(&[]);
+        assert_eq!(before, after, "padded rows changed the loss");
+        assert_ne!(after, mean_loss(&model, &idx, &targets, 2, 64).double_value(&[]), "the padded softmax differs");
+        for kernel in [LossKernel::CrossEntropy, LossKernel::from_chunk_tokens(7)] {
+            crate::native::clear_grad(&wte).unwrap();
+            let step = MicroStep { active_layers: 2, autocast: false, grad_scale: 1.0, kernel, vocab: 50 };
+            let loss = forward_backward(&model, &idx, &targets, &step).unwrap().double_value(&[]);
+            assert!((loss - after).abs() < 1e-6, "{kernel:?}: {loss} vs {after}");
+            let padded_grad = wte.grad().narrow(0, 50, 14).abs().max().double_value(&[]);
+            assert_eq!(padded_grad, 0.0, "{kernel:?}: padded rows got a gradient");
+        }
+    }
+
+    #[test]
     fn bf16_logits_get_a_bf16_gradient_in_place() {
         let logits = Tensor::randn([10, 30], (Kind::Float, Device::Cpu));
         let targets = Tensor::randint(30, [10], (Kind::Int64, Device::Cpu));
@@ -154,7 +198,7 @@ mod tests {
             let mut grads = Vec::new();
             for kernel in [LossKernel::CrossEntropy, LossKernel::from_chunk_tokens(5)] {
                 model.all_parameters().into_iter().for_each(|p| crate::native::clear_grad(p).unwrap());
-                let step = MicroStep { active_layers: 2, autocast: false, grad_scale: 0.5, kernel };
+                let step = MicroStep { active_layers: 2, autocast: false, grad_scale: 0.5, kernel, vocab: 64 };
                 let loss = forward_backward(&model, &idx, &targets, &step).unwrap();
                 let g: Vec<Option<Tensor>> = model
                     .all_parameters()

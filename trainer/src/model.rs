@@ -162,6 +162,15 @@ impl Gpt {
         }
     }
 
+    /// Whether the parameter `name` (a Hugging Face name, as in the checkpoint) trains under
+    /// `trainable`: the same rule as [`Gpt::apply_trainable`], by name.
+    pub fn trains(name: &str, trainable: Trainable) -> bool {
+        match name.strip_prefix("transformer.h.").and_then(|rest| rest.split('.').next()?.parse::<u32>().ok()) {
+            Some(block) => block >= trainable.first_trainable && block < trainable.active_layers,
+            None => trainable.embeddings,
+        }
+    }
+
     /// The 12 parameter tensors of block `i` (shared handles), in a fixed order.
     pub fn block_parameters(&self, i: usize) -> [&Tensor; 12] {
         self.blocks[i].parameters()
@@ -237,7 +246,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let model = Gpt::new(&vs, tiny());
         let idx = Tensor::randint(64, [4, 8], (Kind::Int64, Device::Cpu));
-        let loss = crate::loss::mean_loss(&model, &idx, &idx, 2).double_value(&[]);
+        let loss = crate::loss::mean_loss(&model, &idx, &idx, 2, 64).double_value(&[]);
         assert!((loss - (64f64).ln()).abs() < 0.3, "random init loss {loss} vs ln 64");
         // Changing the last token must not change earlier positions' logits.
         let logits = model.forward(&idx, 2);
@@ -245,6 +254,23 @@ mod tests {
         let _ = idx2.get(0).get(7).fill_(3);
         let logits2 = model.forward(&idx2, 2);
         assert!(logits.narrow(1, 0, 7).allclose(&logits2.narrow(1, 0, 7), 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn the_rule_by_name_is_the_rule_applied_to_tensors() {
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs, tiny());
+        for trainable in [
+            Trainable::all(2),
+            Trainable::all(1),
+            Trainable { active_layers: 2, first_trainable: 1, embeddings: false },
+            Trainable { active_layers: 2, first_trainable: 1, embeddings: true },
+        ] {
+            model.apply_trainable(trainable);
+            for (name, tensor) in vs.variables() {
+                assert_eq!(Gpt::trains(&name, trainable), tensor.requires_grad(), "{name} under {trainable:?}");
+            }
+        }
     }
 
     #[test]

@@ -168,8 +168,14 @@ impl AdamW {
     /// Forget the moments and step counts (a new optimizer, as the reference code makes for
     /// continual training).
     pub fn reset(&mut self) {
+        self.reset_where(|_| true);
+    }
+
+    /// Forget the moments and step counts of the parameters whose names `pick` chooses, as if
+    /// they had never been updated.
+    pub fn reset_where(&mut self, pick: impl Fn(&str) -> bool) {
         tch::no_grad(|| {
-            for s in &mut self.states {
+            for s in self.states.iter_mut().filter(|s| pick(&s.name)) {
                 let _ = s.exp_avg.zero_();
                 let _ = s.exp_avg_sq.zero_();
                 let _ = s.step.zero_();

@@ -1,14 +1,19 @@
-//! Starting a run or resuming one: check the input, write the run header, hold the run's lock,
-//! restore the last checkpoint, then hand over to the loop in [`crate::train`].
+//! Starting a run, a cooldown branch of a run, or resuming either: check the input, write the run
+//! header, hold the run's lock, restore the last checkpoint, then hand over to the loop in
+//! [`crate::train`].
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use cost_model::{ComputeUnit, Until};
+use run_dir::config::LrKind;
+use run_dir::cooldown::{self, CooldownBranch};
 use run_dir::{RunDir, RunHeader, ScheduleSpec, TrainConfig};
 use serde::Serialize;
 use tch::Device;
 
 use crate::checkpoint::{self, TrainState};
+use crate::data::loader::validation_starts;
 use crate::data::TokenDataset;
 use crate::device;
 use crate::error::bad_input;
@@ -53,11 +58,18 @@ pub fn start(
         for segment in &plan.segments {
             config.micro_batches(segment)?;
         }
+        for &budget in &config.cooldown_budgets {
+            cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction)
+                .context("--cooldown-budgets")?;
+        }
         if run.has_header() {
             bail!("{} already holds a run; resume it with --resume {0} or pick another --run name", run_dir.display());
         }
         // Open the data before creating anything, so a missing dataset leaves no run directory behind.
         let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
+        if config.val_every > 0 {
+            validation_starts(dataset.val.len(), config.val_tokens, config.model.context, config.val_spread)?;
+        }
         let hellaswag = eval::load_configured(&config)?;
         let device = device::name(options.device);
         let header =
@@ -83,8 +95,113 @@ pub fn start(
             header.device,
             run_dir.display()
         );
+        if let Some(line) = equal_compute_note(&header) {
+            eprintln!("{line}");
+        }
     }
-    Trainer::new(run, header, dataset, hellaswag, options.device)?.run(TrainState::start(), None, options)
+    let start = TrainState::start(header.config.data_seed);
+    Trainer::new(run, header, dataset, hellaswag, options.device)?.run(start, None, options)
+}
+
+/// For an incremental run: where it spends the baseline's budget in each unit, and which one
+/// it stops at.
+fn equal_compute_note(header: &RunHeader) -> Option<String> {
+    let spec = header.schedule.incremental()?;
+    let at = |unit| header.plan.equal_compute_in(unit).step;
+    let stops = match spec.until {
+        Until::EqualCompute(unit) => format!("stops at equal compute in {}", unit.as_str()),
+        Until::Steps(steps) => format!("runs to step {steps}"),
+    };
+    Some(format!(
+        "equal compute with the {}-step baseline: step {} in FLOPs, {} in paper units; this run {stops}",
+        header.plan.base_steps,
+        at(ComputeUnit::Flops),
+        at(ComputeUnit::PaperUnits)
+    ))
+}
+
+/// Start the cooldown branch of the run in `run_dir` at `budget` × its baseline budget in `unit`:
+/// from the run's checkpoint at the branch point `K`, follow the run's plan to `E`, where its
+/// compute reaches the budget, with the learning rate decaying to `lr_min` (into
+/// `<run_dir>/cooldowns/<unit>-<budget>/`).
+pub fn cooldown(
+    run_dir: &Path,
+    budget: f64,
+    unit: ComputeUnit,
+    options: &TrainOptions,
+) -> anyhow::Result<TrainSummary> {
+    let parent = RunDir::new(run_dir);
+    let branch = parent.cooldown(unit, budget);
+    let prepare = || -> anyhow::Result<(RunHeader, TokenDataset, Vec<eval::Example>, PathBuf)> {
+        let main = parent.read_header()?;
+        if main.branch.is_some() {
+            bail!("{} is itself a cooldown branch; branch the run it came from", run_dir.display());
+        }
+        let mut config = main.config.clone();
+        match config.lr_schedule {
+            LrKind::Wsd => {}
+            // A constant rate is flat until any branch point too: the branch decays from it.
+            LrKind::Constant => {
+                config.lr_schedule = LrKind::Wsd;
+                config.warmup_steps = 0;
+                config.lr_min = config.lr_min.min(config.lr_max);
+            }
+            LrKind::Cosine => bail!(
+                "{}: a cosine run's learning rate is already decaying before any branch point; cooldown branches need lr_schedule wsd (or constant)",
+                run_dir.display()
+            ),
+        }
+        let point = cooldown::branch_point(&main.plan, unit, budget, config.cooldown_fraction).context("--budget")?;
+        if branch.has_header() {
+            bail!("{} already exists; resume it with --resume {0}, or pick another --budget", branch.path().display());
+        }
+        let checkpoint = parent.checkpoint_dir(point.from_step);
+        if !checkpoint.is_dir() {
+            bail!(
+                "{}: no checkpoint at the branch point, step {}; rerun the run with --cooldown-budgets {budget} --cooldown-unit {} (it saves one there)",
+                run_dir.display(),
+                point.from_step,
+                unit.as_str()
+            );
+        }
+        config.cooldown_budgets.clear();
+        let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
+        let hellaswag = eval::load_configured(&config)?;
+        let name = format!("{}/{}/{}", main.name, run_dir::COOLDOWNS_DIR, cooldown::branch_name(unit, budget));
+        let plan = main.plan.truncated(point.to_step);
+        let device = device::name(options.device);
+        let mut header =
+            RunHeader::new(&name, config, main.schedule.clone(), plan, device, env!("TORCH_BUILD_VERSION"));
+        header.branch = Some(CooldownBranch {
+            parent: main.name.clone(),
+            budget,
+            unit,
+            from_step: point.from_step,
+            to_step: point.to_step,
+        });
+        Ok((header, dataset, hellaswag, checkpoint))
+    };
+    let (header, dataset, hellaswag, checkpoint) = prepare().map_err(bad_input)?;
+    std::fs::create_dir_all(branch.path())
+        .with_context(|| format!("cannot create {}", branch.path().display()))
+        .map_err(bad_input)?;
+    let _lock = branch.lock().map_err(bad_input)?;
+    branch.write_header(&header).with_context(|| format!("writing {}", branch.header_path().display()))?;
+    if !options.quiet {
+        let b = header.branch.as_ref().expect("set above");
+        eprintln!(
+            "cooldown branch of {} at {budget} × its budget in {}: from step {} to step {}, learning rate to {} at the end, into {}",
+            b.parent,
+            unit.as_str(),
+            b.from_step,
+            b.to_step,
+            header.config.lr_min,
+            branch.path().display()
+        );
+    }
+    let mut trainer = Trainer::new(branch, header, dataset, hellaswag, options.device)?;
+    let state = checkpoint::load(&checkpoint, &mut trainer.vs, &mut trainer.optimizer)?;
+    trainer.run(state, None, options)
 }
 
 /// Continue the run in `run_dir` from its last complete checkpoint (or from scratch if it has none).
@@ -102,10 +219,16 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
     let latest = checkpoint::list(&run).pop();
     let resume_step = latest.as_ref().map_or(0, |(step, _)| *step);
     let has_checkpoint_line = run.truncate_metrics_after(resume_step)?;
+    // A branch with no checkpoint of its own starts again from its run's checkpoint.
+    let from_parent = match (&latest, &header.branch, run.branch_parent()) {
+        (None, Some(b), Some(parent)) => Some(parent.checkpoint_dir(b.from_step)),
+        _ => None,
+    };
+    let data_seed = header.config.data_seed;
     let mut trainer = Trainer::new(run, header, dataset, hellaswag, options.device)?;
-    let state = match &latest {
-        Some((_, dir)) => checkpoint::load(dir, &mut trainer.vs, &mut trainer.optimizer)?,
-        None => TrainState::start(),
+    let state = match latest.as_ref().map(|(_, dir)| dir.clone()).or(from_parent) {
+        Some(dir) => checkpoint::load(&dir, &mut trainer.vs, &mut trainer.optimizer)?,
+        None => TrainState::start(data_seed),
     };
     let missing_line = latest.filter(|_| !has_checkpoint_line).map(|(_, dir)| dir);
     trainer.run(state, missing_line, options)

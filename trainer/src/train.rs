@@ -1,12 +1,15 @@
 //! The training loop, top to bottom as in build-nanogpt's `train_gpt2.py`.
 //!
-//! Walk the plan's steps. When a segment of the plan begins, set the model up for it (grow the
-//! stage's new blocks, reset the optimizer when continual training starts, freeze what the
-//! segment does not train, shape its batches). Each step accumulates the gradients of its
-//! micro-batches, clips them and updates; then the step is logged, and validation, HellaSwag and
-//! checkpoints happen when they are due. Where the run starts and how it resumes is in
-//! [`crate::session`].
+//! Walk the plan's steps. When a segment of the plan begins, its schedule events happen (grow the
+//! stage's new blocks, logging the validation loss just before and after; reset the optimizer
+//! when continual training starts; zero the moments of parameters that train again), then the
+//! model is set up for it (freeze what the segment does not train, shape its batches). Each step
+//! accumulates the gradients of its micro-batches, clips them and updates at the step's learning
+//! rate; then the step is logged, and validation, HellaSwag and checkpoints (including the
+//! branch points of cooldown branches) happen when they are due. Where the run starts and how it
+//! resumes is in [`crate::session`].
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,11 +17,12 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use cost_model::{Phase, Segment};
 use run_dir::config::{MicroBatches, OnNan};
-use run_dir::{failpoint, LineKind, MetricsLine, RunDir, RunHeader};
+use run_dir::{cooldown, failpoint, LineKind, MetricsLine, MetricsWriter, RunDir, RunHeader};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, TrainState};
+use crate::data::loader::validation_batches;
 use crate::data::{BatchLoader, DataPosition, TokenDataset};
 use crate::eval;
 use crate::growth::grow;
@@ -72,10 +76,17 @@ impl Trainer {
         let plan = self.header.plan.clone();
         let total = plan.total_steps();
         let last = options.stop_after_step.map_or(total, |s| s.min(total));
-        let lr = config.lr(total);
+        let lr = self.header.lr_schedule();
         let autocast = config.bf16 && self.device.is_cuda();
+        let vocab = config.scored_vocab();
         let mut metrics = self.run.metrics_writer()?;
         let val_batches = self.val_batches()?;
+        // Cooldown branches start from checkpoints at their branch points: save those.
+        let branch_points: BTreeSet<u64> = config
+            .cooldown_budgets
+            .iter()
+            .map(|&b| Ok(cooldown::branch_point(&plan, config.cooldown_unit, b, config.cooldown_fraction)?.from_step))
+            .collect::<anyhow::Result<_>>()?;
         let hellaswag = std::mem::take(&mut self.hellaswag);
         // Building GPT-2's BPE takes a moment: only when there is something to evaluate.
         let tokenizer = if hellaswag.is_empty() { None } else { Some(crate::data::Tokenizer::new(config.tokenizer)?) };
@@ -98,7 +109,12 @@ impl Trainer {
             let seg = *plan.segment_of(step).context("step outside the plan")?;
             if current.as_ref().map(|c| c.segment.first_step) != Some(seg.first_step) {
                 let position = current.as_ref().map_or(state.data, |c| c.loader.position());
-                current = Some(self.enter_segment(&seg, step, &dataset, position)?);
+                // Schedule events happen once, when the segment starts, not when a resume lands
+                // inside it.
+                if step == seg.first_step {
+                    self.schedule_events(&seg, &state, &val_batches, &mut metrics, &progress)?;
+                }
+                current = Some(self.enter_segment(&seg, &dataset, position)?);
             }
             let now = current.as_mut().expect("entered above");
             let active = seg.trainable.active_layers as usize;
@@ -107,6 +123,7 @@ impl Trainer {
                 autocast,
                 grad_scale: 1.0 / now.micro_batches.per_step as f64,
                 kernel: config.loss_kernel,
+                vocab,
             };
 
             // One optimizer step: accumulate the micro-batches' gradients, then clip and update.
@@ -153,24 +170,28 @@ impl Trainer {
             })?;
             last_loss = Some(loss);
             if config.val_every > 0 && (step % config.val_every == 0 || step == total) {
-                let val_loss = self.val_loss(&val_batches, active, autocast);
+                let val_loss = self.val_loss(&val_batches, active);
                 metrics.write(&MetricsLine { kind: LineKind::Val, val_loss: Some(val_loss), ..base.clone() })?;
                 progress.println(&format!("step {step}: val loss {val_loss:.4}"));
                 last_val_loss = Some(val_loss);
             }
             let hellaswag_due = (config.hellaswag_every > 0 && step % config.hellaswag_every == 0) || step == total;
             if let (Some(tokenizer), true) = (&tokenizer, hellaswag_due) {
-                let score = eval::evaluate(&self.model, active, tokenizer, &hellaswag, 16, self.device, autocast);
+                let score =
+                    eval::evaluate(&self.model, active, tokenizer, &hellaswag, 16, vocab, self.device, autocast);
                 metrics.write(&MetricsLine {
                     kind: LineKind::Hellaswag,
                     acc: Some(score.acc),
                     acc_norm: Some(score.acc_norm),
                     n: Some(score.n as u64),
+                    n_skipped: Some(score.n_skipped as u64),
                     ..base.clone()
                 })?;
                 progress.println(&format!("step {step}: hellaswag acc_norm {:.4} (n = {})", score.acc_norm, score.n));
             }
-            let checkpoint_due = (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) || step == last;
+            let checkpoint_due = (config.checkpoint_every > 0 && step % config.checkpoint_every == 0)
+                || step == last
+                || branch_points.contains(&step);
             if checkpoint_due {
                 let dir = checkpoint::save(&self.run, &self.vs, &self.optimizer, &state)?;
                 let path = Some(self.run.relative(&dir));
@@ -193,63 +214,111 @@ impl Trainer {
         })
     }
 
-    /// Set the model up for `seg`, entered at `step` with the data at `position`. The plan's
-    /// schedule events (new blocks at a stage's first step, the optimizer reset when continual
-    /// training starts) happen only when `step` is the segment's first step, not when a resume
-    /// lands inside it.
+    /// The schedule events of `seg`, which starts at the step after `state.step`: a stage grows
+    /// its new blocks (and the validation loss is logged at the old and the new depth), continual
+    /// training resets the optimizer, and parameters that train again after being frozen may get
+    /// fresh moments.
+    fn schedule_events(
+        &mut self,
+        seg: &Segment,
+        state: &TrainState,
+        val_batches: &[(Tensor, Tensor)],
+        metrics: &mut MetricsWriter,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        let Some(spec) = self.header.schedule.incremental().cloned() else { return Ok(()) };
+        if let Some(g) = seg.grows.filter(|g| g.from_layers > 0) {
+            let (from, to) = (g.from_layers as usize, g.to_layers as usize);
+            let before = (!val_batches.is_empty()).then(|| self.val_loss(val_batches, from));
+            grow(&mut self.model, spec.growth, from, to);
+            if let Some(before) = before {
+                let after = self.val_loss(val_batches, to);
+                let line = MetricsLine {
+                    kind: LineKind::Growth,
+                    active_layers: g.to_layers,
+                    val_loss_before: Some(before),
+                    val_loss: Some(after),
+                    ..self.line(LineKind::Growth, state, seg, 0)
+                };
+                metrics.write(&line)?;
+                progress.println(&format!(
+                    "stage {}: grew {from} → {to} blocks ({:?}); val loss {before:.4} → {after:.4}",
+                    seg.stage, spec.growth
+                ));
+            }
+        }
+        if seg.phase == Phase::Continual && spec.reset_optimizer_at_continual {
+            self.optimizer.reset();
+        }
+        if spec.reset_moments_on_unfreeze {
+            let plan = &self.header.plan;
+            if let Some(previous) = plan.segments.iter().take_while(|s| s.first_step < seg.first_step).last() {
+                let (now, before) = (seg.trainable, previous.trainable);
+                self.optimizer.reset_where(|name| Gpt::trains(name, now) && !Gpt::trains(name, before));
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the model up for `seg` with the data at `position`: freeze what it does not train and
+    /// shape its batches.
     fn enter_segment<'a>(
         &mut self,
         seg: &Segment,
-        step: u64,
         dataset: &'a TokenDataset,
         position: DataPosition,
     ) -> anyhow::Result<InSegment<'a>> {
-        if let (Some(spec), true) = (self.header.schedule.incremental(), step == seg.first_step) {
-            if let Some(g) = seg.grows {
-                grow(&mut self.model, spec.growth, g.from_layers as usize, g.to_layers as usize);
-            }
-            if seg.phase == Phase::Continual && spec.reset_optimizer_at_continual {
-                self.optimizer.reset();
-            }
-        }
         self.model.apply_trainable(seg.trainable);
+        let config = &self.header.config;
         // Micro-batches keep micro_batch × context tokens; a shorter stage context means more rows.
-        let micro_batches = self.header.config.micro_batches(seg)?;
-        let loader = BatchLoader::new(&dataset.train, micro_batches.rows, seg.context as usize, self.device, position)?;
+        let micro_batches = config.micro_batches(seg)?;
+        let loader = BatchLoader::new(
+            &dataset.train,
+            config.micro_batch,
+            config.model.context,
+            seg.context as usize,
+            self.device,
+            position,
+            config.data_seed,
+        )?;
         Ok(InSegment { segment: *seg, loader, micro_batches, trainable_params: self.model.trainable_params() })
     }
 
-    /// The fixed validation slice: the first `val_batches` micro-batches of the val shard.
+    /// The fixed validation sample (none when validation is off and no stage grows).
     fn val_batches(&self) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
         let config = &self.header.config;
-        if config.val_every == 0 {
+        let grows = self.header.plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0));
+        if config.val_every == 0 && !grows {
             return Ok(Vec::new());
         }
-        let per_batch = config.micro_batch * config.model.context;
-        let available = (self.dataset.val.len() - 1) / per_batch;
-        if available == 0 {
-            bail!(
-                "{}: the validation shard holds {} tokens, fewer than one micro-batch of {per_batch}; lower micro_batch or context",
-                self.dataset.val.path().display(),
-                self.dataset.val.len()
-            );
-        }
-        let shards = std::slice::from_ref(&self.dataset.val);
-        let mut loader =
-            BatchLoader::new(shards, config.micro_batch, config.model.context, self.device, DataPosition::default())?;
-        Ok((0..config.val_batches.min(available)).map(|_| loader.next_batch()).collect())
+        validation_batches(
+            &self.dataset.val,
+            config.val_tokens,
+            config.model.context,
+            config.micro_batch,
+            config.val_spread,
+            self.device,
+        )
     }
 
-    fn val_loss(&self, batches: &[(Tensor, Tensor)], active: usize, autocast: bool) -> f64 {
+    /// Mean loss over the validation sample through `active` blocks: every window weighs the same.
+    fn val_loss(&self, batches: &[(Tensor, Tensor)], active: usize) -> f64 {
+        let config = &self.header.config;
+        let autocast = config.bf16 && self.device.is_cuda();
+        let full_rows = batches.first().map_or(1, |(x, _)| x.size()[0]) as f64;
         tch::no_grad(|| {
-            // Summed on the device and read once: one sync for the whole validation pass.
-            let losses: Vec<Tensor> = batches
+            // Summed on the device and read once: one sync for the whole validation pass. A batch
+            // weighs its rows (1.0 for a full one, so equal batches give the plain mean).
+            let weighted: Vec<Tensor> = batches
                 .iter()
                 .map(|(x, y)| {
-                    tch::autocast(autocast, || loss::mean_loss(&self.model, x, y, active)).to_kind(Kind::Double)
+                    let mean =
+                        tch::autocast(autocast, || loss::mean_loss(&self.model, x, y, active, config.scored_vocab()));
+                    mean.to_kind(Kind::Double) * (x.size()[0] as f64 / full_rows)
                 })
                 .collect();
-            Tensor::stack(&losses, 0).sum(Kind::Double).double_value(&[]) / batches.len() as f64
+            let weights: f64 = batches.iter().map(|(x, _)| x.size()[0] as f64 / full_rows).sum();
+            Tensor::stack(&weighted, 0).sum(Kind::Double).double_value(&[]) / weights
         })
     }
 

@@ -37,7 +37,7 @@ fn config(data: &Path, steps: u64) -> TrainConfig {
             "tokens_per_step=128",
             "warmup_steps=2",
             "val_every=8",
-            "val_batches=2",
+            "val_tokens=128",
             "checkpoint_every=5",
         ],
     );
@@ -58,8 +58,9 @@ fn runs_all_stages_then_continual_to_the_equal_compute_step() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let run = dir.path().join("inc4");
-    session::start(&run, config(&data, 16), ScheduleSpec::Incremental(incremental(4)), &common::cpu_options(None))
-        .unwrap();
+    // The paper's compute model, so the step count can be checked by hand.
+    let spec = IncrementalSpec { until: Until::EqualCompute(ComputeUnit::PaperUnits), ..incremental(4) };
+    session::start(&run, config(&data, 16), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
     let lines = common::read_metrics(&run);
     let train = train_lines(&lines);
     // Paper formula by hand: 16 + 16 − 16·(3·4+5)/(8·4) = 23.5 → 24 steps (2 per phase, 8 continual).
@@ -79,7 +80,7 @@ fn runs_all_stages_then_continual_to_the_equal_compute_step() {
     // The compute at the end is the baseline's 16 full steps, within half a step.
     assert!((train[23].paper_units - 16.0).abs() <= 0.5);
     let info = run_dir::RunDir::new(&run).read_header().unwrap();
-    assert_eq!(info.plan.equal_compute.get(ComputeUnit::PaperUnits).step, 24);
+    assert_eq!(info.plan.equal_compute_in(ComputeUnit::PaperUnits).step, 24);
     assert!(lines.iter().any(|l| l.kind == LineKind::Val && l.phase == Phase::Phase2 && l.stage == 2));
 }
 
@@ -107,7 +108,7 @@ fn phase_one_touches_no_frozen_gradient() {
         let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
         model.apply_trainable(Trainable { active_layers: 4, first_trainable: 2, embeddings });
         let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
-        trainer::loss::mean_loss(&model, &idx, &idx, 4).backward();
+        trainer::loss::mean_loss(&model, &idx, &idx, 4, 64).backward();
         let mut with_grad: Vec<String> =
             vs.variables().into_iter().filter(|(_, t)| t.grad().defined()).map(|(n, _)| n).collect();
         with_grad.sort();
@@ -216,10 +217,13 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     let lines = [
         r#"{"ctx": "the cat sat on the", "endings": ["dog?", "mat.", "zq!", "xxkv"], "label": 1}"#,
         r#"{"ctx": "the mat. the cat sat", "endings": ["on the mat.", "in a qzx", "up, up!", "k k k k"], "label": 0}"#,
+        // 33 tokens with its longest ending: does not fit a context of 32, so it is skipped.
+        r#"{"ctx": "the mat. the cat sat", "endings": ["on the mat!!", "in a qzx", "up, up!", "k k k k"], "label": 0}"#,
     ];
     std::fs::write(&file, lines.join("\n")).unwrap();
     let mut c = config(&data, 120);
     c.set("lr_max=0.01").unwrap();
+    c.set("model.context=32").unwrap();
     c.hellaswag = Some(file);
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
@@ -228,4 +232,5 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     let hs: Vec<&MetricsLine> = lines.iter().filter(|l| l.kind == LineKind::Hellaswag).collect();
     assert_eq!(hs.len(), 1, "evaluated once, at the last step");
     assert_eq!((hs[0].acc_norm, hs[0].acc, hs[0].n), (Some(1.0), Some(1.0), Some(2)));
+    assert_eq!(hs[0].n_skipped, Some(1), "the example longer than the context is counted, not truncated");
 }

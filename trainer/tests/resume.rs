@@ -35,7 +35,7 @@ fn tiny_config(data: &Path) -> TrainConfig {
             "steps=12",
             "warmup_steps=3",
             "val_every=4",
-            "val_batches=2",
+            "val_tokens=128",
             "checkpoint_every=4",
             "grad_clip=1.0",
         ],

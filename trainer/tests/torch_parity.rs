@@ -61,9 +61,9 @@ fn gpt2_loss_logits_and_gradients_match_pytorch() {
         for (got, want) in row.iter().zip(floats(&expected["logits_first_row"])) {
             assert_abs_diff_eq!(*got, want, epsilon = 1e-5);
         }
-        let loss = loss::mean_loss(&model, &idx, &targets, active);
+        let loss = loss::mean_loss(&model, &idx, &targets, active, config.vocab);
         assert_abs_diff_eq!(loss.double_value(&[]), expected["loss"].as_f64().unwrap(), epsilon = 1e-5);
-        let step = MicroStep { active_layers: active, autocast: false, grad_scale: 1.0, kernel };
+        let step = MicroStep { active_layers: active, autocast: false, grad_scale: 1.0, kernel, vocab: config.vocab };
         let trained = loss::forward_backward(&model, &idx, &targets, &step).unwrap();
         assert_abs_diff_eq!(trained.double_value(&[]), expected["loss"].as_f64().unwrap(), epsilon = 1e-5);
         for (name, want) in expected["grad_norms"].as_object().unwrap() {

@@ -48,6 +48,10 @@ enum Command {
     Export(ExportArgs),
     /// Time warm training steps of the full model and of every phase of a schedule (JSON lines).
     Bench(BenchArgs),
+    /// Cool a run down at a compute budget: from its checkpoint at the branch point, its learning
+    /// rate decays to lr_min where its compute reaches BUDGET × its baseline budget
+    /// (into RUN_DIR/cooldowns/<unit>-<budget>/; resume with --resume that directory).
+    Cooldown(CooldownArgs),
 }
 
 /// What model, data and schedule: shared by training and `bench`.
@@ -69,6 +73,10 @@ struct ConfigArgs {
     /// Seed for initialisation (overrides the preset's).
     #[arg(long)]
     seed: Option<u64>,
+    /// Seed for the data order (overrides the preset's; every run with the same data and data
+    /// seed sees the same batches).
+    #[arg(long)]
+    data_seed: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -94,8 +102,9 @@ struct TrainArgs {
     /// On a non-finite loss or gradient norm: stop (keep the last good checkpoint) or skip the batch.
     #[arg(long, value_enum)]
     on_nan: Option<OnNan>,
-    /// HellaSwag file (official jsonl) to evaluate on during training.
-    #[arg(long, value_name = "PATH")]
+    /// Evaluate on HellaSwag during training; without PATH, data/hellaswag_val.jsonl (`just data
+    /// --hellaswag` downloads it there).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = trainer::eval::DEFAULT_PATH)]
     hellaswag: Option<PathBuf>,
     /// HellaSwag every N steps (and at the last step).
     #[arg(long, value_name = "N")]
@@ -103,6 +112,13 @@ struct TrainArgs {
     /// HellaSwag on the first M examples only.
     #[arg(long, value_name = "M")]
     hellaswag_limit: Option<usize>,
+    /// Budgets (multiples of the baseline budget) to take cooldown branches at later: the run
+    /// saves a checkpoint at each branch point, e.g. 0.5,1,1.5,2.
+    #[arg(long, value_delimiter = ',', value_name = "B1,B2,...")]
+    cooldown_budgets: Vec<f64>,
+    /// Unit of --cooldown-budgets: flops (default), paper_units or tokens.
+    #[arg(long, value_enum)]
+    cooldown_unit: Option<ComputeUnit>,
     // Last, so its help heading covers only its own flags.
     #[command(flatten)]
     incremental: IncrementalSpec,
@@ -122,8 +138,9 @@ struct UntilArgs {
     /// Where continual training stops: equal-compute (the cost-model target) or a total step count.
     #[arg(long, default_value = "equal-compute", value_parser = parse_until, help_heading = "Incremental schedule")]
     until: UntilArg,
-    /// Compute unit of --until equal-compute: paper (layer count) or flops.
-    #[arg(long, value_enum, default_value_t = ComputeUnit::PaperUnits, help_heading = "Incremental schedule")]
+    /// Compute unit of --until equal-compute: flops, paper (the paper's layer count; the paper's
+    /// 14,688 / 15,469 / 15,729 steps) or tokens.
+    #[arg(long, value_enum, default_value_t = ComputeUnit::Flops, help_heading = "Incremental schedule")]
     compute_unit: ComputeUnit,
 }
 
@@ -183,6 +200,35 @@ struct DataArgs {
     /// Do nothing when the output directory already holds shards.
     #[arg(long)]
     if_missing: bool,
+    /// Instead of tokenizing: download the official HellaSwag validation file into
+    /// data/hellaswag_val.jsonl (checked against its size and SHA-256; nothing to do when present).
+    #[arg(long)]
+    hellaswag: bool,
+    /// Where --hellaswag downloads from (a mirror of rowanz/hellaswag's data/hellaswag_val.jsonl).
+    #[arg(long, value_name = "URL", default_value = trainer::eval::OFFICIAL_URL)]
+    hellaswag_url: String,
+}
+
+#[derive(Args, Debug)]
+struct CooldownArgs {
+    /// The run to branch (trained with --lr-schedule wsd or constant and a checkpoint at the
+    /// branch point: train it with --cooldown-budgets).
+    run: PathBuf,
+    /// The compute budget, as a multiple of the run's baseline budget.
+    #[arg(long)]
+    budget: f64,
+    /// Unit of --budget: flops, paper_units or tokens.
+    #[arg(long, value_enum, default_value_t = ComputeUnit::Flops)]
+    unit: ComputeUnit,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Stop after this step, with a checkpoint (resume with --resume RUN/cooldowns/<unit>-<budget>).
+    #[arg(long, value_name = "STEP")]
+    stop_after_step: Option<u64>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +268,7 @@ fn main() -> ExitCode {
         Some(Command::Data(args)) => data(&args),
         Some(Command::Export(args)) => export(&args),
         Some(Command::Bench(args)) => bench(&args),
+        Some(Command::Cooldown(args)) => cooldown(&args),
         None => run_training(&cli.train),
     };
     cli::report("train", result)
@@ -264,6 +311,9 @@ fn config_and_schedule(
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
+    if let Some(seed) = args.data_seed {
+        config.data_seed = Some(seed);
+    }
     let schedule = match args.schedule.unwrap_or(default) {
         ScheduleArg::Baseline => ScheduleSpec::Baseline,
         ScheduleArg::Incremental => ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }),
@@ -292,6 +342,12 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
     }
     if args.hellaswag_limit.is_some() {
         config.hellaswag_limit = args.hellaswag_limit;
+    }
+    if !args.cooldown_budgets.is_empty() {
+        config.cooldown_budgets = args.cooldown_budgets.clone();
+    }
+    if let Some(unit) = args.cooldown_unit {
+        config.cooldown_unit = unit;
     }
     let name = args.run.clone().unwrap_or_else(|| {
         format!("{}-{}-{}", config.preset, schedule.name(), chrono::Utc::now().format("%Y%m%d-%H%M%S"))
@@ -324,7 +380,26 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+fn cooldown(args: &CooldownArgs) -> Result<(), CliError> {
+    let device = device::select(args.device).map_err(CliError::bad_input)?;
+    let options = TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
+    let summary = session::cooldown(&args.run, args.budget, args.unit, &options).map_err(classify)?;
+    println!("{}", session::describe(&summary));
+    Ok(())
+}
+
 fn data(args: &DataArgs) -> Result<(), CliError> {
+    if args.hellaswag {
+        let dest = PathBuf::from(trainer::eval::DEFAULT_PATH);
+        trainer::eval::download_checked(
+            &args.hellaswag_url,
+            &dest,
+            trainer::eval::OFFICIAL_BYTES,
+            trainer::eval::OFFICIAL_SHA256,
+        )?;
+        println!("{}: the official HellaSwag validation set (10,042 examples), checked", dest.display());
+        return Ok(());
+    }
     let out = args.out.clone().unwrap_or_else(|| match args.source {
         Source::Corpus => PathBuf::from(format!("data/corpus-{}", args.tokenizer.name())),
         Source::Fineweb => PathBuf::from("data/edufineweb"),

@@ -1,20 +1,48 @@
-//! Deterministic (B, T) batches from token shards, from a position that can be saved and restored.
+//! Deterministic (inputs, targets) batches from token shards, from a position that can be saved
+//! and restored.
+//!
+//! The training stream is a seeded shuffle of **windows**: every train shard is cut into
+//! non-overlapping windows of `model.context + 1` tokens (the `+ 1` is the last target), and each
+//! epoch visits all windows in an order drawn from `(data_seed, epoch)`. Windows rather than
+//! documents because every token is then used once per epoch with no padding and no packing, every
+//! batch has the same shape, and the position is one integer, so a run resumes exactly. The order
+//! depends only on the data, the context and the seed, so every run with the same data and
+//! `data_seed` (any schedule, depth or batch size) sees the same stream, and runs are paired
+//! across arms. A stage with a shorter context cuts each window into rows of its own context.
+//!
+//! Runs made before format 3 read the shards in file order instead (`data_seed: null`); that
+//! reader stays so they resume bit for bit.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::shard::Shard;
 
-/// Where the next batch starts: a train shard (index into the train shards) and a token offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct DataPosition {
-    pub shard: usize,
-    pub offset: usize,
-    /// Completed passes over all train shards.
-    pub epoch: u64,
+/// Where the next batch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DataPosition {
+    /// The shuffled stream: the next window in `epoch`'s order.
+    Shuffled { epoch: u64, window: u64 },
+    /// The shards in file order: a train shard, a token offset, and completed passes.
+    Sequential { shard: usize, offset: usize, epoch: u64 },
+}
+
+impl DataPosition {
+    /// The start of the stream: shuffled when there is a data seed, else in file order.
+    pub fn start(data_seed: Option<u64>) -> DataPosition {
+        match data_seed {
+            Some(_) => DataPosition::Shuffled { epoch: 0, window: 0 },
+            None => DataPosition::Sequential { shard: 0, offset: 0, epoch: 0 },
+        }
+    }
 }
 
 /// The shards of one dataset directory: shard 0 (`*_val_*`) for validation, the rest for training.
@@ -56,9 +84,168 @@ impl TokenDataset {
     }
 }
 
-/// Yields (inputs, targets) batches of `batch × context` tokens, walking the shards in order and
-/// wrapping around. The same position always yields the same batch.
-pub struct BatchLoader<'a> {
+/// Every window of a set of shards: window `w` is tokens `[w·C, w·C + C]` of its shard.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    /// Tokens per window, the `+ 1` target aside (the model's context).
+    pub context: usize,
+    /// First global window index of each shard, and the total at the end.
+    starts: Vec<u64>,
+}
+
+impl Windows {
+    /// The windows of `shards` for a model of `context` tokens.
+    pub fn new(shards: &[Shard], context: usize) -> Windows {
+        let mut starts = vec![0u64];
+        for shard in shards {
+            let count = (shard.len().saturating_sub(1) / context) as u64;
+            starts.push(starts.last().expect("non-empty") + count);
+        }
+        Windows { context, starts }
+    }
+
+    /// Number of windows.
+    pub fn len(&self) -> u64 {
+        *self.starts.last().expect("non-empty")
+    }
+
+    /// True when no shard holds a whole window.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (shard, first token) of window `w`.
+    pub fn locate(&self, w: u64) -> (usize, usize) {
+        let shard = self.starts.partition_point(|&s| s <= w) - 1;
+        (shard, (w - self.starts[shard]) as usize * self.context)
+    }
+}
+
+/// The order in which an epoch visits the windows: a shuffle seeded by `(data_seed, epoch)`
+/// (ChaCha8 with the epoch as its stream).
+pub fn epoch_order(windows: u64, data_seed: u64, epoch: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..windows as u32).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(data_seed);
+    rng.set_stream(epoch);
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Yields (inputs, targets) batches, both int64 `[rows, context]`.
+pub enum BatchLoader<'a> {
+    Shuffled(ShuffledLoader<'a>),
+    Sequential(SequentialLoader<'a>),
+}
+
+impl<'a> BatchLoader<'a> {
+    /// A loader over the train `shards` for micro-batches of `windows_per_batch` windows of
+    /// `model_context` tokens, cut into rows of `row_context` (a stage's context), starting at
+    /// `position`. The data order follows `position` (shuffled by `data_seed`, or file order).
+    pub fn new(
+        shards: &'a [Shard],
+        windows_per_batch: usize,
+        model_context: usize,
+        row_context: usize,
+        device: Device,
+        position: DataPosition,
+        data_seed: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        match (position, data_seed) {
+            (DataPosition::Shuffled { epoch, window }, Some(seed)) => {
+                let windows = Windows::new(shards, model_context);
+                if windows.len() < windows_per_batch as u64 {
+                    bail!(
+                        "the train shards hold {} windows of {model_context}+1 tokens, fewer than one micro-batch of {windows_per_batch}; lower micro_batch or model.context",
+                        windows.len()
+                    );
+                }
+                if model_context % row_context != 0 {
+                    bail!("context {row_context} does not divide model.context {model_context}");
+                }
+                Ok(BatchLoader::Shuffled(ShuffledLoader {
+                    shards,
+                    order: Arc::new(epoch_order(windows.len(), seed, epoch)),
+                    windows,
+                    windows_per_batch,
+                    row_context,
+                    device,
+                    seed,
+                    epoch,
+                    next: window,
+                }))
+            }
+            (DataPosition::Sequential { .. }, None) => {
+                let rows = windows_per_batch * model_context / row_context;
+                Ok(BatchLoader::Sequential(SequentialLoader::new(shards, rows, row_context, device, position)?))
+            }
+            _ => bail!("the saved data position does not match the run's data order (data_seed); the checkpoint is from another run"),
+        }
+    }
+
+    /// Where the next batch starts.
+    pub fn position(&self) -> DataPosition {
+        match self {
+            BatchLoader::Shuffled(l) => DataPosition::Shuffled { epoch: l.epoch, window: l.next },
+            BatchLoader::Sequential(l) => l.position,
+        }
+    }
+
+    /// The next batch.
+    pub fn next_batch(&mut self) -> (Tensor, Tensor) {
+        match self {
+            BatchLoader::Shuffled(l) => l.next_batch(),
+            BatchLoader::Sequential(l) => l.next_batch(),
+        }
+    }
+}
+
+/// The shuffled window stream.
+pub struct ShuffledLoader<'a> {
+    shards: &'a [Shard],
+    windows: Windows,
+    /// This epoch's window order.
+    order: Arc<Vec<u32>>,
+    windows_per_batch: usize,
+    row_context: usize,
+    device: Device,
+    seed: u64,
+    epoch: u64,
+    /// Index into `order` of the next window.
+    next: u64,
+}
+
+impl ShuffledLoader<'_> {
+    fn next_window(&mut self) -> u64 {
+        if self.next == self.windows.len() {
+            self.epoch += 1;
+            self.next = 0;
+            self.order = Arc::new(epoch_order(self.windows.len(), self.seed, self.epoch));
+        }
+        let w = u64::from(self.order[self.next as usize]);
+        self.next += 1;
+        w
+    }
+
+    fn next_batch(&mut self) -> (Tensor, Tensor) {
+        let context = self.windows.context;
+        let mut bytes = Vec::with_capacity(self.windows_per_batch * (context + 1) * 2);
+        for _ in 0..self.windows_per_batch {
+            let window = self.next_window();
+            let (shard, start) = self.windows.locate(window);
+            bytes.extend_from_slice(self.shards[shard].token_bytes(start, context + 1));
+        }
+        let tokens = token_tensor(&bytes, self.device).view([self.windows_per_batch as i64, (context + 1) as i64]);
+        // Rows of the stage's context: each window's C inputs (and its C targets, one later) cut
+        // into C / c rows.
+        let (rows, c) = ((self.windows_per_batch * context / self.row_context) as i64, self.row_context as i64);
+        let x = tokens.narrow(1, 0, context as i64).reshape([rows, c]).contiguous();
+        let y = tokens.narrow(1, 1, context as i64).reshape([rows, c]).contiguous();
+        (x, y)
+    }
+}
+
+/// The shards in file order (runs before format 3): consecutive rows, wrapping around.
+pub struct SequentialLoader<'a> {
     shards: &'a [Shard],
     batch: usize,
     context: usize,
@@ -66,8 +253,9 @@ pub struct BatchLoader<'a> {
     position: DataPosition,
 }
 
-impl<'a> BatchLoader<'a> {
-    /// A loader over `shards` starting at `position`; every shard must hold at least one batch.
+impl<'a> SequentialLoader<'a> {
+    /// A loader of `batch × context` batches over `shards` from `position`; every shard must hold
+    /// at least one batch.
     pub fn new(
         shards: &'a [Shard],
         batch: usize,
@@ -85,51 +273,106 @@ impl<'a> BatchLoader<'a> {
                 );
             }
         }
-        if position.shard >= shards.len() {
+        let DataPosition::Sequential { shard, .. } = position else {
+            bail!("a file-order reader needs a file-order position");
+        };
+        if shard >= shards.len() {
             bail!(
-                "data position names shard {} but there are {}; the dataset changed since the checkpoint",
-                position.shard,
+                "data position names shard {shard} but there are {}; the dataset changed since the checkpoint",
                 shards.len()
             );
         }
-        Ok(BatchLoader { shards, batch, context, device, position })
-    }
-
-    /// Where the next batch starts.
-    pub fn position(&self) -> DataPosition {
-        self.position
+        Ok(SequentialLoader { shards, batch, context, device, position })
     }
 
     /// The next batch: inputs and targets (shifted by one), both int64 `[batch, context]`.
     pub fn next_batch(&mut self) -> (Tensor, Tensor) {
-        let n = self.batch * self.context;
-        let shard = &self.shards[self.position.shard];
-        let bytes = shard.token_bytes(self.position.offset, n + 1);
-        let tokens = if self.device.is_cuda() {
-            // Copy the raw uint16 tokens from pinned memory without waiting: a pageable copy would
-            // make the host wait for the GPU's queue to drain at every micro-batch. Widening to
-            // int64 then happens on the GPU. If pinning fails, the plain copy is still correct.
-            let raw = Tensor::from_data_size(bytes, &[(n + 1) as i64], Kind::Int16);
-            let on_device = match crate::native::pin_memory(&raw) {
-                Ok(pinned) => pinned.to_device_(self.device, Kind::Int16, true, false),
-                Err(_) => raw.to_device(self.device),
-            };
-            widen_token_ids(&on_device)
-        } else {
-            tokens_to_tensor(bytes)
+        let DataPosition::Sequential { shard: mut index, mut offset, mut epoch } = self.position else {
+            unreachable!("checked in new")
         };
+        let n = self.batch * self.context;
+        let shard = &self.shards[index];
+        let tokens = token_tensor(shard.token_bytes(offset, n + 1), self.device);
         let x = tokens.narrow(0, 0, n as i64).view([self.batch as i64, self.context as i64]);
         let y = tokens.narrow(0, 1, n as i64).view([self.batch as i64, self.context as i64]);
-        self.position.offset += n;
-        if self.position.offset + n + 1 > shard.len() {
-            self.position.offset = 0;
-            self.position.shard += 1;
-            if self.position.shard == self.shards.len() {
-                self.position.shard = 0;
-                self.position.epoch += 1;
+        offset += n;
+        if offset + n + 1 > shard.len() {
+            offset = 0;
+            index += 1;
+            if index == self.shards.len() {
+                index = 0;
+                epoch += 1;
             }
         }
+        self.position = DataPosition::Sequential { shard: index, offset, epoch };
         (x, y)
+    }
+}
+
+/// Where the validation sample's windows start in a val shard of `shard_len` tokens: `tokens /
+/// context` windows of `context` tokens spread evenly over the whole shard (first and last
+/// included), or with `spread = false` the shard's first windows (the leading slice of runs before
+/// format 3). An error when the shard cannot hold them without overlap.
+pub fn validation_starts(shard_len: usize, tokens: usize, context: usize, spread: bool) -> anyhow::Result<Vec<usize>> {
+    let windows = tokens / context;
+    let last_start = shard_len
+        .checked_sub(context + 1)
+        .with_context(|| format!("the val shard's {shard_len} tokens are fewer than one window of {context}+1"))?;
+    if windows == 0 {
+        bail!("val_tokens = {tokens} holds no window of {context} tokens; raise val_tokens");
+    }
+    if !spread {
+        let available = last_start / context + 1;
+        return Ok((0..windows.min(available)).map(|i| i * context).collect());
+    }
+    if windows > 1 && last_start / (windows - 1) < context {
+        bail!(
+            "val_tokens = {tokens}: the val shard's {shard_len} tokens cannot hold {windows} separate windows of {context}; lower val_tokens to at most {}",
+            (last_start / context + 1) * context
+        );
+    }
+    Ok((0..windows).map(|i| if windows == 1 { 0 } else { i * last_start / (windows - 1) }).collect())
+}
+
+/// The validation sample of `shard` (see [`validation_starts`]) as (inputs, targets) batches of at
+/// most `rows` windows.
+pub fn validation_batches(
+    shard: &Shard,
+    tokens: usize,
+    context: usize,
+    rows: usize,
+    spread: bool,
+    device: Device,
+) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
+    let starts =
+        validation_starts(shard.len(), tokens, context, spread).with_context(|| shard.path().display().to_string())?;
+    Ok(starts
+        .chunks(rows.max(1))
+        .map(|chunk| {
+            let mut bytes = Vec::with_capacity(chunk.len() * (context + 1) * 2);
+            for &start in chunk {
+                bytes.extend_from_slice(shard.token_bytes(start, context + 1));
+            }
+            let t = token_tensor(&bytes, device).view([chunk.len() as i64, (context + 1) as i64]);
+            (t.narrow(1, 0, context as i64).contiguous(), t.narrow(1, 1, context as i64).contiguous())
+        })
+        .collect())
+}
+
+/// Little-endian uint16 token bytes → an int64 tensor on `device`.
+fn token_tensor(bytes: &[u8], device: Device) -> Tensor {
+    if device.is_cuda() {
+        // Copy the raw uint16 tokens from pinned memory without waiting: a pageable copy would
+        // make the host wait for the GPU's queue to drain at every micro-batch. Widening to int64
+        // then happens on the GPU. If pinning fails, the plain copy is still correct.
+        let raw = Tensor::from_data_size(bytes, &[(bytes.len() / 2) as i64], Kind::Int16);
+        let on_device = match crate::native::pin_memory(&raw) {
+            Ok(pinned) => pinned.to_device_(device, Kind::Int16, true, false),
+            Err(_) => raw.to_device(device),
+        };
+        widen_token_ids(&on_device)
+    } else {
+        tokens_to_tensor(bytes)
     }
 }
 
@@ -157,28 +400,104 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&t).unwrap(), vec![0, 1, 32_767, 32_768, 50_256, 65_535]);
     }
 
-    #[test]
-    fn batches_are_shifted_and_resume_from_a_saved_position() {
-        let dir = tempfile::tempdir().unwrap();
+    fn two_shards(dir: &Path) -> Vec<Shard> {
         let a: Vec<u16> = (0..50).collect();
         let b: Vec<u16> = (100..140).collect();
-        write_shard(&dir.path().join("a.bin"), &a).unwrap();
-        write_shard(&dir.path().join("b.bin"), &b).unwrap();
-        let shards =
-            vec![Shard::open(&dir.path().join("a.bin")).unwrap(), Shard::open(&dir.path().join("b.bin")).unwrap()];
-        let mut loader = BatchLoader::new(&shards, 2, 4, Device::Cpu, DataPosition::default()).unwrap();
+        write_shard(&dir.join("a.bin"), &a).unwrap();
+        write_shard(&dir.join("b.bin"), &b).unwrap();
+        vec![Shard::open(&dir.join("a.bin")).unwrap(), Shard::open(&dir.join("b.bin")).unwrap()]
+    }
+
+    fn ids(t: &Tensor) -> Vec<i64> {
+        Vec::<i64>::try_from(t.flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn file_order_batches_are_shifted_and_resume_from_a_saved_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = two_shards(dir.path());
+        let start = DataPosition::start(None);
+        let mut loader = BatchLoader::new(&shards, 1, 8, 4, Device::Cpu, start, None).unwrap();
         let (x, y) = loader.next_batch();
-        assert_eq!(Vec::<i64>::try_from(x.flatten(0, -1)).unwrap(), (0..8).collect::<Vec<_>>());
-        assert_eq!(Vec::<i64>::try_from(y.flatten(0, -1)).unwrap(), (1..9).collect::<Vec<_>>());
+        assert_eq!(ids(&x), (0..8).collect::<Vec<_>>());
+        assert_eq!(ids(&y), (1..9).collect::<Vec<_>>());
         let mut seen = Vec::new();
         for _ in 0..20 {
             let saved = loader.position();
             let (x, _) = loader.next_batch();
-            let mut again = BatchLoader::new(&shards, 2, 4, Device::Cpu, saved).unwrap();
+            let mut again = BatchLoader::new(&shards, 1, 8, 4, Device::Cpu, saved, None).unwrap();
             assert!(again.next_batch().0.equal(&x), "same position, same batch");
             seen.push(saved);
         }
-        assert!(seen.iter().any(|p| p.shard == 1), "moves on to the second shard");
-        assert!(seen.iter().any(|p| p.epoch == 1), "wraps around after the last shard");
+        assert!(seen.iter().any(|p| matches!(p, DataPosition::Sequential { shard: 1, .. })), "moves on");
+        assert!(seen.iter().any(|p| matches!(p, DataPosition::Sequential { epoch: 1, .. })), "wraps around");
+    }
+
+    #[test]
+    fn the_shuffled_stream_visits_every_window_once_per_epoch_and_resumes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = two_shards(dir.path());
+        // Windows of 8+1 tokens: 49/8 = 6 in shard a, 39/8 = 4 in shard b.
+        let windows = Windows::new(&shards, 8);
+        assert_eq!(windows.len(), 10);
+        assert_eq!(windows.locate(7), (1, 8));
+        let start = DataPosition::start(Some(7));
+        let mut loader = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, start, Some(7)).unwrap();
+        let mut firsts = Vec::new();
+        for _ in 0..5 {
+            let (x, y) = loader.next_batch();
+            assert_eq!(x.size(), [2, 8]);
+            // Targets are the inputs shifted by one within each window.
+            assert_eq!(ids(&x.narrow(1, 1, 7)), ids(&y.narrow(1, 0, 7)));
+            firsts.extend(ids(&x.narrow(1, 0, 1)));
+        }
+        let mut expected: Vec<i64> = (0..6).map(|w| w * 8).chain((0..4).map(|w| 100 + w * 8)).collect();
+        let mut got = firsts.clone();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "one epoch is every window once");
+        assert_ne!(firsts, (0..6).map(|w| w * 8).chain((0..4).map(|w| 100 + w * 8)).collect::<Vec<_>>());
+        assert_eq!(loader.position(), DataPosition::Shuffled { epoch: 0, window: 10 });
+        // Epoch 2 is another order; resuming mid-epoch continues it exactly.
+        let (x, _) = loader.next_batch();
+        let mid = loader.position();
+        let (next, _) = loader.next_batch();
+        let mut again = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, mid, Some(7)).unwrap();
+        assert!(again.next_batch().0.equal(&next));
+        assert_eq!(mid, DataPosition::Shuffled { epoch: 1, window: 2 });
+        assert!(!x.equal(&next));
+        // The same seed gives the same stream; another seed another one.
+        assert_eq!(epoch_order(10, 7, 0), epoch_order(10, 7, 0));
+        assert_ne!(epoch_order(10, 7, 0), epoch_order(10, 8, 0));
+        assert_ne!(epoch_order(10, 7, 0), epoch_order(10, 7, 1));
+    }
+
+    #[test]
+    fn a_shorter_stage_context_cuts_the_same_windows_into_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = two_shards(dir.path());
+        let start = DataPosition::start(Some(3));
+        let (full, full_y) = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, start, Some(3)).unwrap().next_batch();
+        let (short, short_y) = BatchLoader::new(&shards, 2, 8, 4, Device::Cpu, start, Some(3)).unwrap().next_batch();
+        assert_eq!(short.size(), [4, 4]);
+        assert_eq!(ids(&full), ids(&short));
+        assert_eq!(ids(&full_y), ids(&short_y));
+    }
+
+    #[test]
+    fn the_validation_sample_spreads_over_the_whole_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens: Vec<u16> = (0..1000).collect();
+        write_shard(&dir.path().join("v.bin"), &tokens).unwrap();
+        let shard = Shard::open(&dir.path().join("v.bin")).unwrap();
+        let batches = validation_batches(&shard, 40, 8, 2, true, Device::Cpu).unwrap();
+        let firsts: Vec<i64> = batches.iter().flat_map(|(x, _)| ids(&x.narrow(1, 0, 1))).collect();
+        // 5 windows from token 0 to the last whole window (start 991), evenly spaced.
+        assert_eq!(firsts, vec![0, 247, 495, 743, 991]);
+        assert_eq!(batches.iter().map(|(x, _)| x.size()[0]).collect::<Vec<_>>(), vec![2, 2, 1]);
+        let leading = validation_batches(&shard, 40, 8, 2, false, Device::Cpu).unwrap();
+        let firsts: Vec<i64> = leading.iter().flat_map(|(x, _)| ids(&x.narrow(1, 0, 1))).collect();
+        assert_eq!(firsts, vec![0, 8, 16, 24, 32]);
+        assert!(validation_batches(&shard, 8 * 200, 8, 2, true, Device::Cpu).is_err(), "windows would overlap");
     }
 }

@@ -17,7 +17,9 @@ pub fn text_dataset(dir: &Path, text: &str, times: usize, val_tokens: usize) -> 
 
 /// CLI flags of a model small enough to train in milliseconds on the dataset above
 /// (run from `dir`); callers add `tokens_per_step` and whatever they test.
-pub const SMALL_MODEL_ARGS: [&str; 14] = [
+pub const SMALL_MODEL_ARGS: [&str; 16] = [
+    "--set",
+    "val_tokens=64",
     "--set",
     "model.layers=2",
     "--set",

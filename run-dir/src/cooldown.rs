@@ -1,0 +1,87 @@
+//! Cooldown branches: a run as it would have been had its learning rate ended at a given compute
+//! budget. The run's plan says at which step `E` its compute reaches `budget` × its baseline
+//! budget; the branch restarts from the run's checkpoint at `K = E − round(cooldown_fraction · E)`
+//! and decays the learning rate to `lr_min` by `E`, following the run's own plan. With a WSD run
+//! the branch's rate equals the run's up to `K`, so the branch is exactly the annealed run.
+
+use anyhow::bail;
+use cost_model::{round_half_up, ComputeUnit, Plan};
+use serde::{Deserialize, Serialize};
+
+/// What makes a run a cooldown branch of another (in its `run.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CooldownBranch {
+    /// The run branched from (the directory two levels up: `<run>/cooldowns/<unit>-<budget>/`).
+    pub parent: String,
+    pub budget: f64,
+    pub unit: ComputeUnit,
+    /// `K`: the parent's checkpoint the branch starts from.
+    pub from_step: u64,
+    /// `E`: the branch's last step (its plan ends here, its learning rate at `lr_min`).
+    pub to_step: u64,
+}
+
+/// Where a branch at `budget` starts and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchPoint {
+    /// `K`: the checkpoint it starts from.
+    pub from_step: u64,
+    /// `E`: the step where the run's compute reaches the budget.
+    pub to_step: u64,
+}
+
+/// The branch point of `plan` at `budget` × its baseline budget in `unit`, decaying over
+/// `cooldown_fraction` of its steps. Errors say why there is none (the budget lies past the run's
+/// end, or leaves no step to start from); they name fields, not flags.
+pub fn branch_point(
+    plan: &Plan,
+    unit: ComputeUnit,
+    budget: f64,
+    cooldown_fraction: f64,
+) -> anyhow::Result<BranchPoint> {
+    if !(budget.is_finite() && budget > 0.0) {
+        bail!("budget {budget}: a budget is a positive multiple of the baseline budget, e.g. 0.5, 1, 2");
+    }
+    let total = plan.total_steps();
+    let full = plan.cumulative(total).get(unit) / plan.budget().get(unit);
+    let Some(end) = plan.step_at_compute(unit, budget * plan.budget().get(unit)) else {
+        bail!(
+            "budget {budget}: the run's plan ends at step {total}, at {full:.3} × its baseline budget in {}; the budget must be at most that",
+            unit.as_str()
+        );
+    };
+    let to_step = end.step.max(1);
+    let decay = round_half_up(cooldown_fraction * to_step as f64);
+    if decay == 0 || decay >= to_step {
+        bail!(
+            "budget {budget}: ends at step {to_step}, too early for a decay of cooldown_fraction {cooldown_fraction} of its steps"
+        );
+    }
+    Ok(BranchPoint { from_step: to_step - decay, to_step })
+}
+
+/// The branch's directory name under `<run>/cooldowns/`: `<unit>-<budget>`, e.g. `flops-1.5`.
+pub fn branch_name(unit: ComputeUnit, budget: f64) -> String {
+    format!("{}-{budget}", unit.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cost_model::ModelShape;
+
+    #[test]
+    fn branch_points_follow_the_plan() {
+        let plan = Plan::baseline(&ModelShape::gpt2_124m(), 1000).unwrap().truncated(1000);
+        let at = |b| branch_point(&plan, ComputeUnit::Flops, b, 0.2);
+        assert_eq!(at(1.0).unwrap(), BranchPoint { from_step: 800, to_step: 1000 });
+        assert_eq!(at(0.5).unwrap(), BranchPoint { from_step: 400, to_step: 500 });
+        assert_eq!(at(0.25).unwrap(), BranchPoint { from_step: 200, to_step: 250 });
+        let err = at(2.0).unwrap_err().to_string();
+        assert!(err.contains("ends at step 1000") && err.contains("1.000"), "{err}");
+        assert!(at(0.0).is_err() && at(f64::NAN).is_err());
+        assert!(at(0.001).is_err(), "one step is too short to decay");
+        assert_eq!(branch_name(ComputeUnit::Flops, 1.0), "flops-1");
+        assert_eq!(branch_name(ComputeUnit::PaperUnits, 0.5), "paper_units-0.5");
+    }
+}
