@@ -28,7 +28,7 @@ fn write_run(dir: &Path, name: &str, schedule: &str, steps: u64, cost: impl Fn(u
     std::fs::create_dir_all(&run).unwrap();
     let config = TrainConfig { steps: 10, ..TrainConfig::preset("tiny").unwrap() };
     let spec = match schedule {
-        "baseline" => ScheduleSpec::Baseline,
+        "baseline" => ScheduleSpec::baseline(),
         _ => ScheduleSpec::Incremental(IncrementalSpec {
             stages: IncrementalSchedule { stages: 2, ..Default::default() },
             until: Until::Steps(steps),

@@ -113,15 +113,19 @@ impl ComputeUnit {
     }
 }
 
-/// Where the continual phase after the incremental stages stops.
+/// Where a run stops: for an incremental run, where its continual tail ends; for a full-model
+/// run, where it stops training.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Until {
-    /// At the step where cumulative compute in this unit equals the baseline's.
+    /// At the step where cumulative compute in this unit equals the baseline's budget.
     EqualCompute(ComputeUnit),
     /// At this total step count (e.g. twice the base steps, to see whether it catches up);
     /// a count inside the incremental stages cuts them short.
     Steps(u64),
+    /// At the step where cumulative compute in `unit` reaches `multiple` × the baseline's budget
+    /// (a WSD run that cooldown branches are taken from runs to the largest budget).
+    Budget { multiple: f64, unit: ComputeUnit },
 }
 
 impl Default for Until {

@@ -40,6 +40,8 @@ pub enum PlanError {
     BadIncrementalShare(f64),
     #[error("until = 0 steps: a run needs at least 1 step (or until = equal-compute)")]
     NoUntilSteps,
+    #[error("until = {0} × the budget: the multiple must be a positive number, e.g. 2")]
+    BadBudgetMultiple(f64),
     #[error("base_steps = 0: nothing to train; the budget needs at least 1 step")]
     NoBaseSteps,
     #[error("{steps} incremental steps cannot give each of {stages} stages a step: raise base_steps or lower stages")]
@@ -62,7 +64,7 @@ impl PlanError {
             PlanError::BadBackwardRatio(_) => "backward_ratio",
             PlanError::BadPhase1Share(_) => "phase1_share",
             PlanError::BadIncrementalShare(_) => "incremental_share",
-            PlanError::NoUntilSteps => "until",
+            PlanError::NoUntilSteps | PlanError::BadBudgetMultiple(_) => "until",
             PlanError::NoBaseSteps | PlanError::TooFewSteps { .. } => "base_steps",
             PlanError::ZeroShape { field } => field,
             PlanError::BadStageList { list, .. } => list.field(),

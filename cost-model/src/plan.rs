@@ -181,25 +181,56 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full model trained for `steps` steps.
+    /// The full model trained for `steps` steps (its budget).
     pub fn baseline(shape: &ModelShape, steps: u64) -> Result<Plan, PlanError> {
+        Plan::full_model(shape, shape.layers, steps, Until::Steps(steps))
+    }
+
+    /// A full model of `shape` (all of its layers train from the first step) until `until`, held
+    /// to the budget of `base_steps` steps of the same model with `budget_layers` layers. With
+    /// `budget_layers = shape.layers` this is the baseline; with fewer layers in `shape` it is a
+    /// depth control: a shallower model trained to the deeper model's compute. Paper units count
+    /// layer-tokens of the budget's model (one of its steps = 1).
+    pub fn full_model(
+        shape: &ModelShape,
+        budget_layers: u32,
+        base_steps: u64,
+        until: Until,
+    ) -> Result<Plan, PlanError> {
         shape.validate()?;
-        if steps == 0 {
+        if base_steps == 0 {
             return Err(PlanError::NoBaseSteps);
         }
-        let full_step = full_step_compute(shape);
-        let segment = full_segment(shape, Phase::Baseline, 0, 1, steps);
-        let at_budget = EqualCompute::new(steps as f64);
-        Ok(Plan {
+        let reference = ModelShape { layers: budget_layers, ..*shape };
+        reference.validate()?;
+        let full_step = full_step_compute(&reference);
+        let mut segment = full_segment(shape, Phase::Baseline, 0, 1, base_steps);
+        segment.paper_units_per_step = f64::from(shape.layers) / f64::from(budget_layers);
+        let mut plan = Plan {
             layer_split: Vec::new(),
             stages: Vec::new(),
             segments: vec![segment],
-            base_steps: steps,
+            base_steps,
             incremental_steps: 0,
             full_step,
-            equal_compute: EqualComputeTargets { paper_units: at_budget, flops: at_budget },
+            equal_compute: EqualComputeTargets {
+                paper_units: EqualCompute::new(base_steps as f64),
+                flops: EqualCompute::new(base_steps as f64),
+            },
             closed_form_equal_compute: None,
-        })
+        };
+        if budget_layers != shape.layers {
+            // Steps of this model that spend the budget: its steps cost less (or more) than the
+            // budget's model's.
+            let steps_for = |unit| base_steps as f64 * full_step.get(unit) / segment_compute(&segment, 1).get(unit);
+            plan.equal_compute = EqualComputeTargets {
+                paper_units: EqualCompute::new(steps_for(ComputeUnit::PaperUnits)),
+                flops: EqualCompute::new(steps_for(ComputeUnit::Flops)),
+            };
+        }
+        let end = plan.end_step(until)?;
+        plan.segments[0].steps = end;
+        Ok(plan)
     }
 
     /// Stages of `schedule`, held to the compute of `base_steps` full steps, then a continual
@@ -302,13 +333,36 @@ impl Plan {
             equal_compute,
             closed_form_equal_compute,
         };
-        let end = match until {
-            Until::EqualCompute(unit) => plan.equal_compute_in(unit).step,
-            Until::Steps(0) => return Err(PlanError::NoUntilSteps),
-            Until::Steps(steps) => steps,
-        };
+        let end = plan.end_step(until)?;
         plan.truncate_or_extend(shape, end);
         Ok(plan)
+    }
+
+    /// The last step a run stopping at `until` trains (the plan's stages and full steps as they
+    /// are; for budgets past the stages every further step is a full one).
+    fn end_step(&self, until: Until) -> Result<u64, PlanError> {
+        match until {
+            Until::EqualCompute(unit) => Ok(self.equal_compute_in(unit).step),
+            Until::Steps(0) => Err(PlanError::NoUntilSteps),
+            Until::Steps(steps) => Ok(steps),
+            Until::Budget { multiple, .. } if !(multiple.is_finite() && multiple > 0.0) => {
+                Err(PlanError::BadBudgetMultiple(multiple))
+            }
+            Until::Budget { multiple, unit } => {
+                let target = multiple * self.budget().get(unit);
+                // Inside what the plan already holds, or that many full steps after it.
+                let within = self.step_at_compute(unit, target).filter(|at| at.step < self.total_steps());
+                let exact = match within {
+                    Some(at) => at.exact,
+                    None => {
+                        let spent = self.cumulative(self.total_steps()).get(unit);
+                        let per_step = self.segments.last().map_or(self.full_step, |s| segment_compute(s, 1)).get(unit);
+                        self.total_steps() as f64 + (target - spent) / per_step
+                    }
+                };
+                Ok(EqualCompute::new(exact).step.max(1))
+            }
+        }
     }
 
     /// The step at which the plan has spent the baseline's budget in `unit` (for a baseline plan,
@@ -655,6 +709,48 @@ mod tests {
         let cut = plan.truncated(3_000);
         assert_eq!((cut.total_steps(), cut.segments.last().unwrap().last_step()), (3_000, 3_000));
         assert_eq!(plan.continual_start(), Some(10_001));
+    }
+
+    #[test]
+    fn runs_stop_at_multiples_of_the_budget() {
+        let shape = ModelShape::gpt2_124m();
+        let twice = Until::Budget { multiple: 2.0, unit: ComputeUnit::Flops };
+        let base = Plan::full_model(&shape, 12, 1000, twice).unwrap();
+        assert_eq!((base.total_steps(), base.base_steps), (2000, 1000));
+        assert_eq!(
+            Plan::full_model(&shape, 12, 1000, Until::EqualCompute(ComputeUnit::Flops)).unwrap().total_steps(),
+            1000
+        );
+        let half = Until::Budget { multiple: 0.5, unit: ComputeUnit::PaperUnits };
+        assert_eq!(Plan::full_model(&shape, 12, 1000, half).unwrap().total_steps(), 500);
+        // An incremental run to twice the budget: its equal-compute step plus a budget of full steps.
+        let schedule = IncrementalSchedule { stages: 4, ..Default::default() };
+        let inc = Plan::incremental(
+            &shape,
+            10_000,
+            &schedule,
+            Until::Budget { multiple: 2.0, unit: ComputeUnit::PaperUnits },
+        )
+        .unwrap();
+        assert_eq!(inc.total_steps(), 14_688 + 10_000);
+        assert!(Plan::full_model(&shape, 12, 1000, Until::Budget { multiple: -1.0, unit: ComputeUnit::Flops }).is_err());
+    }
+
+    #[test]
+    fn a_depth_control_is_held_to_the_deeper_models_budget() {
+        // 3 of 12 layers: a step costs a quarter of the 12-layer one in paper units and less than
+        // a quarter in FLOPs (the LM head does not shrink), so the budget takes more steps.
+        let shape = ModelShape { layers: 3, ..ModelShape::gpt2_124m() };
+        let plan = Plan::full_model(&shape, 12, 1000, Until::EqualCompute(ComputeUnit::Flops)).unwrap();
+        let deep = Plan::baseline(&ModelShape::gpt2_124m(), 1000).unwrap();
+        assert_eq!(plan.budget(), deep.budget());
+        assert_eq!(plan.equal_compute.paper_units.step, 4000);
+        let flops_steps = plan.equal_compute.flops.step;
+        assert!(flops_steps > 1000 && flops_steps < 4000, "{flops_steps}");
+        assert_eq!(plan.total_steps(), flops_steps);
+        assert_relative_eq!(plan.step(1).unwrap().compute.paper_units, 0.25);
+        let spent = plan.cumulative(plan.total_steps()).flops;
+        assert!((spent / deep.budget().flops - 1.0).abs() < 1.0 / flops_steps as f64);
     }
 
     #[test]

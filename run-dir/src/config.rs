@@ -498,7 +498,7 @@ mod tests {
             TrainConfig::preset(name).unwrap().validate().unwrap();
         }
         let paper = TrainConfig::preset("paper").unwrap();
-        let plan = crate::ScheduleSpec::Baseline.plan(&paper).unwrap();
+        let plan = crate::ScheduleSpec::baseline().plan(&paper).unwrap();
         assert_eq!(paper.micro_batches(&plan.segments[0]).unwrap(), MicroBatches { rows: 32, per_step: 16 });
         assert_eq!(paper.grad_clip, None);
         assert!(TrainConfig::preset("huge").is_err());

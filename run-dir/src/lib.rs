@@ -32,7 +32,7 @@ pub use config::{GptConfig, LossKernel, TokenizerKind, TrainConfig};
 pub use header::{HeaderError, RunHeader};
 pub use lock::RunLock;
 pub use metrics::{LineKind, MetricsLine, MetricsWriter, Skipped};
-pub use schedule::{Growth, IncrementalSpec, ScheduleSpec};
+pub use schedule::{BaselineSpec, Growth, IncrementalSpec, ScheduleSpec};
 
 /// The run header's file name.
 pub const HEADER_FILE: &str = "run.json";

@@ -61,21 +61,45 @@ impl Default for IncrementalSpec {
     }
 }
 
+/// A full-model run: all layers train from the first step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineSpec {
+    /// Where it stops; by default at its budget (the config's `steps`).
+    #[serde(default = "at_budget")]
+    pub until: Until,
+    /// A depth control: the budget is `steps` steps of a model of this many layers (same width),
+    /// so a shallower model (`model.layers`) trains to the deeper one's compute. `null`: the
+    /// model's own layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_layers: Option<u32>,
+}
+
+/// A baseline stops at its budget unless told otherwise (what runs before `until` existed did).
+fn at_budget() -> Until {
+    Until::EqualCompute(ComputeUnit::Flops)
+}
+
 /// The schedule of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ScheduleSpec {
-    /// All layers trainable from the first step, for the config's `steps` steps.
-    Baseline,
+    /// All layers trainable from the first step.
+    Baseline(BaselineSpec),
     /// Stages of phase 1 (new blocks) and phase 2 (all active blocks), then continual.
     Incremental(IncrementalSpec),
 }
 
 impl ScheduleSpec {
-    /// Short name for run names and logs: `baseline`, `inc4`, ...
+    /// The baseline: the full model, trained to its budget.
+    pub fn baseline() -> ScheduleSpec {
+        ScheduleSpec::Baseline(BaselineSpec { until: at_budget(), budget_layers: None })
+    }
+
+    /// Short name for run names and logs: `baseline`, `depth3`, `inc4`, ...
     pub fn name(&self) -> String {
         match self {
-            ScheduleSpec::Baseline => "baseline".into(),
+            ScheduleSpec::Baseline(BaselineSpec { budget_layers: None, .. }) => "baseline".into(),
+            ScheduleSpec::Baseline(BaselineSpec { budget_layers: Some(_), .. }) => "depth".into(),
             ScheduleSpec::Incremental(spec) => format!("inc{}", spec.stages.stages),
         }
     }
@@ -84,7 +108,9 @@ impl ScheduleSpec {
     pub fn plan(&self, config: &TrainConfig) -> Result<Plan, PlanError> {
         let shape = config.model_shape();
         match self {
-            ScheduleSpec::Baseline => Plan::baseline(&shape, config.steps),
+            ScheduleSpec::Baseline(spec) => {
+                Plan::full_model(&shape, spec.budget_layers.unwrap_or(shape.layers), config.steps, spec.until)
+            }
             ScheduleSpec::Incremental(spec) => Plan::incremental(&shape, config.steps, &spec.stages, spec.until),
         }
     }
@@ -93,7 +119,23 @@ impl ScheduleSpec {
     pub fn incremental(&self) -> Option<&IncrementalSpec> {
         match self {
             ScheduleSpec::Incremental(spec) => Some(spec),
-            ScheduleSpec::Baseline => None,
+            ScheduleSpec::Baseline(_) => None,
+        }
+    }
+
+    /// Where the run stops.
+    pub fn until(&self) -> Until {
+        match self {
+            ScheduleSpec::Incremental(spec) => spec.until,
+            ScheduleSpec::Baseline(spec) => spec.until,
+        }
+    }
+
+    /// The same schedule stopping at `until`.
+    pub fn with_until(&self, until: Until) -> ScheduleSpec {
+        match self {
+            ScheduleSpec::Incremental(spec) => ScheduleSpec::Incremental(IncrementalSpec { until, ..spec.clone() }),
+            ScheduleSpec::Baseline(spec) => ScheduleSpec::Baseline(BaselineSpec { until, ..spec.clone() }),
         }
     }
 }
@@ -110,7 +152,10 @@ mod tests {
             assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
         }
         assert_eq!(serde_json::from_str::<ScheduleSpec>(&text).unwrap(), spec);
-        let base = serde_json::to_string(&ScheduleSpec::Baseline).unwrap();
-        assert_eq!(base, r#"{"kind":"baseline"}"#);
+        let base = serde_json::to_string(&ScheduleSpec::baseline()).unwrap();
+        assert_eq!(base, r#"{"kind":"baseline","until":{"equal_compute":"flops"}}"#);
+        // Baselines written before `until` existed stop at their budget, as they did.
+        let old: ScheduleSpec = serde_json::from_str(r#"{"kind":"baseline"}"#).unwrap();
+        assert_eq!(old, ScheduleSpec::baseline());
     }
 }

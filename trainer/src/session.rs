@@ -67,7 +67,8 @@ pub fn start(
         }
         // Open the data before creating anything, so a missing dataset leaves no run directory behind.
         let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
-        if config.val_every > 0 {
+        // Growth lines validate at every stage change, even without periodic validation.
+        if config.val_every > 0 || plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0)) {
             validation_starts(dataset.val.len(), config.val_tokens, config.model.context, config.val_spread)?;
         }
         let hellaswag = eval::load_configured(&config)?;
@@ -110,6 +111,7 @@ fn equal_compute_note(header: &RunHeader) -> Option<String> {
     let at = |unit| header.plan.equal_compute_in(unit).step;
     let stops = match spec.until {
         Until::EqualCompute(unit) => format!("stops at equal compute in {}", unit.as_str()),
+        Until::Budget { multiple, unit } => format!("runs to {multiple} × the budget in {}", unit.as_str()),
         Until::Steps(steps) => format!("runs to step {steps}"),
     };
     Some(format!(

@@ -93,6 +93,39 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     let again = train(&args, dir.path());
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    // Cooldown branches: a run that is not there, a budget past the run's end, a unit that is not one.
+    for (args, needle) in [
+        (vec!["cooldown", "runs/none", "--budget", "1"], "runs/none"),
+        (vec!["cooldown", "runs/once", "--budget", "9"], "--budget"),
+        (vec!["cooldown", "runs/once", "--budget", "1", "--unit", "joules"], "joules"),
+    ] {
+        let out = train(&args, dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?} should mention {needle}: {err}");
+    }
+}
+
+#[test]
+fn an_incremental_run_states_its_equal_compute_steps_and_stops_at_the_flop_one() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut args = small();
+    args.extend(["--set", "model.layers=4", "--set", "steps=8", "--schedule", "incremental", "--stages", "2"]);
+    args.extend(["--run", "inc", "--set", "val_every=0"]);
+    let out = train(&args, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("equal compute with the 8-step baseline: step") && err.contains("in paper units"), "{err}");
+    assert!(err.contains("stops at equal compute in flops"), "{err}");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs/inc/run.json")).unwrap()).unwrap();
+    assert_eq!(info["schedule"]["until"]["equal_compute"], "flops");
+    assert_eq!(info["format"], 3);
+    let flops_step = info["plan"]["equal_compute"]["flops"]["step"].as_u64().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("step {flops_step}/{flops_step}")));
 }
 
 #[test]

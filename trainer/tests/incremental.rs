@@ -227,7 +227,7 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     c.hellaswag = Some(file);
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
-    session::start(&run, c, ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
+    session::start(&run, c, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     let lines = common::read_metrics(&run);
     let hs: Vec<&MetricsLine> = lines.iter().filter(|l| l.kind == LineKind::Hellaswag).collect();
     assert_eq!(hs.len(), 1, "evaluated once, at the last step");

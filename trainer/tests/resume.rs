@@ -54,13 +54,13 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
 
     let straight = dir.path().join("straight");
     let summary =
-        session::start(&straight, config.clone(), ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
+        session::start(&straight, config.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     assert_eq!(summary.last_step, 12);
 
     // Stop after step 6 (a checkpoint is written there), then resume twice: once cleanly, once
     // after simulating a crash that left log lines beyond the checkpoint and a torn last line.
     let resumed = dir.path().join("resumed");
-    session::start(&resumed, config.clone(), ScheduleSpec::Baseline, &common::cpu_options(Some(6))).unwrap();
+    session::start(&resumed, config.clone(), ScheduleSpec::baseline(), &common::cpu_options(Some(6))).unwrap();
     assert!(resumed.join("checkpoints/step_00000006/model.safetensors").is_file());
     {
         use std::io::Write;
@@ -101,7 +101,7 @@ fn export_writes_hugging_face_layout() {
     let mut config = tiny_config(&data);
     config.set("steps=2").unwrap();
     let run = dir.path().join("run");
-    session::start(&run, config, ScheduleSpec::Baseline, &common::cpu_options(None)).unwrap();
+    session::start(&run, config, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     let out = trainer::export::export(&run, None).unwrap();
     let tensors = tch::Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cost_model::cli::{self, CliError};
 use cost_model::{ComputeUnit, PlanError, Until};
 use run_dir::config::{OnNan, TokenizerKind, PRESETS};
-use run_dir::{IncrementalSpec, ScheduleSpec, TrainConfig};
+use run_dir::{BaselineSpec, IncrementalSpec, ScheduleSpec, TrainConfig};
 use trainer::data::corpus::{prepare_documents, read_corpus_documents, PrepareReport};
 use trainer::data::fineweb;
 use trainer::data::Tokenizer;
@@ -132,22 +132,29 @@ enum ScheduleArg {
     Incremental,
 }
 
-/// Where continual training stops, as the command line says it.
+/// Where a run stops, as the command line says it.
 #[derive(Args, Debug)]
 struct UntilArgs {
-    /// Where continual training stops: equal-compute (the cost-model target) or a total step count.
-    #[arg(long, default_value = "equal-compute", value_parser = parse_until, help_heading = "Incremental schedule")]
+    /// Where the run stops: equal-compute (the baseline's budget; for an incremental run the
+    /// cost-model target), a multiple of the budget (2x: to take cooldown branches up to twice
+    /// the budget), or a total step count.
+    #[arg(long, default_value = "equal-compute", value_parser = parse_until, value_name = "equal-compute|<M>x|<STEPS>", help_heading = "Schedule")]
     until: UntilArg,
-    /// Compute unit of --until equal-compute: flops, paper (the paper's layer count; the paper's
-    /// 14,688 / 15,469 / 15,729 steps) or tokens.
-    #[arg(long, value_enum, default_value_t = ComputeUnit::Flops, help_heading = "Incremental schedule")]
+    /// Compute unit of --until: flops, paper (the paper's layer count; the paper's 14,688 /
+    /// 15,469 / 15,729 steps) or tokens.
+    #[arg(long, value_enum, default_value_t = ComputeUnit::Flops, help_heading = "Schedule")]
     compute_unit: ComputeUnit,
+    /// A depth control: count the budget (--set steps) in steps of a model with this many layers
+    /// (same width), so a shallower model (--set model.layers) trains to the deeper one's compute.
+    #[arg(long, value_name = "LAYERS", help_heading = "Schedule")]
+    budget_layers: Option<u32>,
 }
 
 impl UntilArgs {
     fn until(&self) -> Until {
         match self.until {
             UntilArg::EqualCompute => Until::EqualCompute(self.compute_unit),
+            UntilArg::Budget(multiple) => Until::Budget { multiple, unit: self.compute_unit },
             UntilArg::Steps(n) => Until::Steps(n),
         }
     }
@@ -156,13 +163,18 @@ impl UntilArgs {
 #[derive(Debug, Clone, Copy)]
 enum UntilArg {
     EqualCompute,
+    Budget(f64),
     Steps(u64),
 }
 
 fn parse_until(s: &str) -> Result<UntilArg, String> {
+    let bad = || format!("'{s}' is not equal-compute, a multiple of the budget like 2x, or a step count");
     match s {
         "equal-compute" => Ok(UntilArg::EqualCompute),
-        _ => s.parse().map(UntilArg::Steps).map_err(|_| format!("'{s}' is neither equal-compute nor a step count")),
+        _ => match s.strip_suffix('x') {
+            Some(multiple) => multiple.parse().map(UntilArg::Budget).map_err(|_| bad()),
+            None => s.parse().map(UntilArg::Steps).map_err(|_| bad()),
+        },
     }
 }
 
@@ -315,7 +327,9 @@ fn config_and_schedule(
         config.data_seed = Some(seed);
     }
     let schedule = match args.schedule.unwrap_or(default) {
-        ScheduleArg::Baseline => ScheduleSpec::Baseline,
+        ScheduleArg::Baseline => {
+            ScheduleSpec::Baseline(BaselineSpec { until: until.until(), budget_layers: until.budget_layers })
+        }
         ScheduleArg::Incremental => ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }),
     };
     Ok((config, schedule))
