@@ -39,32 +39,36 @@ export *args:
 report *args:
     @cargo run --quiet -p analysis --bin report -- "$@"
 
-# Tiny baseline (1,000 steps) and incremental S = 4, 8, 12 each continued to 2,000 steps, then the
-# report; about 13 minutes of training on 2 CPU cores.
-# The small study end to end on a fresh clone: corpus, four runs, reports/.
-study: setup
+# The study: baseline, incremental S = 4, 8, 12 and depth controls, 3 seeds, annealed at 0.5, 1, 2 x
+# the budget, ablations; then reports/. About an hour on 2 CPU cores; continues where it stopped.
+# E.g. `just study --quick` (a smoke run), `just study --protocol paper` (the paper's comparison, into
+# reports/paper/), `just study --plan` (the design and its predicted cost, no training), or on a GPU
+# `just study --preset gpt2-124m --device cuda --scale 0.05`.
+study *args: setup
     #!/usr/bin/env bash
     set -euo pipefail
-    scripts/fetch-corpus
     cargo build --quiet --release -p trainer --bin train
     cargo build --quiet -p analysis --bin report
-    train() { cargo run --quiet --release -p trainer --bin train -- "$@"; }
-    train data --if-missing
-    # HellaSwag (Figure 1) when the validation set is at hand; the tiny byte model sits near chance.
+    bin=${CARGO_TARGET_DIR:-target}
+    train="$bin/release/train"
+    if [[ " $* " == *" gpt2-124m "* || " $* " == *" --preset paper "* ]]; then
+        "$train" data --tokenizer gpt2 --if-missing
+    else
+        scripts/fetch-corpus
+        "$train" data --if-missing
+    fi
+    # HellaSwag when at hand (the official file from `just data --hellaswag`, else the shared copy).
     hs=()
     for f in data/hellaswag_val.jsonl ../shared/data/hellaswag/hellaswag_val.jsonl; do
-        if [ -f "$f" ]; then hs=(--hellaswag "$f" --hellaswag-every 250 --hellaswag-limit 500); break; fi
+        if [ -f "$f" ]; then hs=(--hellaswag "$f"); break; fi
     done
-    [ ${#hs[@]} -gt 0 ] || echo "study: no HellaSwag file found (data/hellaswag_val.jsonl); Figure 1 is skipped"
-    rm -rf reports/runs
-    common=(--runs-dir reports/runs --device cpu --set checkpoint_every=0 "${hs[@]}")
+    runs=$("$train" study --print-runs-dir "$@")
     start=$(date +%s)
-    train --run tiny-baseline "${common[@]}"
-    for s in 4 8 12; do
-        train --schedule incremental --stages "$s" --until 2000 --run "tiny-inc$s" "${common[@]}"
-    done
-    cargo run --quiet -p analysis --bin report -- --runs reports/runs --out reports
-    echo "study: done in $(( $(date +%s) - start )) s of training and reporting"
+    "$train" study "${hs[@]}" "$@"
+    if [[ " $* " != *" --plan "* ]]; then
+        "$bin/debug/report" --runs "$runs" --out "$(dirname "$runs")"
+        echo "study: done in $(( $(date +%s) - start )) s (training, evaluation and the report)"
+    fi
 
 # No arguments: tiny preset, the full model and the phases of a 4-stage schedule. On a GPU, e.g.
 # `just bench --preset gpt2-124m --device cuda --micro-batch 16 --stages 4`.

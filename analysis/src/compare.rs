@@ -206,7 +206,7 @@ fn caveats(runs: &[RunLog], frame: &DataFrame, baseline: &RunLog) -> anyhow::Res
     for r in runs {
         n = n.max(run_totals(frame, r.name())?.hellaswag_n);
     }
-    if let Some(n) = n {
+    if let Some(n) = n.filter(|&n| n > 0) {
         let se = (0.25f64 * 0.75 / n as f64).sqrt();
         out.push(format!(
             "Caveat: HellaSwag on {n} examples has a standard error of about {se:.3} near chance (0.25); differences smaller than about {:.3} are noise.",

@@ -51,6 +51,8 @@ pub struct Line {
     pub markers: Vec<(f64, f64)>,
     /// Draw points only (scatter), no connecting line.
     pub scatter: bool,
+    /// A shaded band around the line: `(x, low, high)` (e.g. a 95% interval over seeds).
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 /// One panel.
@@ -82,7 +84,9 @@ pub fn save(
 }
 
 fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
-    let all = panel.lines.iter().flat_map(|l| l.points.iter().chain(&l.markers));
+    let band_edges: Vec<(f64, f64)> =
+        panel.lines.iter().flat_map(|l| l.band.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)])).collect();
+    let all = panel.lines.iter().flat_map(|l| l.points.iter().chain(&l.markers)).chain(&band_edges);
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in all {
         x0 = x0.min(x);
@@ -155,6 +159,15 @@ where
         for line in &panel.lines {
             let color = line.color;
             let style = color.stroke_width(2);
+            if !line.band.is_empty() {
+                let outline: Vec<(f64, f64)> = line
+                    .band
+                    .iter()
+                    .map(|&(x, lo, _)| (x, lo))
+                    .chain(line.band.iter().rev().map(|&(x, _, hi)| (x, hi)))
+                    .collect();
+                chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.18).filled()))).map_err(err)?;
+            }
             if line.scatter {
                 chart
                     .draw_series(line.points.iter().map(|&p| Circle::new(p, 5, color.filled())))
@@ -188,7 +201,66 @@ where
 /// The report's figures, each as SVG and PNG in `out`: HellaSwag and losses vs step (the paper's
 /// Figures 1 and 2, with the equal-compute points), val loss vs FLOPs and vs seconds, and
 /// measured vs predicted step time per phase. Returns the files written.
+/// The figures of runs aligned with a baseline (see [`draw_report`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunFigure {
+    /// Figure 1: HellaSwag acc_norm vs step.
+    Hellaswag,
+    /// Figure 2: train and val loss vs step.
+    LossVsStep,
+    /// Val loss vs cumulative FLOPs and vs seconds.
+    ValVsCompute,
+    /// Measured vs predicted step time per phase.
+    StepTime,
+}
+
+impl RunFigure {
+    /// All of them.
+    pub const ALL: [RunFigure; 4] =
+        [RunFigure::Hellaswag, RunFigure::LossVsStep, RunFigure::ValVsCompute, RunFigure::StepTime];
+}
+
+/// One arm's curve over budgets: `(x, mean, low, high)` (the band is a 95% interval over seeds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmCurve {
+    pub label: String,
+    pub is_baseline: bool,
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// A figure of annealed loss per arm over budgets, each with its band, as SVG and PNG.
+pub fn annealed(out: &Path, stem: &str, title: &str, x_label: &str, arms: &[ArmCurve]) -> anyhow::Result<Vec<PathBuf>> {
+    let lines = arms
+        .iter()
+        .enumerate()
+        .map(|(i, arm)| Line {
+            label: arm.label.clone(),
+            color: run_color(i, arm.is_baseline),
+            points: arm.points.iter().map(|&(x, mean, _, _)| (x, mean)).collect(),
+            markers: arm.points.iter().map(|&(x, mean, _, _)| (x, mean)).collect(),
+            scatter: false,
+            band: arm.points.iter().map(|&(x, _, low, high)| (x, low, high)).collect(),
+        })
+        .collect();
+    let panel = Panel {
+        title: title.into(),
+        x_label: x_label.into(),
+        y_label: "annealed val loss (nats/token; mean, 95% band)".into(),
+        lines,
+        diagonal: false,
+    };
+    save(out, stem, &[panel], 1000, 640)
+}
+
+/// Every figure of runs aligned with a baseline (see [`draw_figures`]).
 pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<PathBuf>> {
+    draw_figures(out, numbers, &RunFigure::ALL)
+}
+
+/// Figures of runs aligned with a baseline: HellaSwag and losses vs step (the paper's Figures 1
+/// and 2, with the equal-compute points), val loss vs FLOPs and vs seconds, and measured vs
+/// predicted step time per phase; those in `which`. Returns the files written.
+pub fn draw_figures(out: &Path, numbers: &Comparisons, which: &[RunFigure]) -> anyhow::Result<Vec<PathBuf>> {
     let (baseline, curves, comparisons) = (numbers.baseline.as_str(), &numbers.curves, &numbers.comparisons);
     let step_times = &numbers.step_times;
     let marker = |run: &str, unit: Unit| comparisons.iter().find(|c| c.run == run).and_then(|c| c.at(unit)).cloned();
@@ -198,6 +270,7 @@ pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<Path
         points,
         markers,
         scatter: false,
+        band: Vec::new(),
     };
     let by_step = |pick: &dyn Fn(&RunCurves) -> Vec<(f64, f64)>, value: &dyn Fn(&EqualComputePoint) -> Option<f64>| {
         curves
@@ -218,7 +291,7 @@ pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<Path
     };
     let mut files = Vec::new();
     let marker_note = "(dots: equal compute, paper units)";
-    if curves.iter().any(|(_, c)| !c.acc_norm.is_empty()) {
+    if which.contains(&RunFigure::Hellaswag) && curves.iter().any(|(_, c)| !c.acc_norm.is_empty()) {
         let lines = by_step(&|c| c.acc_norm.clone(), &|p| p.acc_norm);
         let p = panel(&format!("Figure 1: HellaSwag acc_norm vs step {marker_note}"), "step", "acc_norm", lines);
         files.extend(save(out, "fig1_hellaswag_vs_step", &[p], 900, 560)?);
@@ -235,12 +308,18 @@ pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<Path
         "val loss (nats/token)",
         by_step(&|c| c.val_loss.clone(), &|p| p.val_loss),
     );
-    files.extend(save(out, "fig2_loss_vs_step", &[train, val], 800, 560)?);
+    if which.contains(&RunFigure::LossVsStep) {
+        files.extend(save(out, "fig2_loss_vs_step", &[train, val], 800, 560)?);
+    }
 
+    let compute_figures = if which.contains(&RunFigure::ValVsCompute) { 2 } else { 0 };
     for (unit, x_label, stem, title) in [
         (Unit::Flops, "cumulative training FLOPs", "fig3_val_loss_vs_flops", "Validation loss vs compute (FLOPs)"),
         (Unit::Seconds, "cumulative training time (s)", "fig4_val_loss_vs_seconds", "Validation loss vs wall time"),
-    ] {
+    ]
+    .into_iter()
+    .take(compute_figures)
+    {
         let lines = curves
             .iter()
             .enumerate()
@@ -255,7 +334,7 @@ pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<Path
         files.extend(save(out, stem, &[p], 900, 560)?);
     }
 
-    if !step_times.is_empty() {
+    if which.contains(&RunFigure::StepTime) && !step_times.is_empty() {
         let lines = curves
             .iter()
             .enumerate()
@@ -266,6 +345,7 @@ pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<Path
                 points: step_times.iter().filter(|s| &s.run == run).map(|s| (s.predicted, s.measured)).collect(),
                 markers: Vec::new(),
                 scatter: true,
+                band: Vec::new(),
             })
             .collect();
         let p = Panel {

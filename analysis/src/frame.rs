@@ -7,11 +7,12 @@ use run_dir::LineKind;
 
 use crate::runs::RunLog;
 
-/// One row per metrics line of every run. Columns: `run, kind, step, tokens, paper_units, flops,
-/// seconds, stage, phase, active_layers, trainable_params, loss, val_loss, acc, acc_norm, n`
-/// (absent values are null).
+/// One row per metrics line of every run and cooldown branch. Columns: `run, kind, step, tokens,
+/// paper_units, flops, seconds, stage, phase, active_layers, trainable_params, loss, val_loss,
+/// val_loss_before, acc, acc_norm, n, n_skipped` (absent values are null).
 pub fn all_runs(runs: &[RunLog]) -> PolarsResult<DataFrame> {
-    let lines = || runs.iter().flat_map(|r| r.lines.iter().map(move |l| (r, l)));
+    let every: Vec<&RunLog> = runs.iter().flat_map(|r| std::iter::once(r).chain(&r.branches)).collect();
+    let lines = || every.iter().flat_map(|r| r.lines.iter().map(move |l| (*r, l)));
     let run: Vec<&str> = lines().map(|(r, _)| r.name()).collect();
     let kinds: Vec<&str> = lines().map(|(_, l)| l.kind.as_str()).collect();
     let step: Vec<f64> = lines().map(|(_, l)| l.step as f64).collect();
@@ -25,9 +26,11 @@ pub fn all_runs(runs: &[RunLog]) -> PolarsResult<DataFrame> {
     let trainable: Vec<i64> = lines().map(|(_, l)| l.trainable_params).collect();
     let loss: Vec<Option<f64>> = lines().map(|(_, l)| l.loss).collect();
     let val_loss: Vec<Option<f64>> = lines().map(|(_, l)| l.val_loss).collect();
+    let val_loss_before: Vec<Option<f64>> = lines().map(|(_, l)| l.val_loss_before).collect();
     let acc: Vec<Option<f64>> = lines().map(|(_, l)| l.acc).collect();
     let acc_norm: Vec<Option<f64>> = lines().map(|(_, l)| l.acc_norm).collect();
     let n: Vec<Option<u64>> = lines().map(|(_, l)| l.n).collect();
+    let n_skipped: Vec<Option<u64>> = lines().map(|(_, l)| l.n_skipped).collect();
     DataFrame::new_infer_height(vec![
         Column::new("run".into(), run),
         Column::new("kind".into(), kinds),
@@ -42,9 +45,11 @@ pub fn all_runs(runs: &[RunLog]) -> PolarsResult<DataFrame> {
         Column::new("trainable_params".into(), trainable),
         Column::new("loss".into(), loss),
         Column::new("val_loss".into(), val_loss),
+        Column::new("val_loss_before".into(), val_loss_before),
         Column::new("acc".into(), acc),
         Column::new("acc_norm".into(), acc_norm),
         Column::new("n".into(), n),
+        Column::new("n_skipped".into(), n_skipped),
     ])
 }
 
@@ -134,4 +139,58 @@ pub struct StepMedian {
     pub phase: Phase,
     pub seconds: f64,
     pub flops: f64,
+}
+
+/// The last line of `kind` of `run` (by step) with a value in `column`: `(step, value, flops,
+/// seconds)`. `None` when the run has none.
+pub fn last_value(frame: &DataFrame, run: &str, kind: LineKind, column: &str) -> PolarsResult<Option<LastValue>> {
+    let rows = frame
+        .clone()
+        .lazy()
+        .filter(col("run").eq(lit(run)).and(col("kind").eq(lit(kind.as_str()))).and(col(column).is_not_null()))
+        .sort(["step"], SortMultipleOptions::default())
+        .tail(1)
+        .select([col("step"), col(column).cast(DataType::Float64).alias("value"), col("flops"), col("seconds")])
+        .collect()?;
+    if rows.height() == 0 {
+        return Ok(None);
+    }
+    let get = |name: &str| -> PolarsResult<f64> { Ok(rows.column(name)?.f64()?.get(0).unwrap_or(f64::NAN)) };
+    Ok(Some(LastValue { step: get("step")?, value: get("value")?, flops: get("flops")?, seconds: get("seconds")? }))
+}
+
+/// A run's last value of something, where it was logged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastValue {
+    pub step: f64,
+    pub value: f64,
+    pub flops: f64,
+    pub seconds: f64,
+}
+
+/// The growth lines of `run`: `(step, active layers after, val loss before, val loss after)`.
+pub fn growth_lines(frame: &DataFrame, run: &str) -> PolarsResult<Vec<(f64, u32, f64, f64)>> {
+    let rows = frame
+        .clone()
+        .lazy()
+        .filter(col("run").eq(lit(run)).and(col("kind").eq(lit(LineKind::Growth.as_str()))))
+        .sort(["step"], SortMultipleOptions::default())
+        .select([col("step"), col("active_layers"), col("val_loss_before"), col("val_loss")])
+        .collect()?;
+    let (step, layers) = (rows.column("step")?.f64()?, rows.column("active_layers")?.u32()?);
+    let (before, after) = (rows.column("val_loss_before")?.f64()?, rows.column("val_loss")?.f64()?);
+    Ok((0..rows.height()).filter_map(|i| Some((step.get(i)?, layers.get(i)?, before.get(i)?, after.get(i)?))).collect())
+}
+
+/// HellaSwag examples scored and skipped at the last evaluation of any run: `(n, n_skipped)`.
+pub fn hellaswag_coverage(frame: &DataFrame) -> PolarsResult<Option<(u64, u64)>> {
+    let rows = frame
+        .clone()
+        .lazy()
+        .filter(col("kind").eq(lit(LineKind::Hellaswag.as_str())))
+        .select([col("n").max().alias("n"), col("n_skipped").max().alias("n_skipped")])
+        .collect()?;
+    let n = rows.column("n")?.cast(&DataType::UInt64)?.u64()?.get(0);
+    let skipped = rows.column("n_skipped")?.cast(&DataType::UInt64)?.u64()?.get(0).unwrap_or(0);
+    Ok(n.map(|n| (n, skipped)))
 }

@@ -15,5 +15,7 @@ pub mod frame;
 pub mod markdown;
 pub mod report;
 pub mod runs;
+pub mod stats;
+pub mod study;
 
 pub use align::{interpolate, Unit};

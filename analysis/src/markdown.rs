@@ -22,17 +22,22 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// `report.md`: what was run, the equal-compute and catch-up tables, figures, step times, and
-/// what the data shows. `figures` are the files written in `out`; `skipped` the log lines left out.
+/// what the data shows. `figures` are the files written in `out`; `skipped` the log lines left
+/// out; `preface` a paragraph after the title (a study's protocol).
 pub fn render(
     r: &Comparisons,
     runs: &[RunLog],
     figures: &[PathBuf],
     skipped: &[Skipped],
     out: &Path,
+    preface: Option<&str>,
 ) -> anyhow::Result<String> {
     let mut md = String::new();
     writeln!(md, "# stagewise report\n")?;
     writeln!(md, "Does growing a transformer layer by layer save compute? Incremental runs compared with the full-model baseline `{}` at its budget (step {}).\n", r.baseline, r.budget_step)?;
+    if let Some(preface) = preface {
+        writeln!(md, "{preface}\n")?;
+    }
     writeln!(md, "## What was run\n")?;
     writeln!(md, "| run | schedule | preset | steps logged | device | libtorch | commit | started |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
@@ -174,5 +179,241 @@ pub fn findings(r: &Comparisons) -> Vec<String> {
         out.push("Only a baseline was found: train incremental runs to compare (just study).".into());
     }
     out.extend(r.caveats.iter().cloned());
+    out
+}
+
+/// `report.md` of a study: the verdicts first, then the design, the annealed comparisons with
+/// their intervals, the compute multiples, ablations, growth, the paper's figures (`figures`:
+/// files written in `out`; `runs` the seed-1 alignment behind them) and what was skipped.
+pub fn render_study(
+    s: &crate::study::StudyNumbers,
+    runs: &Comparisons,
+    figures: &[PathBuf],
+    skipped: &[Skipped],
+    out: &Path,
+) -> anyhow::Result<String> {
+    use crate::stats::Reach;
+    let d = &s.design;
+    let label = |arm: &str| {
+        d.arms.iter().chain(&d.ablations).find(|a| a.name == arm).map_or(arm.to_string(), |a| a.label.clone())
+    };
+    let budgets = d.budgets.iter().map(|b| format!("{b}")).collect::<Vec<_>>().join(", ");
+    let seeds = d.seeds.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ");
+    let interval = |i: &crate::stats::Interval, digits: usize| match i.ci {
+        Some((low, high)) => format!("{:.digits$} ({:.digits$} to {:.digits$})", i.mean, low, high),
+        None => format!("{:.digits$} (one seed)", i.mean),
+    };
+    let figure = |stem: &str| -> Option<String> {
+        figures
+            .iter()
+            .find(|f| f.file_stem().is_some_and(|n| n == stem) && f.extension().is_some_and(|e| e == "png"))
+            .map(|f| {
+                let name = f.strip_prefix(out).unwrap_or(f).display().to_string();
+                format!("![{name}]({name})\n")
+            })
+    };
+    let mut md = String::new();
+    writeln!(md, "# stagewise study: does growing a transformer layer by layer save compute?\n")?;
+    writeln!(md, "## Answer\n")?;
+    for c in &s.catch_up {
+        writeln!(md, "- **{}**: {}.", label(&c.arm), c.verdict.sentence())?;
+    }
+    writeln!(
+        md,
+        "\nEach verdict comes from the compute an arm needs to reach the baseline's *annealed* validation loss at 1x its budget: per seed (seed i of every arm starts from the same draws and sees the same batches), interpolated in log compute between the budgets compared ({budgets} x the baseline's {}), then a 95% Student-t interval over the {} seeds. A saving is 1 − multiple, a speedup 1 / multiple. Every loss here is taken where that run's learning rate has decayed to lr_min: at the end of its main run (the largest budget) or of a cooldown branch.\n",
+        d.budget_unit.as_str(),
+        d.seeds.len()
+    )?;
+
+    writeln!(md, "## Design\n")?;
+    let seconds_total = s.training_seconds;
+    writeln!(md, "| | |\n|---|---|")?;
+    writeln!(md, "| protocol | {:?}{} |", d.protocol, if d.quick { " (quick smoke run)" } else { "" })?;
+    writeln!(md, "| parameters (12 layers) | {} |", thousands(s.parameters))?;
+    writeln!(
+        md,
+        "| budget 1 | {} tokens = {:.1} tokens per parameter; {:.3e} FLOPs |",
+        thousands(s.budget_tokens),
+        s.budget_tokens as f64 / s.parameters as f64,
+        s.budget_flops
+    )?;
+    writeln!(md, "| budgets compared | {budgets} x budget 1 ({}) |", d.budget_unit.as_str())?;
+    writeln!(md, "| seeds | {seeds} (seed = data_seed) |")?;
+    writeln!(
+        md,
+        "| arms | {} |",
+        d.arms.iter().map(|a| format!("{} ({})", a.name, a.label)).collect::<Vec<_>>().join("; ")
+    )?;
+    writeln!(md, "| ablations (seed {}, budget 1) | {} |", d.seeds.first().unwrap_or(&1), d.ablations.len())?;
+    writeln!(md, "| overrides of the `{}` preset | `{}` |", d.preset, d.overrides.join(" "))?;
+    writeln!(
+        md,
+        "| measured training time | {:.1} min of training steps, all runs and branches (device: {}) |",
+        seconds_total / 60.0,
+        d.device
+    )?;
+    if let Some(wall) = s.wall_seconds {
+        writeln!(
+            md,
+            "| wall time of `train study` | {:.1} min (training, validation, HellaSwag, checkpoints) |",
+            wall / 60.0
+        )?;
+    }
+    writeln!(md, "\n{}\n\n{}\n", d.regime, d.trade_offs)?;
+
+    writeln!(md, "## Annealed validation loss vs compute\n")?;
+    for stem in ["fig_annealed_vs_flops", "fig_annealed_vs_seconds"] {
+        if let Some(f) = figure(stem) {
+            writeln!(md, "{f}")?;
+        }
+    }
+    writeln!(md, "Mean over seeds and 95% interval; differences are paired by seed (negative favours the arm).\n")?;
+    writeln!(md, "| arm | budget | val loss: mean (95% CI) | minus baseline: mean (95% CI) | FLOPs | measured s |")?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    for a in &s.at_budget {
+        let diff = a.minus_baseline.as_ref().map_or("–".into(), |i| interval(i, 4));
+        writeln!(
+            md,
+            "| {} | {} | {} | {diff} | {:.3e} | {:.0} |",
+            label(&a.arm),
+            a.budget,
+            interval(&a.val_loss, 4),
+            a.flops,
+            a.seconds
+        )?;
+    }
+
+    writeln!(md, "\n## Compute to reach the baseline's annealed loss at budget 1\n")?;
+    writeln!(md, "| arm | per seed (x budget) | mean (95% CI) | saving | speedup | verdict |")?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    for c in &s.catch_up {
+        let per_seed: Vec<String> = c
+            .per_seed
+            .iter()
+            .map(|(seed, r)| match r {
+                Reach::At(m) => format!("s{seed}: {m:.3}"),
+                Reach::AtMost(m) => format!("s{seed}: ≤ {m}"),
+                Reach::MoreThan(m) => format!("s{seed}: > {m}"),
+            })
+            .collect();
+        let values: Vec<f64> = c
+            .per_seed
+            .iter()
+            .map(|(_, r)| match *r {
+                Reach::At(m) | Reach::AtMost(m) | Reach::MoreThan(m) => m,
+            })
+            .collect();
+        let multiple = crate::stats::t_interval(&values).expect("per-seed values");
+        let censored = c.per_seed.iter().any(|(_, r)| !matches!(r, Reach::At(_)));
+        let (saving, speedup) = if censored {
+            ("–".to_string(), "–".to_string())
+        } else {
+            (format!("{:.0}%", (1.0 - multiple.mean) * 100.0), format!("{:.2}x", 1.0 / multiple.mean))
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {saving} | {speedup} | {} |",
+            label(&c.arm),
+            per_seed.join(", "),
+            interval(&multiple, 3),
+            c.verdict.sentence()
+        )?;
+    }
+
+    if !s.ablations.is_empty() {
+        writeln!(md, "\n## Ablations (seed {}, annealed at budget 1)\n", d.seeds.first().unwrap_or(&1))?;
+        writeln!(md, "| ablation | val loss | minus the unablated arm (same seed) |")?;
+        writeln!(md, "|---|---|---|")?;
+        for a in &s.ablations {
+            writeln!(
+                md,
+                "| {} | {:.4} | {} |",
+                a.label,
+                a.val_loss,
+                a.minus_reference.map_or("–".into(), |x| format!("{x:+.4}"))
+            )?;
+        }
+        writeln!(md, "\nOne seed each: compare the differences with the seed-to-seed intervals above before reading anything into them.")?;
+    }
+
+    if !s.growth.is_empty() {
+        writeln!(
+            md,
+            "\n## Validation loss just before and after each growth (seed {})\n",
+            d.seeds.first().unwrap_or(&1)
+        )?;
+        writeln!(md, "| run | after step | blocks | before | after | change |")?;
+        writeln!(md, "|---|---|---|---|---|---|")?;
+        for g in &s.growth {
+            writeln!(
+                md,
+                "| {} | {:.0} | {} | {:.4} | {:.4} | {:+.4} |",
+                g.run,
+                g.step,
+                g.to_layers,
+                g.before,
+                g.after,
+                g.after - g.before
+            )?;
+        }
+    }
+
+    writeln!(md, "\n## The paper's figures (seed 1 main runs)\n")?;
+    match s.hellaswag {
+        Some((n, skipped)) if crate::stats::hellaswag_covered(n, skipped) => {
+            writeln!(md, "HellaSwag: {n} of {} examples fit the context.\n", n + skipped)?;
+            if let Some(f) = figure("fig1_hellaswag_vs_step") {
+                writeln!(md, "{f}")?;
+            }
+        }
+        Some((n, skipped)) => writeln!(
+            md,
+            "Figure 1 (HellaSwag vs step) is omitted: {n} of {} examples fit the model's context (fewer than half), so an accuracy would describe a different test.\n",
+            n + skipped
+        )?,
+        None => writeln!(md, "Figure 1 (HellaSwag vs step) is omitted: HellaSwag was not evaluated.\n")?,
+    }
+    if let Some(f) = figure("fig2_loss_vs_step") {
+        writeln!(md, "{f}")?;
+        writeln!(md, "Main runs decay only at their end (the largest budget); dots mark each run at the baseline's budget in paper units, un-annealed, as the paper compared.\n")?;
+    }
+    if let Some(f) = figure("fig5_step_time_vs_predicted") {
+        writeln!(md, "{f}")?;
+        writeln!(md, "| run | stage | phase | measured | FLOP model |\n|---|---|---|---|---|")?;
+        for t in &runs.step_times {
+            writeln!(
+                md,
+                "| {} | {} | {} | {:.2} | {:.2} |",
+                t.run,
+                t.stage,
+                t.phase.as_str(),
+                t.measured,
+                t.predicted
+            )?;
+        }
+    }
+    if !s.missing.is_empty() || !skipped.is_empty() {
+        writeln!(md, "\n## Missing and skipped\n")?;
+        for m in &s.missing {
+            writeln!(md, "- no log yet: `{m}` (rerun `just study` to finish the study)")?;
+        }
+        for sk in skipped {
+            writeln!(md, "- `{sk}`")?;
+        }
+    }
+    writeln!(md, "\n*Generated by `just report` from the run logs in `runs/` and `runs/study.json`; rerun it to reproduce every number.*")?;
+    Ok(md)
+}
+
+/// 15729 → "15,729".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
     out
 }

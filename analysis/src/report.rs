@@ -1,17 +1,24 @@
-//! The report, end to end: read the run logs, compute the comparisons, draw the figures, write
-//! `report.md` next to them.
+//! The report, end to end: read the run logs (and the study's design when there is one), compute
+//! the numbers, draw the figures, write `report.md` next to them.
+//!
+//! - a fair study (`runs/study.json`, protocol `fair`): the study report (verdicts with intervals
+//!   over seeds, annealed comparisons, ablations, growth; the paper's figures from seed 1);
+//! - otherwise (a paper-protocol study, or runs without a study): every run aligned with the
+//!   baseline at its budget, un-annealed, as the paper compared.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use run_dir::study::{Protocol, StudyDesign, STUDY_FILE};
 use run_dir::Skipped;
 
 use crate::compare::{compare, Comparisons};
-use crate::figures::draw_report;
+use crate::figures::{annealed, draw_figures, draw_report, ArmCurve, RunFigure};
 use crate::frame::all_runs;
 use crate::markdown;
-use crate::runs::load_runs;
+use crate::runs::{load_runs, RunLog};
+use crate::study::{study_numbers, StudyNumbers};
 
 /// What to report on.
 #[derive(Debug, Clone)]
@@ -27,7 +34,10 @@ pub struct ReportOptions {
 /// Everything the report computed and wrote.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Runs aligned with the baseline (for a study: its seed-1 main runs).
     pub numbers: Comparisons,
+    /// A study's numbers, when the runs are one.
+    pub study: Option<StudyNumbers>,
     pub figures: Vec<PathBuf>,
     pub skipped: Vec<Skipped>,
     pub markdown: String,
@@ -36,14 +46,108 @@ pub struct Report {
 /// Build the report from `options.runs_dir` and write it (figures + report.md) to `options.out_dir`.
 pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
     let (runs, skipped) = load_runs(&options.runs_dir)?;
+    let design = read_design(options)?;
     let frame = all_runs(&runs)?;
-    let numbers = compare(&runs, &frame, options.baseline.as_deref(), options.budget_step)
-        .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
     std::fs::create_dir_all(&options.out_dir).with_context(|| format!("creating {}", options.out_dir.display()))?;
-    let figures = draw_report(&options.out_dir, &numbers)?;
-    let markdown = markdown::render(&numbers, &runs, &figures, &skipped, &options.out_dir)?;
+    let preface = design
+        .as_ref()
+        .filter(|d| d.protocol == Protocol::Paper)
+        .map(|d| format!("**{}** {}", "Protocol: the paper's.", d.trade_offs));
+    let report = match design.filter(|d| d.protocol == Protocol::Fair) {
+        Some(design) => {
+            let mut study = study_numbers(&design, &runs, &frame)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
+            study.wall_seconds = wall_seconds(options);
+            // The paper's figures come from the first seed's main runs.
+            let first = design.seeds.first().copied().unwrap_or(1);
+            let main: Vec<RunLog> = design
+                .arms
+                .iter()
+                .filter_map(|a| runs.iter().find(|r| r.name() == format!("{}-s{first}", a.name)).cloned())
+                .collect();
+            let base = main.first().context("no baseline run of the first seed")?;
+            let budget_step = base.header.config.steps as f64;
+            let numbers = compare(&main, &frame, Some(base.name()), Some(budget_step))
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
+            let mut which = vec![RunFigure::LossVsStep, RunFigure::StepTime];
+            if study.hellaswag.is_some_and(|(n, skipped)| crate::stats::hellaswag_covered(n, skipped)) {
+                which.push(RunFigure::Hellaswag);
+            }
+            let mut figures = study_figures(&options.out_dir, &study)?;
+            figures.extend(draw_figures(&options.out_dir, &numbers, &which)?);
+            let markdown = markdown::render_study(&study, &numbers, &figures, &skipped, &options.out_dir)?;
+            Report { numbers, study: Some(study), figures, skipped, markdown }
+        }
+        None => {
+            let numbers = compare(&runs, &frame, options.baseline.as_deref(), options.budget_step)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
+            let figures = draw_report(&options.out_dir, &numbers)?;
+            let markdown = markdown::render(&numbers, &runs, &figures, &skipped, &options.out_dir, preface.as_deref())?;
+            Report { numbers, study: None, figures, skipped, markdown }
+        }
+    };
     let path = options.out_dir.join("report.md");
-    run_dir::write_atomically(&path, |f| f.write_all(markdown.as_bytes()))
+    run_dir::write_atomically(&path, |f| f.write_all(report.markdown.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(Report { numbers, figures, skipped, markdown })
+    Ok(report)
+}
+
+/// The summed wall time of the study's finished invocations (`study-time.jsonl`), if logged.
+fn wall_seconds(options: &ReportOptions) -> Option<f64> {
+    let text = std::fs::read_to_string(options.runs_dir.join("study-time.jsonl")).ok()?;
+    let seconds = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seconds")?.as_f64())
+        .sum::<f64>();
+    Some(seconds)
+}
+
+/// The study's design, if the runs directory holds one.
+fn read_design(options: &ReportOptions) -> anyhow::Result<Option<StudyDesign>> {
+    let path = options.runs_dir.join(STUDY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt study file", path.display()))?))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Annealed loss per arm vs FLOPs and vs measured seconds, each with its 95% band over seeds.
+fn study_figures(out: &std::path::Path, s: &StudyNumbers) -> anyhow::Result<Vec<PathBuf>> {
+    let baseline = s.design.arms.first().map(|a| a.name.clone()).unwrap_or_default();
+    let curves = |x: fn(&crate::study::ArmAtBudget) -> f64| -> Vec<ArmCurve> {
+        s.design
+            .arms
+            .iter()
+            .map(|arm| ArmCurve {
+                label: arm.name.clone(),
+                is_baseline: arm.name == baseline,
+                points: s
+                    .at_budget
+                    .iter()
+                    .filter(|a| a.arm == arm.name)
+                    .map(|a| {
+                        let (low, high) = a.val_loss.ci.unwrap_or((a.val_loss.mean, a.val_loss.mean));
+                        (x(a), a.val_loss.mean, low, high)
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    let mut files = annealed(
+        out,
+        "fig_annealed_vs_flops",
+        "Annealed validation loss vs compute (mean over seeds, 95% band)",
+        "training FLOPs",
+        &curves(|a| a.flops),
+    )?;
+    files.extend(annealed(
+        out,
+        "fig_annealed_vs_seconds",
+        "Annealed validation loss vs measured training time (mean over seeds, 95% band)",
+        "measured training seconds",
+        &curves(|a| a.seconds),
+    )?);
+    Ok(files)
 }

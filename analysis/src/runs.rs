@@ -15,6 +15,8 @@ pub struct RunLog {
     pub dir: PathBuf,
     pub header: RunHeader,
     pub lines: Vec<MetricsLine>,
+    /// Its cooldown branches (`<run>/cooldowns/*`), by name.
+    pub branches: Vec<RunLog>,
 }
 
 impl RunLog {
@@ -46,22 +48,15 @@ pub fn load_runs(runs_dir: &Path) -> anyhow::Result<(Vec<RunLog>, Vec<Skipped>)>
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
     for run in dirs {
-        let (lines, bad) = match run.read_metrics() {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                skipped.push(Skipped { file: run.metrics_path(), line: 0, reason: format!("unreadable: {e}") });
-                continue;
+        let mut branches = Vec::new();
+        for branch in run.cooldowns() {
+            if let Some(log) = read_run(&branch, Vec::new(), &mut skipped) {
+                branches.push(log);
             }
-        };
-        let header = match run.read_header() {
-            Ok(header) => header,
-            Err(e) => {
-                skipped.push(Skipped { file: run.header_path(), line: 0, reason: e.to_string() });
-                continue;
-            }
-        };
-        skipped.extend(bad);
-        runs.push(RunLog { dir: run.path().to_path_buf(), header, lines });
+        }
+        if let Some(log) = read_run(&run, branches, &mut skipped) {
+            runs.push(log);
+        }
     }
     // Baselines first, then by number of stages (inc4 before inc12), then by name.
     runs.sort_by(|a, b| {
@@ -69,4 +64,26 @@ pub fn load_runs(runs_dir: &Path) -> anyhow::Result<(Vec<RunLog>, Vec<Skipped>)>
         key(a).cmp(&key(b))
     });
     Ok((runs, skipped))
+}
+
+/// One run directory's header and lines, or `None` (and why, in `skipped`).
+fn read_run(run: &RunDir, branches: Vec<RunLog>, skipped: &mut Vec<Skipped>) -> Option<RunLog> {
+    {
+        let (lines, bad) = match run.read_metrics() {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                skipped.push(Skipped { file: run.metrics_path(), line: 0, reason: format!("unreadable: {e}") });
+                return None;
+            }
+        };
+        let header = match run.read_header() {
+            Ok(header) => header,
+            Err(e) => {
+                skipped.push(Skipped { file: run.header_path(), line: 0, reason: e.to_string() });
+                return None;
+            }
+        };
+        skipped.extend(bad);
+        Some(RunLog { dir: run.path().to_path_buf(), header, lines, branches })
+    }
 }

@@ -23,6 +23,7 @@ pub mod header;
 pub mod lock;
 pub mod metrics;
 pub mod schedule;
+pub mod study;
 
 use std::fs::File;
 use std::io::Write;
@@ -172,6 +173,8 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std::io::R
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     write(tmp.as_file_mut())?;
+    // A temp file is private (0600); the file it becomes is an ordinary one (0644).
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = File::open(dir) {

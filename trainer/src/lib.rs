@@ -6,7 +6,7 @@
 //!
 //! Read in data-flow order: [`data`] (shards, tokenizers, loader) → [`model`] (architecture) →
 //! [`loss`] → [`optim`] → [`growth`] → [`train`] (the loop) with [`session`] (start, resume) →
-//! [`checkpoint`] → [`eval`] (HellaSwag), [`bench`], [`export`].
+//! [`checkpoint`] → [`eval`] (HellaSwag), [`study`] (the whole study), [`bench`], [`export`].
 
 pub mod bench;
 pub mod checkpoint;
@@ -23,4 +23,5 @@ pub mod native;
 pub mod optim;
 pub mod progress;
 pub mod session;
+pub mod study;
 pub mod train;

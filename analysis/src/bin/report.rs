@@ -51,8 +51,20 @@ fn run(args: &Args) -> Result<(), CliError> {
     for s in &report.skipped {
         eprintln!("report: {s}");
     }
-    for f in findings(&report.numbers) {
-        println!("{f}");
+    match &report.study {
+        Some(study) => {
+            for c in &study.catch_up {
+                println!("{}: {}", c.arm, c.verdict.sentence());
+            }
+            if !study.missing.is_empty() {
+                println!("{} runs or branches have no log yet (rerun just study to finish)", study.missing.len());
+            }
+        }
+        None => {
+            for f in findings(&report.numbers) {
+                println!("{f}");
+            }
+        }
     }
     println!("wrote {} and {} figures", args.out.join("report.md").display(), report.figures.len());
     Ok(())

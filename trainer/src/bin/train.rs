@@ -52,6 +52,9 @@ enum Command {
     /// rate decays to lr_min where its compute reaches BUDGET × its baseline budget
     /// (into RUN_DIR/cooldowns/<unit>-<budget>/; resume with --resume that directory).
     Cooldown(CooldownArgs),
+    /// The study: baseline, incremental S = 4, 8, 12 and depth controls, several seeds, each
+    /// annealed at every budget (cooldown branches), plus ablations; continues where it stopped.
+    Study(StudyArgs),
 }
 
 /// What model, data and schedule: shared by training and `bench`.
@@ -222,6 +225,40 @@ struct DataArgs {
 }
 
 #[derive(Args, Debug)]
+struct StudyArgs {
+    /// fair (annealed comparisons, seeds, controls) or paper (the paper's own comparison).
+    #[arg(long, value_enum, default_value_t = run_dir::study::Protocol::Fair)]
+    protocol: run_dir::study::Protocol,
+    /// A smoke run (one seed, fewer budgets and arms; minutes, not an answer).
+    #[arg(long)]
+    quick: bool,
+    /// tiny (the CPU study) or gpt2-124m (with --scale).
+    #[arg(long, default_value = "tiny", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    preset: String,
+    /// GPU presets: the fraction of the paper's 10,000 steps × 524,288 tokens to run as budget 1.
+    #[arg(long, value_name = "F")]
+    scale: Option<f64>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Directory of the study's runs (default: reports/runs, reports/paper/runs, reports/gpu/runs).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// Print the design and its predicted cost, train nothing.
+    #[arg(long)]
+    plan: bool,
+    /// Print the runs directory and exit (for scripts).
+    #[arg(long)]
+    print_runs_dir: bool,
+    /// Evaluate HellaSwag (this file) at the end of every run and branch.
+    #[arg(long, value_name = "PATH")]
+    hellaswag: Option<PathBuf>,
+    /// No progress output from the runs.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
 struct CooldownArgs {
     /// The run to branch (trained with --lr-schedule wsd or constant and a checkpoint at the
     /// branch point: train it with --cooldown-budgets).
@@ -281,6 +318,7 @@ fn main() -> ExitCode {
         Some(Command::Export(args)) => export(&args),
         Some(Command::Bench(args)) => bench(&args),
         Some(Command::Cooldown(args)) => cooldown(&args),
+        Some(Command::Study(args)) => study(&args),
         None => run_training(&cli.train),
     };
     cli::report("train", result)
@@ -399,6 +437,51 @@ fn cooldown(args: &CooldownArgs) -> Result<(), CliError> {
     let options = TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
     let summary = session::cooldown(&args.run, args.budget, args.unit, &options).map_err(classify)?;
     println!("{}", session::describe(&summary));
+    Ok(())
+}
+
+fn study(args: &StudyArgs) -> Result<(), CliError> {
+    use run_dir::study::{StudyDesign, StudyRequest};
+    use trainer::study;
+    let device = device::select(args.device).map_err(CliError::bad_input)?;
+    let request = StudyRequest {
+        protocol: args.protocol,
+        quick: args.quick,
+        preset: args.preset.clone(),
+        scale: args.scale,
+        device: device::name(device),
+    };
+    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| study::default_runs_dir(&request));
+    if args.print_runs_dir {
+        println!("{}", runs_dir.display());
+        return Ok(());
+    }
+    let mut design = StudyDesign::new(&request).map_err(CliError::bad_input)?;
+    if let Some(path) = &args.hellaswag {
+        design.overrides.extend([format!("hellaswag={}", path.display()), "hellaswag_every=0".into()]);
+    }
+    let flops = design.predicted_flops().map_err(|e| classify(trainer::error::bad_input(e)))?;
+    // PyTorch eager's GPT-2 124M step on an H100 reaches ~26% of the 989 TFLOP/s bf16 peak.
+    let h100_hours = flops / (0.26 * trainer::bench::H100_BF16_PEAK) / 3600.0;
+    eprintln!(
+        "study ({:?}{}): {} runs + cooldown branches into {}; {:.3e} training FLOPs predicted ({h100_hours:.2} H100-hours at PyTorch-eager speed, 26% MFU)",
+        design.protocol,
+        if design.quick { ", quick" } else { "" },
+        design.runs().len(),
+        runs_dir.display(),
+        flops
+    );
+    if args.plan {
+        println!("{}", serde_json::to_string_pretty(&design).expect("plain data"));
+        return Ok(());
+    }
+    let options = TrainOptions { device, stop_after_step: None, quiet: args.quiet };
+    let seconds = study::run(&design, &runs_dir, &options).map_err(classify)?;
+    println!(
+        "study: done in {} of training and evaluation; runs in {}",
+        trainer::progress::format_seconds(seconds),
+        runs_dir.display()
+    );
     Ok(())
 }
 
