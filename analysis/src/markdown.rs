@@ -296,19 +296,16 @@ pub fn render_study(
                 Reach::MoreThan(m) => format!("s{seed}: > {m}"),
             })
             .collect();
-        let values: Vec<f64> = c
-            .per_seed
-            .iter()
-            .map(|(_, r)| match *r {
-                Reach::At(m) | Reach::AtMost(m) | Reach::MoreThan(m) => m,
-            })
-            .collect();
+        let values: Vec<f64> = c.per_seed.iter().map(|(_, r)| r.multiple()).collect();
         let multiple = crate::stats::t_interval(&values).expect("per-seed values");
-        let censored = c.per_seed.iter().any(|(_, r)| !matches!(r, Reach::At(_)));
-        let (saving, speedup) = if censored {
+        // A seed that never matched leaves no number; seeds that matched already at the
+        // smallest budget make the saving a lower bound.
+        let never = c.per_seed.iter().any(|(_, r)| matches!(r, Reach::MoreThan(_)));
+        let bound = if c.per_seed.iter().any(|(_, r)| matches!(r, Reach::AtMost(_))) { "≥ " } else { "" };
+        let (saving, speedup) = if never {
             ("–".to_string(), "–".to_string())
         } else {
-            (format!("{:.0}%", (1.0 - multiple.mean) * 100.0), format!("{:.2}x", 1.0 / multiple.mean))
+            (format!("{bound}{:.0}%", (1.0 - multiple.mean) * 100.0), format!("{bound}{:.2}x", 1.0 / multiple.mean))
         };
         writeln!(
             md,

@@ -67,6 +67,15 @@ pub enum Reach {
     MoreThan(f64),
 }
 
+impl Reach {
+    /// The multiple this reach counts as in a mean: the bound itself when censored.
+    pub fn multiple(&self) -> f64 {
+        match *self {
+            Reach::At(m) | Reach::AtMost(m) | Reach::MoreThan(m) => m,
+        }
+    }
+}
+
 /// The budget multiple at which `curve` (`(budget, loss)`, any order) first reaches `target` or
 /// below.
 pub fn reach(curve: &[(f64, f64)], target: f64) -> Option<Reach> {
@@ -89,12 +98,13 @@ pub fn reach(curve: &[(f64, f64)], target: f64) -> Option<Reach> {
 /// What an arm's compute to reach the baseline's loss says, over the seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// The multiple's whole interval lies below 1.
-    Saves { multiple: Interval },
+    /// The multiple's whole interval lies below 1. `at_smallest` seeds had matched the baseline
+    /// already at the smallest budget compared and count at it, so the saving is a lower bound.
+    Saves { multiple: Interval, at_smallest: usize },
     /// The whole interval lies above 1.
-    Costs { multiple: Interval },
+    Costs { multiple: Interval, at_smallest: usize },
     /// The interval holds 1 (or there is only one seed).
-    NoDifference { multiple: Interval },
+    NoDifference { multiple: Interval, at_smallest: usize },
     /// Every seed matched the target already at the smallest budget compared.
     SavesAtLeast { budget: f64 },
     /// No seed matched it by the largest budget compared.
@@ -124,19 +134,15 @@ impl Verdict {
         }
         // Seeds at or below the smallest budget count at that budget: a conservative (smaller
         // saving) reading.
-        let values: Vec<f64> = reaches
-            .iter()
-            .map(|r| match *r {
-                Reach::At(m) | Reach::AtMost(m) | Reach::MoreThan(m) => m,
-            })
-            .collect();
+        let values: Vec<f64> = reaches.iter().map(Reach::multiple).collect();
+        let at_smallest = reaches.iter().filter(|r| matches!(r, Reach::AtMost(_))).count();
         let multiple = t_interval(&values).expect("at least one seed");
         if multiple.below(1.0) {
-            Verdict::Saves { multiple }
+            Verdict::Saves { multiple, at_smallest }
         } else if multiple.above(1.0) {
-            Verdict::Costs { multiple }
+            Verdict::Costs { multiple, at_smallest }
         } else {
-            Verdict::NoDifference { multiple }
+            Verdict::NoDifference { multiple, at_smallest }
         }
     }
 
@@ -144,31 +150,47 @@ impl Verdict {
     /// `1 − multiple`, a speedup `1 / multiple`.
     pub fn sentence(&self) -> String {
         let pct = |x: f64| format!("{:.0}%", x * 100.0);
+        // Seeds counted at the smallest budget make the multiple an upper bound: say so.
+        let censored = |at_smallest: usize, n: usize| {
+            match at_smallest {
+            0 => String::new(),
+            k => format!(
+                "; {k} of {n} seeds had matched it already at the smallest budget compared and count there, so the true multiple is smaller"
+            ),
+        }
+        };
         match self {
-            Verdict::Saves { multiple } => {
+            Verdict::Saves { multiple, at_smallest } => {
                 let (low, high) = multiple.ci.expect("an interval below 1");
                 format!(
-                    "saves {} compute (95% CI {}–{}), a {:.2}x speedup",
+                    "saves {}{} compute (95% CI {}–{}{}), a {:.2}x speedup{}",
+                    if *at_smallest > 0 { "at least " } else { "" },
                     pct(1.0 - multiple.mean),
                     pct(1.0 - high),
                     pct(1.0 - low),
-                    1.0 / multiple.mean
+                    censored(*at_smallest, multiple.n),
+                    1.0 / multiple.mean,
+                    if *at_smallest > 0 { " or more" } else { "" },
                 )
             }
-            Verdict::Costs { multiple } => {
+            Verdict::Costs { multiple, at_smallest } => {
                 let (low, high) = multiple.ci.expect("an interval above 1");
                 format!(
-                    "costs {} more compute (95% CI {}–{}), a {:.2}x slowdown",
+                    "costs {} more compute (95% CI {}–{}{}), a {:.2}x slowdown",
                     pct(multiple.mean - 1.0),
                     pct(low - 1.0),
                     pct(high - 1.0),
+                    censored(*at_smallest, multiple.n),
                     multiple.mean
                 )
             }
-            Verdict::NoDifference { multiple } => match multiple.ci {
+            Verdict::NoDifference { multiple, at_smallest } => match multiple.ci {
                 Some((low, high)) => format!(
-                    "no difference detectable with {} seeds (95% CI of the compute needed: {:.2}x–{:.2}x the baseline's)",
-                    multiple.n, low, high
+                    "no difference detectable with {} seeds (95% CI of the compute needed: {:.2}x–{:.2}x the baseline's{})",
+                    multiple.n,
+                    low,
+                    high,
+                    censored(*at_smallest, multiple.n)
                 ),
                 None => format!("no spread with one seed: {:.2}x the baseline's compute, not a verdict", multiple.mean),
             },
@@ -263,6 +285,14 @@ mod tests {
             Verdict::Unresolved { reached: 1, .. }
         ));
         assert!(Verdict::from_reaches(&[Reach::At(0.9)]).sentence().starts_with("no spread with one seed"));
+        // Two seeds matched already at 0.5x (the smallest budget) and count there: the saving is
+        // a lower bound and the sentence says so.
+        let bound = Verdict::from_reaches(&[Reach::AtMost(0.5), Reach::AtMost(0.5), Reach::At(0.515)]);
+        assert!(matches!(bound, Verdict::Saves { at_smallest: 2, .. }), "{bound:?}");
+        let sentence = bound.sentence();
+        assert!(sentence.starts_with("saves at least 50% compute (95% CI "), "{sentence}");
+        assert!(sentence.contains("2 of 3 seeds had matched it already"), "{sentence}");
+        assert!(sentence.ends_with("speedup or more"), "{sentence}");
     }
 
     #[test]

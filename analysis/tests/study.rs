@@ -141,7 +141,7 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
     }
     let multiple = t_interval(&expected).unwrap();
     assert!(multiple.below(1.0), "{multiple:?}");
-    assert_eq!(c.verdict, Verdict::Saves { multiple });
+    assert_eq!(c.verdict, Verdict::Saves { multiple, at_smallest: 0 });
     let md = &report.markdown;
     let sentence = c.verdict.sentence();
     assert!(sentence.starts_with("saves 29% compute (95% CI "), "{sentence}");
