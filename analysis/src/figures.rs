@@ -1,5 +1,5 @@
 //! Figures with plotters, each written as SVG and PNG: the drawing primitives ([`save`] a row of
-//! [`Panel`]s) and the report's figures ([`draw_report`]). Text is drawn with an embedded DejaVu Sans
+//! [`Panel`]s) and the report's figures ([`draw_figures`]). Text is drawn with an embedded DejaVu Sans
 //! (via ab_glyph), so PNGs render the same on machines without system fonts.
 
 use std::path::{Path, PathBuf};
@@ -198,10 +198,7 @@ where
     Ok(())
 }
 
-/// The report's figures, each as SVG and PNG in `out`: HellaSwag and losses vs step (the paper's
-/// Figures 1 and 2, with the equal-compute points), val loss vs FLOPs and vs seconds, and
-/// measured vs predicted step time per phase. Returns the files written.
-/// The figures of runs aligned with a baseline (see [`draw_report`]).
+/// The figures of runs aligned with a baseline (see [`draw_figures`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunFigure {
     /// Figure 1: HellaSwag acc_norm vs step.
@@ -250,11 +247,6 @@ pub fn annealed(out: &Path, stem: &str, title: &str, x_label: &str, arms: &[ArmC
         diagonal: false,
     };
     save(out, stem, &[panel], 1000, 640)
-}
-
-/// Every figure of runs aligned with a baseline (see [`draw_figures`]).
-pub fn draw_report(out: &Path, numbers: &Comparisons) -> anyhow::Result<Vec<PathBuf>> {
-    draw_figures(out, numbers, &RunFigure::ALL)
 }
 
 /// Figures of runs aligned with a baseline: HellaSwag and losses vs step (the paper's Figures 1

@@ -27,8 +27,10 @@ pub fn all_runs(runs: &[RunLog]) -> PolarsResult<DataFrame> {
     let loss: Vec<Option<f64>> = lines().map(|(_, l)| l.loss).collect();
     let val_loss: Vec<Option<f64>> = lines().map(|(_, l)| l.val_loss).collect();
     let val_loss_before: Vec<Option<f64>> = lines().map(|(_, l)| l.val_loss_before).collect();
-    let acc: Vec<Option<f64>> = lines().map(|(_, l)| l.acc).collect();
-    let acc_norm: Vec<Option<f64>> = lines().map(|(_, l)| l.acc_norm).collect();
+    // An accuracy over no examples (none fit the context) is undefined, not 0.
+    let scored = |l: &run_dir::MetricsLine| l.n != Some(0);
+    let acc: Vec<Option<f64>> = lines().map(|(_, l)| l.acc.filter(|_| scored(l))).collect();
+    let acc_norm: Vec<Option<f64>> = lines().map(|(_, l)| l.acc_norm.filter(|_| scored(l))).collect();
     let n: Vec<Option<u64>> = lines().map(|(_, l)| l.n).collect();
     let n_skipped: Vec<Option<u64>> = lines().map(|(_, l)| l.n_skipped).collect();
     DataFrame::new_infer_height(vec![

@@ -21,6 +21,14 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
 
+/// Why Figure 1 is left out when fewer than half the HellaSwag examples fit the context.
+pub fn hellaswag_omitted(scored: u64, skipped: u64) -> String {
+    format!(
+        "Figure 1 (HellaSwag vs step) is omitted: {scored} of {} examples fit the model's context (fewer than half), so an accuracy would describe a different test.",
+        scored + skipped
+    )
+}
+
 /// `report.md`: what was run, the equal-compute and catch-up tables, figures, step times, and
 /// what the data shows. `figures` are the files written in `out`; `skipped` the log lines left
 /// out; `preface` a paragraph after the title (a study's protocol).
@@ -363,11 +371,7 @@ pub fn render_study(
                 writeln!(md, "{f}")?;
             }
         }
-        Some((n, skipped)) => writeln!(
-            md,
-            "Figure 1 (HellaSwag vs step) is omitted: {n} of {} examples fit the model's context (fewer than half), so an accuracy would describe a different test.\n",
-            n + skipped
-        )?,
+        Some((n, skipped)) => writeln!(md, "{}\n", hellaswag_omitted(n, skipped))?,
         None => writeln!(md, "Figure 1 (HellaSwag vs step) is omitted: HellaSwag was not evaluated.\n")?,
     }
     if let Some(f) = figure("fig2_loss_vs_step") {

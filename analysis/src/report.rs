@@ -14,8 +14,8 @@ use run_dir::study::{Protocol, StudyDesign, STUDY_FILE};
 use run_dir::Skipped;
 
 use crate::compare::{compare, Comparisons};
-use crate::figures::{annealed, draw_figures, draw_report, ArmCurve, RunFigure};
-use crate::frame::all_runs;
+use crate::figures::{annealed, draw_figures, ArmCurve, RunFigure};
+use crate::frame::{all_runs, hellaswag_coverage};
 use crate::markdown;
 use crate::runs::{load_runs, RunLog};
 use crate::study::{study_numbers, StudyNumbers};
@@ -81,7 +81,16 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
         None => {
             let numbers = compare(&runs, &frame, options.baseline.as_deref(), options.budget_step)
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
-            let figures = draw_report(&options.out_dir, &numbers)?;
+            let mut which = RunFigure::ALL.to_vec();
+            let mut preface = preface;
+            if let Some((n, skipped)) =
+                hellaswag_coverage(&frame)?.filter(|&(n, s)| !crate::stats::hellaswag_covered(n, s))
+            {
+                which.retain(|f| *f != RunFigure::Hellaswag);
+                let omitted = markdown::hellaswag_omitted(n, skipped);
+                preface = Some(preface.map_or(omitted.clone(), |p| format!("{p}\n\n{omitted}")));
+            }
+            let figures = draw_figures(&options.out_dir, &numbers, &which)?;
             let markdown = markdown::render(&numbers, &runs, &figures, &skipped, &options.out_dir, preface.as_deref())?;
             Report { numbers, study: None, figures, skipped, markdown }
         }

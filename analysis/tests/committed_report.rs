@@ -1,13 +1,11 @@
-//! `just report` reproduces the committed report byte for byte from the committed run logs (some
-//! written before run files were versioned: they are read through the format upgrade).
+//! The committed reports are reproduced byte for byte from the committed run logs: the fair study
+//! (`just report`, into `reports/`) and the paper's protocol (`reports/paper/`).
 
 use std::path::Path;
 
 use analysis::report::{build, ReportOptions};
 
-#[test]
-fn the_committed_report_is_reproduced_byte_for_byte() {
-    let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports");
+fn reproduces(reports: &Path) {
     let out = tempfile::tempdir().unwrap();
     let options = ReportOptions {
         runs_dir: reports.join("runs"),
@@ -24,8 +22,18 @@ fn the_committed_report_is_reproduced_byte_for_byte() {
         let (ours, committed) = (out.path().join(&name), reports.join(&name));
         assert!(
             std::fs::read(&ours).unwrap() == std::fs::read(&committed).unwrap_or_default(),
-            "{} differs from the committed one; rerun `just report` and commit it",
+            "{} differs from the committed one; rerun the report and commit it",
             committed.display()
         );
     }
+}
+
+#[test]
+fn the_committed_study_report_is_reproduced_byte_for_byte() {
+    reproduces(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports"));
+}
+
+#[test]
+fn the_committed_paper_protocol_report_is_reproduced_byte_for_byte() {
+    reproduces(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/paper"));
 }
