@@ -88,12 +88,33 @@ fn train_to_end(
 }
 
 /// Where the study's runs go: `reports/runs` (fair) or `reports/paper/runs` (paper protocol), or
-/// a GPU study's `reports/gpu/runs`.
+/// a GPU study's `reports/gpu/runs`. A `--quick` smoke run goes to `reports/quick/runs` (not
+/// committed), so it never meets the committed study's design.
 pub fn default_runs_dir(request: &StudyRequest) -> PathBuf {
     match (request.preset.as_str(), request.protocol) {
+        ("tiny", Protocol::Fair) if request.quick => PathBuf::from("reports/quick/runs"),
         ("tiny", Protocol::Fair) => PathBuf::from("reports/runs"),
         ("tiny", Protocol::Paper) => PathBuf::from("reports/paper/runs"),
         (_, Protocol::Fair) => PathBuf::from("reports/gpu/runs"),
         (_, Protocol::Paper) => PathBuf::from("reports/gpu/paper/runs"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_study_has_its_own_runs_directory() {
+        let dir = |protocol, quick, preset: &str| {
+            let request =
+                StudyRequest { protocol, quick, preset: preset.into(), scale: Some(0.01), device: "cpu".into() };
+            default_runs_dir(&request)
+        };
+        assert_eq!(dir(Protocol::Fair, false, "tiny"), PathBuf::from("reports/runs"));
+        assert_eq!(dir(Protocol::Fair, true, "tiny"), PathBuf::from("reports/quick/runs"));
+        assert_eq!(dir(Protocol::Paper, false, "tiny"), PathBuf::from("reports/paper/runs"));
+        assert_eq!(dir(Protocol::Fair, false, "gpt2-124m"), PathBuf::from("reports/gpu/runs"));
+        assert_eq!(dir(Protocol::Paper, false, "gpt2-124m"), PathBuf::from("reports/gpu/paper/runs"));
     }
 }

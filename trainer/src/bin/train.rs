@@ -241,7 +241,7 @@ struct StudyArgs {
     /// Where to train.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Directory of the study's runs (default: reports/runs, reports/paper/runs, reports/gpu/runs).
+    /// Directory of the study's runs (default: reports/runs, reports/quick/runs, reports/paper/runs, reports/gpu/runs).
     #[arg(long)]
     runs_dir: Option<PathBuf>,
     /// Print the design and its predicted cost, train nothing.
