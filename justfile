@@ -77,11 +77,13 @@ bench *args:
     @cargo run --quiet --release -p trainer --bin train -- bench "$@"
 
 # Run there as `bash .gpu/run.sh` (one binary for CPU and GPU: CUDA is loaded at start-up).
-# Stage the release binary, device script + summary, PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.
+# Stage the release binary, its NCCL plugin, device script + summary, PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.
 gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")
     cargo build --quiet --release -p trainer --bin train
     mkdir -p .gpu
     cp "${CARGO_TARGET_DIR:-target}/release/train" .gpu/train
+    # The NCCL process group for data-parallel training on CUDA (headers from the nvidia wheels).
+    scripts/build-nccl-plugin .gpu
     cp scripts/gpu-bench.sh .gpu/run.sh
     cp scripts/gpu-summary.py .gpu/
     if [ -f ../shared/bench/torch_gpt2_bench.py ]; then cp ../shared/bench/torch_gpt2_bench.py .gpu/; fi

@@ -60,10 +60,19 @@ echo "== 4. training smoke test"
 runs="$out/runs"
 smoke=(.gpu/train --preset gpt2-124m --device "$device" --runs-dir "$runs" --quiet
   --set data_dir=.gpu/corpus-gpt2 --set steps=30 --set tokens_per_step=65536 --set warmup_steps=5
-  --set val_every=10 --set val_batches=4 --set checkpoint_every=15 "${extra[@]}")
+  --set val_every=10 --set val_tokens=65536 --set checkpoint_every=15 "${extra[@]}")
 timeout 120 "${smoke[@]}" --run smoke-a; echo "smoke-a: exit $?"
 timeout 60 "${smoke[@]}" --run smoke-b --stop-after-step 15; echo "smoke-b (to 15): exit $?"
 timeout 60 .gpu/train --resume "$runs/smoke-b" --device "$device" --quiet; echo "smoke-b (resumed): exit $?"
+
+echo "== 4b. data parallel on CUDA: NCCL with one rank, Gloo with 1 vs 2 processes (same global batch)"
+dist=(.gpu/train --preset gpt2-124m --device "$device" --runs-dir "$runs" --quiet --dist-timeout 60
+  --set data_dir=.gpu/corpus-gpt2 --set steps=10 --set tokens_per_step=65536 --set warmup_steps=2
+  --set val_every=5 --set val_tokens=65536 --set checkpoint_every=0 --set bf16=false "${extra[@]}")
+RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 \
+  timeout 120 "${dist[@]}" --dist-backend nccl --run nccl-1; echo "nccl-1: exit $?"
+timeout 120 "${dist[@]}" --run gloo-1; echo "gloo-1: exit $?"
+GLOO_SOCKET_IFNAME=lo timeout 150 "${dist[@]}" --dist-backend gloo --nproc 2 --run gloo-2; echo "gloo-2: exit $?"
 # Checkpoints are 1.5 GB each: keep the logs, not the weights.
 rm -rf "$runs"/*/checkpoints
 

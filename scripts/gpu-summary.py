@@ -111,6 +111,24 @@ def smoke(runs):
     return out
 
 
+def data_parallel(runs):
+    def losses(run):
+        path = runs / run / "metrics.jsonl"
+        return {r["step"]: r["loss"] for r in read_jsonl(path) if r.get("kind") == "train"}
+
+    nccl, one, two = losses("nccl-1"), losses("gloo-1"), losses("gloo-2")
+    out = []
+    if nccl:
+        steps = sorted(nccl)
+        out.append(f"NCCL, one rank: loss {nccl[steps[0]]:.4f} -> {nccl[steps[-1]]:.4f} over steps {steps[0]}..{steps[-1]}.")
+    common = [s for s in sorted(one) if s in two]
+    if common:
+        gap = max(abs(one[s] - two[s]) for s in common)
+        out.append(f"Gloo on CUDA tensors, 2 processes vs 1 (same global batch, fp32): {len(common)} steps, "
+                   f"max |loss difference| {gap:.2e}.")
+    return (["## Data parallel on the GPU", ""] + out) if out else []
+
+
 def main():
     out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu/out")
     ours = read_jsonl(out_dir / "ours.jsonl")
@@ -126,6 +144,7 @@ def main():
     lines += throughput(ours, torch_rows, ablations) + [""]
     lines += phases(ours, torch_rows) + [""]
     lines += smoke(out_dir / "runs")
+    lines += [""] + data_parallel(out_dir / "runs")
     text = "\n".join(lines).rstrip() + "\n"
     (out_dir / "summary.md").write_text(text)
     print(text, end="")

@@ -1,5 +1,6 @@
 //! 1. Compile `csrc/native_ops.cpp`, the ATen operations tch does not bind (fused AdamW, foreach
-//!    norm and scale, clearing a gradient, bf16 autocast, TF32), against libtorch's headers.
+//!    norm and scale, clearing a gradient, bf16 autocast, TF32), and `csrc/dist.cpp`, c10d's
+//!    TCPStore and Gloo process group, against libtorch's headers (and Gloo's, vendored).
 //! 2. Bake libtorch's library directory into our binaries and tests as an rpath, so they run
 //!    without LD_LIBRARY_PATH. tch's own `cargo:rustc-link-arg` does not reach dependent crates;
 //!    torch-sys exports the directory as DEP_TCH_LIBTORCH_LIB because it is a direct dependency.
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
-    println!("cargo:rerun-if-changed=csrc/native_ops.cpp");
+    for file in ["csrc/native_ops.cpp", "csrc/dist.cpp", "csrc/dist.h", "csrc/shim.h"] {
+        println!("cargo:rerun-if-changed={file}");
+    }
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from).expect(
         "torch-sys did not export DEP_TCH_LIBTORCH_LIB; run scripts/bootstrap (it installs libtorch into .libtorch)",
     );
@@ -36,4 +39,18 @@ fn compile_native_ops(lib_dir: &Path) {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .file("csrc/native_ops.cpp")
         .compile("stagewise_native_ops");
+    // c10d with Gloo: its own translation unit (the c10d headers are slow to compile), against
+    // the Gloo headers vendored in csrc/vendor (the wheel does not ship them).
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include("csrc/vendor")
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .define("USE_C10D_GLOO", None)
+        .file("csrc/dist.cpp")
+        .compile("stagewise_dist");
 }

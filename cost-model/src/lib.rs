@@ -10,6 +10,7 @@
 //! - [`Plan`] ([`plan`]): the steps, phases and compute of a schedule.
 //! - [`lr`]: learning-rate schedules, a function of the step.
 //! - [`report`]: what `cost --json` prints.
+//! - [`comm`]: the all-reduce of data-parallel training, bytes over bandwidth.
 //!
 //! Two cost models, side by side:
 //! - **paper** ([`ComputeUnit::PaperUnits`]): the paper's layer-count model (Section III-F), with a
@@ -27,6 +28,7 @@
 
 pub mod cli;
 pub mod closed_form;
+pub mod comm;
 pub mod config;
 pub mod error;
 pub mod flops;

@@ -13,6 +13,12 @@ fn armed() -> Option<&'static (String, u64)> {
     ARMED
         .get_or_init(|| {
             let spec = std::env::var("STAGEWISE_FAILPOINT").ok()?;
+            // `STAGEWISE_FAILPOINT_RANK=r`: only the data-parallel rank `r` (RANK) dies.
+            if let Ok(rank) = std::env::var("STAGEWISE_FAILPOINT_RANK") {
+                if std::env::var("RANK").unwrap_or_else(|_| "0".into()) != rank {
+                    return None;
+                }
+            }
             let (point, step) = spec.split_once('@')?;
             Some((point.to_string(), step.parse().ok()?))
         })

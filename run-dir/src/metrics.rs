@@ -126,7 +126,8 @@ impl MetricsLine {
 /// Appends lines to a run's `metrics.jsonl`.
 pub struct MetricsWriter {
     path: PathBuf,
-    file: File,
+    /// `None`: a writer that discards (the ranks of a data-parallel job other than rank 0).
+    file: Option<File>,
 }
 
 impl MetricsWriter {
@@ -137,20 +138,27 @@ impl MetricsWriter {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {} for writing", path.display()))?;
-        Ok(MetricsWriter { path: path.into(), file })
+        Ok(MetricsWriter { path: path.into(), file: Some(file) })
+    }
+
+    /// A writer that writes nothing: a data-parallel rank other than rank 0, which computes every
+    /// line but leaves the log to rank 0.
+    pub fn discard() -> MetricsWriter {
+        MetricsWriter { path: PathBuf::new(), file: None }
     }
 
     /// Write one line and flush it, so a crash loses at most the line being written.
     pub fn write(&mut self, line: &MetricsLine) -> anyhow::Result<()> {
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
         let mut text = serde_json::to_string(line)?;
         if crate::failpoint::armed_at("log", line.step) {
-            self.file.write_all(&text.as_bytes()[..text.len() / 2])?;
-            self.file.flush()?;
+            file.write_all(&text.as_bytes()[..text.len() / 2])?;
+            file.flush()?;
             crate::failpoint::hit("log", line.step);
         }
         text.push('\n');
-        self.file.write_all(text.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.flush()?;
+        file.write_all(text.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
+        file.flush()?;
         Ok(())
     }
 }

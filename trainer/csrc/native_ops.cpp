@@ -1,37 +1,18 @@
 // ATen operations that tch 0.24 does not bind, behind a small C ABI (Rust side: src/native.rs).
 //
 // Tensors cross the boundary as `at::Tensor*`, which is what tch's `C_tensor` pointer is. Every
-// function catches C++ exceptions and returns them as a malloc'd message (NULL on success), which
-// the caller frees with `sw_free_error`: an exception must never unwind into Rust.
+// function returns a C++ exception as a malloc'd message (NULL on success; see shim.h).
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
+#include "shim.h"
+
+using stagewise::guarded;
+
 namespace {
-
-char* error_message(const char* what) {
-    char* copy = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-    if (copy != nullptr) {
-        std::strcpy(copy, what);
-    }
-    return copy;
-}
-
-template <typename F>
-char* guarded(F&& body) {
-    try {
-        body();
-        return nullptr;
-    } catch (const std::exception& e) {
-        return error_message(e.what());
-    } catch (...) {
-        return error_message("unknown C++ exception");
-    }
-}
 
 std::vector<at::Tensor> tensor_list(at::Tensor* const* tensors, size_t n) {
     std::vector<at::Tensor> out;

@@ -37,6 +37,8 @@ pub struct BenchOptions {
 pub struct BenchLine {
     pub preset: String,
     pub device: String,
+    /// Data-parallel ranks timed together (each runs one micro-batch a step; gradients summed).
+    pub world_size: usize,
     /// `full`, or `stage S phase1|phase2` (for people; scripts read `stage` and `phase`).
     pub config: String,
     /// 0 for the full model, else the stage the configuration belongs to.
@@ -50,7 +52,12 @@ pub struct BenchLine {
     pub context: usize,
     pub bf16: bool,
     pub ms_per_step: f64,
+    /// Tokens per second of one rank.
     pub tokens_per_s: f64,
+    /// Tokens per second of all ranks together.
+    pub tokens_per_s_total: f64,
+    /// Milliseconds of one all-reduce of this configuration's gradients (0 with one rank).
+    pub allreduce_ms: f64,
     pub model_flops_per_s: f64,
     pub mfu: Option<f64>,
     /// Peak resident memory of the process so far, bytes (on CUDA: host memory only).
@@ -113,6 +120,7 @@ pub fn run(
     config: &TrainConfig,
     schedule: &ScheduleSpec,
     device_: Device,
+    world: &crate::dist::World,
     options: &BenchOptions,
     mut on_line: impl FnMut(&BenchLine),
 ) -> anyhow::Result<Vec<BenchLine>> {
@@ -144,6 +152,9 @@ pub fn run(
         let mut step = || -> anyhow::Result<crate::optim::StepValues> {
             optimizer.zero_grad()?;
             let loss = loss::forward_backward(&model, &x, &y, &micro)?;
+            let mut summed = optimizer.gradients();
+            summed.push(loss.shallow_clone());
+            world.sum_gradients(&summed)?;
             Ok(optimizer.clipped_step(&loss, 1e-4, config.grad_clip)?)
         };
         for _ in 0..options.warmup_steps {
@@ -162,11 +173,23 @@ pub fn run(
         let ms = started.elapsed().as_secs_f64() * 1e3 / options.timed_steps.max(1) as f64;
         anyhow::ensure!(loss.is_finite(), "bench {label}: the loss is not finite ({loss})");
         let full = *full_ms.get_or_insert(ms);
+        // The all-reduce alone, on buffers the size of this configuration's gradients.
+        let allreduce_ms = if world.size > 1 {
+            let buffers: Vec<Tensor> = optimizer.gradients().iter().map(|g| g.zeros_like()).collect();
+            let timed = Instant::now();
+            for _ in 0..options.timed_steps.max(1) {
+                world.all_reduce(&buffers, crate::dist::Reduce::Sum)?;
+            }
+            timed.elapsed().as_secs_f64() * 1e3 / options.timed_steps.max(1) as f64
+        } else {
+            0.0
+        };
         let flops_per_token = token_flops(&shape, trainable).total();
         let model_flops_per_s = flops_per_token * tokens / (ms / 1e3);
         let line = BenchLine {
             preset: config.preset.clone(),
             device: device::name(device_),
+            world_size: world.size,
             config: label,
             stage: configuration.stage,
             phase: configuration.phase,
@@ -178,6 +201,8 @@ pub fn run(
             bf16: autocast,
             ms_per_step: ms,
             tokens_per_s: tokens / (ms / 1e3),
+            tokens_per_s_total: world.size as f64 * tokens / (ms / 1e3),
+            allreduce_ms,
             model_flops_per_s,
             mfu: options.peak_flops.map(|p| model_flops_per_s / p),
             peak_memory_bytes: peak_rss(),

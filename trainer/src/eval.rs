@@ -121,6 +121,17 @@ pub struct Score {
     pub n: usize,
     /// Examples skipped because they do not fit the context.
     pub n_skipped: usize,
+    /// Examples right by summed and by mean loss (the counts behind `acc` and `acc_norm`).
+    pub right: usize,
+    pub right_norm: usize,
+}
+
+impl Score {
+    /// The score of `right` and `right_norm` correct out of `n` scored, `n_skipped` skipped.
+    pub fn from_counts(right: usize, right_norm: usize, n: usize, n_skipped: usize) -> Score {
+        let share = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+        Score { acc: share(right), acc_norm: share(right_norm), n, n_skipped, right, right_norm }
+    }
 }
 
 /// Summed and mean loss of each row's ending tokens, for rows of token ids (any lengths), the
@@ -189,9 +200,7 @@ pub fn evaluate(
             right_norm += usize::from(argmin(&means) == example.label);
         }
     }
-    let n = fitting.len();
-    let share = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
-    Score { acc: share(right), acc_norm: share(right_norm), n, n_skipped: examples.len() - n }
+    Score::from_counts(right, right_norm, fitting.len(), examples.len() - fitting.len())
 }
 
 /// The official validation file: rowanz/hellaswag's `data/hellaswag_val.jsonl`, where

@@ -6,17 +6,20 @@
 //!
 //! Read in data-flow order: [`data`] (shards, tokenizers, loader) → [`model`] (architecture) →
 //! [`loss`] → [`optim`] → [`growth`] → [`train`] (the loop) with [`session`] (start, resume) →
-//! [`checkpoint`] → [`eval`] (HellaSwag), [`study`] (the whole study), [`bench`], [`export`].
+//! [`checkpoint`] → [`eval`] (HellaSwag), [`study`] (the whole study), [`bench`], [`export`];
+//! [`dist`] and [`launch`] for data-parallel training on c10d.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod export;
 pub mod growth;
 pub mod init;
+pub mod launch;
 pub mod loss;
 pub mod model;
 pub mod native;

@@ -99,6 +99,21 @@ impl AdamW {
         self.active().into_iter().map(|(_, g)| g).collect()
     }
 
+    /// The gradients that take part in the next update (trainable parameters with a gradient),
+    /// in the parameters' fixed (name) order: what data-parallel ranks sum.
+    pub fn gradients(&self) -> Vec<Tensor> {
+        self.active_grads()
+    }
+
+    /// Every state tensor (moments and step counts of every parameter), in a fixed order: what a
+    /// rank receives from rank 0 after a resume.
+    pub fn state_handles(&self) -> Vec<Tensor> {
+        self.states
+            .iter()
+            .flat_map(|s| [s.exp_avg.shallow_clone(), s.exp_avg_sq.shallow_clone(), s.step.shallow_clone()])
+            .collect()
+    }
+
     /// Global L2 norm of the active gradients (a 0-d tensor; reading it syncs the device).
     pub fn grad_norm(&self) -> Result<Tensor, NativeError> {
         self.norm_of(&self.active_grads())

@@ -1,14 +1,21 @@
 //! Starting a run, a cooldown branch of a run, or resuming either: check the input, write the run
 //! header, hold the run's lock, restore the last checkpoint, then hand over to the loop in
 //! [`crate::train`].
+//!
+//! In a data-parallel job rank 0 alone touches the run directory (header, lock, checkpoints,
+//! log): it decides, and every rank receives the decision ([`decide`]): the header, the state to
+//! continue from, or rank 0's error. Then rank 0's parameters and optimizer state are broadcast,
+//! so every rank starts identical, whatever the world size the run was started with.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{bail, Context};
 use cost_model::{ComputeUnit, Until};
 use run_dir::config::LrKind;
 use run_dir::cooldown::{self, CooldownBranch};
 use run_dir::{RunDir, RunHeader, ScheduleSpec, TrainConfig};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tch::Device;
 
@@ -16,7 +23,8 @@ use crate::checkpoint::{self, TrainState};
 use crate::data::loader::validation_starts;
 use crate::data::TokenDataset;
 use crate::device;
-use crate::error::bad_input;
+use crate::dist::World;
+use crate::error::{bad_input, BadInput};
 use crate::eval;
 use crate::progress::format_seconds;
 use crate::train::Trainer;
@@ -29,6 +37,66 @@ pub struct TrainOptions {
     pub stop_after_step: Option<u64>,
     /// No progress output.
     pub quiet: bool,
+    /// The data-parallel job this process is part of (a world of one by default).
+    pub world: Rc<World>,
+}
+
+impl TrainOptions {
+    /// One process on `device`.
+    pub fn single(device: Device, stop_after_step: Option<u64>, quiet: bool) -> TrainOptions {
+        TrainOptions { device, stop_after_step, quiet, world: Rc::new(World::single()) }
+    }
+}
+
+/// What rank 0 decides (`on_main`, which alone may touch the run directory), on every rank: rank 0
+/// sends its result, or its error (bad input stays bad input), to the others.
+pub(crate) fn decide<T: Serialize + DeserializeOwned>(
+    world: &World,
+    on_main: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if world.size == 1 {
+        return on_main();
+    }
+    if world.is_main() {
+        let result = on_main();
+        let message = match &result {
+            Ok(value) => [vec![0u8], serde_json::to_vec(value)?].concat(),
+            Err(e) => {
+                let kind = if e.downcast_ref::<BadInput>().is_some() { 2u8 } else { 1 };
+                [vec![kind], format!("{e:#}").into_bytes()].concat()
+            }
+        };
+        world.broadcast_bytes(Some(&message))?;
+        return result;
+    }
+    let message = world.broadcast_bytes(None)?;
+    let (kind, body) = message.split_first().context("empty decision from rank 0")?;
+    match kind {
+        0 => Ok(serde_json::from_slice(body).context("rank 0's decision")?),
+        2 => Err(bad_input(anyhow::anyhow!("rank 0: {}", String::from_utf8_lossy(body)))),
+        _ => bail!("rank 0: {}", String::from_utf8_lossy(body)),
+    }
+}
+
+/// The data and HellaSwag examples a run reads (every rank opens its own).
+fn open_inputs(config: &TrainConfig) -> anyhow::Result<(TokenDataset, Vec<eval::Example>)> {
+    let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
+    Ok((dataset, eval::load_configured(config)?))
+}
+
+/// Every step must give each rank at least one micro-batch.
+fn check_world(config: &TrainConfig, plan: &cost_model::Plan, world: &World) -> anyhow::Result<()> {
+    for segment in &plan.segments {
+        let per_step = config.micro_batches(segment)?.per_step;
+        if per_step < world.size {
+            bail!(
+                "stage {} has {per_step} micro-batches a step, fewer than the {} ranks; raise tokens_per_step (a multiple of micro_batch × context) or use fewer processes",
+                segment.stage,
+                world.size
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What a run (or a part of it) ended with.
@@ -51,57 +119,68 @@ pub fn start(
     schedule: ScheduleSpec,
     options: &TrainOptions,
 ) -> anyhow::Result<TrainSummary> {
+    let world = &options.world;
     let run = RunDir::new(run_dir);
-    let prepare = || -> anyhow::Result<(RunHeader, TokenDataset, Vec<eval::Example>)> {
-        config.validate()?;
-        let plan = schedule.plan(&config)?;
-        for segment in &plan.segments {
-            config.micro_batches(segment)?;
-        }
-        for &budget in &config.cooldown_budgets {
-            cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction)
-                .context("--cooldown-budgets")?;
-        }
-        if run.has_header() {
-            bail!("{} already holds a run; resume it with --resume {0} or pick another --run name", run_dir.display());
-        }
-        // Open the data before creating anything, so a missing dataset leaves no run directory behind.
-        let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
-        // Growth lines validate at every stage change, even without periodic validation.
-        if config.val_every > 0 || plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0)) {
-            validation_starts(dataset.val.len(), config.val_tokens, config.model.context, config.val_spread)?;
-        }
-        let hellaswag = eval::load_configured(&config)?;
-        let device = device::name(options.device);
-        let header =
-            RunHeader::new(&run.name(), config.clone(), schedule.clone(), plan, device, env!("TORCH_BUILD_VERSION"));
-        Ok((header, dataset, hellaswag))
-    };
-    let (header, dataset, hellaswag) = prepare().map_err(bad_input)?;
-    // An output directory that cannot be written (read-only, full, a file in the way) is the
-    // user's to fix: exit 2, before anything else is written.
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create the run directory {}; choose a writable --runs-dir", run_dir.display()))
+    let mut lock = None;
+    let header = decide(world, || {
+        let header = (|| -> anyhow::Result<RunHeader> {
+            config.validate()?;
+            let plan = schedule.plan(&config)?;
+            check_world(&config, &plan, world)?;
+            for &budget in &config.cooldown_budgets {
+                cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction)
+                    .context("--cooldown-budgets")?;
+            }
+            if run.has_header() {
+                bail!(
+                    "{} already holds a run; resume it with --resume {0} or pick another --run name",
+                    run_dir.display()
+                );
+            }
+            // Open the data before creating anything, so a missing dataset leaves no run directory behind.
+            let (dataset, _) = open_inputs(&config)?;
+            // Growth lines validate at every stage change, even without periodic validation.
+            if config.val_every > 0 || plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0)) {
+                validation_starts(dataset.val.len(), config.val_tokens, config.model.context, config.val_spread)?;
+            }
+            let device = device::name(options.device);
+            Ok(RunHeader::new(&run.name(), config.clone(), schedule.clone(), plan, device, env!("TORCH_BUILD_VERSION")))
+        })()
         .map_err(bad_input)?;
-    let _lock = run.lock().map_err(bad_input)?;
-    run.write_header(&header)
-        .with_context(|| format!("{} is not writable; choose a writable --runs-dir", run_dir.display()))
-        .map_err(bad_input)?;
-    if !options.quiet {
+        // An output directory that cannot be written (read-only, full, a file in the way) is the
+        // user's to fix: exit 2, before anything else is written.
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| {
+                format!("cannot create the run directory {}; choose a writable --runs-dir", run_dir.display())
+            })
+            .map_err(bad_input)?;
+        lock = Some(run.lock().map_err(bad_input)?);
+        run.write_header(&header)
+            .with_context(|| format!("{} is not writable; choose a writable --runs-dir", run_dir.display()))
+            .map_err(bad_input)?;
+        Ok(header)
+    })?;
+    let (dataset, hellaswag) = open_inputs(&header.config).map_err(bad_input)?;
+    if !options.quiet && world.is_main() {
         eprintln!(
-            "training {} ({} schedule, {} steps) on {} into {}",
+            "training {} ({} schedule, {} steps) on {} into {}{}",
             header.config.preset,
             header.schedule.name(),
             header.plan.total_steps(),
             header.device,
-            run_dir.display()
+            run_dir.display(),
+            if world.size > 1 { format!(", {} ranks", world.size) } else { String::new() }
         );
         if let Some(line) = equal_compute_note(&header) {
             eprintln!("{line}");
         }
     }
     let start = TrainState::start(header.config.data_seed);
-    Trainer::new(run, header, dataset, hellaswag, options.device)?.run(start, None, options)
+    let trainer = Trainer::new(run, header, dataset, hellaswag, options)?;
+    trainer.sync_from_main()?;
+    let summary = trainer.run(start, None, options);
+    drop(lock);
+    summary
 }
 
 /// For an incremental run: where it spends the baseline's budget in each unit, and which one
@@ -132,65 +211,24 @@ pub fn cooldown(
     unit: ComputeUnit,
     options: &TrainOptions,
 ) -> anyhow::Result<TrainSummary> {
+    let world = &options.world;
     let parent = RunDir::new(run_dir);
     let branch = parent.cooldown(unit, budget);
-    let prepare = || -> anyhow::Result<(RunHeader, TokenDataset, Vec<eval::Example>, PathBuf)> {
-        let main = parent.read_header()?;
-        if main.branch.is_some() {
-            bail!("{} is itself a cooldown branch; branch the run it came from", run_dir.display());
-        }
-        let mut config = main.config.clone();
-        match config.lr_schedule {
-            LrKind::Wsd => {}
-            // A constant rate is flat until any branch point too: the branch decays from it.
-            LrKind::Constant => {
-                config.lr_schedule = LrKind::Wsd;
-                config.warmup_steps = 0;
-                config.lr_min = config.lr_min.min(config.lr_max);
-            }
-            LrKind::Cosine => bail!(
-                "{}: a cosine run's learning rate is already decaying before any branch point; cooldown branches need lr_schedule wsd (or constant)",
-                run_dir.display()
-            ),
-        }
-        let point = cooldown::branch_point(&main.plan, unit, budget, config.cooldown_fraction).context("--budget")?;
-        if branch.has_header() {
-            bail!("{} already exists; resume it with --resume {0}, or pick another --budget", branch.path().display());
-        }
-        let checkpoint = parent.checkpoint_dir(point.from_step);
-        if !checkpoint.is_dir() {
-            bail!(
-                "{}: no checkpoint at the branch point, step {}; rerun the run with --cooldown-budgets {budget} --cooldown-unit {} (it saves one there)",
-                run_dir.display(),
-                point.from_step,
-                unit.as_str()
-            );
-        }
-        config.cooldown_budgets.clear();
-        let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
-        let hellaswag = eval::load_configured(&config)?;
-        let name = format!("{}/{}/{}", main.name, run_dir::COOLDOWNS_DIR, cooldown::branch_name(unit, budget));
-        let plan = main.plan.truncated(point.to_step);
-        let device = device::name(options.device);
-        let mut header =
-            RunHeader::new(&name, config, main.schedule.clone(), plan, device, env!("TORCH_BUILD_VERSION"));
-        header.branch = Some(CooldownBranch {
-            parent: main.name.clone(),
-            budget,
-            unit,
-            from_step: point.from_step,
-            to_step: point.to_step,
-        });
-        Ok((header, dataset, hellaswag, checkpoint))
-    };
-    let (header, dataset, hellaswag, checkpoint) = prepare().map_err(bad_input)?;
-    std::fs::create_dir_all(branch.path())
-        .with_context(|| format!("cannot create {}", branch.path().display()))
-        .map_err(bad_input)?;
-    let _lock = branch.lock().map_err(bad_input)?;
-    branch.write_header(&header).with_context(|| format!("writing {}", branch.header_path().display()))?;
-    if !options.quiet {
-        let b = header.branch.as_ref().expect("set above");
+    let mut lock = None;
+    let mut checkpoint = PathBuf::new();
+    let header = decide(world, || {
+        let (header, from) = prepare_branch(&parent, &branch, budget, unit, options).map_err(bad_input)?;
+        std::fs::create_dir_all(branch.path())
+            .with_context(|| format!("cannot create {}", branch.path().display()))
+            .map_err(bad_input)?;
+        lock = Some(branch.lock().map_err(bad_input)?);
+        branch.write_header(&header).with_context(|| format!("writing {}", branch.header_path().display()))?;
+        checkpoint = from;
+        Ok(header)
+    })?;
+    let (dataset, hellaswag) = open_inputs(&header.config).map_err(bad_input)?;
+    if !options.quiet && world.is_main() {
+        let b = header.branch.as_ref().expect("a branch header");
         eprintln!(
             "cooldown branch of {} at {budget} × its budget in {}: from step {} to step {}, learning rate to {} at the end, into {}",
             b.parent,
@@ -201,39 +239,108 @@ pub fn cooldown(
             branch.path().display()
         );
     }
-    let mut trainer = Trainer::new(branch, header, dataset, hellaswag, options.device)?;
-    let state = checkpoint::load(&checkpoint, &mut trainer.vs, &mut trainer.optimizer)?;
-    trainer.run(state, None, options)
+    let mut trainer = Trainer::new(branch, header, dataset, hellaswag, options)?;
+    let state = decide(world, || checkpoint::load(&checkpoint, &mut trainer.vs, &mut trainer.optimizer))?;
+    trainer.sync_from_main()?;
+    let summary = trainer.run(state, None, options);
+    drop(lock);
+    summary
 }
 
-/// Continue the run in `run_dir` from its last complete checkpoint (or from scratch if it has none).
+/// The header of `parent`'s branch at `budget` in `unit` and the checkpoint it starts from, or
+/// why there is none.
+fn prepare_branch(
+    parent: &RunDir,
+    branch: &RunDir,
+    budget: f64,
+    unit: ComputeUnit,
+    options: &TrainOptions,
+) -> anyhow::Result<(RunHeader, PathBuf)> {
+    let run_dir = parent.path();
+    let main = parent.read_header()?;
+    if main.branch.is_some() {
+        bail!("{} is itself a cooldown branch; branch the run it came from", run_dir.display());
+    }
+    let mut config = main.config.clone();
+    match config.lr_schedule {
+        LrKind::Wsd => {}
+        // A constant rate is flat until any branch point too: the branch decays from it.
+        LrKind::Constant => {
+            config.lr_schedule = LrKind::Wsd;
+            config.warmup_steps = 0;
+            config.lr_min = config.lr_min.min(config.lr_max);
+        }
+        LrKind::Cosine => bail!(
+            "{}: a cosine run's learning rate is already decaying before any branch point; cooldown branches need lr_schedule wsd (or constant)",
+            run_dir.display()
+        ),
+    }
+    let point = cooldown::branch_point(&main.plan, unit, budget, config.cooldown_fraction).context("--budget")?;
+    if branch.has_header() {
+        bail!("{} already exists; resume it with --resume {0}, or pick another --budget", branch.path().display());
+    }
+    let checkpoint = parent.checkpoint_dir(point.from_step);
+    if !checkpoint.is_dir() {
+        bail!(
+            "{}: no checkpoint at the branch point, step {}; rerun the run with --cooldown-budgets {budget} --cooldown-unit {} (it saves one there)",
+            run_dir.display(),
+            point.from_step,
+            unit.as_str()
+        );
+    }
+    config.cooldown_budgets.clear();
+    open_inputs(&config)?;
+    let name = format!("{}/{}/{}", main.name, run_dir::COOLDOWNS_DIR, cooldown::branch_name(unit, budget));
+    let plan = main.plan.truncated(point.to_step);
+    check_world(&config, &plan, &options.world)?;
+    let device = device::name(options.device);
+    let mut header = RunHeader::new(&name, config, main.schedule.clone(), plan, device, env!("TORCH_BUILD_VERSION"));
+    header.branch = Some(CooldownBranch {
+        parent: main.name.clone(),
+        budget,
+        unit,
+        from_step: point.from_step,
+        to_step: point.to_step,
+    });
+    Ok((header, checkpoint))
+}
+
+/// Continue the run in `run_dir` from its last complete checkpoint (or from scratch if it has
+/// none), with any number of ranks: the data stream does not depend on the world size.
 pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
+    let world = &options.world;
     let run = RunDir::new(run_dir);
-    let prepare = || -> anyhow::Result<(RunHeader, TokenDataset, Vec<eval::Example>)> {
-        let header = run.read_header()?;
-        let dataset = TokenDataset::open(&header.config.data_dir, header.config.tokenizer.vocab_size())?;
-        let hellaswag = eval::load_configured(&header.config)?;
-        Ok((header, dataset, hellaswag))
-    };
-    let (header, dataset, hellaswag) = prepare().map_err(bad_input)?;
-    let _lock = run.lock().map_err(bad_input)?;
-    checkpoint::remove_partial(&run);
-    let latest = checkpoint::list(&run).pop();
-    let resume_step = latest.as_ref().map_or(0, |(step, _)| *step);
-    let has_checkpoint_line = run.truncate_metrics_after(resume_step)?;
+    let mut lock = None;
+    let mut latest = None;
+    let mut has_checkpoint_line = false;
+    let header = decide(world, || {
+        let header = run.read_header().map_err(bad_input)?;
+        open_inputs(&header.config).map_err(bad_input)?;
+        check_world(&header.config, &header.plan, world).map_err(bad_input)?;
+        lock = Some(run.lock().map_err(bad_input)?);
+        checkpoint::remove_partial(&run);
+        latest = checkpoint::list(&run).pop();
+        let resume_step = latest.as_ref().map_or(0, |(step, _)| *step);
+        has_checkpoint_line = run.truncate_metrics_after(resume_step)?;
+        Ok(header)
+    })?;
+    let (dataset, hellaswag) = open_inputs(&header.config).map_err(bad_input)?;
     // A branch with no checkpoint of its own starts again from its run's checkpoint.
     let from_parent = match (&latest, &header.branch, run.branch_parent()) {
         (None, Some(b), Some(parent)) => Some(parent.checkpoint_dir(b.from_step)),
         _ => None,
     };
     let data_seed = header.config.data_seed;
-    let mut trainer = Trainer::new(run, header, dataset, hellaswag, options.device)?;
-    let state = match latest.as_ref().map(|(_, dir)| dir.clone()).or(from_parent) {
-        Some(dir) => checkpoint::load(&dir, &mut trainer.vs, &mut trainer.optimizer)?,
-        None => TrainState::start(data_seed),
-    };
+    let mut trainer = Trainer::new(run, header, dataset, hellaswag, options)?;
+    let state = decide(world, || match latest.as_ref().map(|(_, dir)| dir.clone()).or(from_parent) {
+        Some(dir) => checkpoint::load(&dir, &mut trainer.vs, &mut trainer.optimizer),
+        None => Ok(TrainState::start(data_seed)),
+    })?;
+    trainer.sync_from_main()?;
     let missing_line = latest.filter(|_| !has_checkpoint_line).map(|(_, dir)| dir);
-    trainer.run(state, missing_line, options)
+    let summary = trainer.run(state, missing_line, options);
+    drop(lock);
+    summary
 }
 
 /// Human summary of a finished invocation.

@@ -19,6 +19,7 @@ use crate::session::{self, TrainOptions};
 pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<f64> {
     std::fs::create_dir_all(runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
     let study_file = runs_dir.join(STUDY_FILE);
+    // Every rank checks the design (they share the directory); rank 0 writes it.
     match std::fs::read(&study_file) {
         Ok(bytes) => {
             let existing: StudyDesign =
@@ -30,6 +31,7 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
                 );
             }
         }
+        Err(_) if !options.world.is_main() => {}
         Err(_) => run_dir::write_atomically(&study_file, |f| {
             std::io::Write::write_all(f, &serde_json::to_vec_pretty(design).expect("plain data"))
         })
@@ -41,14 +43,16 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
     for (i, run) in runs.iter().enumerate() {
         let dir = runs_dir.join(&run.name);
         let (config, schedule) = design.run_config(run)?;
-        eprintln!(
-            "study: run {}/{total} {} ({}, seed {}); {} so far",
-            i + 1,
-            run.name,
-            run.arm.label,
-            run.seed,
-            format_seconds(started.elapsed().as_secs_f64())
-        );
+        if options.world.is_main() {
+            eprintln!(
+                "study: run {}/{total} {} ({}, seed {}); {} so far",
+                i + 1,
+                run.name,
+                run.arm.label,
+                run.seed,
+                format_seconds(started.elapsed().as_secs_f64())
+            );
+        }
         train_to_end(&RunDir::new(&dir), options, || session::start(&dir, config.clone(), schedule.clone(), options))?;
         for &budget in &config.cooldown_budgets {
             let branch = RunDir::new(&dir).cooldown(config.cooldown_unit, budget);
@@ -56,6 +60,9 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    if !options.world.is_main() {
+        return Ok(seconds);
+    }
     // The wall time of every invocation, for the report (a continued study has several).
     let line = serde_json::json!({ "finished": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "seconds": seconds });
     let log = runs_dir.join(STUDY_TIME_FILE);
@@ -75,17 +82,30 @@ fn train_to_end(
     options: &TrainOptions,
     start: impl FnOnce() -> anyhow::Result<session::TrainSummary>,
 ) -> anyhow::Result<()> {
-    if !run.has_header() {
-        start()?;
-        return Ok(());
-    }
-    let header = run.read_header()?;
-    let done = checkpoint::list(run).last().is_some_and(|(step, _)| *step == header.plan.total_steps());
-    if !done {
-        session::resume(run.path(), options)?;
+    // Rank 0 looks at the directory and every rank follows its decision.
+    let action = session::decide(&options.world, || -> anyhow::Result<u8> {
+        if !run.has_header() {
+            return Ok(START);
+        }
+        let header = run.read_header()?;
+        let done = checkpoint::list(run).last().is_some_and(|(step, _)| *step == header.plan.total_steps());
+        Ok(if done { DONE } else { RESUME })
+    })?;
+    match action {
+        START => {
+            start()?;
+        }
+        RESUME => {
+            session::resume(run.path(), options)?;
+        }
+        _ => {}
     }
     Ok(())
 }
+
+const START: u8 = 0;
+const RESUME: u8 = 1;
+const DONE: u8 = 2;
 
 /// Where the study's runs go: `reports/runs` (fair) or `reports/paper/runs` (paper protocol), or
 /// a GPU study's `reports/gpu/runs`. A `--quick` smoke run goes to `reports/quick/runs` (not

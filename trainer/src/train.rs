@@ -8,9 +8,15 @@
 //! rate; then the step is logged, and validation, HellaSwag and checkpoints (including the
 //! branch points of cooldown branches) happen when they are due. Where the run starts and how it
 //! resumes is in [`crate::session`].
+//!
+//! Data parallel ([`crate::dist::World`]): micro-batch `i` of a step is computed by rank
+//! `i mod world`, the gradients (and the step's loss) are summed over the ranks in one all-reduce
+//! before clipping, so every rank makes the same update; validation and HellaSwag are split over
+//! the ranks and their sums reduced. Rank 0 alone writes the run directory.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +30,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{self, TrainState};
 use crate::data::loader::validation_batches;
 use crate::data::{BatchLoader, DataPosition, TokenDataset};
+use crate::dist::{Reduce, World};
 use crate::eval;
 use crate::growth::grow;
 use crate::init::init_model;
@@ -35,6 +42,7 @@ use crate::session::{TrainOptions, TrainSummary};
 
 /// A run being trained: its directory and header, its data, and the model and optimizer.
 pub(crate) struct Trainer {
+    world: Rc<World>,
     run: RunDir,
     header: RunHeader,
     dataset: Arc<TokenDataset>,
@@ -59,10 +67,20 @@ impl Trainer {
         header: RunHeader,
         dataset: TokenDataset,
         hellaswag: Vec<eval::Example>,
-        device: Device,
+        options: &TrainOptions,
     ) -> anyhow::Result<Trainer> {
-        let (vs, model, optimizer) = init_model(&header.config, device)?;
-        Ok(Trainer { run, header, dataset: Arc::new(dataset), hellaswag, device, vs, model, optimizer })
+        let (vs, model, optimizer) = init_model(&header.config, options.device)?;
+        let world = Rc::clone(&options.world);
+        let device = options.device;
+        Ok(Trainer { world, run, header, dataset: Arc::new(dataset), hellaswag, device, vs, model, optimizer })
+    }
+
+    /// Rank 0's parameters and optimizer state on every rank (at the start and after a resume).
+    pub(crate) fn sync_from_main(&self) -> anyhow::Result<()> {
+        let by_name: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        let mut tensors: Vec<Tensor> = by_name.into_values().collect();
+        tensors.extend(self.optimizer.state_handles());
+        self.world.broadcast(&tensors)
     }
 
     /// Train from `state` to the end of the plan (or `options.stop_after_step`).
@@ -79,7 +97,8 @@ impl Trainer {
         let lr = self.header.lr_schedule();
         let autocast = config.bf16 && self.device.is_cuda();
         let vocab = config.scored_vocab();
-        let mut metrics = self.run.metrics_writer()?;
+        // Rank 0 writes the run directory; the other ranks compute the same numbers and log nothing.
+        let mut metrics = if self.world.is_main() { self.run.metrics_writer()? } else { MetricsWriter::discard() };
         let val_batches = self.val_batches()?;
         // Cooldown branches start from checkpoints at their branch points: save those.
         let branch_points: BTreeSet<u64> = config
@@ -90,7 +109,7 @@ impl Trainer {
         let hellaswag = std::mem::take(&mut self.hellaswag);
         // Building GPT-2's BPE takes a moment: only when there is something to evaluate.
         let tokenizer = if hellaswag.is_empty() { None } else { Some(crate::data::Tokenizer::new(config.tokenizer)?) };
-        if let Some(dir) = missing_checkpoint_line {
+        if let Some(dir) = missing_checkpoint_line.filter(|_| self.world.is_main()) {
             // The process died between writing the checkpoint and logging it.
             let seg = *plan.segment_of(state.step.max(1)).context("checkpoint beyond the plan")?;
             self.model.apply_trainable(seg.trainable);
@@ -98,7 +117,7 @@ impl Trainer {
             metrics.write(&MetricsLine { path: Some(self.run.relative(&dir)), ..line })?;
         }
 
-        let progress = Progress::new(last, state.step, options.quiet);
+        let progress = Progress::new(last, state.step, options.quiet || !self.world.is_main());
         let first_step = state.step + 1;
         let invocation_start = state.seconds;
         let (mut last_loss, mut last_val_loss) = (None, None);
@@ -130,11 +149,21 @@ impl Trainer {
             let started = Instant::now();
             self.optimizer.zero_grad()?;
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
-            for _ in 0..now.micro_batches.per_step {
+            for i in 0..now.micro_batches.per_step {
+                // Micro-batch i is rank (i mod world)'s: the stream does not depend on the world.
+                if !self.world.owns(i) {
+                    now.loader.skip_batch();
+                    continue;
+                }
                 let (x, y) = now.loader.next_batch();
                 let loss = loss::forward_backward(&self.model, &x, &y, &micro)?;
                 loss_sum += loss.to_kind(Kind::Float) * micro.grad_scale;
             }
+            // The ranks' gradients and losses summed: one all-reduce, before clipping and the
+            // non-finite check, so every rank makes the same update.
+            let mut summed = self.optimizer.gradients();
+            summed.push(loss_sum.shallow_clone());
+            self.world.sum_gradients(&summed)?;
             failpoint::hit("step", step);
             let step_lr = lr.lr(step);
             // Queued without a host sync: a non-finite loss or norm makes the device skip the update.
@@ -170,15 +199,26 @@ impl Trainer {
             })?;
             last_loss = Some(loss);
             if config.val_every > 0 && (step % config.val_every == 0 || step == total) {
-                let val_loss = self.val_loss(&val_batches, active);
+                let val_loss = self.val_loss(&val_batches, active)?;
                 metrics.write(&MetricsLine { kind: LineKind::Val, val_loss: Some(val_loss), ..base.clone() })?;
                 progress.println(&format!("step {step}: val loss {val_loss:.4}"));
                 last_val_loss = Some(val_loss);
             }
             let hellaswag_due = (config.hellaswag_every > 0 && step % config.hellaswag_every == 0) || step == total;
             if let (Some(tokenizer), true) = (&tokenizer, hellaswag_due) {
-                let score =
-                    eval::evaluate(&self.model, active, tokenizer, &hellaswag, 16, vocab, self.device, autocast);
+                // Every rank scores its share of the examples; the counts are summed.
+                let mine: Vec<eval::Example> =
+                    hellaswag.iter().enumerate().filter(|(i, _)| self.world.owns(*i)).map(|(_, e)| e.clone()).collect();
+                let mine = eval::evaluate(&self.model, active, tokenizer, &mine, 16, vocab, self.device, autocast);
+                let counts = Tensor::from_slice(&[
+                    mine.right as f64,
+                    mine.right_norm as f64,
+                    mine.n as f64,
+                    mine.n_skipped as f64,
+                ]);
+                self.world.all_reduce(std::slice::from_ref(&counts), Reduce::Sum)?;
+                let count = |i: i64| counts.double_value(&[i]) as usize;
+                let score = eval::Score::from_counts(count(0), count(1), count(2), count(3));
                 metrics.write(&MetricsLine {
                     kind: LineKind::Hellaswag,
                     acc: Some(score.acc),
@@ -193,9 +233,12 @@ impl Trainer {
                 || step == last
                 || branch_points.contains(&step);
             if checkpoint_due {
-                let dir = checkpoint::save(&self.run, &self.vs, &self.optimizer, &state)?;
-                let path = Some(self.run.relative(&dir));
-                metrics.write(&MetricsLine { kind: LineKind::Checkpoint, path, ..base })?;
+                self.check_ranks_agree(step)?;
+                if self.world.is_main() {
+                    let dir = checkpoint::save(&self.run, &self.vs, &self.optimizer, &state)?;
+                    let path = Some(self.run.relative(&dir));
+                    metrics.write(&MetricsLine { kind: LineKind::Checkpoint, path, ..base })?;
+                }
             }
             progress.step(step, &format!("{} loss {loss:.4} {:.0} tok/s", seg.phase.as_str(), tokens_per_s));
         }
@@ -229,10 +272,10 @@ impl Trainer {
         let Some(spec) = self.header.schedule.incremental().cloned() else { return Ok(()) };
         if let Some(g) = seg.grows.filter(|g| g.from_layers > 0) {
             let (from, to) = (g.from_layers as usize, g.to_layers as usize);
-            let before = (!val_batches.is_empty()).then(|| self.val_loss(val_batches, from));
+            let before = if val_batches.is_empty() { None } else { Some(self.val_loss(val_batches, from)?) };
             grow(&mut self.model, spec.growth, from, to);
             if let Some(before) = before {
-                let after = self.val_loss(val_batches, to);
+                let after = self.val_loss(val_batches, to)?;
                 let line = MetricsLine {
                     kind: LineKind::Growth,
                     active_layers: g.to_layers,
@@ -302,14 +345,18 @@ impl Trainer {
     }
 
     /// Mean loss over the validation sample through `active` blocks: every window weighs the same.
-    fn val_loss(&self, batches: &[(Tensor, Tensor)], active: usize) -> f64 {
+    /// Each rank computes its share of the batches (batch `j` is rank `j mod world`'s); the sums
+    /// are reduced.
+    fn val_loss(&self, batches: &[(Tensor, Tensor)], active: usize) -> anyhow::Result<f64> {
         let config = &self.header.config;
         let autocast = config.bf16 && self.device.is_cuda();
         let full_rows = batches.first().map_or(1, |(x, _)| x.size()[0]) as f64;
-        tch::no_grad(|| {
+        let mine: Vec<&(Tensor, Tensor)> =
+            batches.iter().enumerate().filter(|(j, _)| self.world.owns(*j)).map(|(_, b)| b).collect();
+        let (sum, weights) = tch::no_grad(|| {
             // Summed on the device and read once: one sync for the whole validation pass. A batch
             // weighs its rows (1.0 for a full one, so equal batches give the plain mean).
-            let weighted: Vec<Tensor> = batches
+            let weighted: Vec<Tensor> = mine
                 .iter()
                 .map(|(x, y)| {
                     let mean =
@@ -317,9 +364,37 @@ impl Trainer {
                     mean.to_kind(Kind::Double) * (x.size()[0] as f64 / full_rows)
                 })
                 .collect();
-            let weights: f64 = batches.iter().map(|(x, _)| x.size()[0] as f64 / full_rows).sum();
-            Tensor::stack(&weighted, 0).sum(Kind::Double).double_value(&[]) / weights
-        })
+            let weights: f64 = mine.iter().map(|(x, _)| x.size()[0] as f64 / full_rows).sum();
+            let sum =
+                if weighted.is_empty() { 0.0 } else { Tensor::stack(&weighted, 0).sum(Kind::Double).double_value(&[]) };
+            (sum, weights)
+        });
+        if self.world.size == 1 {
+            return Ok(sum / weights);
+        }
+        let totals = Tensor::from_slice(&[sum, weights]);
+        self.world.all_reduce(std::slice::from_ref(&totals), Reduce::Sum)?;
+        Ok(totals.double_value(&[0]) / totals.double_value(&[1]))
+    }
+
+    /// Every rank must hold the same parameters (they all apply the same summed update): a
+    /// checksum per rank, compared. A mismatch stops the run before rank 0 checkpoints it.
+    fn check_ranks_agree(&self, step: u64) -> anyhow::Result<()> {
+        if self.world.size == 1 {
+            return Ok(());
+        }
+        let checksum = tch::no_grad(|| {
+            // Summed in name order, so every rank adds the same numbers the same way.
+            let by_name: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+            by_name.values().map(|t| t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])).sum::<f64>()
+        });
+        if !self.world.agree(checksum)? {
+            bail!(
+                "step {step}: the ranks' parameters differ (rank {} checksum {checksum}); after every step they must be identical: is the data the same on every rank?",
+                self.world.rank
+            );
+        }
+        Ok(())
     }
 
     /// A log line of `kind` at `state`'s step in `seg`: the step's cumulative compute and place.

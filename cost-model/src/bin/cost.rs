@@ -59,6 +59,12 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Data parallel: also predict the per-step gradient all-reduce over this many ranks.
+    #[arg(long, value_name = "RANKS", help_heading = "Data parallel")]
+    world: Option<u32>,
+    /// Bandwidth of each rank's link, GB/s each way (NVLink 4 on an H100 SXM: 450).
+    #[arg(long, default_value_t = 450.0, value_name = "GB_PER_S", help_heading = "Data parallel")]
+    link_gb_per_s: f64,
 }
 
 fn parse_pair(s: &str) -> Result<(f64, f64), String> {
@@ -93,12 +99,33 @@ fn run(args: &Args) -> Result<(), CliError> {
     };
     let until = Until::EqualCompute(args.compute_unit);
     let plan = Plan::incremental(&shape, args.base_steps, &schedule, until).map_err(bad_input)?;
+    if let Some(world) = args.world {
+        if !(args.link_gb_per_s.is_finite() && args.link_gb_per_s > 0.0) || world == 0 {
+            return Err(CliError::bad_input(anyhow::anyhow!(
+                "--world {world} --link-gb-per-s {}: need at least 1 rank and a positive bandwidth",
+                args.link_gb_per_s
+            )));
+        }
+    }
     let output = if args.json {
         CostReport::new(shape, args.base_steps, &schedule, &plan, args.compute_unit).to_json()
     } else {
         table_report(&shape, &schedule, &plan, until)?
     };
     println!("{output}");
+    if let (Some(world), false) = (args.world, args.json) {
+        let params = cost_model::comm::parameters(&shape);
+        let seconds = cost_model::comm::allreduce_seconds(&shape, 4.0, world, args.link_gb_per_s * 1e9);
+        let bytes = cost_model::comm::ring_bytes_per_rank(params as f64 * 4.0, world);
+        println!(
+            "\ndata parallel over {world} ranks: {} parameters, {:.1} MB of fp32 gradients a step; a ring all-reduce moves {:.1} MB through each link: {:.2} ms a step at {} GB/s",
+            thousands(params),
+            params as f64 * 4.0 / 1e6,
+            bytes / 1e6,
+            seconds * 1e3,
+            args.link_gb_per_s
+        );
+    }
     Ok(())
 }
 

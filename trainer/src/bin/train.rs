@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,10 +19,12 @@ use cost_model::cli::{self, CliError};
 use cost_model::{ComputeUnit, PlanError, Until};
 use run_dir::config::{OnNan, TokenizerKind, PRESETS};
 use run_dir::{BaselineSpec, IncrementalSpec, ScheduleSpec, TrainConfig};
+use tch::Device;
 use trainer::data::corpus::{prepare_documents, read_corpus_documents, PrepareReport};
 use trainer::data::fineweb;
 use trainer::data::Tokenizer;
 use trainer::device::{self, DeviceChoice};
+use trainer::dist::{self, World};
 use trainer::error::BadInput;
 use trainer::session::{self, TrainOptions};
 
@@ -38,6 +41,38 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+/// Data parallel: how this process joins a job (torchrun's variables, or `--nproc`).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Data parallel (torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)")]
+struct DistArgs {
+    /// Start N local ranks of this command (one per GPU on CUDA; the cores split on CPU).
+    #[arg(long, global = true, value_name = "N")]
+    nproc: Option<usize>,
+    /// Process-group backend: auto (NCCL for CUDA tensors, Gloo for CPU), gloo or nccl.
+    #[arg(long, global = true, value_enum, default_value_t = dist::Backend::Auto)]
+    dist_backend: dist::Backend,
+    /// Seconds a rank waits for the others (rendezvous, each collective) before it gives up.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = dist::DEFAULT_TIMEOUT.as_secs())]
+    dist_timeout: u64,
+}
+
+impl DistArgs {
+    /// This process's place in the job (a world of one without torchrun's variables), and the
+    /// device it trains on: on CUDA, the GPU of its local rank.
+    fn join(&self, device: Device) -> Result<(Rc<World>, Device), CliError> {
+        let launch = dist::Launch::from_vars(|name| std::env::var(name).ok()).map_err(CliError::bad_input)?;
+        let Some(launch) = launch else { return Ok((Rc::new(World::single()), device)) };
+        // One GPU per local rank (ranks share GPUs when there are fewer, as Gloo allows).
+        let gpus = tch::Cuda::device_count().max(1) as usize;
+        let device = if device.is_cuda() { Device::Cuda(launch.local_rank % gpus) } else { device };
+        let timeout = std::time::Duration::from_secs(self.dist_timeout);
+        let world = World::join(&launch, device, self.dist_backend, timeout)?;
+        Ok((Rc::new(world), device))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,8 +121,9 @@ struct ConfigArgs {
 struct TrainArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Run name (directory under --runs-dir); default <preset>-<schedule>-<UTC time>.
-    #[arg(long)]
+    /// Run name (directory under --runs-dir); default <preset>-<schedule>-<UTC time>. Under
+    /// torchrun write --run-name: torchrun's own parser takes --run for its --run-path.
+    #[arg(long, visible_alias = "run-name")]
     run: Option<String>,
     /// Directory holding runs.
     #[arg(long, default_value = "runs")]
@@ -313,15 +349,49 @@ struct ExportArgs {
 
 fn main() -> ExitCode {
     let cli: Cli = cli::parse_args("train");
+    // A rank started by `--nproc` gets its share of the cores.
+    if let Some(threads) = std::env::var("STAGEWISE_THREADS").ok().and_then(|t| t.parse().ok()) {
+        tch::set_num_threads(threads);
+    }
+    if let Some(nproc) = cli.dist.nproc.filter(|&n| n > 1) {
+        if std::env::var_os("RANK").is_none() {
+            return launch_local(nproc, &cli);
+        }
+    }
+    let dist = &cli.dist;
     let result = match cli.command {
         Some(Command::Data(args)) => data(&args),
         Some(Command::Export(args)) => export(&args),
-        Some(Command::Bench(args)) => bench(&args),
-        Some(Command::Cooldown(args)) => cooldown(&args),
-        Some(Command::Study(args)) => study(&args),
-        None => run_training(&cli.train),
+        Some(Command::Bench(args)) => bench(&args, dist),
+        Some(Command::Cooldown(args)) => cooldown(&args, dist),
+        Some(Command::Study(args)) => study(&args, dist),
+        None => run_training(&cli.train, dist),
     };
     cli::report("train", result)
+}
+
+/// `--nproc N`: this command again as N local ranks (see `trainer::launch`).
+fn launch_local(nproc: usize, cli: &Cli) -> ExitCode {
+    let choice = match &cli.command {
+        Some(Command::Bench(a)) => a.config.device,
+        Some(Command::Cooldown(a)) => a.device,
+        Some(Command::Study(a)) => a.device,
+        _ => cli.train.config.device,
+    };
+    let cuda = device::select(choice).is_ok_and(|d| d.is_cuda());
+    // NCCL wants a GPU per rank; Gloo ranks may share one.
+    if cuda && cli.dist.dist_backend != dist::Backend::Gloo && tch::Cuda::device_count() < nproc as i64 {
+        eprintln!(
+            "train: --nproc {nproc} on CUDA needs {nproc} GPUs, {} visible; lower --nproc",
+            tch::Cuda::device_count()
+        );
+        return ExitCode::from(cli::EXIT_BAD_INPUT);
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match trainer::launch::run_local(nproc, &trainer::launch::without_nproc(&args), cuda) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => cli::report("train", Err(CliError::from(e))),
+    }
 }
 
 /// Errors that mean "fix your input" exit 2; a schedule the cost model rejects names the flag
@@ -373,12 +443,22 @@ fn config_and_schedule(
     Ok((config, schedule))
 }
 
-fn run_training(args: &TrainArgs) -> Result<(), CliError> {
-    let options = |device| TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
+/// Print a summary line (rank 0 only: every rank ends with the same numbers).
+fn summarise(options: &TrainOptions, summary: &session::TrainSummary) {
+    if options.world.is_main() {
+        println!("{}", session::describe(summary));
+    }
+}
+
+fn run_training(args: &TrainArgs, dist: &DistArgs) -> Result<(), CliError> {
+    let options = |choice| -> Result<TrainOptions, CliError> {
+        let (world, device) = dist.join(device::select(choice).map_err(CliError::bad_input)?)?;
+        Ok(TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet, world })
+    };
     if let Some(run_dir) = &args.resume {
-        let device = device::select(args.config.device).map_err(CliError::bad_input)?;
-        let summary = session::resume(run_dir, &options(device)).map_err(classify)?;
-        println!("{}", session::describe(&summary));
+        let options = options(args.config.device)?;
+        let summary = session::resume(run_dir, &options).map_err(classify)?;
+        summarise(&options, &summary);
         return Ok(());
     }
     let (mut config, schedule) =
@@ -409,38 +489,41 @@ fn run_training(args: &TrainArgs) -> Result<(), CliError> {
             "--run {name:?}: a run name is one directory name, without '/'"
         )));
     }
-    let device = device::select(args.config.device).map_err(CliError::bad_input)?;
-    let summary = session::start(&args.runs_dir.join(&name), config, schedule, &options(device)).map_err(classify)?;
-    println!("{}", session::describe(&summary));
+    let options = options(args.config.device)?;
+    let summary = session::start(&args.runs_dir.join(&name), config, schedule, &options).map_err(classify)?;
+    summarise(&options, &summary);
     Ok(())
 }
 
-fn bench(args: &BenchArgs) -> Result<(), CliError> {
+fn bench(args: &BenchArgs, dist: &DistArgs) -> Result<(), CliError> {
     let (mut config, schedule) =
         config_and_schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Incremental)?;
     if let Some(micro_batch) = args.micro_batch {
         config.micro_batch = micro_batch;
         config.tokens_per_step = micro_batch * config.model.context;
     }
-    let device = device::select(args.config.device).map_err(CliError::bad_input)?;
+    let (world, device) = dist.join(device::select(args.config.device).map_err(CliError::bad_input)?)?;
     let peak = args.peak_tflops.map(|t| t * 1e12).or(device.is_cuda().then_some(trainer::bench::H100_BF16_PEAK));
     let options = trainer::bench::BenchOptions { warmup_steps: args.warmup, timed_steps: args.steps, peak_flops: peak };
-    trainer::bench::run(&config, &schedule, device, &options, |line| {
-        println!("{}", serde_json::to_string(line).expect("plain values"));
+    let main = world.is_main();
+    trainer::bench::run(&config, &schedule, device, &world, &options, |line| {
+        if main {
+            println!("{}", serde_json::to_string(line).expect("plain values"));
+        }
     })
     .map_err(|e| classify(trainer::error::bad_input(e)))?;
     Ok(())
 }
 
-fn cooldown(args: &CooldownArgs) -> Result<(), CliError> {
-    let device = device::select(args.device).map_err(CliError::bad_input)?;
-    let options = TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet };
+fn cooldown(args: &CooldownArgs, dist: &DistArgs) -> Result<(), CliError> {
+    let (world, device) = dist.join(device::select(args.device).map_err(CliError::bad_input)?)?;
+    let options = TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet, world };
     let summary = session::cooldown(&args.run, args.budget, args.unit, &options).map_err(classify)?;
-    println!("{}", session::describe(&summary));
+    summarise(&options, &summary);
     Ok(())
 }
 
-fn study(args: &StudyArgs) -> Result<(), CliError> {
+fn study(args: &StudyArgs, dist: &DistArgs) -> Result<(), CliError> {
     use run_dir::study::{StudyDesign, StudyRequest};
     use trainer::study;
     let device = device::select(args.device).map_err(CliError::bad_input)?;
@@ -463,7 +546,9 @@ fn study(args: &StudyArgs) -> Result<(), CliError> {
     let flops = design.predicted_flops().map_err(|e| classify(trainer::error::bad_input(e)))?;
     // PyTorch eager's GPT-2 124M step on an H100 reaches ~26% of the 989 TFLOP/s bf16 peak.
     let h100_hours = flops / (0.26 * trainer::bench::H100_BF16_PEAK) / 3600.0;
-    eprintln!(
+    let main = std::env::var("RANK").map_or(true, |r| r == "0");
+    if main {
+        eprintln!(
         "study ({:?}{}): {} runs + cooldown branches into {}; {:.3e} training FLOPs predicted ({h100_hours:.2} H100-hours at PyTorch-eager speed, 26% MFU)",
         design.protocol,
         if design.quick { ", quick" } else { "" },
@@ -471,12 +556,17 @@ fn study(args: &StudyArgs) -> Result<(), CliError> {
         runs_dir.display(),
         flops
     );
+    }
     if args.plan {
         println!("{}", serde_json::to_string_pretty(&design).expect("plain data"));
         return Ok(());
     }
-    let options = TrainOptions { device, stop_after_step: None, quiet: args.quiet };
+    let (world, device) = dist.join(device)?;
+    let options = TrainOptions { device, stop_after_step: None, quiet: args.quiet || !world.is_main(), world };
     let seconds = study::run(&design, &runs_dir, &options).map_err(classify)?;
+    if !options.world.is_main() {
+        return Ok(());
+    }
     println!(
         "study: done in {} of training and evaluation; runs in {}",
         trainer::progress::format_seconds(seconds),

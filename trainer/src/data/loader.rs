@@ -197,6 +197,18 @@ impl<'a> BatchLoader<'a> {
             BatchLoader::Sequential(l) => l.next_batch(),
         }
     }
+
+    /// Move past the next batch without reading it (another rank computes it).
+    pub fn skip_batch(&mut self) {
+        match self {
+            BatchLoader::Shuffled(l) => {
+                for _ in 0..l.windows_per_batch {
+                    l.next_window();
+                }
+            }
+            BatchLoader::Sequential(l) => l.advance(),
+        }
+    }
 }
 
 /// The shuffled window stream.
@@ -287,14 +299,24 @@ impl<'a> SequentialLoader<'a> {
 
     /// The next batch: inputs and targets (shifted by one), both int64 `[batch, context]`.
     pub fn next_batch(&mut self) -> (Tensor, Tensor) {
+        let DataPosition::Sequential { shard: index, offset, .. } = self.position else {
+            unreachable!("checked in new")
+        };
+        let n = self.batch * self.context;
+        let tokens = token_tensor(self.shards[index].token_bytes(offset, n + 1), self.device);
+        let x = tokens.narrow(0, 0, n as i64).view([self.batch as i64, self.context as i64]);
+        let y = tokens.narrow(0, 1, n as i64).view([self.batch as i64, self.context as i64]);
+        self.advance();
+        (x, y)
+    }
+
+    /// Move to the next batch's position.
+    fn advance(&mut self) {
         let DataPosition::Sequential { shard: mut index, mut offset, mut epoch } = self.position else {
             unreachable!("checked in new")
         };
         let n = self.batch * self.context;
         let shard = &self.shards[index];
-        let tokens = token_tensor(shard.token_bytes(offset, n + 1), self.device);
-        let x = tokens.narrow(0, 0, n as i64).view([self.batch as i64, self.context as i64]);
-        let y = tokens.narrow(0, 1, n as i64).view([self.batch as i64, self.context as i64]);
         offset += n;
         if offset + n + 1 > shard.len() {
             offset = 0;
@@ -305,7 +327,6 @@ impl<'a> SequentialLoader<'a> {
             }
         }
         self.position = DataPosition::Sequential { shard: index, offset, epoch };
-        (x, y)
     }
 }
 

@@ -48,7 +48,7 @@ pub fn tiny_config(data: &Path, overrides: &[&str]) -> run_dir::TrainConfig {
 
 /// Quiet CPU training, optionally stopping after `stop`.
 pub fn cpu_options(stop: Option<u64>) -> trainer::session::TrainOptions {
-    trainer::session::TrainOptions { device: tch::Device::Cpu, stop_after_step: stop, quiet: true }
+    trainer::session::TrainOptions::single(tch::Device::Cpu, stop, true)
 }
 
 /// Every line of a run's metrics.jsonl (all must parse).

@@ -1,0 +1,100 @@
+// PyTorch's distributed engine (c10d) for data-parallel training, behind a small C ABI (Rust
+// side: src/dist.rs): the TCPStore rendezvous torchrun sets up, a Gloo process group, and the
+// collectives a step needs. A NCCL group comes from the plugin `dist_nccl.cpp` (built by `just
+// gpu-build`), which returns the same `c10d::Backend` handle.
+//
+// Kept in its own translation unit: the c10d headers take ~20 s to compile. Errors come back as
+// malloc'd messages (shim.h); a missing rank surfaces as a store or collective timeout.
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "dist.h"
+#include "shim.h"
+
+using stagewise::guarded;
+
+namespace {
+
+c10d::ReduceOp reduce_op(int op) {
+    switch (op) {
+        case 1:
+            return c10d::ReduceOp::MAX;
+        case 2:
+            return c10d::ReduceOp::MIN;
+        default:
+            return c10d::ReduceOp::SUM;
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// The rendezvous: a TCPStore at host:port (rank 0 serves it unless `client_only`, as under
+// torchrun's elastic agent, which serves it already), under the prefix "stagewise/".
+char* sw_dist_store(const char* host, uint16_t port, int rank, int world, bool client_only, int64_t timeout_ms,
+                    SwStore** out) {
+    return guarded([&] {
+        c10d::TCPStoreOptions options;
+        options.port = port;
+        options.isServer = rank == 0 && !client_only;
+        options.numWorkers = world;
+        options.waitWorkers = true;
+        options.timeout = std::chrono::milliseconds(timeout_ms);
+        auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
+        *out = new SwStore{c10::make_intrusive<c10d::PrefixStore>("stagewise", tcp)};
+    });
+}
+
+void sw_dist_store_free(SwStore* store) { delete store; }
+
+// A Gloo process group over `store` (devices from GLOO_SOCKET_IFNAME, else the host name).
+char* sw_dist_gloo(SwStore* store, int rank, int world, int64_t timeout_ms, SwGroup** out) {
+    return guarded([&] {
+        auto timeout = std::chrono::milliseconds(timeout_ms);
+        auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
+        auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store->store, rank, world, options);
+        *out = new SwGroup{group, timeout};
+    });
+}
+
+void sw_dist_group_free(SwGroup* group) { delete group; }
+
+// In-place all-reduce of one dense tensor: op 0 = sum, 1 = max, 2 = min (Gloo has no average).
+char* sw_dist_all_reduce(SwGroup* group, at::Tensor* tensor, int op) {
+    return guarded([&] {
+        std::vector<at::Tensor> tensors{*tensor};
+        c10d::AllreduceOptions options;
+        options.reduceOp = reduce_op(op);
+        options.timeout = group->timeout;
+        group->backend->allreduce(tensors, options)->wait(group->timeout);
+    });
+}
+
+// In-place broadcast of one dense tensor from `root`.
+char* sw_dist_broadcast(SwGroup* group, at::Tensor* tensor, int root) {
+    return guarded([&] {
+        std::vector<at::Tensor> tensors{*tensor};
+        c10d::BroadcastOptions options;
+        options.rootRank = root;
+        options.timeout = group->timeout;
+        group->backend->broadcast(tensors, options)->wait(group->timeout);
+    });
+}
+
+// Every rank waits here until all have arrived.
+char* sw_dist_barrier(SwGroup* group) {
+    return guarded([&] {
+        c10d::BarrierOptions options;
+        options.timeout = group->timeout;
+        group->backend->barrier(options)->wait(group->timeout);
+    });
+}
+
+}  // extern "C"
