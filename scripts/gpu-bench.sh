@@ -12,7 +12,7 @@
 # of time, the raw files still come back: `python3 scripts/gpu-summary.py <files_at>` makes the table.
 # Dry run here on the CPU with a shrunken model (checks the plumbing, not the numbers):
 #   DEVICE=cpu EXTRA="--set model.d_model=64 --set model.heads=4 --set model.context=64
-#     --set micro_batch=4 --set tokens_per_step=512 --set val_batches=2" bash .gpu/run.sh
+#     --set micro_batch=4 --set tokens_per_step=512 --set val_tokens=512" bash .gpu/run.sh
 set -uo pipefail
 device=${DEVICE:-cuda}
 read -r -a extra <<< "${EXTRA:-}"

@@ -121,6 +121,8 @@ def data_parallel(runs):
     if nccl:
         steps = sorted(nccl)
         out.append(f"NCCL, one rank: loss {nccl[steps[0]]:.4f} -> {nccl[steps[-1]]:.4f} over steps {steps[0]}..{steps[-1]}.")
+    elif one or two:
+        out.append("NCCL, one rank: no steps logged (see the nccl-1 lines of the raw output for why).")
     common = [s for s in sorted(one) if s in two]
     if common:
         gap = max(abs(one[s] - two[s]) for s in common)

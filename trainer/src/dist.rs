@@ -174,6 +174,10 @@ pub struct World {
     pub size: usize,
     pub local_rank: usize,
     group: Option<ProcessGroup>,
+    /// Where a collective's buffer must live: NCCL reduces CUDA tensors only, so small host
+    /// values (validation sums, HellaSwag counts, messages) travel through this GPU; Gloo takes
+    /// tensors where they are (`None`).
+    collective_device: Option<Device>,
     /// Test hook (`STAGEWISE_SKIP_ALLREDUCE=1`): gradients are not summed, so ranks diverge.
     skip_gradient_sum: bool,
 }
@@ -181,7 +185,7 @@ pub struct World {
 impl World {
     /// A world of one process.
     pub fn single() -> World {
-        World { rank: 0, size: 1, local_rank: 0, group: None, skip_gradient_sum: false }
+        World { rank: 0, size: 1, local_rank: 0, group: None, collective_device: None, skip_gradient_sum: false }
     }
 
     /// Join the job `launch` describes, with `backend` for tensors on `device` (rendezvous at
@@ -228,6 +232,7 @@ impl World {
             size: launch.world_size,
             local_rank: launch.local_rank,
             group: Some(ProcessGroup { store, group }),
+            collective_device: use_nccl.then_some(device),
             skip_gradient_sum: std::env::var("STAGEWISE_SKIP_ALLREDUCE").is_ok_and(|v| v == "1"),
         })
     }
@@ -246,6 +251,14 @@ impl World {
         self.group.as_ref().map(|g| g.group)
     }
 
+    /// `flat` where the backend can reduce it (a copy only for host tensors under NCCL).
+    fn on_collective_device(&self, flat: Tensor) -> Tensor {
+        match self.collective_device {
+            Some(device) if flat.device() != device => flat.to_device(device),
+            _ => flat,
+        }
+    }
+
     /// Reduce `tensors` in place over all ranks, as one collective over a flattened copy (dense,
     /// contiguous, one dtype). Nothing to do in a world of one.
     pub fn all_reduce(&self, tensors: &[Tensor], op: Reduce) -> anyhow::Result<()> {
@@ -253,7 +266,7 @@ impl World {
         if tensors.is_empty() {
             return Ok(());
         }
-        let flat = flatten(tensors.iter());
+        let flat = self.on_collective_device(flatten(tensors.iter()));
         // SAFETY: a live group and a tensor we own for the call.
         check(&format!("rank {}: all-reduce (a peer rank died or stopped responding?)", self.rank), unsafe {
             sw_dist_all_reduce(group, flat.as_ptr() as *mut C_tensor, op as i32)
@@ -286,7 +299,7 @@ impl World {
             if same.is_empty() {
                 continue;
             }
-            let flat = flatten(same.iter().copied());
+            let flat = self.on_collective_device(flatten(same.iter().copied()));
             // SAFETY: a live group and a tensor we own for the call.
             check(&format!("rank {}: broadcast from rank 0", self.rank), unsafe {
                 sw_dist_broadcast(group, flat.as_ptr() as *mut C_tensor, 0)
@@ -358,11 +371,17 @@ fn nccl_plugin() -> anyhow::Result<NcclConstructor> {
         .into_iter()
         .chain(std::iter::once("libstagewise_nccl.so".to_string()))
         .collect();
+    let mut refused = Vec::new();
     for name in candidates {
-        let c = CString::new(name).context("plugin path")?;
+        let c = CString::new(name.as_str()).context("plugin path")?;
         // SAFETY: dlopen/dlsym with valid C strings; the library stays loaded.
         let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
         if handle.is_null() {
+            // SAFETY: dlerror returns NULL or a C string valid until the next dl* call.
+            let why = unsafe { libc::dlerror() };
+            if !why.is_null() && std::path::Path::new(&name).is_file() {
+                refused.push(format!("{name}: {}", unsafe { CStr::from_ptr(why) }.to_string_lossy()));
+            }
             continue;
         }
         let symbol: *mut c_void = unsafe { libc::dlsym(handle, c"sw_dist_nccl".as_ptr()) };
@@ -370,6 +389,11 @@ fn nccl_plugin() -> anyhow::Result<NcclConstructor> {
             // SAFETY: the plugin exports exactly this signature.
             return Ok(unsafe { std::mem::transmute::<*mut c_void, NcclConstructor>(symbol) });
         }
+    }
+    if let Some(why) = refused.first() {
+        bail!(
+            "the NCCL plugin would not load ({why}): it needs the CUDA build of libtorch 2.11.0 on LD_LIBRARY_PATH (torch's lib directory); or pass --dist-backend gloo"
+        );
     }
     bail!(
         "the NCCL plugin libstagewise_nccl.so is not next to the binary or on LD_LIBRARY_PATH; build it with `just gpu-build` (it lands in .gpu/), or pass --dist-backend gloo"

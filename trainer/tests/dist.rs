@@ -94,8 +94,17 @@ fn parameter_gap(a: &Path, b: &Path) -> f64 {
 fn two_ranks_equal_one_rank_for_the_baseline_and_an_incremental_schedule() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
+    // HellaSwag, sharded over the ranks: 7 short examples (2 too long for context 8, skipped).
+    let examples: Vec<String> = (0..7)
+        .map(|i| {
+            let ctx = if i % 3 == 2 { "it was the best" } else { "it" };
+            format!(r#"{{"ctx": "{ctx}", "endings": ["as", "x", "orst", "e"], "label": {}}}"#, i % 4)
+        })
+        .collect();
+    std::fs::write(dir.path().join("hs.jsonl"), examples.join("\n")).unwrap();
+    let baseline = ["--hellaswag", "hs.jsonl", "--set", "hellaswag_every=4"];
     let incremental = ["--schedule", "incremental", "--stages", "3", "--until", "20", "--set", "model.layers=3"];
-    for (name, extra) in [("base", &[][..]), ("inc3", &incremental[..])] {
+    for (name, extra) in [("base", &baseline[..]), ("inc3", &incremental[..])] {
         ok(&train(dir.path(), &args(&format!("{name}-1"), extra), &[]));
         let mut two = args(&format!("{name}-2"), extra);
         two.extend(["--nproc".into(), "2".into()]);
@@ -105,6 +114,14 @@ fn two_ranks_equal_one_rank_for_the_baseline_and_an_incremental_schedule() {
         eprintln!("{name}: 2 ranks vs 1: losses within {losses:.2e}, final parameters within {params:.2e}");
         assert!(losses < 1e-5, "{name}: losses differ by {losses}");
         assert!(params < 1e-5, "{name}: parameters differ by {params}");
+        if name == "base" {
+            let score = |run: &Path| -> Vec<_> {
+                lines(run, LineKind::Hellaswag).iter().map(|l| (l.step, l.acc, l.acc_norm, l.n, l.n_skipped)).collect()
+            };
+            assert_eq!(score(&one).len(), 3, "HellaSwag at steps 4, 8, 12");
+            assert_eq!(score(&one)[0].3, Some(5), "5 of 7 examples fit");
+            assert_eq!(score(&one), score(&two), "HellaSwag, sharded over 2 ranks, scores as on 1");
+        }
         if name == "inc3" {
             let phases: Vec<cost_model::Phase> = lines(&two, LineKind::Train).iter().map(|l| l.phase).collect();
             assert!(phases.contains(&cost_model::Phase::Phase1) && phases.contains(&cost_model::Phase::Continual));
