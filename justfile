@@ -76,6 +76,18 @@ study *args: setup
 bench *args:
     @cargo run --quiet --release -p trainer --bin train -- bench "$@"
 
+# Data parallel on this machine: 1 vs 2 processes (Gloo), 3 repetitions, then the scaling figure
+# and tables in reports/bench/ (about 2 minutes on 2 cores).
+bench-dist: setup
+    cargo build --quiet --release -p trainer --bin train
+    cargo build --quiet -p analysis --bin scaling
+    LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" scripts/bench-dist
+
+# The scaling figure and tables from bench output, e.g.
+# `just scaling reports/bench/2026-11-27-cpu-2core-dist.txt`.
+scaling *args:
+    @cargo run --quiet -p analysis --bin scaling -- "$@"
+
 # Run there as `bash .gpu/run.sh` (one binary for CPU and GPU: CUDA is loaded at start-up).
 # Stage the release binary, its NCCL plugin, device script + summary, PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.
 gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")

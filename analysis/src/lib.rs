@@ -7,6 +7,7 @@
 //! One module per job, in data-flow order: [`runs`] (read) → [`frame`] (one polars frame, the
 //! only path from the logs to the numbers) → [`align`] (curve math) → [`compare`] (the numbers)
 //! → [`figures`] and [`markdown`] (drawing, writing) → [`report`] (all of it, with the I/O).
+//! [`scaling`] draws the data-parallel benchmark beside the cost model's all-reduce prediction.
 
 pub mod align;
 pub mod compare;
@@ -15,6 +16,7 @@ pub mod frame;
 pub mod markdown;
 pub mod report;
 pub mod runs;
+pub mod scaling;
 pub mod stats;
 pub mod study;
 

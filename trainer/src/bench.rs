@@ -48,9 +48,12 @@ pub struct BenchLine {
     pub active_layers: u32,
     pub first_trainable: u32,
     pub embeddings_trainable: bool,
+    pub d_model: usize,
     pub micro_batch: usize,
     pub context: usize,
     pub bf16: bool,
+    /// Bytes of the gradients one step all-reduces (this configuration's trainable parameters).
+    pub gradient_bytes: u64,
     pub ms_per_step: f64,
     /// Tokens per second of one rank.
     pub tokens_per_s: f64,
@@ -174,8 +177,10 @@ pub fn run(
         anyhow::ensure!(loss.is_finite(), "bench {label}: the loss is not finite ({loss})");
         let full = *full_ms.get_or_insert(ms);
         // The all-reduce alone, on buffers the size of this configuration's gradients.
+        let gradients = optimizer.gradients();
+        let gradient_bytes: u64 = gradients.iter().map(|g| (g.numel() * g.kind().elt_size_in_bytes()) as u64).sum();
         let allreduce_ms = if world.size > 1 {
-            let buffers: Vec<Tensor> = optimizer.gradients().iter().map(|g| g.zeros_like()).collect();
+            let buffers: Vec<Tensor> = gradients.iter().map(|g| g.zeros_like()).collect();
             let timed = Instant::now();
             for _ in 0..options.timed_steps.max(1) {
                 world.all_reduce(&buffers, crate::dist::Reduce::Sum)?;
@@ -196,9 +201,11 @@ pub fn run(
             active_layers: trainable.active_layers,
             first_trainable: trainable.first_trainable,
             embeddings_trainable: trainable.embeddings,
+            d_model: config.model.d_model,
             micro_batch: config.micro_batch,
             context: config.model.context,
             bf16: autocast,
+            gradient_bytes,
             ms_per_step: ms,
             tokens_per_s: tokens / (ms / 1e3),
             tokens_per_s_total: world.size as f64 * tokens / (ms / 1e3),
