@@ -37,18 +37,46 @@ c10d::ReduceOp reduce_op(int op) {
 extern "C" {
 
 // The rendezvous: a TCPStore at host:port (rank 0 serves it unless `client_only`, as under
-// torchrun's elastic agent, which serves it already), under the prefix "stagewise/".
+// torchrun's elastic agent, which serves it already), under `prefix` (torchrun's per-attempt
+// prefix, so a restarted job never reads the keys of the attempt before). Every rank then checks
+// in and waits for the others; a rank that never comes is named in the error, not just counted.
 char* sw_dist_store(const char* host, uint16_t port, int rank, int world, bool client_only, int64_t timeout_ms,
-                    SwStore** out) {
+                    const char* prefix, SwStore** out) {
     return guarded([&] {
+        auto timeout = std::chrono::milliseconds(timeout_ms);
         c10d::TCPStoreOptions options;
         options.port = port;
         options.isServer = rank == 0 && !client_only;
         options.numWorkers = world;
-        options.waitWorkers = true;
-        options.timeout = std::chrono::milliseconds(timeout_ms);
-        auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
-        *out = new SwStore{c10::make_intrusive<c10d::PrefixStore>("stagewise", tcp)};
+        options.waitWorkers = false;
+        options.timeout = timeout;
+        c10::intrusive_ptr<c10d::Store> tcp;
+        try {
+            tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
+        } catch (const std::exception& e) {
+            if (options.isServer) throw;
+            throw std::runtime_error(std::string("nobody serves the rendezvous (is rank 0 running, with the same "
+                                                 "MASTER_ADDR and MASTER_PORT?): ") + e.what());
+        }
+        auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+        store->set("joined/" + std::to_string(rank), std::vector<uint8_t>{1});
+        std::vector<std::string> keys;
+        for (int r = 0; r < world; ++r) keys.push_back("joined/" + std::to_string(r));
+        try {
+            store->wait(keys, timeout);
+        } catch (const std::exception&) {
+            std::string missing;
+            int count = 0;
+            for (int r = 0; r < world; ++r) {
+                if (!store->check({keys[r]})) {
+                    missing += (count++ ? ", " : "") + std::to_string(r);
+                }
+            }
+            throw std::runtime_error(std::string(count == 1 ? "rank " : "ranks ") + missing + " of " +
+                                     std::to_string(world) + " did not join within " +
+                                     std::to_string(timeout_ms / 1000) + " s");
+        }
+        *out = new SwStore{store};
     });
 }
 

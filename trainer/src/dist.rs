@@ -37,6 +37,7 @@ extern "C" {
         world: i32,
         client_only: bool,
         timeout_ms: i64,
+        prefix: *const c_char,
         out: *mut *mut SwStore,
     ) -> *mut c_char;
     fn sw_dist_store_free(store: *mut SwStore);
@@ -90,9 +91,20 @@ pub struct Launch {
     pub master_port: u16,
     /// torchrun's elastic agent serves the store: rank 0 connects as a client.
     pub agent_store: bool,
+    /// torchrun's restart attempt (`TORCHELASTIC_RESTART_COUNT`): the store's keys live under
+    /// `/worker/attempt_<n>/`, as `torch.distributed` puts them.
+    pub restart_count: usize,
 }
 
 impl Launch {
+    /// The prefix of this job's keys in the rendezvous store.
+    pub fn store_prefix(&self) -> String {
+        match self.agent_store {
+            true => format!("/worker/attempt_{}/stagewise", self.restart_count),
+            false => "stagewise".into(),
+        }
+    }
+
     /// The launch described by `var` (the environment, in the binary); `None` without
     /// `WORLD_SIZE` or with a world of one. Under Slurm's `srun` without torchrun's variables,
     /// `SLURM_PROCID`, `SLURM_NTASKS` and `SLURM_LOCALID` stand in for `RANK`, `WORLD_SIZE` and
@@ -137,8 +149,18 @@ impl Launch {
             master_addr,
             master_port,
             agent_store: var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            restart_count: restart_attempt(var)?,
         }))
     }
+}
+
+/// torchrun's restart attempt of this job (`TORCHELASTIC_RESTART_COUNT`): 0 on the first attempt
+/// and outside torchrun; under `--max-restarts`, every later attempt reruns the same command.
+pub fn restart_attempt(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<usize> {
+    var("TORCHELASTIC_RESTART_COUNT")
+        .map(|v| v.trim().parse::<usize>().with_context(|| format!("TORCHELASTIC_RESTART_COUNT={v:?} is not a number")))
+        .transpose()
+        .map(|n| n.unwrap_or(0))
 }
 
 /// A c10d process group and its store.
@@ -194,6 +216,7 @@ impl World {
         let (rank, size) = (launch.rank as i32, launch.world_size as i32);
         let timeout_ms = timeout.as_millis() as i64;
         let host = CString::new(launch.master_addr.as_str()).context("MASTER_ADDR holds a NUL byte")?;
+        let prefix = CString::new(launch.store_prefix()).expect("no NUL in the prefix");
         let mut store = std::ptr::null_mut();
         let rendezvous = format!(
             "rank {rank}: rendezvous at {}:{} ({} ranks, timeout {} s)",
@@ -204,7 +227,16 @@ impl World {
         );
         // SAFETY: a valid C string and out-pointer; on success `store` is ours to free.
         check(&rendezvous, unsafe {
-            sw_dist_store(host.as_ptr(), launch.master_port, rank, size, launch.agent_store, timeout_ms, &mut store)
+            sw_dist_store(
+                host.as_ptr(),
+                launch.master_port,
+                rank,
+                size,
+                launch.agent_store,
+                timeout_ms,
+                prefix.as_ptr(),
+                &mut store,
+            )
         })?;
         let use_nccl = match backend {
             Backend::Auto => device.is_cuda(),
@@ -419,10 +451,12 @@ mod tests {
             ("MASTER_ADDR", "node0"),
             ("MASTER_PORT", "29500"),
             ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
         ];
         let launch = Launch::from_vars(vars(&torchrun)).unwrap().unwrap();
         assert_eq!((launch.rank, launch.world_size, launch.local_rank, launch.master_port), (3, 8, 1, 29500));
         assert!(launch.agent_store);
+        assert_eq!(launch.store_prefix(), "/worker/attempt_2/stagewise", "a restarted attempt reads only its own keys");
         // srun alone: Slurm's task variables, the rendezvous from the batch script.
         let srun = [
             ("SLURM_PROCID", "5"),

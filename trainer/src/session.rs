@@ -183,6 +183,40 @@ pub fn start(
     summary
 }
 
+/// Under torchrun's restarts (`attempt` > 0 reruns the first attempt's command): resume the run in
+/// `run_dir` if rank 0 finds one there with this configuration and schedule, or start it if the
+/// first attempt failed before writing it. A run there with another configuration is an error,
+/// never overwritten.
+pub fn start_or_resume(
+    run_dir: &Path,
+    config: TrainConfig,
+    schedule: ScheduleSpec,
+    options: &TrainOptions,
+    attempt: usize,
+) -> anyhow::Result<TrainSummary> {
+    let exists = decide(&options.world, || {
+        let run = RunDir::new(run_dir);
+        if !run.has_header() {
+            return Ok(false);
+        }
+        let header = run.read_header().map_err(bad_input)?;
+        if header.config != config || header.schedule != schedule {
+            return Err(bad_input(anyhow::anyhow!(
+                "torchrun restart {attempt}: {} holds a run with another configuration or schedule; pick another --run name",
+                run_dir.display()
+            )));
+        }
+        Ok(true)
+    })?;
+    if !exists {
+        return start(run_dir, config, schedule, options);
+    }
+    if !options.quiet && options.world.is_main() {
+        eprintln!("torchrun restart {attempt}: resuming {} from its last checkpoint", run_dir.display());
+    }
+    resume(run_dir, options)
+}
+
 /// For an incremental run: where it spends the baseline's budget in each unit, and which one
 /// it stops at.
 fn equal_compute_note(header: &RunHeader) -> Option<String> {

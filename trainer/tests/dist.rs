@@ -1,7 +1,8 @@
 //! Data parallel on c10d (Gloo, two processes on loopback): a 2-rank run equals a 1-rank run with
 //! the same global batch (baseline, and an incremental schedule through a growth and the
 //! continual reset), a run without the all-reduce does not (the test can fail), a killed rank
-//! ends the group within the timeout with nothing torn, and a 2-rank run resumes on 1 rank.
+//! ends the group within the timeout with nothing torn, a 2-rank run resumes on 1 rank, and an
+//! incomplete rendezvous names the ranks that never came; a torchrun restart resumes the named run.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -210,4 +211,51 @@ fn a_two_rank_run_resumes_on_one_rank_exactly() {
     let gap = loss_gap(&dir.path().join("runs/one"), &dir.path().join("runs/moved"));
     assert!(gap < 1e-5, "2 ranks then 1 differs from 1 rank by {gap}");
     assert!(parameter_gap(&dir.path().join("runs/one"), &dir.path().join("runs/moved")) < 1e-5);
+}
+
+#[test]
+fn a_rendezvous_that_is_not_complete_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let alone = |rank: &str| {
+        let mut lonely = args("lonely", &[]);
+        let timeout = lonely.iter().position(|a| a == "--dist-timeout").unwrap() + 1;
+        lonely[timeout] = "3".into();
+        let env = [("RANK", rank), ("WORLD_SIZE", "3"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port)];
+        let out = train(dir.path(), &lonely, &env);
+        assert!(!out.status.success(), "rank {rank} alone should fail");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // Rank 0 serves the store and waits: the error names the two ranks that never came.
+    let err = alone("0");
+    assert!(err.contains("ranks 1, 2 of 3 did not join within 3 s"), "{err}");
+    // Rank 1 with nobody serving: the error says where to look.
+    let err = alone("1");
+    assert!(err.contains("nobody serves the rendezvous"), "{err}");
+    assert!(!dir.path().join("runs/lonely/metrics.jsonl").exists(), "a failed rendezvous writes no run");
+}
+
+#[test]
+fn a_torchrun_restart_resumes_the_named_run_and_refuses_a_changed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    ok(&train(dir.path(), &args("straight", &[]), &[]));
+    // The first attempt fails after step 5 (here: stops there with its checkpoint at 4 and 5).
+    ok(&train(dir.path(), &args("restarted", &["--stop-after-step", "5"]), &[]));
+    // torchrun --max-restarts reruns the very same command: it resumes, as if never stopped.
+    let again = args("restarted", &[]);
+    ok(&train(dir.path(), &again, &[("TORCHELASTIC_RESTART_COUNT", "1")]));
+    let (straight, restarted) = (dir.path().join("runs/straight"), dir.path().join("runs/restarted"));
+    assert!(loss_gap(&straight, &restarted) < 1e-5, "restarted run differs by {}", loss_gap(&straight, &restarted));
+    assert!(parameter_gap(&straight, &restarted) < 1e-5);
+    // A restart whose command names another configuration is refused, not resumed or overwritten.
+    let changed = args("restarted", &["--set", "warmup_steps=3"]);
+    let out = train(dir.path(), &changed, &[("TORCHELASTIC_RESTART_COUNT", "2")]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another configuration"));
+    // Outside a restart, an existing run is never silently continued.
+    let out = train(dir.path(), &again, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
 }

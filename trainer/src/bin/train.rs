@@ -490,7 +490,23 @@ fn run_training(args: &TrainArgs, dist: &DistArgs) -> Result<(), CliError> {
         )));
     }
     let options = options(args.config.device)?;
-    let summary = session::start(&args.runs_dir.join(&name), config, schedule, &options).map_err(classify)?;
+    let run_dir = args.runs_dir.join(&name);
+    // torchrun --max-restarts reruns this very command after a failure: a named run resumes from
+    // its last checkpoint; an unnamed one would get a new timestamped name, so say so.
+    let attempt = dist::restart_attempt(|name| std::env::var(name).ok()).map_err(CliError::bad_input)?;
+    let summary = match (attempt, &args.run) {
+        (0, _) => session::start(&run_dir, config, schedule, &options),
+        (_, Some(_)) => session::start_or_resume(&run_dir, config, schedule, &options, attempt),
+        (_, None) => {
+            if options.world.is_main() {
+                eprintln!(
+                    "torchrun restart {attempt}: without --run (or --run-name) this starts a new run; name the run to resume it after a restart"
+                );
+            }
+            session::start(&run_dir, config, schedule, &options)
+        }
+    }
+    .map_err(classify)?;
     summarise(&options, &summary);
     Ok(())
 }
