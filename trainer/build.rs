@@ -17,7 +17,7 @@ fn main() {
         "torch-sys did not export DEP_TCH_LIBTORCH_LIB; run scripts/bootstrap (it installs libtorch into .libtorch)",
     );
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
-    compile_native_ops(&lib_dir);
+    compile_shims(&lib_dir);
 
     let version = std::fs::read_to_string(lib_dir.join("../build-version"))
         .map(|v| v.trim().to_string())
@@ -25,31 +25,30 @@ fn main() {
     println!("cargo:rustc-env=TORCH_BUILD_VERSION={version}");
 }
 
-/// The same compiler flags torch-sys uses for its own C++ (C++17, libtorch's C++11 ABI).
-fn compile_native_ops(lib_dir: &Path) {
+/// A C++ build with the compiler flags torch-sys uses for its own C++ (C++17, libtorch's C++11
+/// ABI) and libtorch's headers.
+fn torch_cpp(lib_dir: &Path) -> cc::Build {
     let include = lib_dir.join("../include");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .file("csrc/native_ops.cpp")
-        .compile("stagewise_native_ops");
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"));
+    build
+}
+
+/// The C++ the trainer links: its native ops and the c10d shim.
+fn compile_shims(lib_dir: &Path) {
+    torch_cpp(lib_dir).file("csrc/native_ops.cpp").compile("stagewise_native_ops");
     // c10d with Gloo: its own translation unit (the c10d headers are slow to compile), against
     // the Gloo headers vendored in csrc/vendor (the wheel does not ship them).
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
+    torch_cpp(lib_dir)
         .include("csrc/vendor")
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .define("USE_C10D_GLOO", None)
         .file("csrc/dist.cpp")
         .compile("stagewise_dist");

@@ -1,4 +1,5 @@
-//! Command-line plumbing shared by the workspace's binaries: one-line errors and exit codes.
+//! Command-line plumbing shared by the workspace's binaries: one-line errors and exit codes, and
+//! numbers printed for people ([`thousands`]).
 //!
 //! Every binary exits 0 on success, 2 on bad input (one line on stderr naming the problem and the
 //! fix), 1 on any other failure. clap's own multi-line usage errors are folded into one line.
@@ -9,6 +10,19 @@ use std::process::ExitCode;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for any other failure.
 pub const EXIT_FAILURE: u8 = 1;
+
+/// A count with thousands separators, as the tables print it: 15729 → "15,729".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// An error with the exit code it should end the process with.
 #[derive(Debug)]
@@ -61,6 +75,19 @@ pub fn report(program: &str, result: Result<(), CliError>) -> ExitCode {
             let chain: Vec<String> = error.chain().map(|c| c.to_string().replace('\n', " ")).collect();
             eprintln!("{program}: {}", chain.join(": "));
             ExitCode::from(exit_code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_groups_digits_in_threes() {
+        let cases = [(0, "0"), (999, "999"), (1_000, "1,000"), (15_729, "15,729"), (124_475_904, "124,475,904")];
+        for (n, text) in cases {
+            assert_eq!(thousands(n), text);
         }
     }
 }

@@ -26,21 +26,8 @@ fn dataset(dir: &Path) -> PathBuf {
 }
 
 fn config(data: &Path, steps: u64) -> TrainConfig {
-    let mut c = common::tiny_config(
-        data,
-        &[
-            "model.layers=4",
-            "model.heads=2",
-            "model.d_model=32",
-            "model.context=16",
-            "micro_batch=4",
-            "tokens_per_step=128",
-            "warmup_steps=2",
-            "val_every=8",
-            "val_tokens=128",
-            "checkpoint_every=5",
-        ],
-    );
+    let mut c =
+        common::tiny_config(data, &[&common::GROWABLE_MODEL[..], &["val_every=8", "checkpoint_every=5"]].concat());
     c.steps = steps;
     c
 }

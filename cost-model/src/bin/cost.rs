@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cost_model::cli::{self, CliError};
+use cost_model::cli::{self, thousands, CliError};
 use cost_model::report::CostReport;
 use cost_model::{
     backward_ratio_from_times, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
@@ -266,17 +266,4 @@ fn other_trainable(t: Phase1Trainable) -> Phase1Trainable {
 
 fn join(xs: &[u32]) -> String {
     xs.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-}
-
-/// 15729 → "15,729".
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -36,6 +36,19 @@ pub const SMALL_MODEL_ARGS: [&str; 16] = [
     "cpu",
 ];
 
+/// Config overrides of a 4-layer model that trains in milliseconds and can grow in 2 or 4
+/// stages: 128 tokens a step (2 micro-batches of 4 × 16), 2 warmup steps, 128 validation tokens.
+pub const GROWABLE_MODEL: [&str; 8] = [
+    "model.layers=4",
+    "model.heads=2",
+    "model.d_model=32",
+    "model.context=16",
+    "micro_batch=4",
+    "tokens_per_step=128",
+    "warmup_steps=2",
+    "val_tokens=128",
+];
+
 /// The tiny preset with `overrides` (`key=value`, as `--set` takes them) and `data` as data_dir.
 pub fn tiny_config(data: &Path, overrides: &[&str]) -> run_dir::TrainConfig {
     let mut c = run_dir::TrainConfig::preset("tiny").unwrap();
