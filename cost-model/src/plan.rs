@@ -356,7 +356,13 @@ impl Plan {
                     Some(at) => at.exact,
                     None => {
                         let spent = self.cumulative(self.total_steps()).get(unit);
-                        let per_step = self.segments.last().map_or(self.full_step, |s| segment_compute(s, 1)).get(unit);
+                        // What a step past the plan costs: the steps `truncate_or_extend` adds
+                        // to an incremental plan are full ones; a full-model plan repeats its own.
+                        let per_step = match self.stages.is_empty() {
+                            true => self.segments.first().map_or(self.full_step, |s| segment_compute(s, 1)),
+                            false => self.full_step,
+                        }
+                        .get(unit);
                         self.total_steps() as f64 + (target - spent) / per_step
                     }
                 };
@@ -733,6 +739,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inc.total_steps(), 14_688 + 10_000);
+        // Even when the last stage's steps are cheaper than full ones (all of phase 1, frozen
+        // layers), the steps after the stages are full: twice the budget is spent, to a step.
+        for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops] {
+            let cheap_last_stage = IncrementalSchedule { stages: 4, phase1_share: 1.0, ..Default::default() };
+            let twice = Until::Budget { multiple: 2.0, unit };
+            let inc = Plan::incremental(&shape, 10_000, &cheap_last_stage, twice).unwrap();
+            let spent = inc.cumulative(inc.total_steps()).get(unit);
+            let target = 2.0 * inc.budget().get(unit);
+            assert!((spent - target).abs() <= inc.full_step.get(unit), "{unit:?}: spent {spent}, budget x2 {target}");
+        }
         assert!(Plan::full_model(&shape, 12, 1000, Until::Budget { multiple: -1.0, unit: ComputeUnit::Flops }).is_err());
     }
 

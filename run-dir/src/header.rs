@@ -61,6 +61,12 @@ pub enum HeaderError {
 }
 
 impl RunHeader {
+    /// Whether the run evaluates its validation sample: periodically (`val_every`), or at a
+    /// growth, whose line reports the validation loss before and after it.
+    pub fn uses_validation(&self) -> bool {
+        self.config.val_every > 0 || self.plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0))
+    }
+
     /// A header for a run starting now, at the current git commit.
     pub fn new(
         name: &str,

@@ -21,16 +21,7 @@ using stagewise::guarded;
 
 namespace {
 
-c10d::ReduceOp reduce_op(int op) {
-    switch (op) {
-        case 1:
-            return c10d::ReduceOp::MAX;
-        case 2:
-            return c10d::ReduceOp::MIN;
-        default:
-            return c10d::ReduceOp::SUM;
-    }
-}
+c10d::ReduceOp reduce_op(int op) { return op == 1 ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM; }
 
 }  // namespace
 
@@ -88,20 +79,20 @@ char* sw_dist_gloo(SwStore* store, int rank, int world, int64_t timeout_ms, SwGr
         auto timeout = std::chrono::milliseconds(timeout_ms);
         auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
         auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store->store, rank, world, options);
-        *out = new SwGroup{group, timeout};
+        *out = new SwGroup{group, timeout, timeout};
     });
 }
 
 void sw_dist_group_free(SwGroup* group) { delete group; }
 
-// In-place all-reduce of one dense tensor: op 0 = sum, 1 = max, 2 = min (Gloo has no average).
+// In-place all-reduce of one dense tensor: op 0 = sum, 1 = max (Gloo has no average).
 char* sw_dist_all_reduce(SwGroup* group, at::Tensor* tensor, int op) {
     return guarded([&] {
         std::vector<at::Tensor> tensors{*tensor};
         c10d::AllreduceOptions options;
         options.reduceOp = reduce_op(op);
         options.timeout = group->timeout;
-        group->backend->allreduce(tensors, options)->wait(group->timeout);
+        group->backend->allreduce(tensors, options)->wait(group->wait);
     });
 }
 
@@ -112,16 +103,7 @@ char* sw_dist_broadcast(SwGroup* group, at::Tensor* tensor, int root) {
         c10d::BroadcastOptions options;
         options.rootRank = root;
         options.timeout = group->timeout;
-        group->backend->broadcast(tensors, options)->wait(group->timeout);
-    });
-}
-
-// Every rank waits here until all have arrived.
-char* sw_dist_barrier(SwGroup* group) {
-    return guarded([&] {
-        c10d::BarrierOptions options;
-        options.timeout = group->timeout;
-        group->backend->barrier(options)->wait(group->timeout);
+        group->backend->broadcast(tensors, options)->wait(group->wait);
     });
 }
 

@@ -20,7 +20,7 @@ char* sw_dist_nccl(SwStore* store, int rank, int world, int64_t timeout_ms, SwGr
         auto options = c10d::ProcessGroupNCCL::Options::create();
         options->timeout = timeout;
         auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store->store, rank, world, options);
-        *out = new SwGroup{group, timeout};
+        *out = new SwGroup{group, timeout, ::kNoTimeout};
     });
 }
 

@@ -111,6 +111,13 @@ pub fn configurations(config: &TrainConfig, schedule: &ScheduleSpec) -> anyhow::
     Ok(out)
 }
 
+/// Wait for everything queued on `device` (nothing to wait for on the CPU).
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
 /// Peak resident set size of this process (Linux), bytes.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -155,17 +162,13 @@ pub fn run(
         let mut step = || -> anyhow::Result<crate::optim::StepValues> {
             optimizer.zero_grad()?;
             let loss = loss::forward_backward(&model, &x, &y, &micro)?;
-            let mut summed = optimizer.gradients();
-            summed.push(loss.shallow_clone());
-            world.sum_gradients(&summed)?;
+            world.sum_step(|| optimizer.gradients(), &loss)?;
             Ok(optimizer.clipped_step(&loss, 1e-4, config.grad_clip)?)
         };
         for _ in 0..options.warmup_steps {
             step()?;
         }
-        if let Device::Cuda(index) = device_ {
-            tch::Cuda::synchronize(index as i64);
-        }
+        synchronize(device_);
         let started = Instant::now();
         let mut last = None;
         for _ in 0..options.timed_steps.max(1) {
@@ -181,10 +184,13 @@ pub fn run(
         let gradient_bytes: u64 = gradients.iter().map(|g| (g.numel() * g.kind().elt_size_in_bytes()) as u64).sum();
         let allreduce_ms = if world.size > 1 {
             let buffers: Vec<Tensor> = gradients.iter().map(|g| g.zeros_like()).collect();
+            // On CUDA the collectives are queued: time from an idle device to an idle device.
+            synchronize(device_);
             let timed = Instant::now();
             for _ in 0..options.timed_steps.max(1) {
                 world.all_reduce(&buffers, crate::dist::Reduce::Sum)?;
             }
+            synchronize(device_);
             timed.elapsed().as_secs_f64() * 1e3 / options.timed_steps.max(1) as f64
         } else {
             0.0

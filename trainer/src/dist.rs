@@ -14,6 +14,8 @@ use anyhow::{bail, Context};
 use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
+use crate::native::take_message;
+
 /// How long a rank waits for the others (rendezvous, every collective) before giving up; a dead
 /// peer shows up as this timeout at the latest. `train --dist-timeout SECONDS` changes it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -29,7 +31,6 @@ struct SwGroup {
 }
 
 extern "C" {
-    fn sw_free_error(message: *mut c_char);
     fn sw_dist_store(
         host: *const c_char,
         port: u16,
@@ -46,7 +47,6 @@ extern "C" {
     fn sw_dist_group_free(group: *mut SwGroup);
     fn sw_dist_all_reduce(group: *mut SwGroup, tensor: *mut C_tensor, op: i32) -> *mut c_char;
     fn sw_dist_broadcast(group: *mut SwGroup, tensor: *mut C_tensor, root: i32) -> *mut c_char;
-    fn sw_dist_barrier(group: *mut SwGroup) -> *mut c_char;
 }
 
 /// The NCCL plugin's constructor (`csrc/dist_nccl.cpp`), found with `dlsym`.
@@ -54,13 +54,10 @@ type NcclConstructor = unsafe extern "C" fn(*mut SwStore, i32, i32, i64, *mut *m
 
 /// The shim's message (NULL = success) as a `Result`, freed.
 fn check(what: &str, message: *mut c_char) -> anyhow::Result<()> {
-    if message.is_null() {
-        return Ok(());
+    match take_message(message) {
+        None => Ok(()),
+        Some(text) => bail!("{what}: {text}"),
     }
-    // SAFETY: a non-null return is a NUL-terminated string the shim malloc'd for us to free.
-    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().lines().next().unwrap_or_default().to_string();
-    unsafe { sw_free_error(message) };
-    bail!("{what}: {text}")
 }
 
 /// Which process-group backend carries the collectives.
@@ -77,7 +74,6 @@ pub enum Backend {
 pub enum Reduce {
     Sum = 0,
     Max = 1,
-    Min = 2,
 }
 
 /// Where this process is in the job, from the variables torchrun (or `train --nproc`, or a Slurm
@@ -217,6 +213,13 @@ impl World {
         let timeout_ms = timeout.as_millis() as i64;
         let host = CString::new(launch.master_addr.as_str()).context("MASTER_ADDR holds a NUL byte")?;
         let prefix = CString::new(launch.store_prefix()).expect("no NUL in the prefix");
+        let use_nccl = match backend {
+            Backend::Auto => device.is_cuda(),
+            Backend::Nccl => true,
+            Backend::Gloo => false,
+        };
+        // The plugin before the rendezvous: a rank that cannot build its group must not join.
+        let nccl = if use_nccl { Some(nccl_plugin()?) } else { None };
         let mut store = std::ptr::null_mut();
         let rendezvous = format!(
             "rank {rank}: rendezvous at {}:{} ({} ranks, timeout {} s)",
@@ -238,19 +241,12 @@ impl World {
                 &mut store,
             )
         })?;
-        let use_nccl = match backend {
-            Backend::Auto => device.is_cuda(),
-            Backend::Nccl => true,
-            Backend::Gloo => false,
-        };
         let mut group = std::ptr::null_mut();
-        let created = if use_nccl {
-            let constructor = nccl_plugin()?;
+        let created = match nccl {
             // SAFETY: the plugin's constructor, with our store and an out-pointer.
-            unsafe { constructor(store, rank, size, timeout_ms, &mut group) }
-        } else {
+            Some(constructor) => unsafe { constructor(store, rank, size, timeout_ms, &mut group) },
             // SAFETY: a live store and an out-pointer.
-            unsafe { sw_dist_gloo(store, rank, size, timeout_ms, &mut group) }
+            None => unsafe { sw_dist_gloo(store, rank, size, timeout_ms, &mut group) },
         };
         if let Err(e) =
             check(&format!("rank {rank}: {} process group", if use_nccl { "NCCL" } else { "Gloo" }), created)
@@ -291,18 +287,17 @@ impl World {
         }
     }
 
-    /// Reduce `tensors` in place over all ranks, as one collective over a flattened copy (dense,
-    /// contiguous, one dtype). Nothing to do in a world of one.
-    pub fn all_reduce(&self, tensors: &[Tensor], op: Reduce) -> anyhow::Result<()> {
-        let Some(group) = self.group() else { return Ok(()) };
-        if tensors.is_empty() {
-            return Ok(());
-        }
-        let flat = self.on_collective_device(flatten(tensors.iter()));
-        // SAFETY: a live group and a tensor we own for the call.
-        check(&format!("rank {}: all-reduce (a peer rank died or stopped responding?)", self.rank), unsafe {
-            sw_dist_all_reduce(group, flat.as_ptr() as *mut C_tensor, op as i32)
-        })?;
+    /// Run `collective` on one flattened copy of `tensors` (one dtype) where the backend takes
+    /// it, then copy the result back into them.
+    fn through_flat(
+        &self,
+        group: *mut SwGroup,
+        tensors: &[&Tensor],
+        what: &str,
+        collective: impl FnOnce(*mut SwGroup, *mut C_tensor) -> *mut c_char,
+    ) -> anyhow::Result<()> {
+        let flat = self.on_collective_device(flatten(tensors.iter().copied()));
+        check(&format!("rank {}: {what}", self.rank), collective(group, flat.as_ptr() as *mut C_tensor))?;
         let mut offset = 0;
         tch::no_grad(|| {
             for t in tensors {
@@ -314,36 +309,45 @@ impl World {
         Ok(())
     }
 
-    /// Sum the gradients (and the step's partial losses) of all ranks: every rank ends with the
-    /// same totals, bit for bit.
-    pub fn sum_gradients(&self, tensors: &[Tensor]) -> anyhow::Result<()> {
-        if self.skip_gradient_sum {
+    /// Reduce `tensors` in place over all ranks, as one collective over a flattened copy (dense,
+    /// contiguous, one dtype). Nothing to do in a world of one.
+    pub fn all_reduce(&self, tensors: &[Tensor], op: Reduce) -> anyhow::Result<()> {
+        let Some(group) = self.group() else { return Ok(()) };
+        if tensors.is_empty() {
             return Ok(());
         }
-        self.all_reduce(tensors, Reduce::Sum)
+        let what = "all-reduce (a peer rank died or stopped responding?)";
+        // SAFETY: a live group and a tensor the call borrows.
+        self.through_flat(group, &tensors.iter().collect::<Vec<_>>(), what, |g, t| unsafe {
+            sw_dist_all_reduce(g, t, op as i32)
+        })
+    }
+
+    /// Sum the step's gradients (`gradients()`, asked for only when there are other ranks) and
+    /// its partial loss over all ranks, in one all-reduce: every rank ends with the same totals,
+    /// bit for bit.
+    pub fn sum_step(&self, gradients: impl FnOnce() -> Vec<Tensor>, loss: &Tensor) -> anyhow::Result<()> {
+        if self.group.is_none() || self.skip_gradient_sum {
+            return Ok(());
+        }
+        let mut summed = gradients();
+        summed.push(loss.shallow_clone());
+        self.all_reduce(&summed, Reduce::Sum)
     }
 
     /// Rank 0's values of `tensors` on every rank (one collective per dtype).
     pub fn broadcast(&self, tensors: &[Tensor]) -> anyhow::Result<()> {
         let Some(group) = self.group() else { return Ok(()) };
-        for kind in [Kind::Float, Kind::Double, Kind::Int64, Kind::BFloat16, Kind::Half, Kind::Uint8] {
-            let same: Vec<&Tensor> = tensors.iter().filter(|t| t.kind() == kind).collect();
-            if same.is_empty() {
-                continue;
+        let mut kinds: Vec<Kind> = Vec::new();
+        for t in tensors {
+            if !kinds.contains(&t.kind()) {
+                kinds.push(t.kind());
             }
-            let flat = self.on_collective_device(flatten(same.iter().copied()));
-            // SAFETY: a live group and a tensor we own for the call.
-            check(&format!("rank {}: broadcast from rank 0", self.rank), unsafe {
-                sw_dist_broadcast(group, flat.as_ptr() as *mut C_tensor, 0)
-            })?;
-            let mut offset = 0;
-            tch::no_grad(|| {
-                for t in same {
-                    let n = t.numel() as i64;
-                    t.shallow_clone().copy_(&flat.narrow(0, offset, n).view_as(t));
-                    offset += n;
-                }
-            });
+        }
+        for kind in kinds {
+            let same: Vec<&Tensor> = tensors.iter().filter(|t| t.kind() == kind).collect();
+            // SAFETY: a live group and a tensor the call borrows.
+            self.through_flat(group, &same, "broadcast from rank 0", |g, t| unsafe { sw_dist_broadcast(g, t, 0) })?;
         }
         Ok(())
     }
@@ -378,13 +382,6 @@ impl World {
         self.all_reduce(std::slice::from_ref(&max), Reduce::Max)?;
         let (high, low) = (max.double_value(&[0]), -max.double_value(&[1]));
         Ok(high == low)
-    }
-
-    /// Wait until every rank arrives here.
-    pub fn barrier(&self) -> anyhow::Result<()> {
-        let Some(group) = self.group() else { return Ok(()) };
-        // SAFETY: a live group.
-        check(&format!("rank {}: barrier", self.rank), unsafe { sw_dist_barrier(group) })
     }
 }
 

@@ -41,15 +41,24 @@ extern "C" {
     fn sw_allow_tf32(allow: bool) -> *mut c_char;
 }
 
-/// Turn the shim's returned message (NULL = success) into a `Result`, freeing it.
-fn check(op: &'static str, message: *mut c_char) -> Result<(), NativeError> {
+/// The first line of a shim's returned message (NULL = success: `None`), freed. Every C entry
+/// point of the shims (native ops, c10d) reports errors this way.
+pub(crate) fn take_message(message: *mut c_char) -> Option<String> {
     if message.is_null() {
-        return Ok(());
+        return None;
     }
     // SAFETY: a non-null return is a NUL-terminated string the shim malloc'd for us to free.
     let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().lines().next().unwrap_or_default().to_string();
     unsafe { sw_free_error(message) };
-    Err(NativeError { op, message: text })
+    Some(text)
+}
+
+/// Turn the shim's returned message (NULL = success) into a `Result`, freeing it.
+fn check(op: &'static str, message: *mut c_char) -> Result<(), NativeError> {
+    match take_message(message) {
+        None => Ok(()),
+        Some(message) => Err(NativeError { op, message }),
+    }
 }
 
 /// The raw handles of `tensors`, for a C array argument. The tensors must outlive the call.

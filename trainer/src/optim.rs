@@ -94,15 +94,10 @@ impl AdamW {
             .collect()
     }
 
-    /// The gradients that take part in this step (trainable parameters with a gradient).
-    fn active_grads(&self) -> Vec<Tensor> {
-        self.active().into_iter().map(|(_, g)| g).collect()
-    }
-
     /// The gradients that take part in the next update (trainable parameters with a gradient),
     /// in the parameters' fixed (name) order: what data-parallel ranks sum.
     pub fn gradients(&self) -> Vec<Tensor> {
-        self.active_grads()
+        self.active().into_iter().map(|(_, g)| g).collect()
     }
 
     /// Every state tensor (moments and step counts of every parameter), in a fixed order: what a
@@ -116,7 +111,7 @@ impl AdamW {
 
     /// Global L2 norm of the active gradients (a 0-d tensor; reading it syncs the device).
     pub fn grad_norm(&self) -> Result<Tensor, NativeError> {
-        self.norm_of(&self.active_grads())
+        self.norm_of(&self.gradients())
     }
 
     fn norm_of(&self, grads: &[Tensor]) -> Result<Tensor, NativeError> {
@@ -131,7 +126,7 @@ impl AdamW {
     /// Scale the active gradients so their global norm is at most `max_norm`, given their norm
     /// (a 0-d tensor), as `torch.nn.utils.clip_grad_norm_` does: by `min(1, max / (norm + 1e-6))`.
     pub fn clip_grad_norm(&mut self, norm: &Tensor, max_norm: f64) -> Result<(), NativeError> {
-        clip(&self.active_grads(), norm, max_norm)
+        clip(&self.gradients(), norm, max_norm)
     }
 
     /// One AdamW update at learning rate `lr`, skipped on the device when `skip_if` (a 0-d float

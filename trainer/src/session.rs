@@ -78,10 +78,22 @@ pub(crate) fn decide<T: Serialize + DeserializeOwned>(
     }
 }
 
-/// The data and HellaSwag examples a run reads (every rank opens its own).
-fn open_inputs(config: &TrainConfig) -> anyhow::Result<(TokenDataset, Vec<eval::Example>)> {
+/// The data and HellaSwag examples a run reads.
+type Inputs = (TokenDataset, Vec<eval::Example>);
+
+/// Open a run's inputs (every rank opens its own; opening checks every token of every shard).
+fn open_inputs(config: &TrainConfig) -> anyhow::Result<Inputs> {
     let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
     Ok((dataset, eval::load_configured(config)?))
+}
+
+/// The inputs rank 0 opened while deciding (checking them is part of the decision), or, on the
+/// other ranks, this rank's own: no rank reads the data twice.
+fn inputs(opened: Option<Inputs>, config: &TrainConfig) -> Result<Inputs, anyhow::Error> {
+    match opened {
+        Some(inputs) => Ok(inputs),
+        None => open_inputs(config).map_err(bad_input),
+    }
 }
 
 /// Every step must give each rank at least one micro-batch.
@@ -122,8 +134,9 @@ pub fn start(
     let world = &options.world;
     let run = RunDir::new(run_dir);
     let mut lock = None;
+    let mut opened = None;
     let header = decide(world, || {
-        let header = (|| -> anyhow::Result<RunHeader> {
+        let (header, inputs) = (|| -> anyhow::Result<(RunHeader, Inputs)> {
             config.validate()?;
             let plan = schedule.plan(&config)?;
             check_world(&config, &plan, world)?;
@@ -138,13 +151,20 @@ pub fn start(
                 );
             }
             // Open the data before creating anything, so a missing dataset leaves no run directory behind.
-            let (dataset, _) = open_inputs(&config)?;
-            // Growth lines validate at every stage change, even without periodic validation.
-            if config.val_every > 0 || plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0)) {
-                validation_starts(dataset.val.len(), config.val_tokens, config.model.context, config.val_spread)?;
-            }
+            let inputs = open_inputs(&config)?;
             let device = device::name(options.device);
-            Ok(RunHeader::new(&run.name(), config.clone(), schedule.clone(), plan, device, env!("TORCH_BUILD_VERSION")))
+            let header = RunHeader::new(
+                &run.name(),
+                config.clone(),
+                schedule.clone(),
+                plan,
+                device,
+                env!("TORCH_BUILD_VERSION"),
+            );
+            if header.uses_validation() {
+                validation_starts(inputs.0.val.len(), config.val_tokens, config.model.context, config.val_spread)?;
+            }
+            Ok((header, inputs))
         })()
         .map_err(bad_input)?;
         // An output directory that cannot be written (read-only, full, a file in the way) is the
@@ -158,9 +178,10 @@ pub fn start(
         run.write_header(&header)
             .with_context(|| format!("{} is not writable; choose a writable --runs-dir", run_dir.display()))
             .map_err(bad_input)?;
+        opened = Some(inputs);
         Ok(header)
     })?;
-    let (dataset, hellaswag) = open_inputs(&header.config).map_err(bad_input)?;
+    let (dataset, hellaswag) = inputs(opened, &header.config)?;
     if !options.quiet && world.is_main() {
         eprintln!(
             "training {} ({} schedule, {} steps) on {} into {}{}",
@@ -250,17 +271,19 @@ pub fn cooldown(
     let branch = parent.cooldown(unit, budget);
     let mut lock = None;
     let mut checkpoint = PathBuf::new();
+    let mut opened = None;
     let header = decide(world, || {
-        let (header, from) = prepare_branch(&parent, &branch, budget, unit, options).map_err(bad_input)?;
+        let (header, from, inputs) = prepare_branch(&parent, &branch, budget, unit, options).map_err(bad_input)?;
         std::fs::create_dir_all(branch.path())
             .with_context(|| format!("cannot create {}", branch.path().display()))
             .map_err(bad_input)?;
         lock = Some(branch.lock().map_err(bad_input)?);
         branch.write_header(&header).with_context(|| format!("writing {}", branch.header_path().display()))?;
         checkpoint = from;
+        opened = Some(inputs);
         Ok(header)
     })?;
-    let (dataset, hellaswag) = open_inputs(&header.config).map_err(bad_input)?;
+    let (dataset, hellaswag) = inputs(opened, &header.config)?;
     if !options.quiet && world.is_main() {
         let b = header.branch.as_ref().expect("a branch header");
         eprintln!(
@@ -281,15 +304,15 @@ pub fn cooldown(
     summary
 }
 
-/// The header of `parent`'s branch at `budget` in `unit` and the checkpoint it starts from, or
-/// why there is none.
+/// The header of `parent`'s branch at `budget` in `unit`, the checkpoint it starts from and its
+/// opened inputs, or why there is none.
 fn prepare_branch(
     parent: &RunDir,
     branch: &RunDir,
     budget: f64,
     unit: ComputeUnit,
     options: &TrainOptions,
-) -> anyhow::Result<(RunHeader, PathBuf)> {
+) -> anyhow::Result<(RunHeader, PathBuf, Inputs)> {
     let run_dir = parent.path();
     let main = parent.read_header()?;
     if main.branch.is_some() {
@@ -323,7 +346,7 @@ fn prepare_branch(
         );
     }
     config.cooldown_budgets.clear();
-    open_inputs(&config)?;
+    let inputs = open_inputs(&config)?;
     let name = format!("{}/{}/{}", main.name, run_dir::COOLDOWNS_DIR, cooldown::branch_name(unit, budget));
     let plan = main.plan.truncated(point.to_step);
     check_world(&config, &plan, &options.world)?;
@@ -336,7 +359,7 @@ fn prepare_branch(
         from_step: point.from_step,
         to_step: point.to_step,
     });
-    Ok((header, checkpoint))
+    Ok((header, checkpoint, inputs))
 }
 
 /// Continue the run in `run_dir` from its last complete checkpoint (or from scratch if it has
@@ -347,9 +370,10 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
     let mut lock = None;
     let mut latest = None;
     let mut has_checkpoint_line = false;
+    let mut opened = None;
     let header = decide(world, || {
         let header = run.read_header().map_err(bad_input)?;
-        open_inputs(&header.config).map_err(bad_input)?;
+        opened = Some(open_inputs(&header.config).map_err(bad_input)?);
         check_world(&header.config, &header.plan, world).map_err(bad_input)?;
         lock = Some(run.lock().map_err(bad_input)?);
         checkpoint::remove_partial(&run);
@@ -358,7 +382,7 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
         has_checkpoint_line = run.truncate_metrics_after(resume_step)?;
         Ok(header)
     })?;
-    let (dataset, hellaswag) = open_inputs(&header.config).map_err(bad_input)?;
+    let (dataset, hellaswag) = inputs(opened, &header.config)?;
     // A branch with no checkpoint of its own starts again from its run's checkpoint.
     let from_parent = match (&latest, &header.branch, run.branch_parent()) {
         (None, Some(b), Some(parent)) => Some(parent.checkpoint_dir(b.from_step)),

@@ -77,8 +77,7 @@ impl Trainer {
 
     /// Rank 0's parameters and optimizer state on every rank (at the start and after a resume).
     pub(crate) fn sync_from_main(&self) -> anyhow::Result<()> {
-        let by_name: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
-        let mut tensors: Vec<Tensor> = by_name.into_values().collect();
+        let mut tensors = self.parameters_by_name();
         tensors.extend(self.optimizer.state_handles());
         self.world.broadcast(&tensors)
     }
@@ -161,9 +160,7 @@ impl Trainer {
             }
             // The ranks' gradients and losses summed: one all-reduce, before clipping and the
             // non-finite check, so every rank makes the same update.
-            let mut summed = self.optimizer.gradients();
-            summed.push(loss_sum.shallow_clone());
-            self.world.sum_gradients(&summed)?;
+            self.world.sum_step(|| self.optimizer.gradients(), &loss_sum)?;
             failpoint::hit("step", step);
             let step_lr = lr.lr(step);
             // Queued without a host sync: a non-finite loss or norm makes the device skip the update.
@@ -330,8 +327,7 @@ impl Trainer {
     /// The fixed validation sample (none when validation is off and no stage grows).
     fn val_batches(&self) -> anyhow::Result<Vec<(Tensor, Tensor)>> {
         let config = &self.header.config;
-        let grows = self.header.plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0));
-        if config.val_every == 0 && !grows {
+        if !self.header.uses_validation() {
             return Ok(Vec::new());
         }
         validation_batches(
@@ -377,6 +373,12 @@ impl Trainer {
         Ok(totals.double_value(&[0]) / totals.double_value(&[1]))
     }
 
+    /// The model's parameters in name order: the same order on every rank.
+    fn parameters_by_name(&self) -> Vec<Tensor> {
+        let by_name: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        by_name.into_values().collect()
+    }
+
     /// Every rank must hold the same parameters (they all apply the same summed update): a
     /// checksum per rank, compared. A mismatch stops the run before rank 0 checkpoints it.
     fn check_ranks_agree(&self, step: u64) -> anyhow::Result<()> {
@@ -384,9 +386,10 @@ impl Trainer {
             return Ok(());
         }
         let checksum = tch::no_grad(|| {
-            // Summed in name order, so every rank adds the same numbers the same way.
-            let by_name: std::collections::BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
-            by_name.values().map(|t| t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])).sum::<f64>()
+            // Summed in name order, so every rank adds the same numbers the same way; one read
+            // back to the host, not one per parameter.
+            let sums: Vec<Tensor> = self.parameters_by_name().iter().map(|t| t.sum(Kind::Double)).collect();
+            Tensor::stack(&sums, 0).sum(Kind::Double).double_value(&[])
         });
         if !self.world.agree(checksum)? {
             bail!(

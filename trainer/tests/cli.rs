@@ -76,6 +76,10 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["data", "--raw", "nowhere"], "just data"),
         (vec!["data", "--shard-tokens", "0"], "shard"),
         (vec!["export", "runs/none"], "runs/none"),
+        // --nproc where it cannot apply: one-process commands, zero ranks.
+        (vec!["data", "--nproc", "2"], "drop --nproc 2"),
+        (vec!["export", "runs/none", "--nproc", "2"], "drop --nproc 2"),
+        (vec!["--nproc", "0"], "--nproc 0"),
     ];
     for (args, needle) in cases {
         let out = train(&args, dir.path());
@@ -85,6 +89,17 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         assert!(err.contains(needle), "{args:?} should mention {needle}: {err}");
     }
     assert!(!dir.path().join("runs").exists(), "a failed start must not leave a run directory");
+
+    // NCCL asked for on the CPU, as rank 0 of 2: refused before any rendezvous (no waiting).
+    let nccl = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["--device", "cpu", "--dist-backend", "nccl"])
+        .envs([("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1")])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&nccl.stderr);
+    assert_eq!(nccl.status.code(), Some(2), "{err}");
+    assert!(err.contains("--dist-backend gloo"), "{err}");
 
     // A second start into the same run directory is refused.
     let mut args = small();

@@ -66,6 +66,11 @@ impl DistArgs {
     fn join(&self, device: Device) -> Result<(Rc<World>, Device), CliError> {
         let launch = dist::Launch::from_vars(|name| std::env::var(name).ok()).map_err(CliError::bad_input)?;
         let Some(launch) = launch else { return Ok((Rc::new(World::single()), device)) };
+        if self.dist_backend == dist::Backend::Nccl && !device.is_cuda() {
+            return Err(CliError::bad_input(anyhow::anyhow!(
+                "--dist-backend nccl reduces CUDA tensors only; pass --device cuda, or --dist-backend gloo on the CPU"
+            )));
+        }
         // One GPU per local rank (ranks share GPUs when there are fewer, as Gloo allows).
         let gpus = tch::Cuda::device_count().max(1) as usize;
         let device = if device.is_cuda() { Device::Cuda(launch.local_rank % gpus) } else { device };
@@ -353,8 +358,23 @@ fn main() -> ExitCode {
     if let Some(threads) = std::env::var("STAGEWISE_THREADS").ok().and_then(|t| t.parse().ok()) {
         tch::set_num_threads(threads);
     }
-    if let Some(nproc) = cli.dist.nproc.filter(|&n| n > 1) {
-        if std::env::var_os("RANK").is_none() {
+    if let Some(nproc) = cli.dist.nproc {
+        let one_process = match &cli.command {
+            Some(Command::Data(_)) => Some("train data"),
+            Some(Command::Export(_)) => Some("train export"),
+            Some(Command::Study(a)) if a.plan || a.print_runs_dir => Some("train study --plan / --print-runs-dir"),
+            _ => None,
+        };
+        if let Some(command) = one_process.filter(|_| nproc > 1) {
+            eprintln!("train: {command} runs in one process; drop --nproc {nproc}");
+            return ExitCode::from(cli::EXIT_BAD_INPUT);
+        }
+        if nproc == 0 {
+            eprintln!("train: --nproc 0: give the number of local ranks to start (1 or more)");
+            return ExitCode::from(cli::EXIT_BAD_INPUT);
+        }
+        // Already one rank of a job (torchrun, srun, or a rank --nproc started): no fan-out.
+        if nproc > 1 && std::env::var_os("RANK").is_none() && launched().is_none() {
             return launch_local(nproc, &cli);
         }
     }
@@ -368,6 +388,12 @@ fn main() -> ExitCode {
         None => run_training(&cli.train, dist),
     };
     cli::report("train", result)
+}
+
+/// This process's launch when torchrun, `--nproc` or Slurm's srun made it one rank of several
+/// (a malformed launch is reported when the rank joins).
+fn launched() -> Option<dist::Launch> {
+    dist::Launch::from_vars(|name| std::env::var(name).ok()).ok().flatten()
 }
 
 /// `--nproc N`: this command again as N local ranks (see `trainer::launch`).
@@ -562,7 +588,7 @@ fn study(args: &StudyArgs, dist: &DistArgs) -> Result<(), CliError> {
     let flops = design.predicted_flops().map_err(|e| classify(trainer::error::bad_input(e)))?;
     // PyTorch eager's GPT-2 124M step on an H100 reaches ~26% of the 989 TFLOP/s bf16 peak.
     let h100_hours = flops / (0.26 * trainer::bench::H100_BF16_PEAK) / 3600.0;
-    let main = std::env::var("RANK").map_or(true, |r| r == "0");
+    let main = launched().map_or(true, |l| l.rank == 0);
     if main {
         eprintln!(
         "study ({:?}{}): {} runs + cooldown branches into {}; {:.3e} training FLOPs predicted ({h100_hours:.2} H100-hours at PyTorch-eager speed, 26% MFU)",
