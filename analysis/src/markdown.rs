@@ -152,22 +152,14 @@ pub fn findings(r: &Comparisons) -> Vec<String> {
     for c in &r.comparisons {
         for unit in [Unit::PaperUnits, Unit::Flops] {
             let Some(p) = c.at(unit) else { continue };
-            let unit = unit.column();
+            let unit = unit.label();
             match (p.val_loss, r.baseline_val_loss) {
-                (Some(v), Some(b)) => {
-                    let verdict = if v > b {
-                        "worse than"
-                    } else if v < b {
-                        "better than"
-                    } else {
-                        "equal to"
-                    };
-                    out.push(format!(
-                        "At equal compute in {unit}, `{}` has val loss {v:.4}, {verdict} the baseline's {b:.4} ({:+.4}).",
-                        c.run,
-                        v - b
-                    ));
-                }
+                // One run each: a difference, not a verdict (no spread to judge it by).
+                (Some(v), Some(b)) => out.push(format!(
+                    "At equal compute in {unit}, `{}` has val loss {v:.4} vs the baseline's {b:.4} ({:+.4}; one run each, no spread: not a verdict).",
+                    c.run,
+                    v - b
+                )),
                 _ => out.push(format!(
                     "`{}` never reached the baseline's budget in {unit} within its logged steps.",
                     c.run
@@ -179,7 +171,7 @@ pub fn findings(r: &Comparisons) -> Vec<String> {
             (Some(s), Some(m)) => out.push(format!(
                 "`{}` first matched the baseline's final val loss at step {s:.0}, after {m:.2}× the baseline's FLOPs{}.",
                 c.run,
-                if m > 1.0 { " (more compute than the baseline, not a saving)" } else { " (a saving)" }
+                if m > 1.0 { " (more than the baseline spent; one run, no spread)" } else { " (less than the baseline spent; one run, no spread)" }
             )),
             _ => out.push(format!("`{}` did not match the baseline's final val loss within its logged steps.", c.run)),
         }
@@ -201,7 +193,7 @@ pub fn render_study(
     skipped: &[Skipped],
     out: &Path,
 ) -> anyhow::Result<String> {
-    use crate::stats::Reach;
+    use crate::stats::{Reach, Verdict};
     let d = &s.design;
     let label = |arm: &str| {
         d.arms.iter().chain(&d.ablations).find(|a| a.name == arm).map_or(arm.to_string(), |a| a.label.clone())
@@ -229,7 +221,7 @@ pub fn render_study(
     }
     writeln!(
         md,
-        "\nEach verdict comes from the compute an arm needs to reach the baseline's *annealed* validation loss at 1x its budget: per seed (seed i of every arm starts from the same draws and sees the same batches), interpolated in log compute between the budgets compared ({budgets} x the baseline's {}), then a 95% Student-t interval over the {} seeds. A saving is 1 − multiple, a speedup 1 / multiple. Every loss here is taken where that run's learning rate has decayed to lr_min: at the end of its main run (the largest budget) or of a cooldown branch.\n",
+        "\nEach verdict comes from the compute an arm needs to reach the baseline's *annealed* validation loss at 1x its budget: per seed (seed i of every arm starts from the same draws and sees the same batches), interpolated in log compute between the budgets compared ({budgets} x the baseline's {}), then a 95% Student-t interval over the seeds logged ({} designed; runs not logged yet are listed at the end). A saving is 1 − multiple, a speedup 1 / multiple. Every loss here is taken where that run's learning rate has decayed to lr_min: at the end of its main run (the largest budget) or of a cooldown branch.\n",
         d.budget_unit.as_str(),
         d.seeds.len()
     )?;
@@ -305,23 +297,24 @@ pub fn render_study(
                 Reach::MoreThan(m) => format!("s{seed}: > {m}"),
             })
             .collect();
-        let values: Vec<f64> = c.per_seed.iter().map(|(_, r)| r.multiple()).collect();
-        let multiple = crate::stats::t_interval(&values).expect("per-seed values");
-        // A seed that never matched leaves no number; seeds that matched already at the
-        // smallest budget make the saving a lower bound.
-        let never = c.per_seed.iter().any(|(_, r)| matches!(r, Reach::MoreThan(_)));
-        let bound = if c.per_seed.iter().any(|(_, r)| matches!(r, Reach::AtMost(_))) { "≥ " } else { "" };
-        let (saving, speedup) = if never {
-            ("–".to_string(), "–".to_string())
-        } else {
-            (format!("{bound}{:.0}%", (1.0 - multiple.mean) * 100.0), format!("{bound}{:.2}x", 1.0 / multiple.mean))
+        // The verdict's own numbers: its interval when it has one; seeds that matched already
+        // at the smallest budget leave only a conservative bound; a seed that never matched, none.
+        let bound =
+            |multiple: f64| (format!("≥ {:.0}%", (1.0 - multiple) * 100.0), format!("≥ {:.2}x", 1.0 / multiple));
+        let (saving, speedup) = match &c.verdict {
+            Verdict::Saves { multiple, at_smallest: 1.. } => bound(multiple.ci.map_or(multiple.mean, |(_, high)| high)),
+            Verdict::SavesAtLeast { budget } => bound(*budget),
+            verdict => match verdict.multiple() {
+                Some(m) => (format!("{:.0}%", (1.0 - m.mean) * 100.0), format!("{:.2}x", 1.0 / m.mean)),
+                None => ("–".to_string(), "–".to_string()),
+            },
         };
         writeln!(
             md,
             "| {} | {} | {} | {saving} | {speedup} | {} |",
             label(&c.arm),
             per_seed.join(", "),
-            interval(&multiple, 3),
+            c.verdict.multiple().map_or("–".to_string(), |m| interval(m, 3)),
             c.verdict.sentence()
         )?;
     }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use run_dir::study::{Protocol, StudyDesign, STUDY_FILE};
+use run_dir::study::{Protocol, StudyDesign, STUDY_TIME_FILE};
 use run_dir::Skipped;
 
 use crate::compare::{compare, Comparisons};
@@ -46,7 +46,7 @@ pub struct Report {
 /// Build the report from `options.runs_dir` and write it (figures + report.md) to `options.out_dir`.
 pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
     let (runs, skipped) = load_runs(&options.runs_dir)?;
-    let design = read_design(options)?;
+    let design = StudyDesign::read(&options.runs_dir)?;
     let frame = all_runs(&runs)?;
     std::fs::create_dir_all(&options.out_dir).with_context(|| format!("creating {}", options.out_dir.display()))?;
     let preface = design
@@ -55,6 +55,13 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
         .map(|d| format!("**{}** {}", "Protocol: the paper's.", d.trade_offs));
     let report = match design.filter(|d| d.protocol == Protocol::Fair) {
         Some(design) => {
+            // The study fixes its own comparison: seed 1's baseline, at every budget.
+            if options.baseline.is_some() || options.budget_step.is_some() {
+                anyhow::bail!(
+                    "{} holds a fair study, which compares every arm with its own baseline at the study's budgets; drop --baseline and --budget",
+                    options.runs_dir.display()
+                );
+            }
             let mut study = study_numbers(&design, &runs, &frame)
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
             study.wall_seconds = wall_seconds(options);
@@ -103,23 +110,12 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
 
 /// The summed wall time of the study's finished invocations (`study-time.jsonl`), if logged.
 fn wall_seconds(options: &ReportOptions) -> Option<f64> {
-    let text = std::fs::read_to_string(options.runs_dir.join("study-time.jsonl")).ok()?;
+    let text = std::fs::read_to_string(options.runs_dir.join(STUDY_TIME_FILE)).ok()?;
     let seconds = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seconds")?.as_f64())
         .sum::<f64>();
     Some(seconds)
-}
-
-/// The study's design, if the runs directory holds one.
-fn read_design(options: &ReportOptions) -> anyhow::Result<Option<StudyDesign>> {
-    let path = options.runs_dir.join(STUDY_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt study file", path.display()))?))
-        }
-        Err(_) => Ok(None),
-    }
 }
 
 /// Annealed loss per arm vs FLOPs and vs measured seconds, each with its 95% band over seeds.

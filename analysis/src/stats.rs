@@ -146,6 +146,17 @@ impl Verdict {
         }
     }
 
+    /// The interval of the compute multiple over seeds, where there is one (seeds matched at
+    /// the smallest budget counted there); `None` when every seed lies outside the compared range.
+    pub fn multiple(&self) -> Option<&Interval> {
+        match self {
+            Verdict::Saves { multiple, .. }
+            | Verdict::Costs { multiple, .. }
+            | Verdict::NoDifference { multiple, .. } => Some(multiple),
+            _ => None,
+        }
+    }
+
     /// The verdict as a sentence about "compute" (to reach the baseline's loss): a saving is
     /// `1 − multiple`, a speedup `1 / multiple`.
     pub fn sentence(&self) -> String {
@@ -160,17 +171,25 @@ impl Verdict {
         }
         };
         match self {
-            Verdict::Saves { multiple, at_smallest } => {
+            // Seeds counted at the smallest budget give no interval of the saving itself, only a
+            // conservative end: the upper end of the multiple's interval with them counted there.
+            Verdict::Saves { multiple, at_smallest: k @ 1.. } => {
+                let (_, high) = multiple.ci.expect("an interval below 1");
+                format!(
+                    "saves at least {} compute (the conservative end of the 95% CI{}), a {:.2}x speedup or more",
+                    pct(1.0 - high),
+                    censored(*k, multiple.n),
+                    1.0 / high,
+                )
+            }
+            Verdict::Saves { multiple, .. } => {
                 let (low, high) = multiple.ci.expect("an interval below 1");
                 format!(
-                    "saves {}{} compute (95% CI {}–{}{}), a {:.2}x speedup{}",
-                    if *at_smallest > 0 { "at least " } else { "" },
+                    "saves {} compute (95% CI {}–{}), a {:.2}x speedup",
                     pct(1.0 - multiple.mean),
                     pct(1.0 - high),
                     pct(1.0 - low),
-                    censored(*at_smallest, multiple.n),
                     1.0 / multiple.mean,
-                    if *at_smallest > 0 { " or more" } else { "" },
                 )
             }
             Verdict::Costs { multiple, at_smallest } => {
@@ -290,7 +309,10 @@ mod tests {
         let bound = Verdict::from_reaches(&[Reach::AtMost(0.5), Reach::AtMost(0.5), Reach::At(0.515)]);
         assert!(matches!(bound, Verdict::Saves { at_smallest: 2, .. }), "{bound:?}");
         let sentence = bound.sentence();
-        assert!(sentence.starts_with("saves at least 50% compute (95% CI "), "{sentence}");
+        let (_, high) = bound.multiple().unwrap().ci.unwrap();
+        let expected =
+            format!("saves at least {:.0}% compute (the conservative end of the 95% CI; ", (1.0 - high) * 100.0);
+        assert!(sentence.starts_with(&expected), "{sentence}");
         assert!(sentence.contains("2 of 3 seeds had matched it already"), "{sentence}");
         assert!(sentence.ends_with("speedup or more"), "{sentence}");
     }

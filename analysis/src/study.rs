@@ -93,11 +93,10 @@ pub struct StudyNumbers {
 
 /// The name of the run `run` of the study (a main run) or of its branch at `budget`.
 fn run_name(run: &StudyRun, budget: f64, unit: cost_model::ComputeUnit) -> String {
-    let largest = run.budgets.iter().copied().fold(0.0, f64::max);
-    if budget == largest {
+    if budget == run.largest_budget() {
         run.name.clone()
     } else {
-        format!("{}/{}/{}", run.name, run_dir::COOLDOWNS_DIR, cooldown::branch_name(unit, budget))
+        cooldown::branch_run_name(&run.name, unit, budget)
     }
 }
 

@@ -9,7 +9,7 @@ use analysis::stats::{t_interval, Reach, Verdict};
 use approx::assert_relative_eq;
 use cost_model::Phase;
 use run_dir::cooldown::CooldownBranch;
-use run_dir::study::{Protocol, StudyDesign, StudyRequest, StudyRun, STUDY_FILE};
+use run_dir::study::{Protocol, StudyDesign, StudyRequest, StudyRun};
 use run_dir::{LineKind, MetricsLine, RunDir, RunHeader};
 
 /// Baseline annealed losses at budgets 0.5, 1, 2; seed s adds 0.01·s.
@@ -69,7 +69,7 @@ fn write_log(dir: &RunDir, header: &RunHeader, step: u64, loss: f64, hellaswag: 
 
 fn write_study(runs: &Path, d: &StudyDesign, hellaswag: (u64, u64)) {
     std::fs::create_dir_all(runs).unwrap();
-    std::fs::write(runs.join(STUDY_FILE), serde_json::to_vec_pretty(d).unwrap()).unwrap();
+    d.write(runs).unwrap();
     for run in d.runs() {
         let StudyRun { name, arm, seed, budgets } = &run;
         let (config, schedule) = d.run_config(&run).unwrap();
@@ -83,7 +83,7 @@ fn write_study(runs: &Path, d: &StudyDesign, hellaswag: (u64, u64)) {
                 run_dir::cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction).unwrap();
             let branch = main.cooldown(config.cooldown_unit, budget);
             let mut h = RunHeader::new(
-                &format!("{name}/cooldowns/{}", run_dir::cooldown::branch_name(config.cooldown_unit, budget)),
+                &run_dir::cooldown::branch_run_name(name, config.cooldown_unit, budget),
                 config.clone(),
                 schedule.clone(),
                 plan.truncated(point.to_step),
@@ -109,6 +109,10 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
     let d = design();
     write_study(&runs, &d, (0, 10_042));
     let out = dir.path().join("out");
+    // The study fixes its comparison: a baseline or budget asked for is refused, not ignored.
+    let other =
+        ReportOptions { runs_dir: runs.clone(), out_dir: out.clone(), baseline: Some("x".into()), budget_step: None };
+    assert!(build(&other).unwrap_err().to_string().contains("drop --baseline and --budget"));
     let report =
         build(&ReportOptions { runs_dir: runs, out_dir: out.clone(), baseline: None, budget_step: None }).unwrap();
     let s = report.study.as_ref().expect("a study report");

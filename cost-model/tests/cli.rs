@@ -87,3 +87,17 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         assert!(err.starts_with("cost: "), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn data_parallel_prediction_with_the_table_and_its_bad_inputs() {
+    let out = cost(&["--stages", "4", "--world", "8"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("over 8 ranks: 124,475,904 parameters") && text.contains("1.94 ms a step"), "{text}");
+    for args in [&["--world", "0"][..], &["--world", "8", "--json"], &["--world", "8", "--link-gb-per-s", "0"]] {
+        let out = cost(args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}

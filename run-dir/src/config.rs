@@ -457,9 +457,8 @@ impl TrainConfig {
     /// Parameters of the model that take part in the function: every block, `wpe`, `ln_f`, and
     /// the tokenizer's rows of the tied `wte` (rows padded on for speed are left out).
     pub fn parameters(&self) -> u64 {
-        let (d, m) = (self.model.d_model as u64, &self.model);
-        let block = 12 * d * d + 13 * d;
-        m.layers as u64 * block + (self.tokenizer.vocab_size() as u64 + m.context as u64) * d + 2 * d
+        let shape = cost_model::ModelShape { vocab: self.tokenizer.vocab_size() as u64, ..self.model_shape() };
+        cost_model::comm::parameters(&shape)
     }
 
     /// The cost model's view of this model's shape.

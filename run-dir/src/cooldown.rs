@@ -65,6 +65,11 @@ pub fn branch_name(unit: ComputeUnit, budget: f64) -> String {
     format!("{}-{budget}", unit.as_str())
 }
 
+/// The branch's run name, as logs and reports name it: `<parent>/cooldowns/<unit>-<budget>`.
+pub fn branch_run_name(parent: &str, unit: ComputeUnit, budget: f64) -> String {
+    format!("{parent}/{}/{}", crate::COOLDOWNS_DIR, branch_name(unit, budget))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,9 @@
 //!
 //! The design is written to `<runs>/study.json` before anything trains.
 
-use anyhow::bail;
+use std::path::Path;
+
+use anyhow::{bail, Context};
 use cost_model::{ComputeUnit, IncrementalSchedule, Phase1Trainable, PhaseStepRounding, Until};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,9 @@ use crate::{BaselineSpec, Growth, IncrementalSpec, ScheduleSpec, TrainConfig};
 pub const STUDY_FILE: &str = "study.json";
 /// Its format version.
 pub const STUDY_FORMAT: u32 = 1;
+/// Wall time of each `train study` invocation that finished (JSON lines: `finished`, `seconds`),
+/// beside the study file.
+pub const STUDY_TIME_FILE: &str = "study-time.jsonl";
 
 /// Which comparison the study makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -103,6 +108,33 @@ const CPU_MODEL: [&str; 6] = [
 const CPU_BASE_STEPS: u64 = 600;
 
 impl StudyDesign {
+    /// The design in `runs_dir` (its `study.json`), or `None` when the directory holds none.
+    pub fn read(runs_dir: &Path) -> anyhow::Result<Option<StudyDesign>> {
+        let path = runs_dir.join(STUDY_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let design: StudyDesign =
+            serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt study file", path.display()))?;
+        if design.format != STUDY_FORMAT {
+            bail!(
+                "{}: study format {}, this build reads format {STUDY_FORMAT}; use the stagewise version that wrote it",
+                path.display(),
+                design.format
+            );
+        }
+        Ok(Some(design))
+    }
+
+    /// Write the design to `runs_dir/study.json` (whole or not at all).
+    pub fn write(&self, runs_dir: &Path) -> anyhow::Result<()> {
+        let path = runs_dir.join(STUDY_FILE);
+        crate::write_atomically(&path, |f| std::io::Write::write_all(f, &serde_json::to_vec_pretty(self)?))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// The design for `request`.
     pub fn new(request: &StudyRequest) -> anyhow::Result<StudyDesign> {
         let gpu = request.preset != "tiny";
@@ -281,9 +313,8 @@ impl StudyDesign {
         }
         config.seed = seed;
         config.data_seed = Some(seed);
-        let largest = run.budgets.iter().copied().fold(0.0, f64::max);
         let until = match self.protocol {
-            Protocol::Fair => Until::Budget { multiple: largest, unit: self.budget_unit },
+            Protocol::Fair => Until::Budget { multiple: run.largest_budget(), unit: self.budget_unit },
             Protocol::Paper => match &arm.schedule {
                 ScheduleSpec::Baseline(_) => Until::EqualCompute(ComputeUnit::PaperUnits),
                 ScheduleSpec::Incremental(spec) => {
@@ -296,7 +327,7 @@ impl StudyDesign {
             },
         };
         if self.protocol == Protocol::Fair {
-            config.cooldown_budgets = run.budgets.iter().copied().filter(|&b| b < largest).collect();
+            config.cooldown_budgets = run.budgets.iter().copied().filter(|&b| b < run.largest_budget()).collect();
             config.cooldown_unit = self.budget_unit;
         }
         Ok((config, arm.schedule.with_until(until)))
@@ -349,6 +380,11 @@ pub struct StudyRun {
 impl StudyRun {
     fn new(arm: &Arm, seed: u64, budgets: Vec<f64>) -> StudyRun {
         StudyRun { name: format!("{}-s{seed}", arm.name), arm: arm.clone(), seed, budgets }
+    }
+
+    /// The budget the main run trains to (annealed there); cooldown branches anneal the others.
+    pub fn largest_budget(&self) -> f64 {
+        self.budgets.iter().copied().fold(0.0, f64::max)
     }
 }
 

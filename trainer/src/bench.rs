@@ -125,7 +125,9 @@ fn peak_rss() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-/// Time every configuration; returns one line per configuration (full model first).
+/// Time every configuration; returns one line per configuration (full model first). A config
+/// or schedule that does not validate is bad input; anything later (out of memory, a dead
+/// rank) is a failure.
 pub fn run(
     config: &TrainConfig,
     schedule: &ScheduleSpec,
@@ -134,8 +136,8 @@ pub fn run(
     options: &BenchOptions,
     mut on_line: impl FnMut(&BenchLine),
 ) -> anyhow::Result<Vec<BenchLine>> {
-    config.validate()?;
-    let configs = configurations(config, schedule)?;
+    config.validate().map_err(crate::error::bad_input)?;
+    let configs = configurations(config, schedule).map_err(crate::error::bad_input)?;
     let (_vs, mut model, mut optimizer) = crate::init::init_model(config, device_)?;
     let autocast = config.bf16 && device_.is_cuda();
     let (b, t) = (config.micro_batch as i64, config.model.context as i64);

@@ -11,7 +11,8 @@
 //! over the tokenizer's vocabulary, as in training.
 //!
 //! The official `hellaswag_val.jsonl` (rowanz/hellaswag, as build-nanogpt downloads it) comes in
-//! with `train data --hellaswag` ([`download_official`]), checked against its size and SHA-256.
+//! with `train data --hellaswag` ([`download_checked`] from [`OFFICIAL_URL`], or a mirror given
+//! by `--hellaswag-url`), checked against its size and SHA-256.
 
 use std::path::Path;
 
@@ -240,12 +241,6 @@ pub fn download_checked(url: &str, dest: &Path, bytes: u64, sha256: &str) -> any
     }
     run_dir::write_atomically(dest, |f| std::io::Write::write_all(f, &body))
         .with_context(|| format!("writing {}", dest.display()))
-}
-
-/// Download the official HellaSwag validation file to `dest` (checked; nothing to do when it is
-/// already there).
-pub fn download_official(dest: &Path) -> anyhow::Result<()> {
-    download_checked(OFFICIAL_URL, dest, OFFICIAL_BYTES, OFFICIAL_SHA256)
 }
 
 #[cfg(test)]

@@ -347,7 +347,7 @@ fn prepare_branch(
     }
     config.cooldown_budgets.clear();
     let inputs = open_inputs(&config)?;
-    let name = format!("{}/{}/{}", main.name, run_dir::COOLDOWNS_DIR, cooldown::branch_name(unit, budget));
+    let name = cooldown::branch_run_name(&main.name, unit, budget);
     let plan = main.plan.truncated(point.to_step);
     check_world(&config, &plan, &options.world)?;
     let device = device::name(options.device);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use run_dir::study::{Protocol, StudyDesign, StudyRequest, STUDY_FILE};
+use run_dir::study::{Protocol, StudyDesign, StudyRequest, STUDY_TIME_FILE};
 use run_dir::RunDir;
 
 use crate::checkpoint;
@@ -18,24 +18,15 @@ use crate::session::{self, TrainOptions};
 /// seed; returns the measured seconds of training this invocation.
 pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<f64> {
     std::fs::create_dir_all(runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
-    let study_file = runs_dir.join(STUDY_FILE);
     // Every rank checks the design (they share the directory); rank 0 writes it.
-    match std::fs::read(&study_file) {
-        Ok(bytes) => {
-            let existing: StudyDesign =
-                serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", study_file.display()))?;
-            if existing != *design {
-                bail!(
-                    "{} holds another study's design; continue it with the same options, or use another --runs-dir",
-                    runs_dir.display()
-                );
-            }
-        }
-        Err(_) if !options.world.is_main() => {}
-        Err(_) => run_dir::write_atomically(&study_file, |f| {
-            std::io::Write::write_all(f, &serde_json::to_vec_pretty(design).expect("plain data"))
-        })
-        .with_context(|| format!("writing {}", study_file.display()))?,
+    match StudyDesign::read(runs_dir)? {
+        Some(existing) if existing != *design => bail!(
+            "{} holds another study's design; continue it with the same options, or use another --runs-dir",
+            runs_dir.display()
+        ),
+        Some(_) => {}
+        None if options.world.is_main() => design.write(runs_dir)?,
+        None => {}
     }
     let started = Instant::now();
     let runs = design.runs();
@@ -71,9 +62,6 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
     run_dir::write_atomically(&log, |f| std::io::Write::write_all(f, text.as_bytes()))?;
     Ok(seconds)
 }
-
-/// Wall time of each `train study` invocation that finished (JSON lines).
-pub const STUDY_TIME_FILE: &str = "study-time.jsonl";
 
 /// Train `run` to its end: start it (`start`) when it has no header yet, resume it when it
 /// stopped early, nothing when it is done.

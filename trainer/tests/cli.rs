@@ -70,6 +70,7 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["--schedule", "incremental", "--phase1-share", "1.5"], "set --phase1-share"),
         (vec!["--schedule", "incremental", "--stage-context", "8,8"], "set --stage-context"),
         (vec!["--schedule", "incremental", "--until", "soon"], "soon"),
+        (vec!["--schedule", "incremental", "--budget-layers", "12"], "--budget-layers"),
         (vec!["--device", "tpu"], "tpu"),
         (vec!["--resume", "runs/none"], "runs/none"),
         (vec!["--stop-after-step", "x"], "x"),
@@ -168,4 +169,12 @@ fn bench_prints_one_json_line_per_phase_configuration() {
     }
     // Phase 1 of stage 2 trains 2 of 4 blocks: the FLOP model predicts less than a full step.
     assert!(lines[3]["predicted_ratio"].as_f64().unwrap() < 1.0);
+    // A schedule the model cannot take is bad input, named with this binary's flag.
+    let mut bad = vec!["bench"];
+    bad.extend(common::SMALL_MODEL_ARGS);
+    bad.extend(["--set", "tokens_per_step=16", "--schedule", "incremental", "--stages", "3"]);
+    let out = train(&bad, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--stages"), "{err}");
 }

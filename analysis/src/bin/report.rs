@@ -18,7 +18,7 @@ use cost_model::cli::{self, CliError};
 #[command(
     name = "report",
     version,
-    after_help = "Examples:\n  report\n  report --runs runs --out reports/mine\n  report --baseline tiny-baseline --budget 500"
+    after_help = "Examples:\n  report\n  report --runs runs --out reports/mine\n  report --runs reports/paper/runs --out reports/paper --baseline paper-baseline-s1 --budget 500"
 )]
 struct Args {
     /// Directory of run directories (each with run.json and metrics.jsonl).
@@ -27,7 +27,8 @@ struct Args {
     /// Where figures and report.md go.
     #[arg(long, default_value = "reports")]
     out: PathBuf,
-    /// Name of the baseline run (default: the first baseline found).
+    /// Name of the baseline run (default: the first baseline found; not with a fair study, which
+    /// fixes its own comparison).
     #[arg(long)]
     baseline: Option<String>,
     /// Compare at the baseline's compute at this step instead of its last step.

@@ -59,8 +59,10 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
-    /// Data parallel: also predict the per-step gradient all-reduce over this many ranks.
-    #[arg(long, value_name = "RANKS", help_heading = "Data parallel")]
+    /// Data parallel: also predict the per-step gradient all-reduce over this many ranks (with
+    /// the table; --json prints the plan only).
+    #[arg(long, value_name = "RANKS", help_heading = "Data parallel", conflicts_with = "json",
+          value_parser = clap::value_parser!(u32).range(1..))]
     world: Option<u32>,
     /// Bandwidth of each rank's link, GB/s each way (NVLink 4 on an H100 SXM: 450).
     #[arg(long, default_value_t = 450.0, value_name = "GB_PER_S", help_heading = "Data parallel")]
@@ -99,13 +101,11 @@ fn run(args: &Args) -> Result<(), CliError> {
     };
     let until = Until::EqualCompute(args.compute_unit);
     let plan = Plan::incremental(&shape, args.base_steps, &schedule, until).map_err(bad_input)?;
-    if let Some(world) = args.world {
-        if !(args.link_gb_per_s.is_finite() && args.link_gb_per_s > 0.0) || world == 0 {
-            return Err(CliError::bad_input(anyhow::anyhow!(
-                "--world {world} --link-gb-per-s {}: need at least 1 rank and a positive bandwidth",
-                args.link_gb_per_s
-            )));
-        }
+    if args.world.is_some() && !(args.link_gb_per_s.is_finite() && args.link_gb_per_s > 0.0) {
+        return Err(CliError::bad_input(anyhow::anyhow!(
+            "--link-gb-per-s {}: give the link's bandwidth in GB/s, a positive number",
+            args.link_gb_per_s
+        )));
     }
     let output = if args.json {
         CostReport::new(shape, args.base_steps, &schedule, &plan, args.compute_unit).to_json()
@@ -113,10 +113,10 @@ fn run(args: &Args) -> Result<(), CliError> {
         table_report(&shape, &schedule, &plan, until)?
     };
     println!("{output}");
-    if let (Some(world), false) = (args.world, args.json) {
+    if let Some(world) = args.world {
         let params = cost_model::comm::parameters(&shape);
-        let seconds = cost_model::comm::allreduce_seconds(&shape, 4.0, world, args.link_gb_per_s * 1e9);
         let bytes = cost_model::comm::ring_bytes_per_rank(params as f64 * 4.0, world);
+        let seconds = bytes / (args.link_gb_per_s * 1e9);
         println!(
             "\ndata parallel over {world} ranks: {} parameters, {:.1} MB of fp32 gradients a step; a ring all-reduce moves {:.1} MB through each link: {:.2} ms a step at {} GB/s",
             thousands(params),

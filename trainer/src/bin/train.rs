@@ -160,7 +160,7 @@ struct TrainArgs {
     /// saves a checkpoint at each branch point, e.g. 0.5,1,1.5,2.
     #[arg(long, value_delimiter = ',', value_name = "B1,B2,...")]
     cooldown_budgets: Vec<f64>,
-    /// Unit of --cooldown-budgets: flops (default), paper_units or tokens.
+    /// Unit of --cooldown-budgets: flops (default), paper (alias paper_units) or tokens.
     #[arg(long, value_enum)]
     cooldown_unit: Option<ComputeUnit>,
     // Last, so its help heading covers only its own flags.
@@ -282,7 +282,7 @@ struct StudyArgs {
     /// Where to train.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Directory of the study's runs (default: reports/runs, reports/quick/runs, reports/paper/runs, reports/gpu/runs).
+    /// Directory of the study's runs (default: reports/runs, reports/quick/runs, reports/paper/runs, reports/gpu/runs, reports/gpu/paper/runs).
     #[arg(long)]
     runs_dir: Option<PathBuf>,
     /// Print the design and its predicted cost, train nothing.
@@ -301,13 +301,13 @@ struct StudyArgs {
 
 #[derive(Args, Debug)]
 struct CooldownArgs {
-    /// The run to branch (trained with --lr-schedule wsd or constant and a checkpoint at the
+    /// The run to branch (trained with --set lr_schedule=wsd or constant and a checkpoint at the
     /// branch point: train it with --cooldown-budgets).
     run: PathBuf,
     /// The compute budget, as a multiple of the run's baseline budget.
     #[arg(long)]
     budget: f64,
-    /// Unit of --budget: flops, paper_units or tokens.
+    /// Unit of --budget: flops, paper (alias paper_units) or tokens.
     #[arg(long, value_enum, default_value_t = ComputeUnit::Flops)]
     unit: ComputeUnit,
     /// Where to train.
@@ -464,6 +464,11 @@ fn config_and_schedule(
         ScheduleArg::Baseline => {
             ScheduleSpec::Baseline(BaselineSpec { until: until.until(), budget_layers: until.budget_layers })
         }
+        ScheduleArg::Incremental if until.budget_layers.is_some() => {
+            return Err(CliError::bad_input(anyhow::anyhow!(
+                "--budget-layers is a depth control of the baseline schedule; drop it, or drop --schedule incremental"
+            )));
+        }
         ScheduleArg::Incremental => ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }),
     };
     Ok((config, schedule))
@@ -553,7 +558,7 @@ fn bench(args: &BenchArgs, dist: &DistArgs) -> Result<(), CliError> {
             println!("{}", serde_json::to_string(line).expect("plain values"));
         }
     })
-    .map_err(|e| classify(trainer::error::bad_input(e)))?;
+    .map_err(classify)?;
     Ok(())
 }
 
