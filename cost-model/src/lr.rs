@@ -49,10 +49,16 @@ pub enum LrCurve {
     },
 }
 
+/// Steps of the decay of a WSD run that ends at `last_step`: `fraction` of them, rounded (halves
+/// up), at most all of them. A cooldown branch starts its decay this many steps before its end.
+pub fn decay_steps(fraction: f64, last_step: u64) -> u64 {
+    round_half_up(fraction * last_step as f64).min(last_step)
+}
+
 impl LrCurve {
-    /// WSD over a run of `last_step` steps whose decay is `fraction` of them (rounded, halves up).
+    /// WSD over a run of `last_step` steps whose decay is `fraction` of them (see [`decay_steps`]).
     pub fn wsd(lr_max: f64, lr_min: f64, warmup_steps: u64, fraction: f64, last_step: u64, shape: DecayShape) -> Self {
-        let decay_steps = round_half_up(fraction * last_step as f64).min(last_step);
+        let decay_steps = decay_steps(fraction, last_step);
         LrCurve::WarmupStableDecay { lr_max, lr_min, warmup_steps, decay_steps, last_step, shape }
     }
 

@@ -74,14 +74,8 @@ pub struct StageCost {
 }
 
 impl CostReport {
-    /// The report of `plan`, made from `schedule` for `shape` held to `base_steps`, in `unit`.
-    pub fn new(
-        shape: ModelShape,
-        base_steps: u64,
-        schedule: &IncrementalSchedule,
-        plan: &Plan,
-        unit: ComputeUnit,
-    ) -> Self {
+    /// The report of `plan`, made from `schedule` for `shape` (held to the plan's base steps), in `unit`.
+    pub fn new(shape: ModelShape, schedule: &IncrementalSchedule, plan: &Plan, unit: ComputeUnit) -> Self {
         let full = plan.full_step;
         let in_full_steps = |c: &Compute| match unit {
             ComputeUnit::PaperUnits => c.paper_units,
@@ -110,7 +104,10 @@ impl CostReport {
             .collect();
         let target = plan.equal_compute_in(unit);
         CostReport {
-            inputs: CostInputs { shape, schedule: BudgetedSchedule { base_steps, schedule: schedule.clone() } },
+            inputs: CostInputs {
+                shape,
+                schedule: BudgetedSchedule { base_steps: plan.base_steps, schedule: schedule.clone() },
+            },
             model: unit,
             layer_split: plan.layer_split.clone(),
             uneven_split: plan.uneven_split(),
@@ -136,7 +133,9 @@ impl CostReport {
     }
 }
 
-/// `value` with the keys of every object in sorted order.
+/// `value` with the keys of every object in sorted order. serde_json's map sorts them already
+/// unless some crate in the build turns on its `preserve_order` feature (features unify across
+/// the workspace): this keeps `cost --json`, an interface, independent of that.
 fn sorted(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
@@ -160,7 +159,7 @@ mod tests {
         let shape = ModelShape::gpt2_124m();
         let schedule = IncrementalSchedule::default();
         let plan = Plan::incremental(&shape, 10_000, &schedule, Until::default()).unwrap();
-        let report = CostReport::new(shape, 10_000, &schedule, &plan, ComputeUnit::PaperUnits);
+        let report = CostReport::new(shape, &schedule, &plan, ComputeUnit::PaperUnits);
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(

@@ -69,10 +69,11 @@ impl IncrementalSchedule {
 
     /// Context and tokens per step of stage `stage` (1-based) for a model of `shape`.
     pub fn stage_shape(&self, shape: &ModelShape, stage: u32) -> (u64, u64) {
-        let i = stage as usize - 1;
+        // Stage 0 (the full model outside any stage) and stages past the lists use the model's.
+        let at = |list: &[u64]| (stage as usize).checked_sub(1).and_then(|i| list.get(i).copied());
         (
-            self.stage_context.get(i).copied().unwrap_or(shape.context),
-            self.stage_tokens_per_step.get(i).copied().unwrap_or(shape.tokens_per_step),
+            at(&self.stage_context).unwrap_or(shape.context),
+            at(&self.stage_tokens_per_step).unwrap_or(shape.tokens_per_step),
         )
     }
 

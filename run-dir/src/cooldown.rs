@@ -5,7 +5,7 @@
 //! the branch's rate equals the run's up to `K`, so the branch is exactly the annealed run.
 
 use anyhow::bail;
-use cost_model::{round_half_up, ComputeUnit, Plan};
+use cost_model::{ComputeUnit, Plan};
 use serde::{Deserialize, Serialize};
 
 /// What makes a run a cooldown branch of another (in its `run.json`).
@@ -51,7 +51,8 @@ pub fn branch_point(
         );
     };
     let to_step = end.step.max(1);
-    let decay = round_half_up(cooldown_fraction * to_step as f64);
+    // The same decay the branch's learning-rate curve will have (LrCurve::wsd).
+    let decay = cost_model::lr::decay_steps(cooldown_fraction, to_step);
     if decay == 0 || decay >= to_step {
         bail!(
             "budget {budget}: ends at step {to_step}, too early for a decay of cooldown_fraction {cooldown_fraction} of its steps"

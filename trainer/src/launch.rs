@@ -54,8 +54,9 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// Run `args` (this binary's arguments without `--nproc`) as `nproc` local ranks; returns the
-/// exit code for the launcher: 0 when every rank succeeded, else the failing rank's (2 for bad
-/// input, 1 otherwise).
+/// exit code for the launcher: 0 when every rank succeeded, 128 + the signal when the launcher
+/// was interrupted (SIGINT, SIGTERM: forwarded, the ranks stop), else the failing rank's (2 for
+/// bad input, 1 otherwise).
 pub fn run_local(nproc: usize, args: &[OsString], cuda: bool) -> anyhow::Result<u8> {
     let exe = std::env::current_exe().context("finding this binary")?;
     let port = free_port()?;
@@ -66,6 +67,7 @@ pub fn run_local(nproc: usize, args: &[OsString], cuda: bool) -> anyhow::Result<
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    let launcher = std::process::id() as i32;
     let mut children: Vec<Option<Child>> = Vec::new();
     for rank in 0..nproc {
         let mut command = Command::new(&exe);
@@ -83,19 +85,31 @@ pub fn run_local(nproc: usize, args: &[OsString], cuda: bool) -> anyhow::Result<
         if std::env::var_os("GLOO_SOCKET_IFNAME").is_none() {
             command.env("GLOO_SOCKET_IFNAME", "lo");
         }
-        // SAFETY: prctl in the child before exec: it receives SIGKILL when the launcher dies.
+        // SAFETY: prctl and getppid in the child before exec: it receives SIGKILL when the
+        // launcher dies, and exits at once if the launcher died before the prctl took hold.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != launcher {
+                    libc::_exit(1);
+                }
                 Ok(())
             });
         }
-        children.push(Some(command.spawn().with_context(|| format!("starting rank {rank}"))?));
+        match command.spawn() {
+            Ok(child) => children.push(Some(child)),
+            Err(e) => {
+                stop_all(&mut children);
+                return Err(e).with_context(|| format!("starting rank {rank}"));
+            }
+        }
     }
     let mut failure: Option<(usize, ExitStatus)> = None;
+    let mut interrupted = None;
     while children.iter().any(Option::is_some) {
         let forwarded = RECEIVED.swap(0, Ordering::SeqCst);
         if forwarded != 0 {
+            interrupted = Some(forwarded);
             signal_all(&children, forwarded);
         }
         for (rank, slot) in children.iter_mut().enumerate() {
@@ -114,6 +128,11 @@ pub fn run_local(nproc: usize, args: &[OsString], cuda: bool) -> anyhow::Result<
                 }
             }
         }
+        // Interrupted: the ranks stop because they were told to; nothing failed on its own.
+        if let Some(signal) = interrupted.filter(|_| failure.is_some()) {
+            stop_all(&mut children);
+            return Ok(128 + signal as u8);
+        }
         if let Some((rank, status)) = failure {
             if children.iter().any(Option::is_some) {
                 eprintln!("train: rank {rank} {}; stopping the other ranks", describe(status));
@@ -123,7 +142,7 @@ pub fn run_local(nproc: usize, args: &[OsString], cuda: bool) -> anyhow::Result<
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(0)
+    Ok(interrupted.map_or(0, |signal| 128 + signal as u8))
 }
 
 fn signal_all(children: &[Option<Child>], signal: i32) {

@@ -108,7 +108,7 @@ fn run(args: &Args) -> Result<(), CliError> {
         )));
     }
     let output = if args.json {
-        CostReport::new(shape, args.base_steps, &schedule, &plan, args.compute_unit).to_json()
+        CostReport::new(shape, &schedule, &plan, args.compute_unit).to_json()
     } else {
         table_report(&shape, &schedule, &plan, until)?
     };
