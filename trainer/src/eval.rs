@@ -174,34 +174,51 @@ pub fn ending_losses(
     })
 }
 
-/// Evaluate `examples`, `batch_examples` at a time (4 rows each), the softmax over the first
-/// `vocab` ids; examples that do not fit the context are skipped and counted.
-#[allow(clippy::too_many_arguments)]
+/// Evaluate the rendered `examples`, `batch_examples` at a time (4 rows each), the softmax over
+/// the first `vocab` ids; the examples that did not fit the context count as skipped.
 pub fn evaluate(
     model: &Gpt,
     active_layers: usize,
-    tokenizer: &Tokenizer,
-    examples: &[Example],
+    examples: &Rendered,
     batch_examples: usize,
     vocab: usize,
     device: Device,
     autocast: bool,
 ) -> Score {
-    let context = model.config.context;
-    let fitting: Vec<(&Example, Vec<Row>)> =
-        examples.iter().filter_map(|e| Some((e, render(tokenizer, e, context)?))).collect();
     let (mut right, mut right_norm) = (0usize, 0usize);
-    for chunk in fitting.chunks(batch_examples.max(1)) {
+    for chunk in examples.fitting.chunks(batch_examples.max(1)) {
         let rows: Vec<Row> = chunk.iter().flat_map(|(_, rows)| rows.iter().cloned()).collect();
         let losses = ending_losses(model, active_layers, &rows, vocab, device, autocast);
-        for ((example, _), scores) in chunk.iter().zip(losses.chunks(4)) {
+        for ((label, _), scores) in chunk.iter().zip(losses.chunks(4)) {
             let sums: Vec<f64> = scores.iter().map(|s| s.0).collect();
             let means: Vec<f64> = scores.iter().map(|s| s.1).collect();
-            right += usize::from(argmin(&sums) == example.label);
-            right_norm += usize::from(argmin(&means) == example.label);
+            right += usize::from(argmin(&sums) == *label);
+            right_norm += usize::from(argmin(&means) == *label);
         }
     }
-    Score::from_counts(right, right_norm, fitting.len(), examples.len() - fitting.len())
+    Score::from_counts(right, right_norm, examples.fitting.len(), examples.skipped)
+}
+
+/// Examples tokenized for a model's context, once per run (tokenizing them is the slow part of an
+/// evaluation with GPT-2's BPE): each fitting example's label and rows, and how many did not fit.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub fitting: Vec<(usize, Vec<Row>)>,
+    pub skipped: usize,
+}
+
+impl Rendered {
+    /// `examples` rendered for `context` (see [`render`]).
+    pub fn new<'a>(tokenizer: &Tokenizer, examples: impl IntoIterator<Item = &'a Example>, context: usize) -> Rendered {
+        let mut rendered = Rendered::default();
+        for example in examples {
+            match render(tokenizer, example, context) {
+                Some(rows) => rendered.fitting.push((example.label, rows)),
+                None => rendered.skipped += 1,
+            }
+        }
+        rendered
+    }
 }
 
 /// The official validation file: rowanz/hellaswag's `data/hellaswag_val.jsonl`, where

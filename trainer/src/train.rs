@@ -105,9 +105,17 @@ impl Trainer {
             .iter()
             .map(|&b| Ok(cooldown::branch_point(&plan, config.cooldown_unit, b, config.cooldown_fraction)?.from_step))
             .collect::<anyhow::Result<_>>()?;
+        // This rank's share of the HellaSwag examples (example i goes to rank i mod world),
+        // tokenized once; building GPT-2's BPE takes a moment, so only when there are any.
         let hellaswag = std::mem::take(&mut self.hellaswag);
-        // Building GPT-2's BPE takes a moment: only when there is something to evaluate.
-        let tokenizer = if hellaswag.is_empty() { None } else { Some(crate::data::Tokenizer::new(config.tokenizer)?) };
+        let hellaswag = match hellaswag.is_empty() {
+            true => None,
+            false => {
+                let tokenizer = crate::data::Tokenizer::new(config.tokenizer)?;
+                let mine = hellaswag.iter().enumerate().filter(|(i, _)| self.world.owns(*i)).map(|(_, e)| e);
+                Some(eval::Rendered::new(&tokenizer, mine, config.model.context))
+            }
+        };
         if let Some(dir) = missing_checkpoint_line.filter(|_| self.world.is_main()) {
             // The process died between writing the checkpoint and logging it.
             let seg = *plan.segment_of(state.step.max(1)).context("checkpoint beyond the plan")?;
@@ -202,11 +210,9 @@ impl Trainer {
                 last_val_loss = Some(val_loss);
             }
             let hellaswag_due = (config.hellaswag_every > 0 && step % config.hellaswag_every == 0) || step == total;
-            if let (Some(tokenizer), true) = (&tokenizer, hellaswag_due) {
+            if let (Some(hellaswag), true) = (&hellaswag, hellaswag_due) {
                 // Every rank scores its share of the examples; the counts are summed.
-                let mine: Vec<eval::Example> =
-                    hellaswag.iter().enumerate().filter(|(i, _)| self.world.owns(*i)).map(|(_, e)| e.clone()).collect();
-                let mine = eval::evaluate(&self.model, active, tokenizer, &mine, 16, vocab, self.device, autocast);
+                let mine = eval::evaluate(&self.model, active, hellaswag, 16, vocab, self.device, autocast);
                 let counts = Tensor::from_slice(&[
                     mine.right as f64,
                     mine.right_norm as f64,
