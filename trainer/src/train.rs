@@ -134,13 +134,17 @@ impl Trainer {
             // The schedule: which segment this step belongs to, and what that segment trains.
             let seg = *plan.segment_of(step).context("step outside the plan")?;
             if current.as_ref().map(|c| c.segment.first_step) != Some(seg.first_step) {
-                let position = current.as_ref().map_or(state.data, |c| c.loader.position());
                 // Schedule events happen once, when the segment starts, not when a resume lands
                 // inside it.
                 if step == seg.first_step {
                     self.schedule_events(&seg, &state, &val_batches, &mut metrics, &progress)?;
                 }
-                current = Some(self.enter_segment(&seg, &dataset, position)?);
+                // One data stream for the whole run, from the state's position.
+                let loader = match current.take() {
+                    Some(previous) => previous.loader,
+                    None => self.loader(&dataset, state.data)?,
+                };
+                current = Some(self.enter_segment(&seg, loader)?);
             }
             let now = current.as_mut().expect("entered above");
             let active = seg.trainable.active_layers as usize;
@@ -306,27 +310,20 @@ impl Trainer {
         Ok(())
     }
 
-    /// Set the model up for `seg` with the data at `position`: freeze what it does not train and
-    /// shape its batches.
-    fn enter_segment<'a>(
-        &mut self,
-        seg: &Segment,
-        dataset: &'a TokenDataset,
-        position: DataPosition,
-    ) -> anyhow::Result<InSegment<'a>> {
+    /// The run's train batches from `position`.
+    fn loader<'a>(&self, dataset: &'a TokenDataset, position: DataPosition) -> anyhow::Result<BatchLoader<'a>> {
+        let config = &self.header.config;
+        let context = config.model.context;
+        BatchLoader::new(&dataset.train, config.micro_batch, context, context, self.device, position, config.data_seed)
+    }
+
+    /// Set the model up for `seg`: freeze what it does not train and shape its batches.
+    fn enter_segment<'a>(&mut self, seg: &Segment, mut loader: BatchLoader<'a>) -> anyhow::Result<InSegment<'a>> {
         self.model.apply_trainable(seg.trainable);
         let config = &self.header.config;
         // Micro-batches keep micro_batch × context tokens; a shorter stage context means more rows.
         let micro_batches = config.micro_batches(seg)?;
-        let loader = BatchLoader::new(
-            &dataset.train,
-            config.micro_batch,
-            config.model.context,
-            seg.context as usize,
-            self.device,
-            position,
-            config.data_seed,
-        )?;
+        loader.set_row_context(config.model.context, seg.context as usize)?;
         Ok(InSegment { segment: *seg, loader, micro_batches, trainable_params: self.model.trainable_params() })
     }
 

@@ -14,7 +14,6 @@
 //! reader stays so they resume bit for bit.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use rand::seq::SliceRandom;
@@ -164,7 +163,7 @@ impl<'a> BatchLoader<'a> {
                 }
                 Ok(BatchLoader::Shuffled(ShuffledLoader {
                     shards,
-                    order: Arc::new(epoch_order(windows.len(), seed, epoch)),
+                    order: epoch_order(windows.len(), seed, epoch),
                     windows,
                     windows_per_batch,
                     row_context,
@@ -180,6 +179,23 @@ impl<'a> BatchLoader<'a> {
             }
             _ => bail!("the saved data position does not match the run's data order (data_seed); the checkpoint is from another run"),
         }
+    }
+
+    /// Cut the next micro-batches (the same windows of `model_context` tokens) into rows of
+    /// `row_context`, for a stage with a shorter context: the data stream itself goes on as it
+    /// was, so a run keeps one loader from its first step to its last.
+    pub fn set_row_context(&mut self, model_context: usize, row_context: usize) -> anyhow::Result<()> {
+        if row_context == 0 || model_context % row_context != 0 {
+            bail!("context {row_context} does not divide model.context {model_context}");
+        }
+        match self {
+            BatchLoader::Shuffled(l) => l.row_context = row_context,
+            BatchLoader::Sequential(l) => {
+                let tokens = l.batch * l.context;
+                (l.batch, l.context) = (tokens / row_context, row_context);
+            }
+        }
+        Ok(())
     }
 
     /// Where the next batch starts.
@@ -216,7 +232,7 @@ pub struct ShuffledLoader<'a> {
     shards: &'a [Shard],
     windows: Windows,
     /// This epoch's window order.
-    order: Arc<Vec<u32>>,
+    order: Vec<u32>,
     windows_per_batch: usize,
     row_context: usize,
     device: Device,
@@ -231,7 +247,7 @@ impl ShuffledLoader<'_> {
         if self.next == self.windows.len() {
             self.epoch += 1;
             self.next = 0;
-            self.order = Arc::new(epoch_order(self.windows.len(), self.seed, self.epoch));
+            self.order = epoch_order(self.windows.len(), self.seed, self.epoch);
         }
         let w = u64::from(self.order[self.next as usize]);
         self.next += 1;
@@ -503,6 +519,17 @@ mod tests {
         assert_eq!(short.size(), [4, 4]);
         assert_eq!(ids(&full), ids(&short));
         assert_eq!(ids(&full_y), ids(&short_y));
+        // A loader that changes its rows mid-stream continues exactly as a new one would there.
+        for seed in [Some(3), None] {
+            let start = DataPosition::start(seed);
+            let mut kept = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, start, seed).unwrap();
+            let _ = kept.next_batch();
+            let mut fresh = BatchLoader::new(&shards, 2, 8, 4, Device::Cpu, kept.position(), seed).unwrap();
+            kept.set_row_context(8, 4).unwrap();
+            let ((a, a_y), (b, b_y)) = (kept.next_batch(), fresh.next_batch());
+            assert!(a.equal(&b) && a_y.equal(&b_y) && a.size() == [4, 4], "{seed:?}");
+            assert!(kept.set_row_context(8, 3).is_err());
+        }
     }
 
     #[test]
