@@ -33,15 +33,13 @@ pub fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// A unit the report aligns runs on: the cost model's compute units and measured time.
+/// A unit the report aligns runs on: the cost model's compute units (paper units, FLOPs) and measured time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Unit {
     /// The paper's layer-count model (one baseline step = 1).
     PaperUnits,
     /// Architecture-aware floating point operations.
     Flops,
-    /// Training tokens.
-    Tokens,
     /// Measured seconds of training steps.
     Seconds,
 }
@@ -55,7 +53,6 @@ impl Unit {
         match self {
             Unit::PaperUnits => "paper_units",
             Unit::Flops => "flops",
-            Unit::Tokens => "tokens",
             Unit::Seconds => "seconds",
         }
     }
@@ -65,18 +62,7 @@ impl Unit {
         match self {
             Unit::PaperUnits => "paper units",
             Unit::Flops => "FLOPs",
-            Unit::Tokens => "tokens",
             Unit::Seconds => "measured seconds",
-        }
-    }
-}
-
-impl From<cost_model::ComputeUnit> for Unit {
-    fn from(unit: cost_model::ComputeUnit) -> Unit {
-        match unit {
-            cost_model::ComputeUnit::PaperUnits => Unit::PaperUnits,
-            cost_model::ComputeUnit::Flops => Unit::Flops,
-            cost_model::ComputeUnit::Tokens => Unit::Tokens,
         }
     }
 }

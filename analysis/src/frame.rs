@@ -184,7 +184,8 @@ pub fn growth_lines(frame: &DataFrame, run: &str) -> PolarsResult<Vec<(f64, u32,
     Ok((0..rows.height()).filter_map(|i| Some((step.get(i)?, layers.get(i)?, before.get(i)?, after.get(i)?))).collect())
 }
 
-/// HellaSwag examples scored and skipped at the last evaluation of any run: `(n, n_skipped)`.
+/// HellaSwag examples scored and skipped, `(n, n_skipped)`: the largest counts any evaluation of
+/// any run logged (every evaluation of a run scores the same examples).
 pub fn hellaswag_coverage(frame: &DataFrame) -> PolarsResult<Option<(u64, u64)>> {
     let rows = frame
         .clone()

@@ -245,7 +245,7 @@ pub fn render_study(
         "| arms | {} |",
         d.arms.iter().map(|a| format!("{} ({})", a.name, a.label)).collect::<Vec<_>>().join("; ")
     )?;
-    writeln!(md, "| ablations (seed {}, budget 1) | {} |", d.seeds.first().unwrap_or(&1), d.ablations.len())?;
+    writeln!(md, "| ablations (seed {}, budget 1) | {} |", d.first_seed(), d.ablations.len())?;
     writeln!(md, "| overrides of the `{}` preset | `{}` |", d.preset, d.overrides.join(" "))?;
     writeln!(
         md,
@@ -320,7 +320,7 @@ pub fn render_study(
     }
 
     if !s.ablations.is_empty() {
-        writeln!(md, "\n## Ablations (seed {}, annealed at budget 1)\n", d.seeds.first().unwrap_or(&1))?;
+        writeln!(md, "\n## Ablations (seed {}, annealed at budget 1)\n", d.first_seed())?;
         writeln!(md, "| ablation | val loss | minus the unablated arm (same seed) |")?;
         writeln!(md, "|---|---|---|")?;
         for a in &s.ablations {
@@ -336,11 +336,7 @@ pub fn render_study(
     }
 
     if !s.growth.is_empty() {
-        writeln!(
-            md,
-            "\n## Validation loss just before and after each growth (seed {})\n",
-            d.seeds.first().unwrap_or(&1)
-        )?;
+        writeln!(md, "\n## Validation loss just before and after each growth (seed {})\n", d.first_seed())?;
         writeln!(md, "| run | after step | blocks | before | after | change |")?;
         writeln!(md, "|---|---|---|---|---|---|")?;
         for g in &s.growth {

@@ -66,7 +66,7 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
             study.wall_seconds = wall_seconds(options);
             // The paper's figures come from the first seed's main runs.
-            let first = design.seeds.first().copied().unwrap_or(1);
+            let first = design.first_seed();
             let main: Vec<RunLog> = design
                 .arms
                 .iter()
@@ -120,7 +120,7 @@ fn wall_seconds(options: &ReportOptions) -> Option<f64> {
 
 /// Annealed loss per arm vs FLOPs and vs measured seconds, each with its 95% band over seeds.
 fn study_figures(out: &std::path::Path, s: &StudyNumbers) -> anyhow::Result<Vec<PathBuf>> {
-    let baseline = s.design.arms.first().map(|a| a.name.clone()).unwrap_or_default();
+    let baseline = s.design.baseline().map(|a| a.name.clone()).unwrap_or_default();
     let curves = |x: fn(&crate::study::ArmAtBudget) -> f64| -> Vec<ArmCurve> {
         s.design
             .arms

@@ -4,7 +4,7 @@
 //! The analysis never links the trainer: it reads what the trainer wrote. A malformed or torn line
 //! is reported with its file and line number and skipped; one bad run never stops the others.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use run_dir::{MetricsLine, RunDir, RunHeader, Skipped};
@@ -12,7 +12,6 @@ use run_dir::{MetricsLine, RunDir, RunHeader, Skipped};
 /// One run's log.
 #[derive(Debug, Clone)]
 pub struct RunLog {
-    pub dir: PathBuf,
     pub header: RunHeader,
     pub lines: Vec<MetricsLine>,
     /// Its cooldown branches (`<run>/cooldowns/*`), by name.
@@ -84,6 +83,6 @@ fn read_run(run: &RunDir, branches: Vec<RunLog>, skipped: &mut Vec<Skipped>) -> 
             }
         };
         skipped.extend(bad);
-        Some(RunLog { dir: run.path().to_path_buf(), header, lines, branches })
+        Some(RunLog { header, lines, branches })
     }
 }

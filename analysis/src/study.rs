@@ -123,7 +123,7 @@ pub fn study_numbers(design: &StudyDesign, runs: &[RunLog], frame: &DataFrame) -
     let of = |arm: &str, budget: f64| -> Vec<&AnnealedPoint> {
         points.iter().filter(|p| p.arm == arm && p.budget == budget).collect()
     };
-    let baseline = design.arms.first().context("the study has no arms")?.name.clone();
+    let baseline = design.baseline().context("the study has no arms")?.name.clone();
     let mut at_budget = Vec::new();
     for &budget in &design.budgets {
         let base: Vec<(u64, f64)> = of(&baseline, budget).iter().map(|p| (p.seed, p.val_loss)).collect();
@@ -167,7 +167,7 @@ pub fn study_numbers(design: &StudyDesign, runs: &[RunLog], frame: &DataFrame) -
             }
         }
     }
-    let first_seed = design.seeds.first().copied().unwrap_or(1);
+    let first_seed = design.first_seed();
     let mut ablations = Vec::new();
     for arm in &design.ablations {
         let Some(p) = points.iter().find(|p| p.arm == arm.name && p.budget == 1.0) else { continue };

@@ -108,6 +108,17 @@ const CPU_MODEL: [&str; 6] = [
 const CPU_BASE_STEPS: u64 = 600;
 
 impl StudyDesign {
+    /// The seed whose runs stand for the study where one run per arm is shown (the paper's
+    /// figures) and the ablations run.
+    pub fn first_seed(&self) -> u64 {
+        self.seeds.first().copied().unwrap_or(1)
+    }
+
+    /// The arm every other arm is compared with: the first, the full model.
+    pub fn baseline(&self) -> Option<&Arm> {
+        self.arms.first()
+    }
+
     /// The design in `runs_dir` (its `study.json`), or `None` when the directory holds none.
     pub fn read(runs_dir: &Path) -> anyhow::Result<Option<StudyDesign>> {
         let path = runs_dir.join(STUDY_FILE);
@@ -179,6 +190,7 @@ impl StudyDesign {
                 let depth = |layers: u32| Arm {
                     name: format!("depth{layers}"),
                     label: format!("full {layers}-layer model (depth control)"),
+                    // `until` is a placeholder: `run_config` sets it from the protocol and budgets.
                     schedule: ScheduleSpec::Baseline(BaselineSpec { until: Until::Steps(1), budget_layers: Some(12) }),
                     overrides: vec![format!("model.layers={layers}")],
                 };
@@ -270,7 +282,8 @@ impl StudyDesign {
                             phase1_trainable: Phase1Trainable::NewAndEmbeddings,
                             ..Default::default()
                         },
-                        // The reference code's continual training: another base budget of steps.
+                        // A placeholder: `run_config` sets where the run stops (the reference
+                        // code's continual training, another base budget of steps).
                         until: Until::Steps(1),
                         ..Default::default()
                     }),
