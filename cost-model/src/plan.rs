@@ -410,19 +410,21 @@ impl Plan {
     /// The same plan ending after `last_step` (a cooldown branch stops there).
     pub fn truncated(&self, last_step: u64) -> Plan {
         let mut plan = self.clone();
-        plan.segments.retain(|s| s.first_step <= last_step);
-        if let Some(last) = plan.segments.last_mut() {
-            last.steps = last.steps.min(last_step + 1 - last.first_step);
-        }
+        plan.cut(last_step);
         plan
     }
 
-    /// Cut the plan at `last_step`, or add continual steps up to it.
-    fn truncate_or_extend(&mut self, shape: &ModelShape, last_step: u64) {
+    /// Drop every step after `last_step`.
+    fn cut(&mut self, last_step: u64) {
         self.segments.retain(|s| s.first_step <= last_step);
         if let Some(last) = self.segments.last_mut() {
             last.steps = last.steps.min(last_step + 1 - last.first_step);
         }
+    }
+
+    /// Cut the plan at `last_step`, or add continual steps up to it.
+    fn truncate_or_extend(&mut self, shape: &ModelShape, last_step: u64) {
+        self.cut(last_step);
         if last_step > self.incremental_steps {
             let stage = self.stages.len() as u32;
             let first = self.incremental_steps + 1;
@@ -491,12 +493,8 @@ fn equal_compute_exact(
     unit: ComputeUnit,
 ) -> f64 {
     let spent = stages.iter().fold(Compute::default(), |acc, s| add(acc, s.compute));
-    let full = full_step.get(unit);
-    match unit {
-        // One full step is 1 paper unit: no division (the paper's numbers come out exactly).
-        ComputeUnit::PaperUnits => incremental_steps as f64 + base_steps as f64 - spent.paper_units,
-        _ => incremental_steps as f64 + base_steps as f64 - spent.get(unit) / full,
-    }
+    // One full step is 1.0 paper unit, and x / 1.0 is exactly x: the paper's numbers come out exact.
+    incremental_steps as f64 + base_steps as f64 - spent.get(unit) / full_step.get(unit)
 }
 
 /// Whole (phase 1, phase 2) steps of every stage.

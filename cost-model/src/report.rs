@@ -77,10 +77,8 @@ impl CostReport {
     /// The report of `plan`, made from `schedule` for `shape` (held to the plan's base steps), in `unit`.
     pub fn new(shape: ModelShape, schedule: &IncrementalSchedule, plan: &Plan, unit: ComputeUnit) -> Self {
         let full = plan.full_step;
-        let in_full_steps = |c: &Compute| match unit {
-            ComputeUnit::PaperUnits => c.paper_units,
-            _ => c.get(unit) / full.get(unit),
-        };
+        // In paper units a full step is 1.0, so this is the paper's own number, exactly.
+        let in_full_steps = |c: &Compute| c.get(unit) / full.get(unit);
         let mut cumulative = 0.0;
         let stages = plan
             .stages
