@@ -49,7 +49,8 @@ struct Cli {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Data parallel (torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)")]
 struct DistArgs {
-    /// Start N local ranks of this command (one per GPU on CUDA; the cores split on CPU).
+    /// Start N local ranks of this command (one per GPU on CUDA; the cores split on CPU); for
+    /// training, bench, cooldown and study (data, export and study --plan run in one process).
     #[arg(long, global = true, value_name = "N")]
     nproc: Option<usize>,
     /// Process-group backend: auto (NCCL for CUDA tensors, Gloo for CPU), gloo or nccl.
