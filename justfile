@@ -40,13 +40,16 @@ report *args:
     @cargo run --quiet -p analysis --bin report -- "$@"
 
 # The study: baseline, incremental S = 4, 8, 12 and depth controls, 3 seeds, annealed at 0.5, 1, 2 x
-# the budget, ablations; then reports/. About an hour on 2 CPU cores; continues where it stopped.
-# E.g. `just study --quick` (a smoke run), `just study --protocol paper` (the paper's comparison, into
-# reports/paper/), `just study --plan` (the design and its predicted cost, no training), or on a GPU
-# `just study --preset gpt2-124m --device cuda --scale 0.05`.
+# the budget, ablations; then reports/. About 40 minutes on 2 CPU cores (it says so when it starts);
+# continues where it stopped; when reports/runs already holds the finished study it says so in one
+# line and rebuilds the report. E.g. `just study --quick` (a 2-minute smoke run), `just study
+# --rerun` (train the study again into reports/rerun/ and compare its verdicts with the committed
+# ones), `just study --protocol paper` (the paper's comparison, into reports/paper/), `just study
+# --plan` (the design and its predicted cost), or on a GPU `just study --preset gpt2-124m --scale 0.05`.
 study *args: setup
     #!/usr/bin/env bash
     set -euo pipefail
+    echo "study: building the trainer and the report (minutes the first time)" >&2
     cargo build --quiet --release -p trainer --bin train
     cargo build --quiet -p analysis --bin report
     bin=${CARGO_TARGET_DIR:-target}
@@ -57,16 +60,22 @@ study *args: setup
         scripts/fetch-corpus
         "$train" data --if-missing
     fi
-    # HellaSwag when at hand (the official file from `just data --hellaswag`, else the shared copy).
+    # HellaSwag when at hand (`just data --hellaswag` downloads the official file): an input of the
+    # evaluation, recorded in each run's run.json, never part of the study's design.
     hs=()
-    for f in data/hellaswag_val.jsonl ../shared/data/hellaswag/hellaswag_val.jsonl; do
-        if [ -f "$f" ]; then hs=(--hellaswag "$f"); break; fi
-    done
+    if [ -f data/hellaswag_val.jsonl ]; then hs=(--hellaswag data/hellaswag_val.jsonl); fi
     runs=$("$train" study --print-runs-dir "$@")
+    # A rerun's report compares its verdicts with the study it repeats.
+    compare=()
+    if [[ " $* " == *" --rerun "* ]]; then
+        original=()
+        for a in "$@"; do [ "$a" = --rerun ] || original+=("$a"); done
+        compare=(--compare "$("$train" study --print-runs-dir "${original[@]}")")
+    fi
     start=$(date +%s)
     "$train" study "${hs[@]}" "$@"
     if [[ " $* " != *" --plan "* ]]; then
-        "$bin/debug/report" --runs "$runs" --out "$(dirname "$runs")"
+        "$bin/debug/report" --runs "$runs" --out "$(dirname "$runs")" "${compare[@]}"
         echo "study: done in $(( $(date +%s) - start )) s (training, evaluation and the report)"
     fi
 
@@ -89,7 +98,7 @@ scaling *args:
     @cargo run --quiet -p analysis --bin scaling -- "$@"
 
 # Run there as `bash .gpu/run.sh` (one binary for CPU and GPU: CUDA is loaded at start-up).
-# Stage the release binary, its NCCL plugin, device script + summary, PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.
+# Stage the release binary, its NCCL plugin, device script + summary, the PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.
 gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")
     cargo build --quiet --release -p trainer --bin train
     mkdir -p .gpu
@@ -97,8 +106,7 @@ gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")
     # The NCCL process group for data-parallel training on CUDA (headers from the nvidia wheels).
     scripts/build-nccl-plugin .gpu || echo "gpu-build: WARNING: the NCCL plugin did not build (see above): the benchmark still runs; data parallel on CUDA then needs --dist-backend gloo"
     cp scripts/gpu-bench.sh .gpu/run.sh
-    cp scripts/gpu-summary.py .gpu/
-    if [ -f ../shared/bench/torch_gpt2_bench.py ]; then cp ../shared/bench/torch_gpt2_bench.py .gpu/; fi
+    cp scripts/gpu-summary.py scripts/anchors/torch_gpt.py .gpu/
     rm -rf .gpu/corpus-gpt2 && cp -r data/corpus-gpt2 .gpu/corpus-gpt2
     @du -sh .gpu
 
@@ -107,11 +115,13 @@ gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")
 soak:
     LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --release -p trainer --test kill -- --ignored --nocapture soak
 
-# Everything CI checks: formatting, clippy (warnings are errors), and every test.
+# Everything CI checks: formatting, clippy (warnings are errors), every test, and a fresh clone of
+# HEAD with nothing beside it running `just study --quick` and `just cost` (scripts/check-standalone).
 test: setup
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --workspace
+    scripts/check-standalone
 
 # Format the code.
 fmt:

@@ -4,7 +4,7 @@
 # In one call, so every ratio compares numbers from the same card (about 5 minutes in all), most
 # important first:
 #   1. our bench: gpt2-124m full step and the 8 phases of a 4-stage schedule (bf16);
-#   2. the PyTorch anchor (../shared/bench/torch_gpt2_bench.py), same card, same call;
+#   2. the PyTorch anchor (scripts/anchors/torch_gpt.py), same card, same call;
 #   3. our full step again per variant: PyTorch's cross_entropy, other loss chunks, fp32 (+ TF32);
 #   4. a CUDA training smoke test: 30 steps, and the same run stopped at 15 and resumed;
 #   5. a markdown summary of all of it, printed last and written to $OUT/summary.md.
@@ -32,11 +32,15 @@ echo "== 1. ours, bf16: full + 4-stage phases"
 timeout 180 "${bench[@]}" --schedule incremental --stages 4 --phase1-trainable new | tee "$out/ours.jsonl"
 echo "ours: exit ${PIPESTATUS[0]}"
 
-if [ -f .gpu/torch_gpt2_bench.py ] && [ "$device" = cuda ]; then
-  echo "== 2. PyTorch anchor"
-  timeout 240 "$python" .gpu/torch_gpt2_bench.py | tee "$out/torch.jsonl"
-  echo "torch: exit ${PIPESTATUS[0]}"
+echo "== 2. PyTorch anchor"
+if [ "$device" = cuda ]; then
+  anchor=(--preset gpt2-124m --modes eager,compile --phases 4 --fwd-bwd)
+else  # the CPU dry run: a tiny model, eager only
+  anchor=(--device cpu --d-model 32 --layers 4 --heads 2 --context 32 --vocab 320 --batch 2 --steps 2 --warmup 1
+    --modes eager --phases 4)
 fi
+timeout 240 "$python" .gpu/torch_gpt.py "${anchor[@]}" | tee "$out/torch.jsonl"
+echo "torch: exit ${PIPESTATUS[0]}"
 
 echo "== 3. ours, full step only: what each choice is worth"
 # slug | label | extra flags; variants.tsv tells the summary which files to read.

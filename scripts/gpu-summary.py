@@ -4,7 +4,7 @@
 Usage: gpu-summary.py OUT_DIR
 Reads, when present: ours.jsonl (our bench, bf16, full + 4-stage phases), variants.tsv and the
 ours-<slug>.jsonl files it names (the full step with one setting changed), torch.jsonl
-(../shared/bench/torch_gpt2_bench.py), and the smoke runs' metrics (OUT_DIR/runs/smoke-a, smoke-b).
+(scripts/anchors/torch_gpt.py, the PyTorch anchor), and the smoke runs' metrics (OUT_DIR/runs/smoke-a, smoke-b).
 Plain Python, no third-party modules, so it runs on the device machine and here alike.
 """
 import json
@@ -35,10 +35,15 @@ def is_full(row):
     return row.get("phase") == "baseline"
 
 
+def anchor_step(torch_rows, mode):
+    """The anchor's full step in `mode` (eager, compile, ...), if it ran without error."""
+    return next((r for r in torch_rows if r.get("what") == "full_step" and r.get("mode") == mode and "ms" in r), None)
+
+
 def throughput(ours, torch_rows, ablations):
     full = next((r for r in ours if is_full(r)), None)
-    eager = next((r for r in torch_rows if r.get("what") == "full_step_eager"), None)
-    compiled = next((r for r in torch_rows if r.get("what") == "full_step_compiled"), None)
+    eager = anchor_step(torch_rows, "eager")
+    compiled = anchor_step(torch_rows, "compile")
     shape = f"micro-batch {full['micro_batch']} x {full['context']}" if full else "no bench output"
     out = [f"## Full GPT-2 124M step ({shape})", "",
            "| implementation | ms/step | tokens/s | vs PyTorch eager | MFU |", "|---|---|---|---|---|"]
@@ -57,9 +62,9 @@ def throughput(ours, torch_rows, ablations):
         if r:
             row(name, r["ms_per_step"], r["tokens_per_s"], r.get("mfu"))
     if eager:
-        row("PyTorch eager (anchor)", eager["s"] * 1e3, eager["tok_s"])
+        row("PyTorch eager (anchor)", eager["ms"], eager["tok_s"])
     if compiled:
-        row("PyTorch torch.compile (anchor)", compiled["s"] * 1e3, compiled["tok_s"])
+        row("PyTorch torch.compile (anchor)", compiled["ms"], compiled["tok_s"])
     if full and full.get("gpu_memory_bytes"):
         out.append("")
         out.append(f"GPU memory in use after our timed steps: {full['gpu_memory_bytes'] / 2**30:.1f} GiB.")
@@ -68,8 +73,8 @@ def throughput(ours, torch_rows, ablations):
 
 def phases(ours, torch_rows):
     full = next((r for r in ours if is_full(r)), None)
-    torch_full = next((r for r in torch_rows if r.get("what") == "full_step_eager"), None)
-    torch_phase = {(r["active"], r["phase"]): r["s"] * 1e3 for r in torch_rows if r.get("what") == "phase_step"}
+    torch_full = anchor_step(torch_rows, "eager")
+    torch_phase = {(r["active"], r["phase"]): r["ms"] for r in torch_rows if r.get("what") == "phase_step"}
     out = ["## Phases of a 4-stage schedule: measured step time vs the FLOP model", "",
            "| configuration | ours ms | ours / full | FLOP model | saving realised within 10%? | PyTorch ms | PyTorch / full |",
            "|---|---|---|---|---|---|---|"]
@@ -78,7 +83,7 @@ def phases(ours, torch_rows):
             continue
         phase = 1 if r["phase"] == "phase1" else 2
         t = torch_phase.get((r["active_layers"], phase))
-        t_rel = t / (torch_full["s"] * 1e3) if t and torch_full else None
+        t_rel = t / torch_full["ms"] if t and torch_full else None
         # The target: realise the predicted saving to within 10%. Cheaper than predicted counts.
         off = r["measured_ratio"] / r["predicted_ratio"] - 1
         verdict = f"{'yes' if off <= 0.10 else 'no'} ({off:+.0%})"
@@ -141,7 +146,7 @@ def main():
         for line in variants.read_text().splitlines():
             slug, _, label = line.partition("\t")
             ablations.append((f"stagewise, {label}", read_jsonl(out_dir / f"ours-{slug}.jsonl")))
-    device = next((r["device"] for r in torch_rows if "device" in r and "what" not in r), None)
+    device = next((r["device"] for r in torch_rows if r.get("what") == "device"), None)
     lines = [f"# Device run: {device or 'device unknown'}", ""]
     lines += throughput(ours, torch_rows, ablations) + [""]
     lines += phases(ours, torch_rows) + [""]

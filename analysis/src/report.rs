@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use run_dir::study::{Protocol, StudyDesign, STUDY_TIME_FILE};
+use run_dir::study::{Protocol, StudyDesign};
 use run_dir::Skipped;
 
 use crate::compare::{compare, Comparisons};
@@ -64,7 +64,7 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
             }
             let mut study = study_numbers(&design, &runs, &frame)
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
-            study.wall_seconds = wall_seconds(options);
+            study.wall_seconds = run_dir::study::logged_wall_seconds(&options.runs_dir);
             // The paper's figures come from the first seed's main runs.
             let first = design.first_seed();
             let main: Vec<RunLog> = design
@@ -108,14 +108,37 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The summed wall time of the study's finished invocations (`study-time.jsonl`), if logged.
-fn wall_seconds(options: &ReportOptions) -> Option<f64> {
-    let text = std::fs::read_to_string(options.runs_dir.join(STUDY_TIME_FILE)).ok()?;
-    let seconds = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seconds")?.as_f64())
-        .sum::<f64>();
-    Some(seconds)
+/// The verdicts of the fair study in `runs_dir` (arm by arm, as the report computes them), for
+/// comparing two studies of one design without drawing anything.
+pub fn study_verdicts(runs_dir: &std::path::Path) -> anyhow::Result<Vec<crate::study::CatchUp>> {
+    let design = StudyDesign::read(runs_dir)?
+        .filter(|d| d.protocol == Protocol::Fair)
+        .with_context(|| format!("{} holds no fair study (study.json)", runs_dir.display()))?;
+    let (runs, _) = load_runs(runs_dir)?;
+    let frame = all_runs(&runs)?;
+    Ok(study_numbers(&design, &runs, &frame)?.catch_up)
+}
+
+/// Lines comparing `ours` (a rerun) with `theirs` (the study it replicates), arm by arm: both
+/// verdicts and whether their conclusions agree.
+pub fn compare_verdicts(ours: &[crate::study::CatchUp], theirs: &[crate::study::CatchUp]) -> Vec<String> {
+    ours.iter()
+        .map(|o| match theirs.iter().find(|t| t.arm == o.arm) {
+            Some(t) => format!(
+                "{}: {} ({})\n  this study: {}\n  compared:   {}",
+                o.arm,
+                if o.verdict.conclusion() == t.verdict.conclusion() {
+                    "same conclusion"
+                } else {
+                    "DIFFERENT conclusion"
+                },
+                o.verdict.conclusion(),
+                o.verdict.sentence(),
+                t.verdict.sentence()
+            ),
+            None => format!("{}: not in the compared study\n  this study: {}", o.arm, o.verdict.sentence()),
+        })
+        .collect()
 }
 
 /// Annealed loss per arm vs FLOPs and vs measured seconds, each with its 95% band over seeds.
@@ -155,4 +178,29 @@ fn study_figures(out: &std::path::Path, s: &StudyNumbers) -> anyhow::Result<Vec<
         &curves(|a| a.seconds),
     )?);
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Reach, Verdict};
+    use crate::study::CatchUp;
+
+    fn arm(name: &str, reaches: &[f64]) -> CatchUp {
+        let per_seed: Vec<(u64, Reach)> =
+            reaches.iter().enumerate().map(|(i, &r)| (i as u64 + 1, Reach::At(r))).collect();
+        let verdict = Verdict::from_reaches(&per_seed.iter().map(|(_, r)| *r).collect::<Vec<_>>());
+        CatchUp { arm: name.into(), per_seed, verdict }
+    }
+
+    #[test]
+    fn a_rerun_is_compared_conclusion_by_conclusion() {
+        let ours = [arm("depth6", &[0.55, 0.57, 0.6]), arm("inc4", &[0.9, 1.1, 1.0]), arm("new", &[1.0, 1.1, 1.2])];
+        let theirs = [arm("depth6", &[0.56, 0.58, 0.57]), arm("inc4", &[1.4, 1.5, 1.45])];
+        let lines = compare_verdicts(&ours, &theirs);
+        assert!(lines[0].starts_with("depth6: same conclusion (saves)"), "{}", lines[0]);
+        assert!(lines[1].starts_with("inc4: DIFFERENT conclusion (no difference)"), "{}", lines[1]);
+        assert!(lines[1].contains("costs"), "the other study's verdict is shown: {}", lines[1]);
+        assert!(lines[2].starts_with("new: not in the compared study"), "{}", lines[2]);
+    }
 }

@@ -146,6 +146,16 @@ impl Verdict {
         }
     }
 
+    /// The kind of conclusion, without its numbers: what two replications must agree on.
+    pub fn conclusion(&self) -> &'static str {
+        match self {
+            Verdict::Saves { .. } | Verdict::SavesAtLeast { .. } => "saves",
+            Verdict::Costs { .. } | Verdict::CostsMoreThan { .. } => "costs",
+            Verdict::NoDifference { .. } => "no difference",
+            Verdict::Unresolved { .. } => "undecided",
+        }
+    }
+
     /// The interval of the compute multiple over seeds, where there is one (seeds matched at
     /// the smallest budget counted there); `None` when every seed lies outside the compared range.
     pub fn multiple(&self) -> Option<&Interval> {

@@ -236,8 +236,6 @@ pub struct TrainConfig {
     /// format 3). `false`: only the tokenizer's real vocabulary, so padding never changes the
     /// function (llm.c's rule) and a trimmed export computes exactly what the run did.
     pub softmax_over_padding: bool,
-    /// HellaSwag validation file (official jsonl format) to evaluate on; `null` for none.
-    pub hellaswag: Option<PathBuf>,
     /// HellaSwag every this many steps (and at the last step); 0 = only at the last step.
     pub hellaswag_every: u64,
     /// Evaluate on the first this many examples only; `null` for all.
@@ -293,7 +291,6 @@ impl TrainConfig {
             seed: 1337,
             data_seed: Some(1337),
             softmax_over_padding: false,
-            hellaswag: None,
             hellaswag_every: 250,
             hellaswag_limit: None,
             on_nan: OnNan::Stop,
@@ -344,6 +341,9 @@ impl TrainConfig {
             .split_once('=')
             .with_context(|| format!("--set {assignment}: expected key=value, e.g. --set steps=200"))?;
         let key = RENAMED_KEYS.iter().find(|(old, _)| *old == key).map_or(key, |(_, new)| *new);
+        if key == "hellaswag" {
+            bail!("--set {assignment}: the HellaSwag file is an input of the evaluation, not a config key; pass --hellaswag {raw}");
+        }
         let mut root = serde_json::to_value(&*self)?;
         let mut slot = &mut root;
         for part in key.split('.') {
@@ -523,6 +523,8 @@ mod tests {
         assert!(c.set("model.depth=3").unwrap_err().to_string().contains("unknown key `model.depth`"));
         assert!(c.set("steps=many").is_err());
         assert!(c.set("steps").is_err());
+        let moved = c.set("hellaswag=h.jsonl").unwrap_err().to_string();
+        assert!(moved.contains("--hellaswag h.jsonl"), "{moved}");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   a plan rebuilt with today's cost model and checked step for step against the stored one;
 //! - 2 → 3: the data in file order (`data_seed: null`), the leading validation slice
 //!   (`val_spread: false`, `val_tokens` from `val_batches`), the softmax over the padded
-//!   vocabulary, no re-warmup or moment resets, and WSD's defaults (unused by those runs).
+//!   vocabulary, no re-warmup or moment resets, and WSD's defaults (unused by those runs);
+//! - 3 → 4: the HellaSwag file moves out of the config into [`RunHeader::hellaswag`] (where it
+//!   lies is not part of what a run trains), its digest and counts unknown; [`RunHeader::kernels`]
+//!   is absent (those runs did not record them).
 //!
 //! A format newer than this build's is refused, never guessed at.
 
@@ -25,7 +28,7 @@ use crate::cooldown::CooldownBranch;
 use crate::schedule::ScheduleSpec;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// `run.json`: what a run is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +48,69 @@ pub struct RunHeader {
     /// Set when this run is a cooldown branch of another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<CooldownBranch>,
+    /// The HellaSwag file the run evaluates on, if any: an input of the evaluation, not of the
+    /// training, so it is recorded here and not in the config (a study's design never depends on
+    /// where the file lies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hellaswag: Option<HellaswagInput>,
+    /// The CPU kernels and threads the run computed with (absent in runs before format 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Kernels>,
+}
+
+/// What a run evaluated HellaSwag on: the file, what it held, and how much of it fit the context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HellaswagInput {
+    /// Where the run reads the file (as given; a resume reads it there again and checks `sha256`).
+    pub path: PathBuf,
+    /// SHA-256 of the whole file (hex); `null` in runs upgraded from format 3, which did not record it.
+    pub sha256: Option<String>,
+    /// Examples of each evaluation (after `hellaswag_limit`), the ones scored and the ones skipped
+    /// because a row does not fit the model's context; `null` in runs upgraded from format 3.
+    pub counts: Option<HellaswagCounts>,
+}
+
+/// How many HellaSwag examples an evaluation reads, scores and skips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HellaswagCounts {
+    pub examples: u64,
+    pub scored: u64,
+    pub skipped: u64,
+}
+
+/// The CPU kernels and threads a run computes with. libtorch picks them per machine (and oneMKL
+/// per run, unless `MKL_CBWR` pins its code path), so bits are only comparable between runs that
+/// had the same ones: a resume under other kernels or thread counts says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kernels {
+    /// ATen's CPU capability (`avx2`, `avx512`, ...; `ATEN_CPU_CAPABILITY` pins it).
+    pub cpu_capability: String,
+    /// Intra-op threads (`STAGEWISE_THREADS` or libtorch's default: the physical cores).
+    pub threads: usize,
+    /// oneMKL's conditional numerical reproducibility mode (`MKL_CBWR`; the trainer sets
+    /// `AUTO,STRICT` when unset, so that two runs on one machine compute the same bits).
+    pub mkl_cbwr: String,
+}
+
+impl Kernels {
+    /// How `self` (a run's recorded kernels) differ from `now` (this process's), in words; `None`
+    /// when they are the same.
+    pub fn differences(&self, now: &Kernels) -> Option<String> {
+        let mut diffs = Vec::new();
+        if self.cpu_capability != now.cpu_capability {
+            diffs.push(format!(
+                "CPU capability {} (now {}; set ATEN_CPU_CAPABILITY={0})",
+                self.cpu_capability, now.cpu_capability
+            ));
+        }
+        if self.threads != now.threads {
+            diffs.push(format!("{} threads (now {}; set STAGEWISE_THREADS={0})", self.threads, now.threads));
+        }
+        if self.mkl_cbwr != now.mkl_cbwr {
+            diffs.push(format!("MKL_CBWR={} (now {})", self.mkl_cbwr, now.mkl_cbwr));
+        }
+        (!diffs.is_empty()).then(|| diffs.join(", "))
+    }
 }
 
 /// Why a `run.json` cannot be used.
@@ -87,6 +153,8 @@ impl RunHeader {
             libtorch_version: libtorch_version.to_string(),
             start_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             branch: None,
+            hellaswag: None,
+            kernels: None,
         }
     }
 
@@ -124,6 +192,9 @@ impl RunHeader {
         }
         if format <= 2 {
             upgrade_v2(&mut value);
+        }
+        if format <= 3 {
+            upgrade_v3(&mut value);
         }
         let mut header: RunHeader = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
         if format == 1 {
@@ -202,6 +273,15 @@ fn upgrade_v2(value: &mut Value) {
     value["format"] = json!(3);
 }
 
+/// Format 3 → 4 in place: the config's HellaSwag path becomes the header's evaluation input.
+fn upgrade_v3(value: &mut Value) {
+    let path = value.get_mut("config").and_then(Value::as_object_mut).and_then(|c| c.remove("hellaswag"));
+    if let Some(path) = path.filter(|p| !p.is_null()) {
+        value["hellaswag"] = json!({ "path": path, "sha256": null, "counts": null });
+    }
+    value["format"] = json!(4);
+}
+
 /// `Ok` when two plans run the same steps with the same compute; else what differs first.
 fn same_steps(stored: &Plan, rebuilt: &Plan) -> Result<(), String> {
     if stored.segments.len() != rebuilt.segments.len() {
@@ -225,4 +305,58 @@ pub fn git_commit() -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_header() -> RunHeader {
+        let config = TrainConfig::preset("tiny").unwrap();
+        let schedule = ScheduleSpec::baseline();
+        let plan = schedule.plan(&config).unwrap();
+        RunHeader::new("r", config, schedule, plan, "cpu".into(), "2.11.0")
+    }
+
+    /// `header` as a format-3 `run.json`: the HellaSwag path in the config, no kernels.
+    fn as_format_3(header: &RunHeader, hellaswag: Value) -> Vec<u8> {
+        let mut value = serde_json::to_value(header).unwrap();
+        value["format"] = json!(3);
+        value["config"]["hellaswag"] = hellaswag;
+        let object = value.as_object_mut().unwrap();
+        object.remove("hellaswag");
+        object.remove("kernels");
+        serde_json::to_vec_pretty(&value).unwrap()
+    }
+
+    #[test]
+    fn a_format_3_header_moves_its_hellaswag_path_out_of_the_config() {
+        let header = tiny_header();
+        let path = Path::new("run.json");
+        let upgraded = RunHeader::parse(path, &as_format_3(&header, json!("elsewhere/hellaswag_val.jsonl"))).unwrap();
+        assert_eq!(upgraded.format, FORMAT);
+        assert_eq!(
+            upgraded.hellaswag,
+            Some(HellaswagInput { path: "elsewhere/hellaswag_val.jsonl".into(), sha256: None, counts: None })
+        );
+        assert_eq!(upgraded.config, header.config, "nothing else in the config changes");
+        assert_eq!(upgraded.kernels, None);
+        let without = RunHeader::parse(path, &as_format_3(&header, Value::Null)).unwrap();
+        assert_eq!((without.hellaswag, without.plan), (None, header.plan.clone()));
+        // Today's format reads back as written; a newer one is refused.
+        assert_eq!(RunHeader::parse(path, &header.to_json()).unwrap(), header);
+        let mut newer = serde_json::to_value(&header).unwrap();
+        newer["format"] = json!(FORMAT + 1);
+        let err = RunHeader::parse(path, &serde_json::to_vec(&newer).unwrap()).unwrap_err();
+        assert!(matches!(err, HeaderError::Newer { .. }), "{err}");
+    }
+
+    #[test]
+    fn kernel_differences_name_the_variable_that_pins_them() {
+        let recorded = Kernels { cpu_capability: "avx2".into(), threads: 2, mkl_cbwr: "AUTO,STRICT".into() };
+        assert_eq!(recorded.differences(&recorded.clone()), None);
+        let now = Kernels { cpu_capability: "avx512".into(), threads: 8, ..recorded.clone() };
+        let said = recorded.differences(&now).unwrap();
+        assert!(said.contains("ATEN_CPU_CAPABILITY=avx2") && said.contains("STAGEWISE_THREADS=2"), "{said}");
+    }
 }

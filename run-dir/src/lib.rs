@@ -30,7 +30,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use config::{GptConfig, LossKernel, TokenizerKind, TrainConfig};
-pub use header::{HeaderError, RunHeader};
+pub use header::{HeaderError, HellaswagCounts, HellaswagInput, Kernels, RunHeader};
 pub use lock::RunLock;
 pub use metrics::{LineKind, MetricsLine, MetricsWriter, Skipped};
 pub use schedule::{BaselineSpec, Growth, IncrementalSpec, ScheduleSpec};
@@ -156,6 +156,16 @@ impl RunDir {
     /// for `step` survived.
     pub fn truncate_metrics_after(&self, step: u64) -> anyhow::Result<bool> {
         metrics::truncate_after(&self.metrics_path(), step)
+    }
+
+    /// True when the run trained to the end of its plan: its log holds the checkpoint of its last
+    /// step (the loop's final act). Read from the log, not the checkpoints, which a committed
+    /// study does not keep.
+    pub fn is_finished(&self) -> bool {
+        let Ok(header) = self.read_header() else { return false };
+        let last = header.plan.total_steps();
+        self.read_metrics()
+            .is_ok_and(|(lines, _)| lines.iter().any(|l| l.kind == LineKind::Checkpoint && l.step == last))
     }
 
     /// Every parseable line of `metrics.jsonl`, and the skipped ones with their line numbers.

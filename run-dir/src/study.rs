@@ -25,11 +25,26 @@ use crate::{BaselineSpec, Growth, IncrementalSpec, ScheduleSpec, TrainConfig};
 
 /// The study file's name in the runs directory.
 pub const STUDY_FILE: &str = "study.json";
-/// Its format version.
-pub const STUDY_FORMAT: u32 = 1;
+/// Its format version. Format 1 held the HellaSwag file among the overrides (so the design
+/// depended on where the file lay); format 2 never does: `hellaswag_every=0` (evaluate at the end
+/// of every run and branch) is part of every design, the file an input of `train study`.
+pub const STUDY_FORMAT: u32 = 2;
+/// The override that puts HellaSwag at the end of every run and branch (when a file is given).
+const HELLASWAG_AT_THE_END: &str = "hellaswag_every=0";
 /// Wall time of each `train study` invocation that finished (JSON lines: `finished`, `seconds`),
 /// beside the study file.
 pub const STUDY_TIME_FILE: &str = "study-time.jsonl";
+
+/// The summed wall seconds of the finished `train study` invocations logged in `runs_dir`
+/// ([`STUDY_TIME_FILE`]); `None` when none is.
+pub fn logged_wall_seconds(runs_dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(runs_dir.join(STUDY_TIME_FILE)).ok()?;
+    let seconds: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seconds")?.as_f64())
+        .collect();
+    (!seconds.is_empty()).then(|| seconds.iter().sum())
+}
 
 /// Which comparison the study makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -127,16 +142,28 @@ impl StudyDesign {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let design: StudyDesign =
+        let mut design: StudyDesign =
             serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt study file", path.display()))?;
-        if design.format != STUDY_FORMAT {
+        if design.format > STUDY_FORMAT {
             bail!(
-                "{}: study format {}, this build reads format {STUDY_FORMAT}; use the stagewise version that wrote it",
+                "{}: study format {}, newer than this build reads (up to {STUDY_FORMAT}); use a newer stagewise",
                 path.display(),
                 design.format
             );
         }
+        if design.format == 1 {
+            design.upgrade_v1();
+        }
         Ok(Some(design))
+    }
+
+    /// Format 1 → 2: the HellaSwag file leaves the overrides; evaluating at the end stays.
+    fn upgrade_v1(&mut self) {
+        self.overrides.retain(|o| !o.starts_with("hellaswag="));
+        if !self.overrides.iter().any(|o| o.starts_with("hellaswag_every=")) {
+            self.overrides.push(HELLASWAG_AT_THE_END.into());
+        }
+        self.format = 2;
     }
 
     /// Write the design to `runs_dir/study.json` (whole or not at all).
@@ -173,7 +200,7 @@ impl StudyDesign {
             overrides.push(format!("warmup_steps={}", (base_steps / 14).max(1)));
         }
         let quick = request.quick;
-        let design = match request.protocol {
+        let mut design = match request.protocol {
             Protocol::Fair => {
                 let seeds = if quick { vec![1] } else { vec![1, 2, 3] };
                 let budgets = if quick { vec![0.5, 1.0] } else { vec![0.5, 1.0, 2.0] };
@@ -313,6 +340,8 @@ impl StudyDesign {
                 }
             }
         };
+        // HellaSwag, when `train study` is given a file, at the end of every run and branch.
+        design.overrides.push(HELLASWAG_AT_THE_END.into());
         Ok(design)
     }
 
@@ -464,5 +493,34 @@ mod tests {
         assert!(config.cooldown_budgets.is_empty());
         let quick = cpu(Protocol::Fair, true);
         assert_eq!((quick.seeds.len(), quick.runs().len()), (1, 3));
+    }
+
+    #[test]
+    fn the_committed_studies_are_todays_designs() {
+        // `just study` on a clone must find the committed study finished, not another design.
+        let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports");
+        for (dir, protocol) in [("runs", Protocol::Fair), ("paper/runs", Protocol::Paper)] {
+            let committed = StudyDesign::read(&reports.join(dir)).unwrap().unwrap();
+            assert_eq!(committed, cpu(protocol, false), "reports/{dir}/study.json is not this commit's design");
+        }
+    }
+
+    #[test]
+    fn a_format_1_design_with_a_hellaswag_file_reads_as_todays_design() {
+        for protocol in [Protocol::Fair, Protocol::Paper] {
+            let today = cpu(protocol, false);
+            // Format 1 held the file among the overrides when `train study --hellaswag` was given.
+            let mut old = today.clone();
+            old.format = 1;
+            let at = old.overrides.len() - 1;
+            old.overrides.insert(at, "hellaswag=somewhere/else/hellaswag_val.jsonl".into());
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(STUDY_FILE), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+            assert_eq!(StudyDesign::read(dir.path()).unwrap(), Some(today.clone()), "{protocol:?}");
+            // Without a file, format 1 had no HellaSwag overrides at all.
+            old.overrides.retain(|o| !o.starts_with("hellaswag"));
+            std::fs::write(dir.path().join(STUDY_FILE), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+            assert_eq!(StudyDesign::read(dir.path()).unwrap(), Some(today));
+        }
     }
 }

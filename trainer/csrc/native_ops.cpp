@@ -4,6 +4,7 @@
 // function returns a C++ exception as a malloc'd message (NULL on success; see shim.h).
 
 #include <ATen/ATen.h>
+#include <ATen/Version.h>
 #include <ATen/autocast_mode.h>
 
 #include <vector>
@@ -99,6 +100,12 @@ char* sw_allow_tf32(bool allow) {
         at::globalContext().setAllowTF32CuBLAS(allow);
         at::globalContext().setAllowTF32CuDNN(allow);
     });
+}
+
+// ATen's CPU capability (`torch.backends.cpu.get_cpu_capability()`: "AVX2", "AVX512", ...), as a
+// malloc'd string the caller frees with sw_free_error.
+char* sw_cpu_capability(char** out) {
+    return guarded([&] { *out = stagewise::error_message(at::get_cpu_capability().c_str()); });
 }
 
 }  // extern "C"

@@ -20,6 +20,8 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
+use run_dir::{HellaswagCounts, HellaswagInput, TrainConfig};
+
 use crate::data::Tokenizer;
 use crate::model::Gpt;
 
@@ -39,12 +41,50 @@ struct RawExample {
     label: Option<serde_json::Value>,
 }
 
-/// The HellaSwag examples a config asks for (none when it names no file).
-pub fn load_configured(config: &run_dir::TrainConfig) -> anyhow::Result<Vec<Example>> {
-    match &config.hellaswag {
-        Some(path) => load(path, config.hellaswag_limit),
-        None => Ok(Vec::new()),
+/// A run's HellaSwag set: the file's examples rendered for the model's context, and what the run
+/// header records of the file (where, its SHA-256, how many examples fit).
+#[derive(Debug, Clone)]
+pub struct HellaswagSet {
+    pub rendered: Rendered,
+    pub input: HellaswagInput,
+}
+
+impl HellaswagSet {
+    /// Read `path` (the first `config.hellaswag_limit` examples), digest it, and render it for
+    /// `config`'s tokenizer and context. With `expected_sha256` (what a run recorded when it
+    /// started), a file that changed since is an error: its scores would not continue the run's.
+    pub fn open(path: &Path, expected_sha256: Option<&str>, config: &TrainConfig) -> anyhow::Result<HellaswagSet> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "{}: cannot read the HellaSwag file (`just data --hellaswag` downloads the official one)",
+                path.display()
+            )
+        })?;
+        let sha256 = sha256_hex(&bytes);
+        if let Some(expected) = expected_sha256.filter(|e| *e != sha256) {
+            bail!(
+                "{}: the HellaSwag file changed since the run started (SHA-256 {expected} then, {sha256} now); put the run's file back at that path",
+                path.display()
+            );
+        }
+        let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+        let examples = parse(path, &text, config.hellaswag_limit)?;
+        let tokenizer = Tokenizer::new(config.tokenizer)?;
+        let rendered = Rendered::new(&tokenizer, &examples, config.model.context);
+        let counts = HellaswagCounts {
+            examples: examples.len() as u64,
+            scored: rendered.fitting.len() as u64,
+            skipped: rendered.skipped.len() as u64,
+        };
+        let input = HellaswagInput { path: path.to_path_buf(), sha256: Some(sha256), counts: Some(counts) };
+        Ok(HellaswagSet { rendered, input })
     }
+}
+
+/// SHA-256 of `data`, as lowercase hex.
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Read at most `limit` examples; a malformed line is an error naming the file and line.
@@ -52,6 +92,11 @@ pub fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!("{}: cannot read HellaSwag file (`just data --hellaswag` downloads the official one)", path.display())
     })?;
+    parse(path, &text, limit)
+}
+
+/// At most `limit` examples of `text`, the contents of `path`.
+fn parse(path: &Path, text: &str, limit: Option<usize>) -> anyhow::Result<Vec<Example>> {
     let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if limit.is_some_and(|l| examples.len() >= l) {
@@ -187,37 +232,53 @@ pub fn evaluate(
 ) -> Score {
     let (mut right, mut right_norm) = (0usize, 0usize);
     for chunk in examples.fitting.chunks(batch_examples.max(1)) {
-        let rows: Vec<Row> = chunk.iter().flat_map(|(_, rows)| rows.iter().cloned()).collect();
+        let rows: Vec<Row> = chunk.iter().flat_map(|e| e.rows.iter().cloned()).collect();
         let losses = ending_losses(model, active_layers, &rows, vocab, device, autocast);
-        for ((label, _), scores) in chunk.iter().zip(losses.chunks(4)) {
+        for (RenderedExample { label, .. }, scores) in chunk.iter().zip(losses.chunks(4)) {
             let sums: Vec<f64> = scores.iter().map(|s| s.0).collect();
             let means: Vec<f64> = scores.iter().map(|s| s.1).collect();
             right += usize::from(argmin(&sums) == *label);
             right_norm += usize::from(argmin(&means) == *label);
         }
     }
-    Score::from_counts(right, right_norm, examples.fitting.len(), examples.skipped)
+    Score::from_counts(right, right_norm, examples.fitting.len(), examples.skipped.len())
 }
 
 /// Examples tokenized for a model's context, once per run (tokenizing them is the slow part of an
-/// evaluation with GPT-2's BPE): each fitting example's label and rows, and how many did not fit.
+/// evaluation with GPT-2's BPE): the examples that fit, and the indices of those that did not.
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
-    pub fitting: Vec<(usize, Vec<Row>)>,
-    pub skipped: usize,
+    pub fitting: Vec<RenderedExample>,
+    pub skipped: Vec<usize>,
+}
+
+/// One example that fits: its index in the file, its label and its four rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedExample {
+    pub index: usize,
+    pub label: usize,
+    pub rows: Vec<Row>,
 }
 
 impl Rendered {
     /// `examples` rendered for `context` (see [`render`]).
-    pub fn new<'a>(tokenizer: &Tokenizer, examples: impl IntoIterator<Item = &'a Example>, context: usize) -> Rendered {
+    pub fn new(tokenizer: &Tokenizer, examples: &[Example], context: usize) -> Rendered {
         let mut rendered = Rendered::default();
-        for example in examples {
+        for (index, example) in examples.iter().enumerate() {
             match render(tokenizer, example, context) {
-                Some(rows) => rendered.fitting.push((example.label, rows)),
-                None => rendered.skipped += 1,
+                Some(rows) => rendered.fitting.push(RenderedExample { index, label: example.label, rows }),
+                None => rendered.skipped.push(index),
             }
         }
         rendered
+    }
+
+    /// The examples (fitting or skipped) whose index in the file `mine` accepts: one rank's share.
+    pub fn share(self, mine: impl Fn(usize) -> bool) -> Rendered {
+        Rendered {
+            fitting: self.fitting.into_iter().filter(|e| mine(e.index)).collect(),
+            skipped: self.skipped.into_iter().filter(|&i| mine(i)).collect(),
+        }
     }
 }
 
@@ -235,8 +296,7 @@ pub const DEFAULT_PATH: &str = "data/hellaswag_val.jsonl";
 /// have `bytes` bytes and SHA-256 `sha256` (hex), else nothing is written and the error says
 /// what came instead.
 pub fn download_checked(url: &str, dest: &Path, bytes: u64, sha256: &str) -> anyhow::Result<()> {
-    use sha2::{Digest, Sha256};
-    let hex = |data: &[u8]| Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let hex = sha256_hex;
     if let Ok(existing) = std::fs::read(dest) {
         if existing.len() as u64 == bytes && hex(&existing) == sha256 {
             return Ok(());
@@ -324,8 +384,7 @@ mod tests {
         let sha = "c1d2bc2a5d1479b41a19a7a2d7d36c5e94fd9de5fa6ea2e31b6c2d5f2e12b2b0";
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("data/hellaswag_val.jsonl");
-        use sha2::Digest;
-        let real: String = sha2::Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+        let real = sha256_hex(body);
         let err = download_checked(&serve(body), &dest, body.len() as u64, sha).unwrap_err().to_string();
         assert!(err.contains(&real) && err.contains("nothing written"), "{err}");
         assert!(!dest.exists());
@@ -333,6 +392,35 @@ mod tests {
         assert_eq!(load(&dest, None).unwrap()[0].label, 1);
         // Already there and right: no download at all (no server is listening).
         download_checked("http://127.0.0.1:9/nothing", &dest, body.len() as u64, &real).unwrap();
+    }
+
+    #[test]
+    fn a_hellaswag_set_records_its_file_and_what_fits_and_refuses_a_changed_file() {
+        let f = write(&[
+            r#"{"ctx": "ab", "endings": ["c", "d", "e", "f"], "label": 1}"#,
+            r#"{"ctx": "a much longer context", "endings": ["c", "d", "e", "f"], "label": 0}"#,
+            r#"{"ctx": "xy", "endings": ["z", "w", "v", "u"], "label": 3}"#,
+        ]);
+        let mut config = TrainConfig::preset("tiny").unwrap();
+        config.model.context = 8;
+        let set = HellaswagSet::open(f.path(), None, &config).unwrap();
+        let sha = sha256_hex(&std::fs::read(f.path()).unwrap());
+        assert_eq!(set.input.path, f.path());
+        assert_eq!(set.input.sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(set.input.counts, Some(HellaswagCounts { examples: 3, scored: 2, skipped: 1 }));
+        assert_eq!(set.rendered.skipped, vec![1]);
+        // Ranks split the file by example index, skipped examples too.
+        let even = set.rendered.clone().share(|i| i % 2 == 0);
+        assert_eq!(even.fitting.iter().map(|e| (e.index, e.label)).collect::<Vec<_>>(), vec![(0, 1), (2, 3)]);
+        assert!(even.skipped.is_empty());
+        assert_eq!(set.rendered.clone().share(|i| i % 2 == 1).skipped, vec![1]);
+        // The limit applies before counting; the recorded digest must still match.
+        config.hellaswag_limit = Some(1);
+        let first = HellaswagSet::open(f.path(), Some(&sha), &config).unwrap();
+        assert_eq!(first.input.counts, Some(HellaswagCounts { examples: 1, scored: 1, skipped: 0 }));
+        std::fs::write(f.path(), r#"{"ctx": "q", "endings": ["c", "d", "e", "f"], "label": 2}"#).unwrap();
+        let err = HellaswagSet::open(f.path(), Some(&sha), &config).unwrap_err().to_string();
+        assert!(err.contains("changed since the run started") && err.contains(&sha), "{err}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ extern "C" {
     fn sw_pin_memory(tensor: *const C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
     fn sw_use_bf16_autocast_on_cuda() -> *mut c_char;
     fn sw_allow_tf32(allow: bool) -> *mut c_char;
+    fn sw_cpu_capability(out: *mut *mut c_char) -> *mut c_char;
 }
 
 /// The first line of a shim's returned message (NULL = success: `None`), freed. Every C entry
@@ -168,6 +169,14 @@ pub fn allow_tf32(allow: bool) -> Result<(), NativeError> {
     check("allow_tf32", unsafe { sw_allow_tf32(allow) })
 }
 
+/// ATen's CPU capability, as `torch.backends.cpu.get_cpu_capability()` names it (`AVX2`, `AVX512`, ...).
+pub fn cpu_capability() -> Result<String, NativeError> {
+    let mut out: *mut c_char = std::ptr::null_mut();
+    // SAFETY: on success `out` is a malloc'd NUL-terminated string, freed by take_message.
+    check("get_cpu_capability", unsafe { sw_cpu_capability(&mut out) })?;
+    Ok(take_message(out).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +208,15 @@ mod tests {
         if !tch::Cuda::is_available() {
             assert!(pin_memory(&Tensor::from_slice(&[1i16, 2])).is_err());
         }
+    }
+
+    #[test]
+    fn aten_names_its_cpu_capability() {
+        let capability = cpu_capability().unwrap();
+        assert!(
+            ["DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256"].iter().any(|c| capability.starts_with(c)),
+            "{capability}"
+        );
     }
 
     #[test]

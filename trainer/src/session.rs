@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use cost_model::{ComputeUnit, Until};
 use run_dir::config::LrKind;
 use run_dir::cooldown::{self, CooldownBranch};
-use run_dir::{RunDir, RunHeader, ScheduleSpec, TrainConfig};
+use run_dir::{HellaswagInput, RunDir, RunHeader, ScheduleSpec, TrainConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tch::Device;
@@ -39,12 +39,16 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// The data-parallel job this process is part of (a world of one by default).
     pub world: Rc<World>,
+    /// A new run (or a study's new runs) evaluates HellaSwag on this file: an input of the
+    /// evaluation, recorded in the run header (path, SHA-256, examples that fit), not in the
+    /// config. Resumes and cooldown branches read the file their run recorded.
+    pub hellaswag: Option<PathBuf>,
 }
 
 impl TrainOptions {
     /// One process on `device`.
     pub fn single(device: Device, stop_after_step: Option<u64>, quiet: bool) -> TrainOptions {
-        TrainOptions { device, stop_after_step, quiet, world: Rc::new(World::single()) }
+        TrainOptions { device, stop_after_step, quiet, world: Rc::new(World::single()), hellaswag: None }
     }
 }
 
@@ -78,22 +82,33 @@ pub(crate) fn decide<T: Serialize + DeserializeOwned>(
     }
 }
 
-/// The data and HellaSwag examples a run reads.
-type Inputs = (TokenDataset, Vec<eval::Example>);
+/// The data and the HellaSwag set a run reads.
+struct Inputs {
+    dataset: TokenDataset,
+    hellaswag: Option<eval::HellaswagSet>,
+}
 
-/// Open a run's inputs (every rank opens its own; opening checks every token of every shard).
-fn open_inputs(config: &TrainConfig) -> anyhow::Result<Inputs> {
+/// Open a run's inputs (every rank opens its own; opening checks every token of every shard):
+/// the data of `config`, and the HellaSwag file at `hellaswag`, which must still have the
+/// SHA-256 a run recorded, if it did.
+fn open_inputs(config: &TrainConfig, hellaswag: Option<&HellaswagInput>) -> anyhow::Result<Inputs> {
     let dataset = TokenDataset::open(&config.data_dir, config.tokenizer.vocab_size())?;
-    Ok((dataset, eval::load_configured(config)?))
+    let hellaswag = hellaswag.map(|h| eval::HellaswagSet::open(&h.path, h.sha256.as_deref(), config)).transpose()?;
+    Ok(Inputs { dataset, hellaswag })
 }
 
 /// The inputs rank 0 opened while deciding (checking them is part of the decision), or, on the
-/// other ranks, this rank's own: no rank reads the data twice.
-fn inputs(opened: Option<Inputs>, config: &TrainConfig) -> Result<Inputs, anyhow::Error> {
+/// other ranks, this rank's own, from the decided header: no rank reads the data twice.
+fn inputs(opened: Option<Inputs>, header: &RunHeader) -> Result<Inputs, anyhow::Error> {
     match opened {
         Some(inputs) => Ok(inputs),
-        None => open_inputs(config).map_err(bad_input),
+        None => open_inputs(&header.config, header.hellaswag.as_ref()).map_err(bad_input),
     }
+}
+
+/// A HellaSwag file given for a new run, before it is opened (nothing recorded yet).
+fn new_hellaswag(path: &Option<PathBuf>) -> Option<HellaswagInput> {
+    path.as_ref().map(|path| HellaswagInput { path: path.clone(), sha256: None, counts: None })
 }
 
 /// Every step must give each rank at least one micro-batch.
@@ -151,9 +166,9 @@ pub fn start(
                 );
             }
             // Open the data before creating anything, so a missing dataset leaves no run directory behind.
-            let inputs = open_inputs(&config)?;
+            let inputs = open_inputs(&config, new_hellaswag(&options.hellaswag).as_ref())?;
             let device = device::name(options.device);
-            let header = RunHeader::new(
+            let mut header = RunHeader::new(
                 &run.name(),
                 config.clone(),
                 schedule.clone(),
@@ -161,8 +176,15 @@ pub fn start(
                 device,
                 env!("TORCH_BUILD_VERSION"),
             );
+            header.hellaswag = inputs.hellaswag.as_ref().map(|h| h.input.clone());
+            header.kernels = Some(device::kernels());
             if header.uses_validation() {
-                validation_starts(inputs.0.val.len(), config.val_tokens, config.model.context, config.val_spread)?;
+                validation_starts(
+                    inputs.dataset.val.len(),
+                    config.val_tokens,
+                    config.model.context,
+                    config.val_spread,
+                )?;
             }
             Ok((header, inputs))
         })()
@@ -181,7 +203,7 @@ pub fn start(
         opened = Some(inputs);
         Ok(header)
     })?;
-    let (dataset, hellaswag) = inputs(opened, &header.config)?;
+    let Inputs { dataset, hellaswag } = inputs(opened, &header)?;
     if !options.quiet && world.is_main() {
         eprintln!(
             "training {} ({} schedule, {} steps) on {} into {}{}",
@@ -197,7 +219,7 @@ pub fn start(
         }
     }
     let start = TrainState::start(header.config.data_seed);
-    let trainer = Trainer::new(run, header, dataset, hellaswag, options)?;
+    let trainer = Trainer::new(run, header, dataset, hellaswag.map(|h| h.rendered), options)?;
     trainer.sync_from_main()?;
     let summary = trainer.run(start, None, options);
     drop(lock);
@@ -283,7 +305,7 @@ pub fn cooldown(
         opened = Some(inputs);
         Ok(header)
     })?;
-    let (dataset, hellaswag) = inputs(opened, &header.config)?;
+    let Inputs { dataset, hellaswag } = inputs(opened, &header)?;
     if !options.quiet && world.is_main() {
         let b = header.branch.as_ref().expect("a branch header");
         eprintln!(
@@ -296,7 +318,7 @@ pub fn cooldown(
             branch.path().display()
         );
     }
-    let mut trainer = Trainer::new(branch, header, dataset, hellaswag, options)?;
+    let mut trainer = Trainer::new(branch, header, dataset, hellaswag.map(|h| h.rendered), options)?;
     let state = decide(world, || checkpoint::load(&checkpoint, &mut trainer.vs, &mut trainer.optimizer))?;
     trainer.sync_from_main()?;
     let summary = trainer.run(state, None, options);
@@ -346,12 +368,15 @@ fn prepare_branch(
         );
     }
     config.cooldown_budgets.clear();
-    let inputs = open_inputs(&config)?;
+    // The branch evaluates on its run's HellaSwag file, which must not have changed since.
+    let inputs = open_inputs(&config, main.hellaswag.as_ref())?;
     let name = cooldown::branch_run_name(&main.name, unit, budget);
     let plan = main.plan.truncated(point.to_step);
     check_world(&config, &plan, &options.world)?;
     let device = device::name(options.device);
     let mut header = RunHeader::new(&name, config, main.schedule.clone(), plan, device, env!("TORCH_BUILD_VERSION"));
+    header.hellaswag = inputs.hellaswag.as_ref().map(|h| h.input.clone());
+    header.kernels = Some(device::kernels());
     header.branch = Some(CooldownBranch {
         parent: main.name.clone(),
         budget,
@@ -373,7 +398,7 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
     let mut opened = None;
     let header = decide(world, || {
         let header = run.read_header().map_err(bad_input)?;
-        opened = Some(open_inputs(&header.config).map_err(bad_input)?);
+        opened = Some(open_inputs(&header.config, header.hellaswag.as_ref()).map_err(bad_input)?);
         check_world(&header.config, &header.plan, world).map_err(bad_input)?;
         lock = Some(run.lock().map_err(bad_input)?);
         checkpoint::remove_partial(&run);
@@ -382,14 +407,17 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
         has_checkpoint_line = run.truncate_metrics_after(resume_step)?;
         Ok(header)
     })?;
-    let (dataset, hellaswag) = inputs(opened, &header.config)?;
+    let Inputs { dataset, hellaswag } = inputs(opened, &header)?;
+    if world.is_main() {
+        warn_if_other_kernels(&header);
+    }
     // A branch with no checkpoint of its own starts again from its run's checkpoint.
     let from_parent = match (&latest, &header.branch, run.branch_parent()) {
         (None, Some(b), Some(parent)) => Some(parent.checkpoint_dir(b.from_step)),
         _ => None,
     };
     let data_seed = header.config.data_seed;
-    let mut trainer = Trainer::new(run, header, dataset, hellaswag, options)?;
+    let mut trainer = Trainer::new(run, header, dataset, hellaswag.map(|h| h.rendered), options)?;
     let state = decide(world, || match latest.as_ref().map(|(_, dir)| dir.clone()).or(from_parent) {
         Some(dir) => checkpoint::load(&dir, &mut trainer.vs, &mut trainer.optimizer),
         None => Ok(TrainState::start(data_seed)),
@@ -399,6 +427,15 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<TrainSum
     let summary = trainer.run(state, missing_line, options);
     drop(lock);
     summary
+}
+
+/// Bits are only comparable under the kernels and threads a run started with: say so when a
+/// resume computes with others (the losses then continue to float rounding, not bit for bit).
+fn warn_if_other_kernels(header: &RunHeader) {
+    let now = device::kernels();
+    if let Some(differences) = header.kernels.as_ref().and_then(|recorded| recorded.differences(&now)) {
+        eprintln!("warning: {} started with {differences}: it resumes correctly, but not bit for bit", header.name);
+    }
 }
 
 /// Human summary of a finished invocation.

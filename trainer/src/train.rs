@@ -46,7 +46,8 @@ pub(crate) struct Trainer {
     run: RunDir,
     header: RunHeader,
     dataset: Arc<TokenDataset>,
-    hellaswag: Vec<eval::Example>,
+    /// The HellaSwag examples, rendered for the model's context (all ranks' until `run`).
+    hellaswag: Option<eval::Rendered>,
     device: Device,
     pub(crate) vs: VarStore,
     model: Gpt,
@@ -66,7 +67,7 @@ impl Trainer {
         run: RunDir,
         header: RunHeader,
         dataset: TokenDataset,
-        hellaswag: Vec<eval::Example>,
+        hellaswag: Option<eval::Rendered>,
         options: &TrainOptions,
     ) -> anyhow::Result<Trainer> {
         let (vs, model, optimizer) = init_model(&header.config, options.device)?;
@@ -105,17 +106,9 @@ impl Trainer {
             .iter()
             .map(|&b| Ok(cooldown::branch_point(&plan, config.cooldown_unit, b, config.cooldown_fraction)?.from_step))
             .collect::<anyhow::Result<_>>()?;
-        // This rank's share of the HellaSwag examples (example i goes to rank i mod world),
-        // tokenized once; building GPT-2's BPE takes a moment, so only when there are any.
-        let hellaswag = std::mem::take(&mut self.hellaswag);
-        let hellaswag = match hellaswag.is_empty() {
-            true => None,
-            false => {
-                let tokenizer = crate::data::Tokenizer::new(config.tokenizer)?;
-                let mine = hellaswag.iter().enumerate().filter(|(i, _)| self.world.owns(*i)).map(|(_, e)| e);
-                Some(eval::Rendered::new(&tokenizer, mine, config.model.context))
-            }
-        };
+        // This rank's share of the HellaSwag examples (example i goes to rank i mod world).
+        let world = Rc::clone(&self.world);
+        let hellaswag = self.hellaswag.take().map(|all| all.share(|i| world.owns(i)));
         if let Some(dir) = missing_checkpoint_line.filter(|_| self.world.is_main()) {
             // The process died between writing the checkpoint and logging it.
             let seg = *plan.segment_of(state.step.max(1)).context("checkpoint beyond the plan")?;

@@ -139,7 +139,7 @@ fn an_incremental_run_states_its_equal_compute_steps_and_stops_at_the_flop_one()
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("runs/inc/run.json")).unwrap()).unwrap();
     assert_eq!(info["schedule"]["until"]["equal_compute"], "flops");
-    assert_eq!(info["format"], 3);
+    assert_eq!(info["format"], run_dir::header::FORMAT);
     let flops_step = info["plan"]["equal_compute"]["flops"]["step"].as_u64().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("step {flops_step}/{flops_step}")));
 }

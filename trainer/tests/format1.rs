@@ -3,6 +3,12 @@
 //! trainer and continues bit for bit: the fixture was stopped at step 4 by the old trainer, and
 //! resuming it must reproduce the old trainer's uninterrupted run through the stage-2 growth (zero
 //! growth, step 5) and the continual optimizer reset (step 9) to step 14.
+//!
+//! Bits written on another machine are only reproducible under the kernels they were made with:
+//! the fixture's machine ran ATen's AVX2 kernels and oneMKL's AVX2 path, and on a CPU with
+//! AVX-512 libtorch picks other kernels by default (the losses then differ from step 6 or 9 in
+//! the last bits). So the resume pins both, `ATEN_CPU_CAPABILITY=avx2` and `MKL_CBWR=AVX2`,
+//! which any x86-64 CPU with AVX2 computes alike.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,6 +53,8 @@ fn a_format_1_run_resumes_bit_for_bit() {
 
     let out = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(["--resume", "runs/format1-run", "--device", "cpu", "--quiet"])
+        .env("ATEN_CPU_CAPABILITY", "avx2")
+        .env("MKL_CBWR", "AVX2")
         .current_dir(dir.path())
         .output()
         .unwrap();

@@ -24,15 +24,24 @@ fn summary_puts_our_bench_beside_the_pytorch_anchor() {
     std::fs::write(out.join("ours.jsonl"), &ours).unwrap();
     std::fs::write(out.join("ours-ce-torch.jsonl"), bench(out, &["--set", "loss_kernel=cross_entropy"])).unwrap();
     std::fs::write(out.join("variants.tsv"), "ce-torch\tbf16, PyTorch cross_entropy\n").unwrap();
-    // The anchor's lines as torch_gpt2_bench.py prints them (numbers made up, ratios known).
+    // The anchor's lines as scripts/anchors/torch_gpt.py prints them (numbers made up, ratios
+    // known; its CPU dry run in scripts/gpu-bench.sh prints the real ones).
     let full: serde_json::Value = serde_json::from_str(ours.lines().next().unwrap()).unwrap();
     let tokens_per_s = full["tokens_per_s"].as_f64().unwrap();
     let eager = tokens_per_s / 2.0;
+    let shape = r#""layers": 4, "d_model": 8, "context": 8, "vocab": 320, "batch": 2"#;
     let anchor = [
-        r#"{"device": "Test GPU", "torch": "2.11.0", "B": 16, "T": 1024}"#.to_string(),
-        format!(r#"{{"what": "full_step_eager", "s": 0.05, "tok_s": {eager}}}"#),
-        r#"{"what": "phase_step", "stages": 2, "active": 2, "phase": 1, "s": 0.025, "rel_to_full": null}"#.to_string(),
-        r#"{"what": "full_step_compiled", "s": 0.04, "tok_s": 1.0}"#.to_string(),
+        format!(r#"{{"what": "device", "device": "Test GPU", "torch": "2.11.0", {shape}}}"#),
+        format!(
+            r#"{{"what": "full_step", "mode": "eager", "ms": 50.0, "tok_s": {eager}, "first_step_s": 1.0, "params": 9, {shape}}}"#
+        ),
+        format!(
+            r#"{{"what": "phase_step", "stages": 2, "stage": 1, "phase": 1, "active": 2, "ms": 25.0, "tok_s": 1.0, {shape}}}"#
+        ),
+        format!(
+            r#"{{"what": "full_step", "mode": "compile", "ms": 40.0, "tok_s": 1.0, "first_step_s": 30.0, "params": 9, {shape}}}"#
+        ),
+        format!(r#"{{"what": "full_step", "mode": "compile-graphs", "error": "no compiler", {shape}}}"#),
     ];
     std::fs::write(out.join("torch.jsonl"), anchor.join("\n")).unwrap();
 

@@ -211,10 +211,16 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     let mut c = config(&data, 120);
     c.set("lr_max=0.01").unwrap();
     c.set("model.context=32").unwrap();
-    c.hellaswag = Some(file);
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
-    session::start(&run, c, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    let options = session::TrainOptions { hellaswag: Some(file.clone()), ..common::cpu_options(None) };
+    session::start(&run, c, ScheduleSpec::baseline(), &options).unwrap();
+    // What was evaluated is in the run header, not the config.
+    let header = run_dir::RunDir::new(&run).read_header().unwrap();
+    let input = header.hellaswag.unwrap();
+    assert_eq!((input.path, input.sha256.map(|s| s.len())), (file, Some(64)));
+    assert_eq!(input.counts, Some(run_dir::HellaswagCounts { examples: 3, scored: 2, skipped: 1 }));
+    assert!(header.kernels.is_some_and(|k| k.threads >= 1 && !k.cpu_capability.is_empty()));
     let lines = common::read_metrics(&run);
     let hs: Vec<&MetricsLine> = lines.iter().filter(|l| l.kind == LineKind::Hellaswag).collect();
     assert_eq!(hs.len(), 1, "evaluated once, at the last step");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use analysis::markdown::findings;
-use analysis::report::{build, ReportOptions};
+use analysis::report::{build, compare_verdicts, study_verdicts, ReportOptions};
 use clap::Parser;
 use cost_model::cli::{self, CliError};
 
@@ -34,6 +34,10 @@ struct Args {
     /// Compare at the baseline's compute at this step instead of its last step.
     #[arg(long, value_name = "STEP")]
     budget: Option<f64>,
+    /// Another fair study of the same design (e.g. reports/runs, when --runs holds its rerun):
+    /// print both studies' verdicts arm by arm and whether their conclusions agree.
+    #[arg(long, value_name = "RUNS_DIR")]
+    compare: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -68,5 +72,15 @@ fn run(args: &Args) -> Result<(), CliError> {
         }
     }
     println!("wrote {} and {} figures", args.out.join("report.md").display(), report.figures.len());
+    if let Some(other) = &args.compare {
+        let ours = report.study.as_ref().map(|s| s.catch_up.clone()).ok_or_else(|| {
+            CliError::bad_input(anyhow::anyhow!("--compare: {} holds no fair study", args.runs.display()))
+        })?;
+        let theirs = study_verdicts(other).map_err(CliError::bad_input)?;
+        println!("verdicts of {} (this study) against {}:", args.runs.display(), other.display());
+        for line in compare_verdicts(&ours, &theirs) {
+            println!("{line}");
+        }
+    }
     Ok(())
 }

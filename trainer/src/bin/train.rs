@@ -280,9 +280,9 @@ struct StudyArgs {
     /// GPU presets: the fraction of the paper's 10,000 steps × 524,288 tokens to run as budget 1.
     #[arg(long, value_name = "F")]
     scale: Option<f64>,
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
+    /// Where to train (default: cpu for the tiny preset, the CPU study; else auto).
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
     /// Directory of the study's runs (default: reports/runs, reports/quick/runs, reports/paper/runs, reports/gpu/runs, reports/gpu/paper/runs).
     #[arg(long)]
     runs_dir: Option<PathBuf>,
@@ -292,12 +292,25 @@ struct StudyArgs {
     /// Print the runs directory and exit (for scripts).
     #[arg(long)]
     print_runs_dir: bool,
-    /// Evaluate HellaSwag (this file) at the end of every run and branch.
+    /// Train the study again at this commit into <runs-dir>/../rerun/runs (e.g. reports/rerun/runs),
+    /// never over the finished one (`just study --rerun` then compares the two studies' verdicts).
+    #[arg(long)]
+    rerun: bool,
+    /// Evaluate HellaSwag (this file) at the end of every run and branch. An input of the
+    /// evaluation, recorded in each run's run.json: it does not change the study's design.
     #[arg(long, value_name = "PATH")]
     hellaswag: Option<PathBuf>,
     /// No progress output from the runs.
     #[arg(long)]
     quiet: bool,
+}
+
+impl StudyArgs {
+    /// `--device`, by default cpu for the tiny preset (the CPU study: its design names the device
+    /// it runs on, so a GPU box must not silently plan another) and auto otherwise.
+    fn device_choice(&self) -> DeviceChoice {
+        self.device.unwrap_or(if self.preset == "tiny" { DeviceChoice::Cpu } else { DeviceChoice::Auto })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -354,11 +367,9 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any torch call: oneMKL's code path and the thread count decide the bits of a CPU run.
+    device::pin_cpu_kernels();
     let cli: Cli = cli::parse_args("train");
-    // A rank started by `--nproc` gets its share of the cores.
-    if let Some(threads) = std::env::var("STAGEWISE_THREADS").ok().and_then(|t| t.parse().ok()) {
-        tch::set_num_threads(threads);
-    }
     if let Some(nproc) = cli.dist.nproc {
         let one_process = match &cli.command {
             Some(Command::Data(_)) => Some("train data"),
@@ -402,7 +413,7 @@ fn launch_local(nproc: usize, cli: &Cli) -> ExitCode {
     let choice = match &cli.command {
         Some(Command::Bench(a)) => a.config.device,
         Some(Command::Cooldown(a)) => a.device,
-        Some(Command::Study(a)) => a.device,
+        Some(Command::Study(a)) => a.device_choice(),
         _ => cli.train.config.device,
     };
     let cuda = device::select(choice).is_ok_and(|d| d.is_cuda());
@@ -485,7 +496,13 @@ fn summarise(options: &TrainOptions, summary: &session::TrainSummary) {
 fn run_training(args: &TrainArgs, dist: &DistArgs) -> Result<(), CliError> {
     let options = |choice| -> Result<TrainOptions, CliError> {
         let (world, device) = dist.join(device::select(choice).map_err(CliError::bad_input)?)?;
-        Ok(TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet, world })
+        Ok(TrainOptions {
+            device,
+            stop_after_step: args.stop_after_step,
+            quiet: args.quiet,
+            world,
+            hellaswag: args.hellaswag.clone(),
+        })
     };
     if let Some(run_dir) = &args.resume {
         let options = options(args.config.device)?;
@@ -495,9 +512,6 @@ fn run_training(args: &TrainArgs, dist: &DistArgs) -> Result<(), CliError> {
     }
     let (mut config, schedule) =
         config_and_schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Baseline)?;
-    if let Some(path) = &args.hellaswag {
-        config.hellaswag = Some(path.clone());
-    }
     if let Some(on_nan) = args.on_nan {
         config.on_nan = on_nan;
     }
@@ -565,7 +579,8 @@ fn bench(args: &BenchArgs, dist: &DistArgs) -> Result<(), CliError> {
 
 fn cooldown(args: &CooldownArgs, dist: &DistArgs) -> Result<(), CliError> {
     let (world, device) = dist.join(device::select(args.device).map_err(CliError::bad_input)?)?;
-    let options = TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet, world };
+    let options =
+        TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet, world, hellaswag: None };
     let summary = session::cooldown(&args.run, args.budget, args.unit, &options).map_err(classify)?;
     summarise(&options, &summary);
     Ok(())
@@ -573,8 +588,8 @@ fn cooldown(args: &CooldownArgs, dist: &DistArgs) -> Result<(), CliError> {
 
 fn study(args: &StudyArgs, dist: &DistArgs) -> Result<(), CliError> {
     use run_dir::study::{StudyDesign, StudyRequest};
-    use trainer::study;
-    let device = device::select(args.device).map_err(CliError::bad_input)?;
+    use trainer::study::{self, StudyStatus};
+    let device = device::select(args.device_choice()).map_err(CliError::bad_input)?;
     let request = StudyRequest {
         protocol: args.protocol,
         quick: args.quick,
@@ -582,35 +597,61 @@ fn study(args: &StudyArgs, dist: &DistArgs) -> Result<(), CliError> {
         scale: args.scale,
         device: device::name(device),
     };
-    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| study::default_runs_dir(&request));
+    let study_dir = args.runs_dir.clone().unwrap_or_else(|| study::default_runs_dir(&request));
+    let runs_dir = if args.rerun { study::rerun_dir(&study_dir) } else { study_dir.clone() };
     if args.print_runs_dir {
         println!("{}", runs_dir.display());
         return Ok(());
     }
-    let mut design = StudyDesign::new(&request).map_err(CliError::bad_input)?;
-    if let Some(path) = &args.hellaswag {
-        design.overrides.extend([format!("hellaswag={}", path.display()), "hellaswag_every=0".into()]);
-    }
+    let design = StudyDesign::new(&request).map_err(CliError::bad_input)?;
     let flops = design.predicted_flops().map_err(|e| classify(trainer::error::bad_input(e)))?;
-    // PyTorch eager's GPT-2 124M step on an H100 reaches ~26% of the 989 TFLOP/s bf16 peak.
-    let h100_hours = flops / (0.26 * trainer::bench::H100_BF16_PEAK) / 3600.0;
+    let estimate = study::estimate(&design, flops, &study_dir);
+    let status = study::status(&design, &runs_dir).map_err(CliError::bad_input)?;
     let main = launched().map_or(true, |l| l.rank == 0);
     if main {
         eprintln!(
-        "study ({:?}{}): {} runs + cooldown branches into {}; {:.3e} training FLOPs predicted ({h100_hours:.2} H100-hours at PyTorch-eager speed, 26% MFU)",
-        design.protocol,
-        if design.quick { ", quick" } else { "" },
-        design.runs().len(),
-        runs_dir.display(),
-        flops
-    );
+            "study ({:?}{}): {} runs and their cooldown branches into {}; {flops:.3e} training FLOPs predicted, {estimate}",
+            design.protocol,
+            if design.quick { ", quick" } else { "" },
+            design.runs().len(),
+            runs_dir.display(),
+        );
     }
     if args.plan {
         println!("{}", serde_json::to_string_pretty(&design).expect("plain data"));
         return Ok(());
     }
+    match status {
+        StudyStatus::Finished { total, commit } => {
+            if main {
+                println!(
+                    "study: {} holds the finished study of this design ({total} runs and branches, trained at commit {}); nothing to train. `just study --rerun` trains it again at this commit into {} and compares the verdicts",
+                    runs_dir.display(),
+                    &commit[..commit.len().min(7)],
+                    study::rerun_dir(&study_dir).display()
+                );
+            }
+            return Ok(());
+        }
+        StudyStatus::OtherDesign => {
+            return Err(CliError::bad_input(anyhow::anyhow!(
+                "{} holds a study of another design than this command's; continue it with the options (and commit) that started it, train this one elsewhere with --runs-dir DIR, or move {0} away",
+                runs_dir.display()
+            )));
+        }
+        StudyStatus::Partial { finished, total } if main => {
+            eprintln!("study: {finished} of {total} runs and branches already finished; continuing the rest")
+        }
+        StudyStatus::Partial { .. } | StudyStatus::New => {}
+    }
     let (world, device) = dist.join(device)?;
-    let options = TrainOptions { device, stop_after_step: None, quiet: args.quiet || !world.is_main(), world };
+    let options = TrainOptions {
+        device,
+        stop_after_step: None,
+        quiet: args.quiet || !world.is_main(),
+        world,
+        hellaswag: args.hellaswag.clone(),
+    };
     let seconds = study::run(&design, &runs_dir, &options).map_err(classify)?;
     if !options.world.is_main() {
         return Ok(());
