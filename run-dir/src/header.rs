@@ -296,15 +296,24 @@ fn same_steps(stored: &Plan, rebuilt: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// The commit of the working tree the trainer runs in (`unknown` outside git).
+/// The commit of the working tree the trainer runs in (`unknown` outside git), asked of `git`
+/// once per process. Once matters beyond speed (a study writes dozens of headers): a child
+/// process inherits the parent's open files until it execs, and `git`'s search along `PATH`
+/// keeps it from exec'ing for a while, so a spawn on one thread can keep another thread's
+/// just-released run lock (an `flock`) held in the child.
 pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT
+        .get_or_init(|| {
+            std::process::Command::new("git")
+                .args(["rev-parse", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_else(|| "unknown".into())
+        })
+        .clone()
 }
 
 #[cfg(test)]
