@@ -104,7 +104,7 @@ gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")
     mkdir -p .gpu
     cp "${CARGO_TARGET_DIR:-target}/release/train" .gpu/train
     # The NCCL process group for data-parallel training on CUDA (headers from the nvidia wheels).
-    scripts/build-nccl-plugin .gpu || echo "gpu-build: WARNING: the NCCL plugin did not build (see above): the benchmark still runs; data parallel on CUDA then needs --dist-backend gloo"
+    scripts/build-cuda-plugins .gpu || echo "gpu-build: WARNING: the CUDA plugins did not build (see above): the benchmark still runs, eagerly (no CUDA graphs); data parallel on CUDA then needs --dist-backend gloo"
     cp scripts/gpu-bench.sh .gpu/run.sh
     cp scripts/gpu-summary.py scripts/anchors/torch_gpt.py .gpu/
     rm -rf .gpu/corpus-gpt2 && cp -r data/corpus-gpt2 .gpu/corpus-gpt2

@@ -242,6 +242,28 @@ pub struct TrainConfig {
     pub hellaswag_limit: Option<usize>,
     /// A non-finite loss or gradient norm: `stop` (default) or `skip` the batch.
     pub on_nan: OnNan,
+    /// CUDA: run each step as CUDA graphs (captured per configuration, replayed); `false` for
+    /// the eager step. No effect on the CPU. Absent from `run.json` when `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub cuda_graphs: bool,
+    /// Deterministic algorithms (`torch.use_deterministic_algorithms(True)`, deterministic cuDNN):
+    /// on a GPU, two runs and a stopped-and-resumed run give the same bits, at some cost in speed.
+    /// The CPU is deterministic anyway. Absent from `run.json` when `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deterministic: bool,
+}
+
+/// `true` (serde's default for keys that are on unless said otherwise).
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `--set` keys that were renamed: (old, new). The values mean the same.
@@ -294,6 +316,8 @@ impl TrainConfig {
             hellaswag_every: 250,
             hellaswag_limit: None,
             on_nan: OnNan::Stop,
+            cuda_graphs: true,
+            deterministic: false,
         };
         Ok(match name {
             "tiny" => TrainConfig {
@@ -345,6 +369,11 @@ impl TrainConfig {
             bail!("--set {assignment}: the HellaSwag file is an input of the evaluation, not a config key; pass --hellaswag {raw}");
         }
         let mut root = serde_json::to_value(&*self)?;
+        // Keys left out of run.json at their defaults are keys all the same.
+        if let Some(object) = root.as_object_mut() {
+            object.entry("cuda_graphs").or_insert(Value::Bool(self.cuda_graphs));
+            object.entry("deterministic").or_insert(Value::Bool(self.deterministic));
+        }
         let mut slot = &mut root;
         for part in key.split('.') {
             let keys = slot.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
@@ -546,6 +575,21 @@ mod tests {
         for bad in ["loss_kernel=chunked:0", "loss_kernel=chunked", "loss_kernel=fast", "loss_kernel=-1"] {
             assert!(c.set(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn execution_keys_at_their_defaults_stay_out_of_run_json() {
+        // Runs written before these keys existed read back unchanged, and write back unchanged.
+        let c = TrainConfig::preset("tiny").unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!text.contains("cuda_graphs") && !text.contains("deterministic"), "{text}");
+        let back: TrainConfig = serde_json::from_str(&text).unwrap();
+        assert!(back.cuda_graphs && !back.deterministic);
+        let mut other = c.clone();
+        other.set("cuda_graphs=false").unwrap_or_else(|e| panic!("{e}"));
+        other.set("deterministic=true").unwrap();
+        let text = serde_json::to_string(&other).unwrap();
+        assert!(text.contains("\"cuda_graphs\":false") && text.contains("\"deterministic\":true"), "{text}");
     }
 
     #[test]

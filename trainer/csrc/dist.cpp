@@ -85,6 +85,13 @@ char* sw_dist_gloo(SwStore* store, int rank, int world, int64_t timeout_ms, SwGr
 
 void sw_dist_group_free(SwGroup* group) { delete group; }
 
+// End the group cleanly, as `destroy_process_group()` does (NCCL finalizes its communicators and
+// joins its watchdog; without it ProcessGroupNCCL warns at exit and aborts). Every rank calls it
+// after its last collective.
+char* sw_dist_group_shutdown(SwGroup* group) {
+    return guarded([&] { group->backend->shutdown(); });
+}
+
 // In-place all-reduce of one dense tensor: op 0 = sum, 1 = max (Gloo has no average).
 char* sw_dist_all_reduce(SwGroup* group, at::Tensor* tensor, int op) {
     return guarded([&] {

@@ -33,9 +33,12 @@ void sw_free_error(char* message) { std::free(message); }
 // One AdamW step over n tensors with PyTorch's fused kernel (`torch.optim.AdamW(fused=True)`):
 // advance each step counter, update in place, and, when `found_inf` (a 0-d float tensor, may be
 // NULL) is 1, skip the update on the device and take the step counters back, as PyTorch does.
+// With `lr_tensor` (a 0-d float32 tensor on the parameters' device, may be NULL) the learning rate
+// is read on the device instead of being passed as `lr`: what a CUDA graph replays every step.
 char* sw_fused_adamw(at::Tensor* const* params, at::Tensor* const* grads, at::Tensor* const* exp_avgs,
-                     at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n, double lr, double beta1,
-                     double beta2, double weight_decay, double eps, const at::Tensor* found_inf) {
+                     at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n, double lr,
+                     const at::Tensor* lr_tensor, double beta1, double beta2, double weight_decay, double eps,
+                     const at::Tensor* found_inf) {
     return guarded([&] {
         if (n == 0) {
             return;
@@ -46,9 +49,15 @@ char* sw_fused_adamw(at::Tensor* const* params, at::Tensor* const* grads, at::Te
         if (found_inf != nullptr) {
             inf = *found_inf;
         }
-        at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
-                          tensor_list(exp_avg_sqs, n), {}, step_list, lr, beta1, beta2, weight_decay, eps,
-                          /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+        if (lr_tensor != nullptr) {
+            at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
+                              tensor_list(exp_avg_sqs, n), {}, step_list, *lr_tensor, beta1, beta2, weight_decay, eps,
+                              /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+        } else {
+            at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
+                              tensor_list(exp_avg_sqs, n), {}, step_list, lr, beta1, beta2, weight_decay, eps,
+                              /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+        }
         if (inf.has_value()) {
             at::_foreach_add_(step_list, *inf, -1);
         }
@@ -89,9 +98,75 @@ char* sw_clear_grad(at::Tensor* tensor) {
     return guarded([&] { tensor->mutable_grad().reset(); });
 }
 
-// CUDA autocast computes in bf16 (tch's `autocast` would use fp16).
+// CUDA autocast computes in bf16 (its default would be fp16).
 char* sw_use_bf16_autocast_on_cuda() {
     return guarded([] { at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16); });
+}
+
+// Enter a CUDA autocast region, as `torch.autocast("cuda")` does, through the non-deprecated API
+// (tch's `autocast` calls `at::autocast::is_enabled()`/`set_enabled()`, which print a deprecation
+// warning on every call). The cache of casted weights is off: a CUDA graph must not keep casts
+// alive across replays (make_graphed_callables refuses it), and every weight is cast once a
+// forward pass anyway. `previous` receives what `sw_autocast_exit` restores.
+char* sw_autocast_enter(bool* previous_enabled, bool* previous_cache) {
+    return guarded([&] {
+        *previous_enabled = at::autocast::is_autocast_enabled(at::kCUDA);
+        *previous_cache = at::autocast::is_autocast_cache_enabled();
+        at::autocast::set_autocast_enabled(at::kCUDA, true);
+        at::autocast::set_autocast_cache_enabled(false);
+        at::autocast::increment_nesting();
+    });
+}
+
+char* sw_autocast_exit(bool previous_enabled, bool previous_cache) {
+    return guarded([&] {
+        if (at::autocast::decrement_nesting() == 0) {
+            at::autocast::clear_cache();
+        }
+        at::autocast::set_autocast_enabled(at::kCUDA, previous_enabled);
+        at::autocast::set_autocast_cache_enabled(previous_cache);
+    });
+}
+
+// `dst.copy_(src, non_blocking)`: with a pinned host `dst`, a device-to-host copy the host does not
+// wait for (tch's copy_ always blocks).
+char* sw_copy_(at::Tensor* dst, const at::Tensor* src, bool non_blocking) {
+    return guarded([&] { dst->copy_(*src, non_blocking); });
+}
+
+// Give every tensor a zeroed gradient buffer (allocated when it has none): a CUDA graph's backward
+// then accumulates into buffers that outlive it, at fixed addresses.
+char* sw_zero_grad_buffers(at::Tensor* const* tensors, size_t n) {
+    return guarded([&] {
+        for (size_t i = 0; i < n; ++i) {
+            auto& grad = tensors[i]->mutable_grad();
+            if (grad.defined()) {
+                grad.zero_();
+            } else {
+                grad = at::zeros_like(*tensors[i]);
+            }
+        }
+    });
+}
+
+// Zero n tensors in place with one foreach kernel (the gradient buffers a CUDA graph reuses).
+char* sw_zero_(at::Tensor* const* tensors, size_t n) {
+    return guarded([&] {
+        if (n > 0) {
+            at::_foreach_zero_(tensor_list(tensors, n));
+        }
+    });
+}
+
+// Deterministic algorithms (`torch.use_deterministic_algorithms(True)`), deterministic cuDNN and
+// no cuDNN benchmarking: the same inputs give the same bits on a GPU, run after run. An op without
+// a deterministic implementation raises instead of computing.
+char* sw_set_deterministic(bool on) {
+    return guarded([&] {
+        at::globalContext().setDeterministicAlgorithms(on, /*warn_only=*/false);
+        at::globalContext().setDeterministicCuDNN(on);
+        at::globalContext().setBenchmarkCuDNN(false);
+    });
 }
 
 // TF32 for fp32 matmuls and convolutions on CUDA (`torch.backends.cuda.matmul.allow_tf32`).
@@ -101,6 +176,9 @@ char* sw_allow_tf32(bool allow) {
         at::globalContext().setAllowTF32CuDNN(allow);
     });
 }
+
+// Whether deterministic algorithms are on (what `sw_set_deterministic` set).
+bool sw_deterministic() { return at::globalContext().deterministicAlgorithms(); }
 
 // ATen's CPU capability (`torch.backends.cpu.get_cpu_capability()`: "AVX2", "AVX512", ...), as a
 // malloc'd string the caller frees with sw_free_error.

@@ -18,7 +18,8 @@ use cost_model::Phase;
 use run_dir::{ScheduleSpec, TrainConfig};
 
 use crate::device;
-use crate::loss::{self, MicroStep};
+use crate::loss::MicroStep;
+use crate::step::StepInput;
 
 /// H100 SXM dense bf16 peak, FLOP/s (the MFU denominator on CUDA unless overridden).
 pub const H100_BF16_PEAK: f64 = 989e12;
@@ -61,6 +62,8 @@ pub struct BenchLine {
     pub tokens_per_s_total: f64,
     /// Milliseconds of one all-reduce of this configuration's gradients (0 with one rank).
     pub allreduce_ms: f64,
+    /// Whether the timed steps replayed CUDA graphs (the training loop's default on CUDA).
+    pub cuda_graphs: bool,
     pub model_flops_per_s: f64,
     pub mfu: Option<f64>,
     /// Peak resident memory of the process so far, bytes (on CUDA: host memory only).
@@ -139,6 +142,11 @@ pub fn run(
     config.validate().map_err(crate::error::bad_input)?;
     let configs = configurations(config, schedule).map_err(crate::error::bad_input)?;
     let (_vs, mut model, mut optimizer) = crate::init::init_model(config, device_)?;
+    // The training loop's own step: CUDA graphs on CUDA unless `cuda_graphs = false`.
+    let mut stepper = crate::step::Stepper::new(config, device_)?;
+    if let Some(reason) = &stepper.eager_reason {
+        eprintln!("bench: {reason}");
+    }
     let autocast = config.bf16 && device_.is_cuda();
     let (b, t) = (config.micro_batch as i64, config.model.context as i64);
     let vocab = config.tokenizer.vocab_size() as i64;
@@ -161,23 +169,26 @@ pub fn run(
             kernel: config.loss_kernel,
             vocab: config.scored_vocab(),
         };
-        let mut step = || -> anyhow::Result<crate::optim::StepValues> {
-            optimizer.zero_grad()?;
-            let loss = loss::forward_backward(&model, &x, &y, &micro)?;
-            world.sum_step(|| optimizer.gradients(), &loss)?;
-            Ok(optimizer.clipped_step(&loss, 1e-4, config.grad_clip)?)
+        let input = StepInput {
+            step: 0,
+            micro,
+            trainable,
+            batches: vec![(x.shallow_clone(), y.shallow_clone())],
+            lr: 1e-4,
+            grad_clip: config.grad_clip,
         };
-        for _ in 0..options.warmup_steps {
-            step()?;
+        // The warm-up steps include the graphs' warm-up and capture (two steps).
+        for _ in 0..options.warmup_steps.max(if stepper.graphs_on() { 2 } else { 0 }) {
+            stepper.step(&model, &mut optimizer, world, &input)?;
         }
         synchronize(device_);
         let started = Instant::now();
         let mut last = None;
         for _ in 0..options.timed_steps.max(1) {
-            last = Some(step()?);
+            last = Some(stepper.step(&model, &mut optimizer, world, &input)?);
         }
         // Reading the last loss waits for the device: every timed step is done.
-        let (loss, _) = last.expect("at least one timed step").read();
+        let (loss, _) = last.expect("at least one timed step").read()?;
         let ms = started.elapsed().as_secs_f64() * 1e3 / options.timed_steps.max(1) as f64;
         anyhow::ensure!(loss.is_finite(), "bench {label}: the loss is not finite ({loss})");
         let full = *full_ms.get_or_insert(ms);
@@ -218,6 +229,7 @@ pub fn run(
             tokens_per_s: tokens / (ms / 1e3),
             tokens_per_s_total: world.size as f64 * tokens / (ms / 1e3),
             allreduce_ms,
+            cuda_graphs: stepper.graphs_on(),
             model_flops_per_s,
             mfu: options.peak_flops.map(|p| model_flops_per_s / p),
             peak_memory_bytes: peak_rss(),

@@ -45,6 +45,7 @@ extern "C" {
     fn sw_dist_gloo(store: *mut SwStore, rank: i32, world: i32, timeout_ms: i64, out: *mut *mut SwGroup)
         -> *mut c_char;
     fn sw_dist_group_free(group: *mut SwGroup);
+    fn sw_dist_group_shutdown(group: *mut SwGroup) -> *mut c_char;
     fn sw_dist_all_reduce(group: *mut SwGroup, tensor: *mut C_tensor, op: i32) -> *mut c_char;
     fn sw_dist_broadcast(group: *mut SwGroup, tensor: *mut C_tensor, root: i32) -> *mut c_char;
 }
@@ -201,6 +202,16 @@ pub struct World {
 }
 
 impl World {
+    /// End the job's process group cleanly (PyTorch's `destroy_process_group()`): every rank,
+    /// after its last collective, on success. (On failure the group is dropped and aborts.)
+    pub fn shutdown(&self) -> anyhow::Result<()> {
+        match &self.group {
+            // SAFETY: a live group; further collectives would fail, and there are none.
+            Some(g) => check("shutting down the process group", unsafe { sw_dist_group_shutdown(g.group) }),
+            None => Ok(()),
+        }
+    }
+
     /// A world of one process.
     pub fn single() -> World {
         World { rank: 0, size: 1, local_rank: 0, group: None, collective_device: None, skip_gradient_sum: false }

@@ -29,5 +29,16 @@ pub fn init_model(config: &TrainConfig, device: Device) -> anyhow::Result<(VarSt
         }
         crate::native::allow_tf32(config.tf32)?;
     }
+    set_determinism(config.deterministic)?;
     Ok((vs, model, optimizer))
+}
+
+/// `deterministic`: ATen's deterministic algorithms, and cuBLAS's fixed workspace
+/// (`CUBLAS_WORKSPACE_CONFIG=:4096:8`, unless set; read when the first cuBLAS handle is made, which
+/// is after this: the model's initialisation runs no matmul). Off again for a run without it.
+fn set_determinism(on: bool) -> anyhow::Result<()> {
+    if on && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+    Ok(crate::native::set_deterministic(on)?)
 }

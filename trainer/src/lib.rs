@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod dist;
@@ -24,7 +25,9 @@ pub mod loss;
 pub mod model;
 pub mod native;
 pub mod optim;
+pub mod plugin;
 pub mod progress;
 pub mod session;
+pub mod step;
 pub mod study;
 pub mod train;

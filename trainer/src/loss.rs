@@ -62,12 +62,12 @@ pub fn forward_backward(model: &Gpt, idx: &Tensor, targets: &Tensor, step: &Micr
     let MicroStep { active_layers, autocast, grad_scale, kernel, vocab } = *step;
     match kernel {
         LossKernel::CrossEntropy => {
-            let loss = tch::autocast(autocast, || mean_loss(model, idx, targets, active_layers, vocab));
+            let loss = crate::native::autocast(autocast, || mean_loss(model, idx, targets, active_layers, vocab));
             (&loss * grad_scale).backward();
             Ok(loss.detach())
         }
         LossKernel::Chunked { tokens } => {
-            let logits = tch::autocast(autocast, || model.forward(idx, active_layers));
+            let logits = crate::native::autocast(autocast, || model.forward(idx, active_layers));
             let padded = logits.size()[2];
             // The gradient overwrites the logits (a detached alias of the same memory): backward
             // through the head reads only the hidden states and `wte`.

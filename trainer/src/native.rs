@@ -26,6 +26,7 @@ extern "C" {
         steps: *const *mut C_tensor,
         n: usize,
         lr: f64,
+        lr_tensor: *const C_tensor,
         beta1: f64,
         beta2: f64,
         weight_decay: f64,
@@ -40,6 +41,13 @@ extern "C" {
     fn sw_use_bf16_autocast_on_cuda() -> *mut c_char;
     fn sw_allow_tf32(allow: bool) -> *mut c_char;
     fn sw_cpu_capability(out: *mut *mut c_char) -> *mut c_char;
+    fn sw_autocast_enter(previous_enabled: *mut bool, previous_cache: *mut bool) -> *mut c_char;
+    fn sw_autocast_exit(previous_enabled: bool, previous_cache: bool) -> *mut c_char;
+    fn sw_copy_(dst: *mut C_tensor, src: *const C_tensor, non_blocking: bool) -> *mut c_char;
+    fn sw_zero_(tensors: *const *mut C_tensor, n: usize) -> *mut c_char;
+    fn sw_zero_grad_buffers(tensors: *const *mut C_tensor, n: usize) -> *mut c_char;
+    fn sw_set_deterministic(on: bool) -> *mut c_char;
+    fn sw_deterministic() -> bool;
 }
 
 /// The first line of a shim's returned message (NULL = success: `None`), freed. Every C entry
@@ -89,8 +97,15 @@ pub struct AdamWStep {
 
 /// One in-place AdamW update with PyTorch's fused kernel (`torch.optim.AdamW(fused=True)`). When
 /// `skip_if` (a 0-d float tensor on the same device) holds 1, the device skips the update and the
-/// step counters stay where they were; the host never reads it.
-pub fn fused_adamw(t: &AdamWTensors, hp: AdamWStep, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
+/// step counters stay where they were; the host never reads it. With `lr_tensor` (a 0-d float32
+/// tensor on the parameters' device) the learning rate is read there instead of `hp.lr`: what a
+/// CUDA graph replays, the rate written into the tensor before each replay.
+pub fn fused_adamw(
+    t: &AdamWTensors,
+    hp: AdamWStep,
+    lr_tensor: Option<&Tensor>,
+    skip_if: Option<&Tensor>,
+) -> Result<(), NativeError> {
     let n = t.params.len();
     assert!(
         [t.grads.len(), t.exp_avgs.len(), t.exp_avg_sqs.len(), t.steps.len()].iter().all(|&len| len == n),
@@ -99,7 +114,8 @@ pub fn fused_adamw(t: &AdamWTensors, hp: AdamWStep, skip_if: Option<&Tensor>) ->
     let (p, g, m, v, s) =
         (handles(t.params), handles(t.grads), handles(t.exp_avgs), handles(t.exp_avg_sqs), handles(t.steps));
     let skip = skip_if.map_or(std::ptr::null(), |t| t.as_ptr());
-    // SAFETY: five arrays of n live tensor handles (borrowed for the call) and an optional handle.
+    let lr_tensor = lr_tensor.map_or(std::ptr::null(), |t| t.as_ptr());
+    // SAFETY: five arrays of n live tensor handles (borrowed for the call) and optional handles.
     let message = unsafe {
         sw_fused_adamw(
             p.as_ptr(),
@@ -109,6 +125,7 @@ pub fn fused_adamw(t: &AdamWTensors, hp: AdamWStep, skip_if: Option<&Tensor>) ->
             s.as_ptr(),
             n,
             hp.lr,
+            lr_tensor,
             hp.beta1,
             hp.beta2,
             hp.weight_decay,
@@ -169,6 +186,66 @@ pub fn allow_tf32(allow: bool) -> Result<(), NativeError> {
     check("allow_tf32", unsafe { sw_allow_tf32(allow) })
 }
 
+/// `f` under CUDA bf16 autocast when `enabled` (see [`use_bf16_autocast_on_cuda`]), through ATen's
+/// non-deprecated autocast API (`tch::autocast` prints a deprecation warning on every call: 16,664
+/// lines in one GPU bench), with the cache of casted weights off (required inside a CUDA graph).
+/// Without `enabled`, or on a machine without CUDA, `f` runs as it is.
+pub fn autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    if !enabled {
+        return f();
+    }
+    let (mut previous_enabled, mut previous_cache) = (false, true);
+    // SAFETY: two out-pointers to live bools; the state is ATen's thread-local autocast state.
+    if let Some(e) = take_message(unsafe { sw_autocast_enter(&mut previous_enabled, &mut previous_cache) }) {
+        panic!("entering autocast: {e}");
+    }
+    // Restored even if `f` panics, so a failed CUDA-graph capture leaves autocast as it found it.
+    struct Exit(bool, bool);
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            // SAFETY: restores the values sw_autocast_enter returned.
+            let _ = take_message(unsafe { sw_autocast_exit(self.0, self.1) });
+        }
+    }
+    let _exit = Exit(previous_enabled, previous_cache);
+    f()
+}
+
+/// `dst.copy_(src)` without the host waiting when `non_blocking` (a device tensor into pinned host
+/// memory: the copy is queued on the current stream; wait for it with an event).
+pub fn copy_(dst: &Tensor, src: &Tensor, non_blocking: bool) -> Result<(), NativeError> {
+    // SAFETY: two live handles; only `dst`'s values change.
+    check("copy_", unsafe { sw_copy_(dst.as_ptr() as *mut C_tensor, src.as_ptr(), non_blocking) })
+}
+
+/// Zero every tensor in place with one foreach kernel.
+pub fn zero_(tensors: &[Tensor]) -> Result<(), NativeError> {
+    let h = handles(tensors);
+    // SAFETY: n live handles.
+    check("_foreach_zero_", unsafe { sw_zero_(h.as_ptr(), h.len()) })
+}
+
+/// A zeroed gradient buffer for every tensor (allocated where there is none), so that backward
+/// accumulates into memory that stays put.
+pub fn zero_grad_buffers(tensors: &[Tensor]) -> Result<(), NativeError> {
+    let h = handles(tensors);
+    // SAFETY: n live handles; only their gradients change.
+    check("zero grad buffers", unsafe { sw_zero_grad_buffers(h.as_ptr(), h.len()) })
+}
+
+/// Deterministic algorithms on (or off): `torch.use_deterministic_algorithms`, deterministic cuDNN,
+/// no cuDNN benchmarking. An op with no deterministic implementation then fails, naming itself.
+pub fn set_deterministic(on: bool) -> Result<(), NativeError> {
+    // SAFETY: sets globals in libtorch.
+    check("use_deterministic_algorithms", unsafe { sw_set_deterministic(on) })
+}
+
+/// Whether deterministic algorithms are on.
+pub fn deterministic() -> bool {
+    // SAFETY: reads a global of libtorch.
+    unsafe { sw_deterministic() }
+}
+
 /// ATen's CPU capability, as `torch.backends.cpu.get_cpu_capability()` names it (`AVX2`, `AVX512`, ...).
 pub fn cpu_capability() -> Result<String, NativeError> {
     let mut out: *mut c_char = std::ptr::null_mut();
@@ -208,6 +285,52 @@ mod tests {
         if !tch::Cuda::is_available() {
             assert!(pin_memory(&Tensor::from_slice(&[1i16, 2])).is_err());
         }
+    }
+
+    #[test]
+    fn the_device_learning_rate_updates_like_the_host_one() {
+        let run = |lr_tensor: bool| {
+            let p = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([2, 2]);
+            let g = Tensor::from_slice(&[0.5f32, 0.25, -1.0, 2.0]).view([2, 2]);
+            let (m, v, step) = (p.zeros_like(), p.zeros_like(), Tensor::zeros([], (Kind::Float, tch::Device::Cpu)));
+            let t = AdamWTensors {
+                params: std::slice::from_ref(&p),
+                grads: std::slice::from_ref(&g),
+                exp_avgs: std::slice::from_ref(&m),
+                exp_avg_sqs: std::slice::from_ref(&v),
+                steps: std::slice::from_ref(&step),
+            };
+            let hp = AdamWStep { lr: 0.1, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, eps: 1e-8 };
+            let lr = Tensor::from(0.1f32);
+            fused_adamw(&t, hp, lr_tensor.then_some(&lr), None).unwrap();
+            Vec::<f32>::try_from(p.flatten(0, -1)).unwrap()
+        };
+        assert_eq!(run(true), run(false));
+    }
+
+    #[test]
+    fn gradient_buffers_are_made_and_zeroed() {
+        let w = Tensor::ones([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        zero_grad_buffers(std::slice::from_ref(&w)).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&w.grad()).unwrap(), vec![0.0; 3]);
+        (&w * 2.0).sum(Kind::Float).backward();
+        let before = w.grad().data_ptr();
+        zero_grad_buffers(std::slice::from_ref(&w)).unwrap();
+        (&w * 3.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(&w.grad()).unwrap(), vec![3.0; 3], "accumulated into the zeroed buffer");
+        assert_eq!(w.grad().data_ptr(), before, "the same memory");
+    }
+
+    #[test]
+    fn copies_and_zeroes_in_place() {
+        let a = Tensor::from_slice(&[1.0f64, 2.0]);
+        let b = Tensor::zeros([2], (Kind::Double, tch::Device::Cpu));
+        copy_(&b, &a, true).unwrap();
+        assert_eq!(Vec::<f64>::try_from(&b).unwrap(), vec![1.0, 2.0]);
+        zero_(&[a.shallow_clone(), b.shallow_clone()]).unwrap();
+        assert_eq!(Vec::<f64>::try_from(&a).unwrap(), vec![0.0, 0.0]);
+        // Without CUDA, autocast is a plain call.
+        assert_eq!(autocast(false, || 7), 7);
     }
 
     #[test]

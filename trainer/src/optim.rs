@@ -25,6 +25,14 @@ use tch::{Kind, Tensor};
 
 use crate::native::{self, AdamWStep, AdamWTensors, NativeError};
 
+/// The learning rate of an update: a number, or a 0-d float32 tensor on the parameters' device
+/// (what a CUDA graph reads: the rate is written into it before each replay).
+#[derive(Clone, Copy)]
+pub enum Lr<'a> {
+    Value(f64),
+    Device(&'a Tensor),
+}
+
 struct ParamState {
     name: String,
     param: Tensor,
@@ -94,6 +102,14 @@ impl AdamW {
             .collect()
     }
 
+    /// Give every trainable parameter a zeroed gradient buffer, allocated where it has none, so
+    /// that backward accumulates into memory that stays put (what a CUDA graph replays into).
+    pub fn zero_grad_buffers(&self) -> Result<(), NativeError> {
+        let trainable: Vec<Tensor> =
+            self.states.iter().filter(|s| s.param.requires_grad()).map(|s| s.param.shallow_clone()).collect();
+        native::zero_grad_buffers(&trainable)
+    }
+
     /// The gradients that take part in the next update (trainable parameters with a gradient),
     /// in the parameters' fixed (name) order: what data-parallel ranks sum.
     pub fn gradients(&self) -> Vec<Tensor> {
@@ -132,12 +148,12 @@ impl AdamW {
     /// One AdamW update at learning rate `lr`, skipped on the device when `skip_if` (a 0-d float
     /// tensor) holds 1.
     pub fn step(&mut self, lr: f64, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
-        self.update(&self.active(), lr, skip_if)
+        self.update(&self.active(), Lr::Value(lr), skip_if)
     }
 
     /// The fused update of the `active` states: two kernel calls, tensors with weight decay and
     /// tensors without.
-    fn update(&self, active: &[(&ParamState, Tensor)], lr: f64, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
+    fn update(&self, active: &[(&ParamState, Tensor)], lr: Lr, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
         let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
         for decay in [true, false] {
             let group: Vec<&(&ParamState, Tensor)> = active.iter().filter(|(s, _)| s.decay == decay).collect();
@@ -152,8 +168,12 @@ impl AdamW {
                 exp_avg_sqs: &exp_avg_sqs,
                 steps: &steps,
             };
-            let hp = AdamWStep { lr, beta1, beta2, weight_decay: if decay { weight_decay } else { 0.0 }, eps };
-            tch::no_grad(|| native::fused_adamw(&tensors, hp, skip_if))?;
+            let (value, tensor) = match lr {
+                Lr::Value(v) => (v, None),
+                Lr::Device(t) => (0.0, Some(t)),
+            };
+            let hp = AdamWStep { lr: value, beta1, beta2, weight_decay: if decay { weight_decay } else { 0.0 }, eps };
+            tch::no_grad(|| native::fused_adamw(&tensors, hp, tensor, skip_if))?;
         }
         Ok(())
     }
@@ -161,7 +181,7 @@ impl AdamW {
     /// The end of a training step once the gradients are in: clip them (when `max_norm` is set)
     /// and update, unless the loss or the gradient norm is not finite, in which case the update
     /// is skipped. All of it is decided on the device; nothing waits for it.
-    pub fn clipped_step(&mut self, loss: &Tensor, lr: f64, max_norm: Option<f64>) -> Result<StepValues, NativeError> {
+    pub fn clipped_step(&mut self, loss: &Tensor, lr: Lr, max_norm: Option<f64>) -> Result<StepValues, NativeError> {
         // The active set is gathered once: norm, clipping and update all use it.
         let active = self.active();
         let grads: Vec<Tensor> = active.iter().map(|(_, g)| g.shallow_clone()).collect();
@@ -270,7 +290,7 @@ mod tests {
         for (loss, grad) in [(f32::NAN, [1.0, 1.0, 1.0, 1.0]), (1.0, [f32::INFINITY, 0.0, 0.0, 0.0])] {
             opt.zero_grad().unwrap();
             backward_with(&w, &grad);
-            let out = opt.clipped_step(&Tensor::from(loss), 1e-2, Some(1.0)).unwrap();
+            let out = opt.clipped_step(&Tensor::from(loss), Lr::Value(1e-2), Some(1.0)).unwrap();
             let (l, n) = out.read();
             assert!(!(l.is_finite() && n.is_finite()));
             assert_eq!(values(&w), before, "skipped update changed the parameter");
@@ -278,7 +298,7 @@ mod tests {
         }
         opt.zero_grad().unwrap();
         backward_with(&w, &[1.0, 1.0, 1.0, 1.0]);
-        let (loss, norm) = opt.clipped_step(&Tensor::from(0.5f32), 1e-2, Some(1.0)).unwrap().read();
+        let (loss, norm) = opt.clipped_step(&Tensor::from(0.5f32), Lr::Value(1e-2), Some(1.0)).unwrap().read();
         assert_eq!(loss, 0.5);
         assert_relative_eq!(norm, 2.0, epsilon = 1e-6);
         assert_ne!(values(&w), before);

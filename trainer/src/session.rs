@@ -43,12 +43,23 @@ pub struct TrainOptions {
     /// evaluation, recorded in the run header (path, SHA-256, examples that fit), not in the
     /// config. Resumes and cooldown branches read the file their run recorded.
     pub hellaswag: Option<PathBuf>,
+    /// Read each step's loss only after the next step is queued (`None`: on CUDA, where the
+    /// device then never waits for the host; the CPU computes as it queues). Logs, checkpoints
+    /// and the NaN stop mean the same either way.
+    pub lag_reads: Option<bool>,
 }
 
 impl TrainOptions {
     /// One process on `device`.
     pub fn single(device: Device, stop_after_step: Option<u64>, quiet: bool) -> TrainOptions {
-        TrainOptions { device, stop_after_step, quiet, world: Rc::new(World::single()), hellaswag: None }
+        TrainOptions {
+            device,
+            stop_after_step,
+            quiet,
+            world: Rc::new(World::single()),
+            hellaswag: None,
+            lag_reads: None,
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use cost_model::{Phase, Segment};
 use run_dir::config::{MicroBatches, OnNan};
-use run_dir::{cooldown, failpoint, LineKind, MetricsLine, MetricsWriter, RunDir, RunHeader};
+use run_dir::{cooldown, LineKind, MetricsLine, MetricsWriter, RunDir, RunHeader};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -39,6 +39,7 @@ use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::progress::Progress;
 use crate::session::{TrainOptions, TrainSummary};
+use crate::step::{Pending, StepInput, Stepper};
 
 /// A run being trained: its directory and header, its data, and the model and optimizer.
 pub(crate) struct Trainer {
@@ -52,6 +53,24 @@ pub(crate) struct Trainer {
     pub(crate) vs: VarStore,
     model: Gpt,
     pub(crate) optimizer: AdamW,
+}
+
+/// A step queued on the device whose loss has not been read yet.
+struct InFlight {
+    step: u64,
+    segment: Segment,
+    trainable_params: i64,
+    lr: f64,
+    /// When the host began queueing it.
+    started: Instant,
+    pending: Pending,
+}
+
+/// What the loop keeps of the steps it has read.
+struct Reads {
+    last_loss: Option<f64>,
+    /// When the last step was read: a step's time starts no earlier.
+    last_read: Instant,
 }
 
 /// The segment the loop is in: its batches and how many parameters train.
@@ -113,23 +132,33 @@ impl Trainer {
             // The process died between writing the checkpoint and logging it.
             let seg = *plan.segment_of(state.step.max(1)).context("checkpoint beyond the plan")?;
             self.model.apply_trainable(seg.trainable);
-            let line = self.line(LineKind::Checkpoint, &state, &seg, self.model.trainable_params());
+            let line = self.line(LineKind::Checkpoint, state.step, state.seconds, &seg, self.model.trainable_params());
             metrics.write(&MetricsLine { path: Some(self.run.relative(&dir)), ..line })?;
         }
 
         let progress = Progress::new(last, state.step, options.quiet || !self.world.is_main());
+        // Steps as CUDA graphs on CUDA (eager on the CPU); their values read one step late on CUDA,
+        // so the device is never idle while the host logs.
+        let mut stepper = Stepper::new(&config, self.device)?;
+        if let Some(reason) = stepper.eager_reason.as_deref().filter(|_| self.world.is_main()) {
+            progress.println(&format!("note: {reason}"));
+        }
+        let lag = options.lag_reads.unwrap_or(self.device.is_cuda());
         let first_step = state.step + 1;
         let invocation_start = state.seconds;
-        let (mut last_loss, mut last_val_loss) = (None, None);
+        let mut reads = Reads { last_loss: None, last_read: Instant::now() };
+        let mut last_val_loss = None;
         let dataset = Arc::clone(&self.dataset);
         let mut current: Option<InSegment> = None;
+        let mut in_flight: Option<InFlight> = None;
         for step in first_step..=last {
             // The schedule: which segment this step belongs to, and what that segment trains.
             let seg = *plan.segment_of(step).context("step outside the plan")?;
             if current.as_ref().map(|c| c.segment.first_step) != Some(seg.first_step) {
                 // Schedule events happen once, when the segment starts, not when a resume lands
-                // inside it.
+                // inside it; they read the model, so the step before them must be finished.
                 if step == seg.first_step {
+                    self.finish(in_flight.take(), &mut state, &mut reads, &mut metrics, &progress)?;
                     self.schedule_events(&seg, &state, &val_batches, &mut metrics, &progress)?;
                 }
                 // One data stream for the whole run, from the state's position.
@@ -140,74 +169,61 @@ impl Trainer {
                 current = Some(self.enter_segment(&seg, loader)?);
             }
             let now = current.as_mut().expect("entered above");
-            let active = seg.trainable.active_layers as usize;
-            let micro = MicroStep {
-                active_layers: active,
-                autocast,
-                grad_scale: 1.0 / now.micro_batches.per_step as f64,
-                kernel: config.loss_kernel,
-                vocab,
-            };
 
-            // One optimizer step: accumulate the micro-batches' gradients, then clip and update.
+            // One optimizer step, queued: micro-batch i is rank (i mod world)'s, so the stream
+            // does not depend on the world size.
             let started = Instant::now();
-            self.optimizer.zero_grad()?;
-            let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+            let mut batches = Vec::new();
             for i in 0..now.micro_batches.per_step {
-                // Micro-batch i is rank (i mod world)'s: the stream does not depend on the world.
-                if !self.world.owns(i) {
+                if self.world.owns(i) {
+                    batches.push(now.loader.next_batch());
+                } else {
                     now.loader.skip_batch();
-                    continue;
                 }
-                let (x, y) = now.loader.next_batch();
-                let loss = loss::forward_backward(&self.model, &x, &y, &micro)?;
-                loss_sum += loss.to_kind(Kind::Float) * micro.grad_scale;
             }
-            // The ranks' gradients and losses summed: one all-reduce, before clipping and the
-            // non-finite check, so every rank makes the same update.
-            self.world.sum_step(|| self.optimizer.gradients(), &loss_sum)?;
-            failpoint::hit("step", step);
-            let step_lr = lr.lr(step);
-            // Queued without a host sync: a non-finite loss or norm makes the device skip the update.
-            let values = self.optimizer.clipped_step(&loss_sum, step_lr, config.grad_clip)?;
-            // The step's only sync: everything above is queued by now.
-            let (loss, grad_norm) = values.read();
-            if !(loss.is_finite() && grad_norm.is_finite()) {
-                if config.on_nan == OnNan::Stop {
-                    let last_good =
-                        checkpoint::list(&self.run).pop().map_or("none yet".to_string(), |(s, _)| format!("step {s}"));
-                    bail!(
-                        "step {step}: loss {loss}, gradient norm {grad_norm} (not finite); stopped before the update. Last good checkpoint: {last_good}. Lower lr_max or set grad_clip, or pass --on-nan skip, then resume"
-                    );
-                }
-                progress.println(&format!(
-                    "step {step}: loss {loss}, gradient norm {grad_norm}: batch skipped (--on-nan skip)"
-                ));
-            }
-            let step_seconds = started.elapsed().as_secs_f64();
+            let input = StepInput {
+                step,
+                micro: MicroStep {
+                    active_layers: seg.trainable.active_layers as usize,
+                    autocast,
+                    grad_scale: 1.0 / now.micro_batches.per_step as f64,
+                    kernel: config.loss_kernel,
+                    vocab,
+                },
+                trainable: seg.trainable,
+                batches,
+                lr: lr.lr(step),
+                grad_clip: config.grad_clip,
+            };
+            let pending = stepper.step(&self.model, &mut self.optimizer, &self.world, &input)?;
             state.step = step;
             state.data = now.loader.position();
-            state.seconds += step_seconds;
+            let queued =
+                InFlight { step, segment: seg, trainable_params: now.trainable_params, lr: input.lr, started, pending };
+            // The previous step's loss, read now that this one is queued; this one's when the
+            // next is, or now if something below needs the model or the state after it.
+            let previous = in_flight.replace(queued);
+            self.finish(previous, &mut state, &mut reads, &mut metrics, &progress)?;
+            let validate = config.val_every > 0 && (step % config.val_every == 0 || step == total);
+            let evaluate = hellaswag.is_some()
+                && ((config.hellaswag_every > 0 && step % config.hellaswag_every == 0) || step == total);
+            let checkpoint = (config.checkpoint_every > 0 && step % config.checkpoint_every == 0)
+                || step == last
+                || branch_points.contains(&step);
+            if !lag || validate || evaluate || checkpoint {
+                self.finish(in_flight.take(), &mut state, &mut reads, &mut metrics, &progress)?;
+            }
 
-            // Log the step; validate, evaluate and checkpoint when due.
-            let tokens_per_s = seg.tokens_per_step as f64 / step_seconds.max(1e-9);
-            let base = self.line(LineKind::Train, &state, &seg, now.trainable_params);
-            metrics.write(&MetricsLine {
-                loss: Some(loss),
-                lr: Some(step_lr),
-                grad_norm: Some(grad_norm),
-                tokens_per_s: Some(tokens_per_s),
-                ..base.clone()
-            })?;
-            last_loss = Some(loss);
-            if config.val_every > 0 && (step % config.val_every == 0 || step == total) {
+            // Validate, evaluate and checkpoint when due.
+            let base = self.line(LineKind::Train, step, state.seconds, &seg, now.trainable_params);
+            let active = seg.trainable.active_layers as usize;
+            if validate {
                 let val_loss = self.val_loss(&val_batches, active)?;
                 metrics.write(&MetricsLine { kind: LineKind::Val, val_loss: Some(val_loss), ..base.clone() })?;
                 progress.println(&format!("step {step}: val loss {val_loss:.4}"));
                 last_val_loss = Some(val_loss);
             }
-            let hellaswag_due = (config.hellaswag_every > 0 && step % config.hellaswag_every == 0) || step == total;
-            if let (Some(hellaswag), true) = (&hellaswag, hellaswag_due) {
+            if let (Some(hellaswag), true) = (&hellaswag, evaluate) {
                 // Every rank scores its share of the examples; the counts are summed.
                 let mine = eval::evaluate(&self.model, active, hellaswag, 16, vocab, self.device, autocast);
                 let counts = Tensor::from_slice(&[
@@ -229,10 +245,7 @@ impl Trainer {
                 })?;
                 progress.println(&format!("step {step}: hellaswag acc_norm {:.4} (n = {})", score.acc_norm, score.n));
             }
-            let checkpoint_due = (config.checkpoint_every > 0 && step % config.checkpoint_every == 0)
-                || step == last
-                || branch_points.contains(&step);
-            if checkpoint_due {
+            if checkpoint {
                 self.check_ranks_agree(step)?;
                 if self.world.is_main() {
                     let dir = checkpoint::save(&self.run, &self.vs, &self.optimizer, &state)?;
@@ -240,8 +253,8 @@ impl Trainer {
                     metrics.write(&MetricsLine { kind: LineKind::Checkpoint, path, ..base })?;
                 }
             }
-            progress.step(step, &format!("{} loss {loss:.4} {:.0} tok/s", seg.phase.as_str(), tokens_per_s));
         }
+        self.finish(in_flight.take(), &mut state, &mut reads, &mut metrics, &progress)?;
         progress.finish();
         let steps_done = last.saturating_sub(first_step - 1);
         let seconds = state.seconds - invocation_start;
@@ -250,11 +263,55 @@ impl Trainer {
             run_dir: self.run.path().to_path_buf(),
             last_step: last,
             total_steps: total,
-            last_loss,
+            last_loss: reads.last_loss,
             last_val_loss,
             seconds_per_step: seconds / steps_done.max(1) as f64,
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
         })
+    }
+
+    /// Read a queued step's loss and gradient norm (waiting for it alone), stop on a non-finite
+    /// one, count its time and log it. Nothing to do without one.
+    fn finish(
+        &self,
+        done: Option<InFlight>,
+        state: &mut TrainState,
+        reads: &mut Reads,
+        metrics: &mut MetricsWriter,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        let Some(done) = done else { return Ok(()) };
+        let InFlight { step, segment: seg, trainable_params, lr, started, pending } = done;
+        let (loss, grad_norm) = pending.read()?;
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            if self.header.config.on_nan == OnNan::Stop {
+                let last_good =
+                    checkpoint::list(&self.run).pop().map_or("none yet".to_string(), |(s, _)| format!("step {s}"));
+                bail!(
+                    "step {step}: loss {loss}, gradient norm {grad_norm} (not finite); stopped before the update. Last good checkpoint: {last_good}. Lower lr_max or set grad_clip, or pass --on-nan skip, then resume"
+                );
+            }
+            progress.println(&format!(
+                "step {step}: loss {loss}, gradient norm {grad_norm}: batch skipped (--on-nan skip)"
+            ));
+        }
+        // A step's time: from when it was queued (or the previous one was read, if later) to now.
+        let now = Instant::now();
+        let step_seconds = now.duration_since(started.max(reads.last_read)).as_secs_f64();
+        reads.last_read = now;
+        state.seconds += step_seconds;
+        let tokens_per_s = seg.tokens_per_step as f64 / step_seconds.max(1e-9);
+        let line = self.line(LineKind::Train, step, state.seconds, &seg, trainable_params);
+        metrics.write(&MetricsLine {
+            loss: Some(loss),
+            lr: Some(lr),
+            grad_norm: Some(grad_norm),
+            tokens_per_s: Some(tokens_per_s),
+            ..line
+        })?;
+        reads.last_loss = Some(loss);
+        progress.step(step, &format!("{} loss {loss:.4} {:.0} tok/s", seg.phase.as_str(), tokens_per_s));
+        Ok(())
     }
 
     /// The schedule events of `seg`, which starts at the step after `state.step`: a stage grows
@@ -281,7 +338,7 @@ impl Trainer {
                     active_layers: g.to_layers,
                     val_loss_before: Some(before),
                     val_loss: Some(after),
-                    ..self.line(LineKind::Growth, state, seg, 0)
+                    ..self.line(LineKind::Growth, state.step, state.seconds, seg, 0)
                 };
                 metrics.write(&line)?;
                 progress.println(&format!(
@@ -351,8 +408,9 @@ impl Trainer {
             let weighted: Vec<Tensor> = mine
                 .iter()
                 .map(|(x, y)| {
-                    let mean =
-                        tch::autocast(autocast, || loss::mean_loss(&self.model, x, y, active, config.scored_vocab()));
+                    let mean = crate::native::autocast(autocast, || {
+                        loss::mean_loss(&self.model, x, y, active, config.scored_vocab())
+                    });
                     mean.to_kind(Kind::Double) * (x.size()[0] as f64 / full_rows)
                 })
                 .collect();
@@ -396,15 +454,16 @@ impl Trainer {
         Ok(())
     }
 
-    /// A log line of `kind` at `state`'s step in `seg`: the step's cumulative compute and place.
-    fn line(&self, kind: LineKind, state: &TrainState, seg: &Segment, trainable_params: i64) -> MetricsLine {
-        let compute = self.header.plan.cumulative(state.step);
+    /// A log line of `kind` after `step` in `seg`, `seconds` of training in: the step's cumulative
+    /// compute and place.
+    fn line(&self, kind: LineKind, step: u64, seconds: f64, seg: &Segment, trainable_params: i64) -> MetricsLine {
+        let compute = self.header.plan.cumulative(step);
         MetricsLine {
-            step: state.step,
+            step,
             tokens: compute.tokens,
             paper_units: compute.paper_units,
             flops: compute.flops,
-            seconds: state.seconds,
+            seconds,
             stage: seg.stage,
             active_layers: seg.trainable.active_layers,
             trainable_params,

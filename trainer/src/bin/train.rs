@@ -121,6 +121,10 @@ struct ConfigArgs {
     /// seed sees the same batches).
     #[arg(long)]
     data_seed: Option<u64>,
+    /// Deterministic GPU kernels (`--set deterministic=true`): two runs, and a stopped-and-resumed
+    /// run, give the same bits on a GPU, at some cost in speed (the CPU is deterministic anyway).
+    #[arg(long)]
+    deterministic: bool,
 }
 
 #[derive(Args, Debug)]
@@ -472,6 +476,9 @@ fn config_and_schedule(
     if let Some(seed) = args.data_seed {
         config.data_seed = Some(seed);
     }
+    if args.deterministic {
+        config.deterministic = true;
+    }
     let schedule = match args.schedule.unwrap_or(default) {
         ScheduleArg::Baseline => {
             ScheduleSpec::Baseline(BaselineSpec { until: until.until(), budget_layers: until.budget_layers })
@@ -502,12 +509,14 @@ fn run_training(args: &TrainArgs, dist: &DistArgs) -> Result<(), CliError> {
             quiet: args.quiet,
             world,
             hellaswag: args.hellaswag.clone(),
+            lag_reads: None,
         })
     };
     if let Some(run_dir) = &args.resume {
         let options = options(args.config.device)?;
         let summary = session::resume(run_dir, &options).map_err(classify)?;
         summarise(&options, &summary);
+        options.world.shutdown()?;
         return Ok(());
     }
     let (mut config, schedule) =
@@ -554,6 +563,7 @@ fn run_training(args: &TrainArgs, dist: &DistArgs) -> Result<(), CliError> {
     }
     .map_err(classify)?;
     summarise(&options, &summary);
+    options.world.shutdown()?;
     Ok(())
 }
 
@@ -574,15 +584,23 @@ fn bench(args: &BenchArgs, dist: &DistArgs) -> Result<(), CliError> {
         }
     })
     .map_err(classify)?;
+    world.shutdown()?;
     Ok(())
 }
 
 fn cooldown(args: &CooldownArgs, dist: &DistArgs) -> Result<(), CliError> {
     let (world, device) = dist.join(device::select(args.device).map_err(CliError::bad_input)?)?;
-    let options =
-        TrainOptions { device, stop_after_step: args.stop_after_step, quiet: args.quiet, world, hellaswag: None };
+    let options = TrainOptions {
+        device,
+        stop_after_step: args.stop_after_step,
+        quiet: args.quiet,
+        world,
+        hellaswag: None,
+        lag_reads: None,
+    };
     let summary = session::cooldown(&args.run, args.budget, args.unit, &options).map_err(classify)?;
     summarise(&options, &summary);
+    options.world.shutdown()?;
     Ok(())
 }
 
@@ -651,8 +669,10 @@ fn study(args: &StudyArgs, dist: &DistArgs) -> Result<(), CliError> {
         quiet: args.quiet || !world.is_main(),
         world,
         hellaswag: args.hellaswag.clone(),
+        lag_reads: None,
     };
     let seconds = study::run(&design, &runs_dir, &options).map_err(classify)?;
+    options.world.shutdown()?;
     if !options.world.is_main() {
         return Ok(());
     }
