@@ -11,6 +11,7 @@
 //! - [`lr`]: learning-rate schedules, a function of the step.
 //! - [`report`]: what `cost --json` prints.
 //! - [`comm`]: the all-reduce of data-parallel training, bytes over bandwidth.
+//! - [`measured`]: seconds, from the step times `train bench` measured on a device.
 //!
 //! Two cost models, side by side:
 //! - **paper** ([`ComputeUnit::PaperUnits`]): the paper's layer-count model (Section III-F), with a
@@ -33,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod flops;
 pub mod lr;
+pub mod measured;
 pub mod plan;
 pub mod report;
 pub mod schedule;

@@ -39,6 +39,10 @@ pub struct CostReport {
     pub equal_compute: EqualComputeTargets,
     /// Compute of one full-model step.
     pub full_step: Compute,
+    /// With `cost --bench FILE`: the step at which the run has spent the baseline's measured
+    /// time on the bench's device (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equal_time: Option<crate::EqualCompute>,
 }
 
 /// The inputs of a [`CostReport`].
@@ -121,6 +125,7 @@ impl CostReport {
             },
             equal_compute: plan.equal_compute,
             full_step: full,
+            equal_time: None,
         }
     }
 

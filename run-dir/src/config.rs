@@ -95,6 +95,25 @@ pub enum LrKind {
     Wsd,
 }
 
+/// Which attention kernel `scaled_dot_product_attention` may use on CUDA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SdpaBackend {
+    /// PyTorch's choice (flash attention for bf16 on a Hopper GPU).
+    #[default]
+    Auto,
+    Flash,
+    Efficient,
+    Cudnn,
+    Math,
+}
+
+impl SdpaBackend {
+    fn is_auto(&self) -> bool {
+        *self == SdpaBackend::Auto
+    }
+}
+
 /// What to do when a step's loss or gradient norm is not finite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +270,10 @@ pub struct TrainConfig {
     /// The CPU is deterministic anyway. Absent from `run.json` when `false`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub deterministic: bool,
+    /// CUDA: the one attention kernel to allow (`flash`, `efficient`, `cudnn`, `math`), or `auto`
+    /// (PyTorch's choice). Absent from `run.json` when `auto`.
+    #[serde(default, skip_serializing_if = "SdpaBackend::is_auto")]
+    pub sdpa_backend: SdpaBackend,
 }
 
 /// `true` (serde's default for keys that are on unless said otherwise).
@@ -318,6 +341,7 @@ impl TrainConfig {
             on_nan: OnNan::Stop,
             cuda_graphs: true,
             deterministic: false,
+            sdpa_backend: SdpaBackend::Auto,
         };
         Ok(match name {
             "tiny" => TrainConfig {
@@ -373,6 +397,7 @@ impl TrainConfig {
         if let Some(object) = root.as_object_mut() {
             object.entry("cuda_graphs").or_insert(Value::Bool(self.cuda_graphs));
             object.entry("deterministic").or_insert(Value::Bool(self.deterministic));
+            object.entry("sdpa_backend").or_insert(serde_json::to_value(self.sdpa_backend)?);
         }
         let mut slot = &mut root;
         for part in key.split('.') {
@@ -582,13 +607,16 @@ mod tests {
         // Runs written before these keys existed read back unchanged, and write back unchanged.
         let c = TrainConfig::preset("tiny").unwrap();
         let text = serde_json::to_string(&c).unwrap();
-        assert!(!text.contains("cuda_graphs") && !text.contains("deterministic"), "{text}");
+        assert!(!text.contains("cuda_graphs") && !text.contains("deterministic") && !text.contains("sdpa"), "{text}");
         let back: TrainConfig = serde_json::from_str(&text).unwrap();
         assert!(back.cuda_graphs && !back.deterministic);
         let mut other = c.clone();
         other.set("cuda_graphs=false").unwrap_or_else(|e| panic!("{e}"));
         other.set("deterministic=true").unwrap();
+        other.set("sdpa_backend=flash").unwrap();
+        assert!(other.set("sdpa_backend=fastest").is_err());
         let text = serde_json::to_string(&other).unwrap();
+        assert!(text.contains("\"sdpa_backend\":\"flash\""), "{text}");
         assert!(text.contains("\"cuda_graphs\":false") && text.contains("\"deterministic\":true"), "{text}");
     }
 

@@ -177,6 +177,18 @@ char* sw_allow_tf32(bool allow) {
     });
 }
 
+// Allow one scaled-dot-product-attention kernel on CUDA (0 flash, 1 memory-efficient, 2 cuDNN,
+// 3 math), or every one PyTorch may choose (-1).
+char* sw_sdpa_backend(int only) {
+    return guarded([&] {
+        auto& ctx = at::globalContext();
+        ctx.setSDPUseFlash(only < 0 || only == 0);
+        ctx.setSDPUseMemEfficient(only < 0 || only == 1);
+        ctx.setSDPUseCuDNN(only < 0 || only == 2);
+        ctx.setSDPUseMath(only < 0 || only == 3);
+    });
+}
+
 // Whether deterministic algorithms are on (what `sw_set_deterministic` set).
 bool sw_deterministic() { return at::globalContext().deterministicAlgorithms(); }
 

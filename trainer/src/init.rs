@@ -28,6 +28,7 @@ pub fn init_model(config: &TrainConfig, device: Device) -> anyhow::Result<(VarSt
             crate::native::use_bf16_autocast_on_cuda()?;
         }
         crate::native::allow_tf32(config.tf32)?;
+        crate::native::sdpa_backend(config.sdpa_backend)?;
     }
     set_determinism(config.deterministic)?;
     Ok((vs, model, optimizer))

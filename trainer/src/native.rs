@@ -48,6 +48,7 @@ extern "C" {
     fn sw_zero_grad_buffers(tensors: *const *mut C_tensor, n: usize) -> *mut c_char;
     fn sw_set_deterministic(on: bool) -> *mut c_char;
     fn sw_deterministic() -> bool;
+    fn sw_sdpa_backend(only: i32) -> *mut c_char;
 }
 
 /// The first line of a shim's returned message (NULL = success: `None`), freed. Every C entry
@@ -238,6 +239,20 @@ pub fn zero_grad_buffers(tensors: &[Tensor]) -> Result<(), NativeError> {
 pub fn set_deterministic(on: bool) -> Result<(), NativeError> {
     // SAFETY: sets globals in libtorch.
     check("use_deterministic_algorithms", unsafe { sw_set_deterministic(on) })
+}
+
+/// The attention kernels `scaled_dot_product_attention` may use on CUDA: one, or (`Auto`) every one.
+pub fn sdpa_backend(backend: run_dir::config::SdpaBackend) -> Result<(), NativeError> {
+    use run_dir::config::SdpaBackend;
+    let only = match backend {
+        SdpaBackend::Auto => -1,
+        SdpaBackend::Flash => 0,
+        SdpaBackend::Efficient => 1,
+        SdpaBackend::Cudnn => 2,
+        SdpaBackend::Math => 3,
+    };
+    // SAFETY: sets globals in libtorch.
+    check("sdpa backend", unsafe { sw_sdpa_backend(only) })
 }
 
 /// Whether deterministic algorithms are on.

@@ -1,5 +1,7 @@
-//! The device script's summary (scripts/gpu-summary.py) reads what `train bench` really prints:
-//! a field renamed on either side breaks this test here, not the one call a GPU task gets.
+//! The device script's summary (scripts/gpu-summary.py) reads what `train bench` and the PyTorch
+//! anchor really print: a field renamed on either side breaks this test here, not the one call a
+//! GPU task gets. The anchor's lines are written as scripts/anchors/torch_gpt.py prints them (its
+//! CPU dry run, `DEVICE=cpu bash .gpu/run.sh`, prints real ones).
 
 use std::path::Path;
 use std::process::Command;
@@ -16,48 +18,85 @@ fn bench(dir: &Path, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+fn summary(out: &Path) -> (bool, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/gpu-summary.py");
+    let run = Command::new("python3").arg(script).arg(out).output().expect("python3 runs the summary");
+    let text = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("summary.md")).unwrap(), text);
+    (run.status.success(), text)
+}
+
+fn metrics(out: &Path, run: &str, losses: &[f64]) {
+    let dir = out.join("runs").join(run);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines: Vec<String> = losses
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!(r#"{{"run":"{run}","kind":"train","step":{},"loss":{l}}}"#, i + 1))
+        .collect();
+    std::fs::write(dir.join("metrics.jsonl"), lines.join("\n")).unwrap();
+}
+
 #[test]
-fn summary_puts_our_bench_beside_the_pytorch_anchor() {
+fn summary_puts_our_bench_beside_the_pytorch_anchor_and_counts_warnings() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path();
-    let ours = bench(out, &["--schedule", "incremental", "--stages", "2"]);
-    std::fs::write(out.join("ours.jsonl"), &ours).unwrap();
+    let graphs = bench(out, &["--schedule", "baseline"]);
+    std::fs::write(out.join("ours-gpt2-graphs.jsonl"), &graphs).unwrap();
+    std::fs::write(
+        out.join("ours-gpt2-eager.jsonl"),
+        bench(out, &["--schedule", "baseline", "--set", "cuda_graphs=false"]),
+    )
+    .unwrap();
+    std::fs::write(out.join("ours.jsonl"), bench(out, &["--schedule", "incremental", "--stages", "2"])).unwrap();
     std::fs::write(out.join("ours-ce-torch.jsonl"), bench(out, &["--set", "loss_kernel=cross_entropy"])).unwrap();
-    std::fs::write(out.join("variants.tsv"), "ce-torch\tbf16, PyTorch cross_entropy\n").unwrap();
-    // The anchor's lines as scripts/anchors/torch_gpt.py prints them (numbers made up, ratios
-    // known; its CPU dry run in scripts/gpu-bench.sh prints the real ones).
-    let full: serde_json::Value = serde_json::from_str(ours.lines().next().unwrap()).unwrap();
-    let tokens_per_s = full["tokens_per_s"].as_f64().unwrap();
-    let eager = tokens_per_s / 2.0;
-    let shape = r#""layers": 4, "d_model": 8, "context": 8, "vocab": 320, "batch": 2"#;
+    std::fs::write(out.join("variants.tsv"), "ce-torch\tPyTorch cross_entropy\n").unwrap();
+    // The anchor: eager at half our speed, compile with CUDA graphs at our speed.
+    let full: serde_json::Value = serde_json::from_str(graphs.lines().next().unwrap()).unwrap();
+    let ours = full["tokens_per_s"].as_f64().unwrap();
+    let shape = r#""layers": 4, "d_model": 16, "context": 8, "vocab": 320, "batch": 2"#;
     let anchor = [
         format!(r#"{{"what": "device", "device": "Test GPU", "torch": "2.11.0", {shape}}}"#),
         format!(
-            r#"{{"what": "full_step", "mode": "eager", "ms": 50.0, "tok_s": {eager}, "first_step_s": 1.0, "params": 9, {shape}}}"#
+            r#"{{"what": "full_step", "mode": "eager", "ms": 50.0, "tok_s": {}, "first_step_s": 1.0, "params": 9, {shape}}}"#,
+            ours / 2.0
         ),
         format!(
-            r#"{{"what": "phase_step", "stages": 2, "stage": 1, "phase": 1, "active": 2, "ms": 25.0, "tok_s": 1.0, {shape}}}"#
+            r#"{{"what": "full_step", "mode": "compile-graphs", "ms": 40.0, "tok_s": {ours}, "first_step_s": 30.0, "params": 9, {shape}}}"#
         ),
-        format!(
-            r#"{{"what": "full_step", "mode": "compile", "ms": 40.0, "tok_s": 1.0, "first_step_s": 30.0, "params": 9, {shape}}}"#
-        ),
-        format!(r#"{{"what": "full_step", "mode": "compile-graphs", "error": "no compiler", {shape}}}"#),
+        format!(r#"{{"what": "full_step", "mode": "compile", "error": "no compiler", {shape}}}"#),
     ];
-    std::fs::write(out.join("torch.jsonl"), anchor.join("\n")).unwrap();
+    std::fs::write(out.join("torch-gpt2.jsonl"), anchor.join("\n")).unwrap();
+    let phases = [
+        format!(r#"{{"what": "full_step", "mode": "eager", "ms": 50.0, "tok_s": 1.0, "first_step_s": 1.0, "params": 9, {shape}}}"#),
+        format!(r#"{{"what": "phase_step", "stages": 2, "stage": 1, "phase": 1, "active": 2, "ms": 25.0, "tok_s": 1.0, {shape}}}"#),
+    ]
+    .join("\n");
+    std::fs::write(out.join("torch.jsonl"), phases).unwrap();
+    metrics(out, "det-a", &[5.0, 4.5, 4.25]);
+    metrics(out, "det-b", &[5.0, 4.5, 4.25]);
+    metrics(out, "det-c", &[5.0, 4.5, 4.2500001]);
+    std::fs::write(out.join("ours-stderr.log"), "training gpt2-124m\n").unwrap();
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/gpu-summary.py");
-    let run = Command::new("python3").arg(script).arg(out).output().expect("python3 runs the summary");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let text = String::from_utf8(run.stdout).unwrap();
-    assert_eq!(std::fs::read_to_string(out.join("summary.md")).unwrap(), text);
+    let (ok, text) = summary(out);
+    assert!(ok, "no warning line: success\n{text}");
     assert!(text.starts_with("# Device run: Test GPU"), "{text}");
-    assert!(text.contains("| 2.000x |"), "our tokens/s is twice the made-up eager figure:\n{text}");
-    assert!(text.contains("| stagewise, bf16, PyTorch cross_entropy |"), "{text}");
-    // Every phase of the 2-stage schedule gets a row; stage 1 phase 1 (2 active) has PyTorch's
-    // 25 ms next to its 50 ms full step.
+    // gpt2 row: ours / eager 2.00x, ours / PyTorch's best (compile + graphs) 1.00x.
+    let row = text.lines().find(|l| l.starts_with("| gpt2, 2 x 8")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("| 2.00x | 1.00x |"), "{row}");
+    assert!(text.contains("GPT-2 124M at >= 1.2x PyTorch eager: met (2.00x)"), "{text}");
+    assert!(text.contains("| PyTorch cross_entropy |"), "{text}");
     for phase in ["stage 1 phase1", "stage 1 phase2", "stage 2 phase1", "stage 2 phase2"] {
         assert!(text.contains(&format!("| {phase} (")), "{phase} missing:\n{text}");
     }
     let stage1 = text.lines().find(|l| l.starts_with("| stage 1 phase1 (2 active)"));
     assert!(stage1.is_some_and(|l| l.ends_with("| 25.0 | 0.500 |")), "{text}");
+    assert!(text.contains("a second run: 3 steps compared, bit-identical."), "{text}");
+    assert!(text.contains("a run stopped at 15 and resumed: 3 steps compared, NOT identical"), "{text}");
+    assert!(text.contains("zero warning lines: met (0)"), "{text}");
+
+    // One deprecation warning fails the summary.
+    std::fs::write(out.join("ours-stderr.log"), "[W] at::autocast::is_enabled() is deprecated\n").unwrap();
+    let (ok, text) = summary(out);
+    assert!(!ok && text.contains("zero warning lines: NOT met (1)"), "{text}");
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use cost_model::cli::{self, thousands, CliError};
+use cost_model::measured::StepTimes;
 use cost_model::report::CostReport;
 use cost_model::{
     backward_ratio_from_times, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
@@ -26,7 +27,7 @@ use cost_model::{
 #[command(
     name = "cost",
     version,
-    after_help = "Examples:\n  cost --stages 12\n  cost --stages 8 --phase-steps floor\n  cost --stages 4 --backward-ratio 2 --compute-unit flops --json\n  cost --stages 4 --calibrate 18.6,51.7   # r from measured forward / forward+backward ms"
+    after_help = "Examples:\n  cost --stages 12\n  cost --stages 8 --phase-steps floor\n  cost --stages 4 --backward-ratio 2 --compute-unit flops --json\n  cost --stages 4 --calibrate 18.6,51.7   # r from measured forward / forward+backward ms\n  cost --stages 4 --bench reports/bench/2026-11-30-h200/ours.jsonl   # equal time on an H200"
 )]
 struct Args {
     #[command(flatten)]
@@ -67,6 +68,11 @@ struct Args {
     /// Bandwidth of each rank's link, GB/s each way (NVLink 4 on an H100 SXM: 450).
     #[arg(long, default_value_t = 450.0, value_name = "GB_PER_S", help_heading = "Data parallel")]
     link_gb_per_s: f64,
+    /// Seconds: the step times `train bench` measured for this schedule on some device (its JSON
+    /// lines, e.g. reports/bench/2026-11-30-h200/ours.jsonl); prints the equal-time step beside
+    /// the paper's and the FLOP model's (--json: `equal_time`).
+    #[arg(long, value_name = "FILE")]
+    bench: Option<std::path::PathBuf>,
 }
 
 fn parse_pair(s: &str) -> Result<(f64, f64), String> {
@@ -107,10 +113,37 @@ fn run(args: &Args) -> Result<(), CliError> {
             args.link_gb_per_s
         )));
     }
+    let measured = match &args.bench {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--bench {}: cannot read it", path.display()))
+                .map_err(CliError::bad_input)?;
+            let times = StepTimes::parse(&text)
+                .and_then(|t| Ok((t.equal_time(&shape, &plan)?, t)))
+                .map_err(|e| CliError::bad_input(anyhow::anyhow!("--bench {}: {e}", path.display())))?;
+            Some(times)
+        }
+        None => None,
+    };
     let output = if args.json {
-        CostReport::new(shape, &schedule, &plan, args.compute_unit).to_json()
+        let mut report = CostReport::new(shape, &schedule, &plan, args.compute_unit);
+        report.equal_time = measured.as_ref().map(|(at, _)| *at);
+        report.to_json()
     } else {
-        table_report(&shape, &schedule, &plan, until)?
+        let mut table = table_report(&shape, &schedule, &plan, until)?;
+        if let (Some((at, times)), Some(path)) = (&measured, &args.bench) {
+            table.push_str(&format!(
+                "\n  {:<46} {:>7}  ({:>10} unrounded; {} continual steps)\n  (step times from {}: {}, full step {:.1} ms)",
+                "measured seconds:",
+                thousands(at.step),
+                fixed2(at.exact),
+                thousands(at.step.saturating_sub(plan.incremental_steps)),
+                path.display(),
+                times.device,
+                times.full_ms
+            ));
+        }
+        table
     };
     println!("{output}");
     if let Some(world) = args.world {
