@@ -31,9 +31,8 @@ typedef struct SwCudaApi {
     uint32_t version;  // SW_CUDA_API_VERSION
     uint32_t size;     // sizeof(SwCudaApi)
     void (*free_message)(char* message);
-    // Make `device`'s primary context current on this thread and run backward passes on the
-    // calling thread (no autograd device threads: their first cuBLAS call would find no context,
-    // and a capture's work stays on the thread that captures).
+    // Make `device`'s primary context current on this thread (cudaSetDevice even when the index
+    // already matches), before the first cuBLAS handle is made.
     char* (*init)(int8_t device);
     // A new pool id for graphs that share memory (replayed in the order they were captured).
     char* (*pool)(SwGraphPool* out);

@@ -8,7 +8,6 @@
 // stream, share one memory pool between the graphs, replay on the current stream.
 
 #include <ATen/cuda/CUDAGraph.h>
-#include <c10/core/AutogradState.h>
 #include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -56,7 +55,6 @@ char* init(int8_t device) {
         // force=true: cudaSetDevice even when the index already matches, which binds the primary
         // context to this thread before the first cuBLAS handle is made.
         c10::cuda::set_device(device, /*force=*/true);
-        c10::AutogradState::get_tls_state().set_multithreading_enabled(false);
     });
 }
 

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Version.h>
+#include <c10/core/AutogradState.h>
 #include <ATen/autocast_mode.h>
 
 #include <vector>
@@ -187,6 +188,14 @@ char* sw_sdpa_backend(int only) {
         ctx.setSDPUseCuDNN(only < 0 || only == 2);
         ctx.setSDPUseMath(only < 0 || only == 3);
     });
+}
+
+// Run backward passes on the calling thread (`torch.autograd.set_multithreading_enabled(False)`):
+// PyTorch's device threads for CUDA have no CUDA context bound when their first cuBLAS call comes
+// ("Attempting to run cuBLAS, but there was no current CUDA context!"), and a CUDA graph captures
+// only the work of its own thread. CPU backward runs on the calling thread anyway.
+char* sw_single_threaded_autograd() {
+    return guarded([] { c10::AutogradState::get_tls_state().set_multithreading_enabled(false); });
 }
 
 // Whether deterministic algorithms are on (what `sw_set_deterministic` set).

@@ -119,8 +119,7 @@ impl CudaApi {
         Err(NativeError { op, message: text })
     }
 
-    /// Bind `device`'s context to this thread and run backward passes on it (see `init` in
-    /// cuda_api.h): before the first matmul.
+    /// Bind `device`'s context to this thread (see `init` in cuda_api.h): before the first matmul.
     pub fn init(&self, device: usize) -> Result<(), NativeError> {
         // SAFETY: a plain call into the plugin.
         self.check("cuda init", unsafe { (self.init)(device as i8) })

@@ -31,6 +31,7 @@ pub fn init_model(config: &TrainConfig, device: Device) -> anyhow::Result<(VarSt
         crate::native::sdpa_backend(config.sdpa_backend)?;
     }
     set_determinism(config.deterministic)?;
+    crate::native::single_threaded_autograd()?;
     Ok((vs, model, optimizer))
 }
 

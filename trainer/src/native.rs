@@ -49,6 +49,7 @@ extern "C" {
     fn sw_set_deterministic(on: bool) -> *mut c_char;
     fn sw_deterministic() -> bool;
     fn sw_sdpa_backend(only: i32) -> *mut c_char;
+    fn sw_single_threaded_autograd() -> *mut c_char;
 }
 
 /// The first line of a shim's returned message (NULL = success: `None`), freed. Every C entry
@@ -253,6 +254,14 @@ pub fn sdpa_backend(backend: run_dir::config::SdpaBackend) -> Result<(), NativeE
     };
     // SAFETY: sets globals in libtorch.
     check("sdpa backend", unsafe { sw_sdpa_backend(only) })
+}
+
+/// Backward passes on the calling thread (this thread's autograd state): no autograd device
+/// threads, whose first cuBLAS call on a GPU finds no CUDA context, and all of a step's work on
+/// the thread that captures it as a CUDA graph.
+pub fn single_threaded_autograd() -> Result<(), NativeError> {
+    // SAFETY: sets this thread's autograd state.
+    check("set_multithreading_enabled", unsafe { sw_single_threaded_autograd() })
 }
 
 /// Whether deterministic algorithms are on.
