@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cost_model::cli::thousands;
 use run_dir::Skipped;
 use serde::Serialize;
+use stagewise_cli::thousands;
 
 use crate::align::Unit;
 use crate::compare::Comparisons;

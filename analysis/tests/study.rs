@@ -9,7 +9,7 @@ use analysis::stats::{t_interval, Reach, Verdict};
 use approx::assert_relative_eq;
 use cost_model::Phase;
 use run_dir::cooldown::CooldownBranch;
-use run_dir::study::{Protocol, StudyDesign, StudyRequest, StudyRun};
+use run_dir::study::{StudyDesign, StudyFile, StudyRun};
 use run_dir::{LineKind, MetricsLine, RunDir, RunHeader};
 
 /// Baseline annealed losses at budgets 0.5, 1, 2; seed s adds 0.01·s.
@@ -30,14 +30,7 @@ fn inc_loss(budget: f64, seed: u64) -> f64 {
 }
 
 fn design() -> StudyDesign {
-    let mut d = StudyDesign::new(&StudyRequest {
-        protocol: Protocol::Fair,
-        quick: false,
-        preset: "tiny".into(),
-        scale: None,
-        device: "cpu".into(),
-    })
-    .unwrap();
+    let mut d = StudyFile::load("cpu").unwrap().design;
     d.arms.truncate(2); // baseline, inc4
     d.ablations.clear();
     d

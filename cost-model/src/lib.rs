@@ -27,7 +27,6 @@
 //! assert_eq!(plan.equal_compute.paper_units.step, 15_729);
 //! ```
 
-pub mod cli;
 pub mod closed_form;
 pub mod comm;
 pub mod config;

@@ -14,6 +14,7 @@ use crate::{ModelShape, Phase1Trainable, PhaseStepRounding, PlanError};
 /// [`crate::Plan::incremental`] beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[command(next_help_heading = "Incremental schedule")]
+#[serde(default)]
 pub struct IncrementalSchedule {
     /// Number of stages S; each adds about L/S blocks (uneven splits are spread out and stated).
     #[arg(long, default_value_t = 4)]

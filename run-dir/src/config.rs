@@ -238,8 +238,13 @@ pub struct TrainConfig {
     /// `true`: the sample's windows are spread evenly over the whole val shard. `false`: the first
     /// `val_tokens` tokens of the shard (what runs before format 3 did).
     pub val_spread: bool,
-    /// Checkpoint every this many steps (and at the last step); 0 keeps only the final one.
+    /// Checkpoint every this many steps (and at the last step); 0: only at the last step.
     pub checkpoint_every: u64,
+    /// Checkpoints kept besides the final one and the branch points of cooldown branches: the
+    /// `keep_checkpoints` latest; older ones are deleted once a newer one is complete (GPT-2 124M
+    /// checkpoints are 1.5 GB each). Absent from `run.json` at its default, 3.
+    #[serde(default = "three", skip_serializing_if = "is_three")]
+    pub keep_checkpoints: usize,
     /// bf16 autocast on CUDA (CPU always trains in fp32).
     pub bf16: bool,
     /// TF32 for fp32 matmuls on CUDA (`torch.backends.cuda.matmul.allow_tf32`); no effect on CPU.
@@ -274,6 +279,14 @@ pub struct TrainConfig {
     /// (PyTorch's choice). Absent from `run.json` when `auto`.
     #[serde(default, skip_serializing_if = "SdpaBackend::is_auto")]
     pub sdpa_backend: SdpaBackend,
+}
+
+fn three() -> usize {
+    3
+}
+
+fn is_three(n: &usize) -> bool {
+    *n == 3
 }
 
 /// `true` (serde's default for keys that are on unless said otherwise).
@@ -329,6 +342,7 @@ impl TrainConfig {
             val_tokens: 20 * 32 * 1024,
             val_spread: true,
             checkpoint_every: 1000,
+            keep_checkpoints: 3,
             bf16: true,
             // build-nanogpt's `torch.set_float32_matmul_precision('high')`, as the PyTorch anchor.
             tf32: true,
@@ -396,6 +410,7 @@ impl TrainConfig {
         // Keys left out of run.json at their defaults are keys all the same.
         if let Some(object) = root.as_object_mut() {
             object.entry("cuda_graphs").or_insert(Value::Bool(self.cuda_graphs));
+            object.entry("keep_checkpoints").or_insert(Value::from(self.keep_checkpoints));
             object.entry("deterministic").or_insert(Value::Bool(self.deterministic));
             object.entry("sdpa_backend").or_insert(serde_json::to_value(self.sdpa_backend)?);
         }
@@ -608,15 +623,17 @@ mod tests {
         let c = TrainConfig::preset("tiny").unwrap();
         let text = serde_json::to_string(&c).unwrap();
         assert!(!text.contains("cuda_graphs") && !text.contains("deterministic") && !text.contains("sdpa"), "{text}");
+        assert!(!text.contains("keep_checkpoints"), "{text}");
         let back: TrainConfig = serde_json::from_str(&text).unwrap();
         assert!(back.cuda_graphs && !back.deterministic);
         let mut other = c.clone();
         other.set("cuda_graphs=false").unwrap_or_else(|e| panic!("{e}"));
         other.set("deterministic=true").unwrap();
         other.set("sdpa_backend=flash").unwrap();
+        other.set("keep_checkpoints=5").unwrap();
         assert!(other.set("sdpa_backend=fastest").is_err());
         let text = serde_json::to_string(&other).unwrap();
-        assert!(text.contains("\"sdpa_backend\":\"flash\""), "{text}");
+        assert!(text.contains("\"sdpa_backend\":\"flash\"") && text.contains("\"keep_checkpoints\":5"), "{text}");
         assert!(text.contains("\"cuda_graphs\":false") && text.contains("\"deterministic\":true"), "{text}");
     }
 

@@ -8,6 +8,9 @@ use anyhow::bail;
 use cost_model::{ComputeUnit, Plan};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{LrKind, TrainConfig};
+use crate::RunHeader;
+
 /// What makes a run a cooldown branch of another (in its `run.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CooldownBranch {
@@ -61,6 +64,69 @@ pub fn branch_point(
     Ok(BranchPoint { from_step: to_step - decay, to_step })
 }
 
+/// A cooldown branch of a run, derived from the run's header: its configuration (the learning
+/// rate decays to `lr_min` at the branch's end), its plan (the run's, cut at `E`) and where it
+/// starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedBranch {
+    pub name: String,
+    pub config: TrainConfig,
+    pub schedule: crate::ScheduleSpec,
+    pub plan: Plan,
+    pub branch: CooldownBranch,
+}
+
+/// The branch of the run `main` at `budget` × its baseline budget in `unit`. A constant learning
+/// rate is flat until any branch point too, so its branch decays from it (WSD with no warmup); a
+/// cosine run's rate is already decaying, so it has no branches; a branch has none of its own.
+pub fn derive_branch(main: &RunHeader, unit: ComputeUnit, budget: f64) -> anyhow::Result<DerivedBranch> {
+    if main.branch.is_some() {
+        bail!("{} is itself a cooldown branch; branch the run it came from", main.name);
+    }
+    let mut config = main.config.clone();
+    match config.lr_schedule {
+        LrKind::Wsd => {}
+        LrKind::Constant => {
+            config.lr_schedule = LrKind::Wsd;
+            config.warmup_steps = 0;
+            config.lr_min = config.lr_min.min(config.lr_max);
+        }
+        LrKind::Cosine => bail!(
+            "{}: a cosine run's learning rate is already decaying before any branch point; cooldown branches need lr_schedule wsd (or constant)",
+            main.name
+        ),
+    }
+    let point = branch_point(&main.plan, unit, budget, config.cooldown_fraction)?;
+    config.cooldown_budgets.clear();
+    Ok(DerivedBranch {
+        name: branch_run_name(&main.name, unit, budget),
+        config,
+        schedule: main.schedule.clone(),
+        plan: main.plan.truncated(point.to_step),
+        branch: CooldownBranch {
+            parent: main.name.clone(),
+            budget,
+            unit,
+            from_step: point.from_step,
+            to_step: point.to_step,
+        },
+    })
+}
+
+impl DerivedBranch {
+    /// `K`: the parent's checkpoint the branch starts from.
+    pub fn from_step(&self) -> u64 {
+        self.branch.from_step
+    }
+
+    /// The branch's header, for a branch starting now on `device`.
+    pub fn into_header(self, device: String, libtorch_version: &str) -> RunHeader {
+        let mut header = RunHeader::new(&self.name, self.config, self.schedule, self.plan, device, libtorch_version);
+        header.branch = Some(self.branch);
+        header
+    }
+}
+
 /// The branch's directory name under `<run>/cooldowns/`: `<unit>-<budget>`, e.g. `flops-1.5`.
 pub fn branch_name(unit: ComputeUnit, budget: f64) -> String {
     format!("{}-{budget}", unit.as_str())
@@ -75,6 +141,35 @@ pub fn branch_run_name(parent: &str, unit: ComputeUnit, budget: f64) -> String {
 mod tests {
     use super::*;
     use cost_model::ModelShape;
+
+    fn header(lr_schedule: &str) -> RunHeader {
+        let mut config = TrainConfig::preset("tiny").unwrap();
+        config.set(&format!("lr_schedule={lr_schedule}")).unwrap();
+        config.set("cooldown_budgets=[0.5, 1.0]").unwrap();
+        let schedule = crate::ScheduleSpec::baseline();
+        let plan = schedule.plan(&config).unwrap();
+        RunHeader::new("r", config, schedule, plan, "cpu".into(), "2.11.0")
+    }
+
+    #[test]
+    fn a_branch_is_its_run_cut_at_the_budget_with_the_rate_annealed() {
+        let main = header("wsd");
+        let derived = derive_branch(&main, ComputeUnit::Flops, 0.5).unwrap();
+        assert_eq!(derived.name, "r/cooldowns/flops-0.5");
+        assert_eq!((derived.branch.from_step, derived.branch.to_step), (400, 500));
+        assert_eq!(derived.plan.total_steps(), 500);
+        assert!(derived.config.cooldown_budgets.is_empty(), "a branch takes no branches of its own");
+        let branch = derived.into_header("cpu".into(), "2.11.0");
+        assert_eq!(branch.branch.as_ref().map(|b| b.parent.as_str()), Some("r"));
+        // A constant rate decays from where it is; a cosine one cannot be branched, nor a branch.
+        let constant = derive_branch(&header("constant"), ComputeUnit::Flops, 1.0).unwrap();
+        assert_eq!((constant.config.lr_schedule, constant.config.warmup_steps), (LrKind::Wsd, 0));
+        assert!(derive_branch(&header("cosine"), ComputeUnit::Flops, 1.0).unwrap_err().to_string().contains("cosine"));
+        assert!(derive_branch(&branch, ComputeUnit::Flops, 0.5)
+            .unwrap_err()
+            .to_string()
+            .contains("itself a cooldown branch"));
+    }
 
     #[test]
     fn branch_points_follow_the_plan() {

@@ -2,24 +2,19 @@
 //! read when it resumes and by the analysis.
 //!
 //! Versioned like llm.c's files: `format` says which layout the file (and its run's
-//! `metrics.jsonl` lines) follow. Older formats are upgraded on read, one version at a time, to
-//! what those runs really ran with, so old runs still resume bit for bit and still report:
-//! - 1 → 2 (files written before `format` existed): renamed keys (`loss_chunk_tokens` →
-//!   `loss_kernel`, `context_schedule` → `stage_context`, ...), defaults of keys added later, and
-//!   a plan rebuilt with today's cost model and checked step for step against the stored one;
-//! - 2 → 3: the data in file order (`data_seed: null`), the leading validation slice
-//!   (`val_spread: false`, `val_tokens` from `val_batches`), the softmax over the padded
-//!   vocabulary, no re-warmup or moment resets, and WSD's defaults (unused by those runs);
-//! - 3 → 4: the HellaSwag file moves out of the config into [`RunHeader::hellaswag`] (where it
-//!   lies is not part of what a run trains), its digest and counts unknown; [`RunHeader::kernels`]
-//!   is absent (those runs did not record them).
-//!
-//! A format newer than this build's is refused, never guessed at.
+//! `metrics.jsonl` lines) follow. Format 3 is upgraded on read to format 4: the HellaSwag file
+//! moves out of the config into [`RunHeader::hellaswag`] (where it lies is not part of what a run
+//! trains), its digest and counts unknown, and [`RunHeader::kernels`] is absent (those runs did
+//! not record them). Format 3 is the format `just study` wrote until 2026-11-30, so anyone who
+//! ran the README holds such runs. Formats 1 and 2 (before 2026-11-27: before versioning, and
+//! before WSD, seeds and the validation sample) only ever existed in the developers' own
+//! directories; they are refused with the commit that reads them, as is a format newer than this
+//! build's: never guessed at.
 
 use std::path::{Path, PathBuf};
 
 use cost_model::lr::{LrSchedule, Rewarmup};
-use cost_model::{Plan, Segment};
+use cost_model::Plan;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -122,8 +117,8 @@ pub enum HeaderError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{}: format {found} is newer than this build reads (up to {FORMAT}); use a newer stagewise", .path.display())]
     Newer { path: PathBuf, found: u64 },
-    #[error("{}: the stored plan differs from the one this build computes for the same schedule ({detail}); resume it with the commit that started it ({commit})", .path.display())]
-    PlanMismatch { path: PathBuf, detail: String, commit: String },
+    #[error("{}: format {found} (written before 2026-11-27) is older than this build reads (3 and 4); read it with stagewise at commit bf4c737", .path.display())]
+    Older { path: PathBuf, found: u64 },
 }
 
 impl RunHeader {
@@ -187,90 +182,14 @@ impl RunHeader {
         if format > u64::from(FORMAT) {
             return Err(HeaderError::Newer { path: path.into(), found: format });
         }
-        if format == 1 {
-            upgrade_v1(&mut value);
-        }
-        if format <= 2 {
-            upgrade_v2(&mut value);
+        if format < 3 {
+            return Err(HeaderError::Older { path: path.into(), found: format });
         }
         if format <= 3 {
             upgrade_v3(&mut value);
         }
-        let mut header: RunHeader = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
-        if format == 1 {
-            // Format 1 plans lack what format 2 segments say (where stages grow): rebuild the plan
-            // and insist that it runs the very same steps.
-            let rebuilt = header.schedule.plan(&header.config).map_err(|e| corrupt(e.to_string()))?;
-            same_steps(&header.plan, &rebuilt).map_err(|detail| HeaderError::PlanMismatch {
-                path: path.into(),
-                detail,
-                commit: header.git_commit.clone(),
-            })?;
-            header.plan = rebuilt;
-        }
-        Ok(header)
+        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
     }
-}
-
-/// Format 1 → 2 in place: renamed keys, and the values those runs ran with where a key did not
-/// exist yet.
-fn upgrade_v1(value: &mut Value) {
-    if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
-        // `loss_chunk_tokens` (0 = PyTorch's cross_entropy) became the `loss_kernel` enum.
-        let chunk = config.remove("loss_chunk_tokens").unwrap_or(json!(0));
-        config.insert("loss_kernel".into(), chunk);
-        for (key, ran_with) in [
-            ("tf32", json!(false)),
-            ("hellaswag", Value::Null),
-            ("hellaswag_every", json!(0)),
-            ("hellaswag_limit", Value::Null),
-            ("on_nan", json!("stop")),
-        ] {
-            config.entry(key).or_insert(ran_with);
-        }
-    }
-    if let Some(schedule) = value.get_mut("schedule").and_then(Value::as_object_mut) {
-        if schedule.get("kind").and_then(Value::as_str) == Some("incremental") {
-            for (old, new) in [("context_schedule", "stage_context"), ("batch_schedule", "stage_tokens_per_step")] {
-                if let Some(list) = schedule.remove(old) {
-                    schedule.insert(new.into(), list);
-                }
-            }
-            // The trainer of format 1 always ran all base steps incrementally.
-            schedule.entry("incremental_share").or_insert(json!(1.0));
-        }
-    }
-    value["format"] = json!(2);
-}
-
-/// Format 2 → 3 in place: the data order, validation sample, loss and schedule knobs those runs
-/// ran with.
-fn upgrade_v2(value: &mut Value) {
-    if let Some(config) = value.get_mut("config").and_then(Value::as_object_mut) {
-        let number = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-        let (batches, micro_batch) = (number(config.get("val_batches")), number(config.get("micro_batch")));
-        let context = number(config.get("model").and_then(|m| m.get("context")));
-        config.remove("val_batches");
-        for (key, ran_with) in [
-            ("val_tokens", json!(batches * micro_batch * context)),
-            ("val_spread", json!(false)),
-            ("data_seed", Value::Null),
-            ("softmax_over_padding", json!(true)),
-            ("cooldown_fraction", json!(0.2)),
-            ("decay_shape", json!("1-sqrt")),
-            ("cooldown_budgets", json!([])),
-            ("cooldown_unit", json!("flops")),
-        ] {
-            config.insert(key.into(), ran_with);
-        }
-    }
-    if let Some(schedule) = value.get_mut("schedule").and_then(Value::as_object_mut) {
-        if schedule.get("kind").and_then(Value::as_str) == Some("incremental") {
-            schedule.insert("rewarmup_steps".into(), json!(0));
-            schedule.insert("reset_moments_on_unfreeze".into(), json!(false));
-        }
-    }
-    value["format"] = json!(3);
 }
 
 /// Format 3 → 4 in place: the config's HellaSwag path becomes the header's evaluation input.
@@ -280,20 +199,6 @@ fn upgrade_v3(value: &mut Value) {
         value["hellaswag"] = json!({ "path": path, "sha256": null, "counts": null });
     }
     value["format"] = json!(4);
-}
-
-/// `Ok` when two plans run the same steps with the same compute; else what differs first.
-fn same_steps(stored: &Plan, rebuilt: &Plan) -> Result<(), String> {
-    if stored.segments.len() != rebuilt.segments.len() {
-        return Err(format!("{} segments stored, {} computed", stored.segments.len(), rebuilt.segments.len()));
-    }
-    for (a, b) in stored.segments.iter().zip(&rebuilt.segments) {
-        // Every field but `grows`, which format 1 did not store (a field added later counts too).
-        if (Segment { grows: None, ..*a }) != (Segment { grows: None, ..*b }) {
-            return Err(format!("the segment at step {} is stored as {a:?} but computes as {b:?}", a.first_step));
-        }
-    }
-    Ok(())
 }
 
 /// The commit of the working tree the trainer runs in (`unknown` outside git), asked of `git`
@@ -358,6 +263,16 @@ mod tests {
         newer["format"] = json!(FORMAT + 1);
         let err = RunHeader::parse(path, &serde_json::to_vec(&newer).unwrap()).unwrap_err();
         assert!(matches!(err, HeaderError::Newer { .. }), "{err}");
+        // Formats 1 and 2 are refused, naming the commit that reads them.
+        for old in [json!(2), Value::Null] {
+            let mut value = serde_json::to_value(&header).unwrap();
+            match old {
+                Value::Null => drop(value.as_object_mut().unwrap().remove("format")),
+                v => value["format"] = v,
+            }
+            let err = RunHeader::parse(path, &serde_json::to_vec(&value).unwrap()).unwrap_err().to_string();
+            assert!(err.contains("commit bf4c737"), "{err}");
+        }
     }
 
     #[test]

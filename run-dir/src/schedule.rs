@@ -22,8 +22,10 @@ pub enum Growth {
     Stack,
 }
 
-/// An incremental run: the stages (cost_model's knobs) and what the trainer alone needs.
+/// An incremental run: the stages (cost_model's knobs) and what the trainer alone needs. A knob
+/// left out (of a design file) takes its default, the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
 pub struct IncrementalSpec {
     #[command(flatten)]
     #[serde(flatten)]

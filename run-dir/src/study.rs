@@ -1,36 +1,44 @@
-//! The study's design, `<runs>/study.json`: which arms, seeds and budgets answer *does growing a
-//! transformer layer by layer save compute?* (`train study` runs it; the report reads it).
+//! A study's design: which arms, seeds and budgets answer *does growing a transformer layer by
+//! layer save compute?* (`train study` runs it; the report reads it).
 //!
-//! **Fair protocol** (default): the baseline, incremental schedules with S = 4, 8, 12 stages and
-//! depth controls (full models with fewer layers, trained to the baseline's compute), each with
-//! several seeds (`seed` and `data_seed` varied together, so seed `i` of every arm starts from the
-//! same draws and sees the same batches). Every main run uses warmup-stable-decay to the largest
-//! budget and saves checkpoints at the branch points of the smaller budgets; a cooldown branch
-//! per smaller budget then anneals it there. Every arm is thus compared annealed at every budget.
-//! Ablations of the incremental schedule run at one seed.
+//! Designs are data: `studies/*.toml` ([`StudyFile`], typed, validated, versioned by `format`),
+//! the CPU study (`cpu`), its smoke run (`quick`), the paper's protocol (`paper`) and GPU designs;
+//! they are built into the binary by name, and `train study --design FILE` takes a user's own.
+//! The design is written to `<runs>/study.json` before anything trains, and a study directory
+//! holds exactly one design.
 //!
-//! **Paper protocol** (`--protocol paper`): the paper's own comparison: constant learning rate,
-//! the reference code's floor phase steps and new+embeddings phase 1, continual training for
-//! another base budget of steps, compared un-annealed in paper units.
+//! **Fair protocol**: every arm's main run uses warmup-stable-decay to the largest budget and saves
+//! checkpoints at the branch points of the smaller budgets; a cooldown branch per smaller budget
+//! then anneals it there, so every arm is compared annealed at every budget. Seed `i` sets `seed`
+//! and `data_seed` of every arm's run `i`, so arms are paired. Ablations run at the first seed.
 //!
-//! The design is written to `<runs>/study.json` before anything trains.
+//! **Paper protocol**: the paper's own comparison: continual training for another base budget of
+//! steps after the stages, compared un-annealed at equal compute in paper units.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use cost_model::{ComputeUnit, IncrementalSchedule, Phase1Trainable, PhaseStepRounding, Until};
+use cost_model::{ComputeUnit, Until};
 use serde::{Deserialize, Serialize};
 
-use crate::{BaselineSpec, Growth, IncrementalSpec, ScheduleSpec, TrainConfig};
+use crate::{BaselineSpec, IncrementalSpec, ScheduleSpec, TrainConfig};
 
 /// The study file's name in the runs directory.
 pub const STUDY_FILE: &str = "study.json";
-/// Its format version. Format 1 held the HellaSwag file among the overrides (so the design
-/// depended on where the file lay); format 2 never does: `hellaswag_every=0` (evaluate at the end
-/// of every run and branch) is part of every design, the file an input of `train study`.
+/// The format of a design (`study.json` and the design files). Format 1 held the HellaSwag file
+/// among the overrides (so the design depended on where the file lay); format 2 never does: the
+/// file is an input of `train study`.
 pub const STUDY_FORMAT: u32 = 2;
-/// The override that puts HellaSwag at the end of every run and branch (when a file is given).
+/// The override that puts HellaSwag at the end of every run and branch (format 2 designs have it).
 const HELLASWAG_AT_THE_END: &str = "hellaswag_every=0";
+
+/// The designs built into the binary, by name: `studies/<name>.toml`.
+pub const BUILTIN_DESIGNS: [(&str, &str); 4] = [
+    ("cpu", include_str!("../../studies/cpu.toml")),
+    ("quick", include_str!("../../studies/quick.toml")),
+    ("paper", include_str!("../../studies/paper.toml")),
+    ("gpt2-124m", include_str!("../../studies/gpt2-124m.toml")),
+];
 /// Wall time of each `train study` invocation that finished (JSON lines: `finished`, `seconds`),
 /// beside the study file.
 pub const STUDY_TIME_FILE: &str = "study-time.jsonl";
@@ -85,6 +93,7 @@ pub struct StudyDesign {
     pub budget_unit: ComputeUnit,
     pub arms: Vec<Arm>,
     /// Variations of one arm, at the first seed only.
+    #[serde(default)]
     pub ablations: Vec<Arm>,
     /// Why this model and these steps (for the report).
     pub regime: String,
@@ -94,33 +103,40 @@ pub struct StudyDesign {
     pub device: String,
 }
 
-/// What `train study` can be asked for.
-#[derive(Debug, Clone)]
-pub struct StudyRequest {
-    pub protocol: Protocol,
-    pub quick: bool,
-    pub preset: String,
-    /// Fraction of the paper's 10,000 steps × 524,288 tokens (GPU presets).
-    pub scale: Option<f64>,
-    pub device: String,
+/// A design file (`studies/*.toml`): the design, and where its runs go by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyFile {
+    /// The runs directory (`train study --runs-dir` overrides it); its parent gets the report.
+    pub runs_dir: std::path::PathBuf,
+    #[serde(flatten)]
+    pub design: StudyDesign,
 }
 
-/// The CPU study's model: 12 layers (so 4, 8 and 12 stages all divide it evenly or nearly), d = 16,
-/// 2 heads, context 64, byte vocabulary; 2,048 tokens a step (32 rows of 64). Measured with `train
-/// bench` on 2 cores: 27.0K tokens/s (12 layers), 93.8K (3 layers); width 32 runs 17.7K, width 24
-/// 15.5K (its head size is slower).
-const CPU_MODEL: [&str; 6] = [
-    "model.d_model=16",
-    "model.heads=2",
-    "micro_batch=32",
-    "tokens_per_step=2048",
-    "warmup_steps=20",
-    "val_tokens=65536",
-];
+impl StudyFile {
+    /// The design `name` names: a built-in one (`cpu`, `quick`, `paper`, `gpt2-124m`), else a
+    /// TOML file at that path; read and validated.
+    pub fn load(name: &str) -> anyhow::Result<StudyFile> {
+        let (text, origin) = match BUILTIN_DESIGNS.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) => (text.to_string(), format!("the built-in design {name}")),
+            None => {
+                let text = std::fs::read_to_string(name).with_context(|| {
+                    let names: Vec<&str> = BUILTIN_DESIGNS.iter().map(|(n, _)| *n).collect();
+                    format!("--design {name}: neither a built-in design ({}) nor a readable file", names.join(", "))
+                })?;
+                (text, name.to_string())
+            }
+        };
+        StudyFile::parse(&text).with_context(|| origin)
+    }
 
-/// Base steps of the CPU study: 600 steps × 2,048 tokens = 1.23M tokens at budget 1, 27.6 tokens
-/// per parameter of the 44.5K-parameter model.
-const CPU_BASE_STEPS: u64 = 600;
+    /// A design file's text, validated.
+    pub fn parse(text: &str) -> anyhow::Result<StudyFile> {
+        let mut file: StudyFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+        file.design.validate()?;
+        file.design.normalise();
+        Ok(file)
+    }
+}
 
 impl StudyDesign {
     /// The seed whose runs stand for the study where one run per arm is shown (the paper's
@@ -154,6 +170,7 @@ impl StudyDesign {
         if design.format == 1 {
             design.upgrade_v1();
         }
+        design.normalise();
         Ok(Some(design))
     }
 
@@ -173,176 +190,46 @@ impl StudyDesign {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The design for `request`.
-    pub fn new(request: &StudyRequest) -> anyhow::Result<StudyDesign> {
-        let gpu = request.preset != "tiny";
-        if gpu && request.scale.is_none() {
-            bail!(
-                "--preset {}: give --scale F, the fraction of the paper's 10,000 steps to run (e.g. 0.05)",
-                request.preset
-            );
+    /// Reject a design that cannot run, naming the field: a format this build does not read, no
+    /// seeds or budgets, a first arm that is not the full model, arm names that are not one
+    /// directory name or repeat, and any run whose configuration or plan does not build.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.format != STUDY_FORMAT {
+            bail!("format = {}: this build reads design format {STUDY_FORMAT}", self.format);
         }
-        if let Some(f) = request.scale {
-            if !(f > 0.0 && f <= 1.0) {
-                bail!("--scale {f}: a fraction of the paper's budget in (0, 1], e.g. 0.05");
+        if self.seeds.is_empty() {
+            bail!("seeds = []: give at least one seed, e.g. seeds = [1, 2, 3]");
+        }
+        if self.budgets.is_empty() || self.budgets.iter().any(|b| !(b.is_finite() && *b > 0.0)) {
+            bail!("budgets = {:?}: positive multiples of the baseline's budget, e.g. [0.5, 1.0, 2.0]", self.budgets);
+        }
+        match self.arms.first().map(|a| &a.schedule) {
+            Some(ScheduleSpec::Baseline(BaselineSpec { budget_layers: None, .. })) => {}
+            _ => bail!("arms: the first arm must be the baseline (schedule = {{ kind = \"baseline\" }}), the one every other arm is compared with"),
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for arm in self.arms.iter().chain(&self.ablations) {
+            if arm.name.is_empty() || arm.name.contains('/') || arm.name.contains(char::is_whitespace) {
+                bail!("arm name {:?}: one directory name, without '/' or spaces", arm.name);
+            }
+            if !names.insert(&arm.name) {
+                bail!("arm name {:?} appears twice", arm.name);
             }
         }
-        let base_steps = match request.scale {
-            Some(f) => cost_model::round_half_up(f * 10_000.0).max(4),
-            None => CPU_BASE_STEPS,
-        };
-        let mut overrides: Vec<String> =
-            if gpu { Vec::new() } else { CPU_MODEL.iter().map(|s| s.to_string()).collect() };
-        overrides.push(format!("steps={base_steps}"));
-        overrides.push(format!("val_every={}", (base_steps / 4).max(1)));
-        overrides.push("checkpoint_every=0".into());
-        if gpu {
-            overrides.push(format!("warmup_steps={}", (base_steps / 14).max(1)));
+        for run in self.runs() {
+            let (config, schedule) = self.run_config(&run).with_context(|| format!("arm {}", run.arm.name))?;
+            config.validate().with_context(|| format!("arm {}", run.arm.name))?;
+            schedule.plan(&config).with_context(|| format!("arm {}", run.arm.name))?;
         }
-        let quick = request.quick;
-        let mut design = match request.protocol {
-            Protocol::Fair => {
-                let seeds = if quick { vec![1] } else { vec![1, 2, 3] };
-                let budgets = if quick { vec![0.5, 1.0] } else { vec![0.5, 1.0, 2.0] };
-                let incremental = |stages: u32| IncrementalSpec {
-                    stages: IncrementalSchedule { stages, ..Default::default() },
-                    ..Default::default()
-                };
-                let inc = |stages: u32| Arm {
-                    name: format!("inc{stages}"),
-                    label: format!("incremental, {stages} stages"),
-                    schedule: ScheduleSpec::Incremental(incremental(stages)),
-                    overrides: Vec::new(),
-                };
-                let depth = |layers: u32| Arm {
-                    name: format!("depth{layers}"),
-                    label: format!("full {layers}-layer model (depth control)"),
-                    // `until` is a placeholder: `run_config` sets it from the protocol and budgets.
-                    schedule: ScheduleSpec::Baseline(BaselineSpec { until: Until::Steps(1), budget_layers: Some(12) }),
-                    overrides: vec![format!("model.layers={layers}")],
-                };
-                let baseline = Arm {
-                    name: "baseline".into(),
-                    label: "full 12-layer model".into(),
-                    schedule: ScheduleSpec::baseline(),
-                    overrides: Vec::new(),
-                };
-                let arms = if quick {
-                    vec![baseline, inc(4), depth(6)]
-                } else {
-                    vec![baseline, inc(4), inc(8), inc(12), depth(3), depth(6), depth(9)]
-                };
-                let ablation = |name: &str, label: &str, spec: IncrementalSpec| Arm {
-                    name: format!("inc4-{name}"),
-                    label: label.into(),
-                    schedule: ScheduleSpec::Incremental(spec),
-                    overrides: Vec::new(),
-                };
-                let base4 = incremental(4);
-                let ablations = if quick {
-                    Vec::new()
-                } else {
-                    vec![
-                        ablation(
-                            "keep-optimizer",
-                            "optimizer kept at continual (no reset)",
-                            IncrementalSpec { reset_optimizer_at_continual: false, ..base4.clone() },
-                        ),
-                        ablation(
-                            "rewarmup",
-                            "re-warmup over 5% of the base steps after the reset",
-                            IncrementalSpec { rewarmup_steps: (base_steps / 20).max(1), ..base4.clone() },
-                        ),
-                        ablation(
-                            "new-embeddings",
-                            "phase 1 trains new blocks + embeddings (reference code)",
-                            IncrementalSpec {
-                                stages: IncrementalSchedule {
-                                    phase1_trainable: Phase1Trainable::NewAndEmbeddings,
-                                    ..base4.stages.clone()
-                                },
-                                ..base4.clone()
-                            },
-                        ),
-                        ablation(
-                            "zero-growth",
-                            "zero growth (new blocks start as identities)",
-                            IncrementalSpec { growth: Growth::Zero, ..base4.clone() },
-                        ),
-                        ablation(
-                            "stack-growth",
-                            "stack growth (new blocks copy the trained stack)",
-                            IncrementalSpec { growth: Growth::Stack, ..base4.clone() },
-                        ),
-                    ]
-                };
-                StudyDesign {
-                    format: STUDY_FORMAT,
-                    protocol: Protocol::Fair,
-                    quick,
-                    preset: request.preset.clone(),
-                    overrides: overrides.clone(),
-                    seeds,
-                    budgets,
-                    budget_unit: ComputeUnit::Flops,
-                    arms,
-                    ablations,
-                    regime: regime(gpu, base_steps),
-                    trade_offs: if quick {
-                        "--quick: one seed, budgets 0.5 and 1, one depth control, no ablations: a smoke run, not an answer.".into()
-                    } else if gpu {
-                        "None on the GPU: 3 seeds, budgets 0.5, 1, 2, three depth controls, five ablations.".into()
-                    } else {
-                        CPU_TRADE_OFFS.into()
-                    },
-                    device: request.device.clone(),
-                }
-            }
-            Protocol::Paper => {
-                let paper = |stages: u32| Arm {
-                    name: format!("paper-inc{stages}"),
-                    label: format!("incremental, {stages} stages (reference code)"),
-                    schedule: ScheduleSpec::Incremental(IncrementalSpec {
-                        stages: IncrementalSchedule {
-                            stages,
-                            phase_steps: PhaseStepRounding::Floor,
-                            phase1_trainable: Phase1Trainable::NewAndEmbeddings,
-                            ..Default::default()
-                        },
-                        // A placeholder: `run_config` sets where the run stops (the reference
-                        // code's continual training, another base budget of steps).
-                        until: Until::Steps(1),
-                        ..Default::default()
-                    }),
-                    overrides: Vec::new(),
-                };
-                let mut paper_overrides = overrides.clone();
-                paper_overrides.extend(["lr_schedule=constant".into(), "warmup_steps=0".into()]);
-                StudyDesign {
-                    format: STUDY_FORMAT,
-                    protocol: Protocol::Paper,
-                    quick,
-                    preset: request.preset.clone(),
-                    overrides: paper_overrides,
-                    seeds: vec![1],
-                    budgets: vec![1.0],
-                    budget_unit: ComputeUnit::PaperUnits,
-                    arms: vec![
-                        Arm { name: "paper-baseline".into(), label: "full 12-layer model".into(), schedule: ScheduleSpec::baseline(), overrides: Vec::new() },
-                        paper(4),
-                        paper(8),
-                        paper(12),
-                    ],
-                    ablations: Vec::new(),
-                    regime: regime(gpu, base_steps),
-                    trade_offs: "The paper's protocol, kept to read beside the fair one: one seed, constant learning rate (never annealed), compared at equal compute in paper units as the paper did.".into(),
-                    device: request.device.clone(),
-                }
-            }
-        };
-        // HellaSwag, when `train study` is given a file, at the end of every run and branch.
-        design.overrides.push(HELLASWAG_AT_THE_END.into());
-        Ok(design)
+        Ok(())
+    }
+
+    /// Where an arm stops is the study's to set (`run_config`), not the arm's: one canonical
+    /// value, so that designs that differ only there are the same design.
+    fn normalise(&mut self) {
+        for arm in self.arms.iter_mut().chain(self.ablations.iter_mut()) {
+            arm.schedule = arm.schedule.with_until(Until::default());
+        }
     }
 
     /// The config and schedule of `run` (a main run: to its largest budget, with branch points
@@ -430,33 +317,17 @@ impl StudyRun {
     }
 }
 
-/// The study's reason for its model and steps.
-fn regime(gpu: bool, base_steps: u64) -> String {
-    if gpu {
-        format!("GPT-2 124M on the GPT-2 BPE corpus, {base_steps} base steps of 524,288 tokens (a fraction of the paper's 10,000 steps, ~42 tokens per parameter at the full scale).")
-    } else {
-        format!(
-            "A 12-layer GPT-2 of width 16 (44.5K parameters, 2 heads, byte vocabulary, context 64) on the embedded corpus: budget 1 is {base_steps} steps of 2,048 tokens = {:.2}M tokens, {:.1} tokens per parameter. The paper trained GPT-2 124M on 5.2B tokens (~42 tokens per parameter); the previous tiny study ran at ~1.6, where shallow models fed more tokens win almost by construction. 12 layers keep every schedule (4, 8, 12 stages) possible; the width is what makes more than 20 tokens per parameter fit 60 minutes on 2 cores for 3 seeds of 7 arms at 3 budgets.",
-            base_steps as f64 * 2048.0 / 1e6,
-            base_steps as f64 * 2048.0 / 44_528.0
-        )
-    }
-}
-
-const CPU_TRADE_OFFS: &str = "To fit 60 minutes of training on 2 CPU cores the model is narrow (d = 16 instead of the tiny preset's 64: at d = 32 the same design would take about 2.6 hours) and the budgets stop at 2x (0.5, 1, 2); kept: 3 seeds of every arm, all three depth controls (3, 6, 9 layers, the S = 4 stage depths), five ablations (at one seed, compared at budget 1 only).";
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cpu(protocol: Protocol, quick: bool) -> StudyDesign {
-        StudyDesign::new(&StudyRequest { protocol, quick, preset: "tiny".into(), scale: None, device: "cpu".into() })
-            .unwrap()
+    fn design(name: &str) -> StudyDesign {
+        StudyFile::load(name).unwrap().design
     }
 
     #[test]
     fn the_fair_study_pairs_arms_by_seed_and_anneals_every_budget() {
-        let design = cpu(Protocol::Fair, false);
+        let design = design("cpu");
         assert_eq!(design.seeds, vec![1, 2, 3]);
         let runs = design.runs();
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
@@ -468,7 +339,7 @@ mod tests {
         assert_eq!(schedule.until(), Until::Budget { multiple: 2.0, unit: ComputeUnit::Flops });
         // At least 20 tokens per parameter at budget 1.
         assert_eq!(config.parameters(), 44_528);
-        assert!(CPU_BASE_STEPS as f64 * 2048.0 / config.parameters() as f64 >= 20.0);
+        assert!(config.steps as f64 * 2048.0 / config.parameters() as f64 >= 20.0);
         // A depth control is held to the 12-layer budget.
         let (depth, schedule) = design.run_config(&runs[4]).unwrap();
         let plan = schedule.plan(&depth).unwrap();
@@ -484,31 +355,60 @@ mod tests {
 
     #[test]
     fn the_paper_protocol_is_the_reference_codes() {
-        let design = cpu(Protocol::Paper, false);
+        let design = design("paper");
         let (config, schedule) = design.run_config(&design.runs()[1]).unwrap();
         assert_eq!(config.lr_schedule, crate::config::LrKind::Constant);
         let plan = schedule.plan(&config).unwrap();
         // Continual training runs another base budget of steps after the stages.
         assert_eq!(plan.total_steps(), plan.incremental_steps + config.steps);
         assert!(config.cooldown_budgets.is_empty());
-        let quick = cpu(Protocol::Fair, true);
-        assert_eq!((quick.seeds.len(), quick.runs().len()), (1, 3));
+        let quick = StudyFile::load("quick").unwrap();
+        assert_eq!((quick.design.seeds.len(), quick.design.runs().len()), (1, 3));
+        assert_eq!(quick.runs_dir, Path::new("reports/quick/runs"));
     }
 
     #[test]
-    fn the_committed_studies_are_todays_designs() {
+    fn the_committed_studies_are_the_built_in_designs() {
         // `just study` on a clone must find the committed study finished, not another design.
         let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports");
-        for (dir, protocol) in [("runs", Protocol::Fair), ("paper/runs", Protocol::Paper)] {
+        for (dir, name) in [("runs", "cpu"), ("paper/runs", "paper")] {
+            let file = StudyFile::load(name).unwrap();
+            assert_eq!(reports.join(dir), Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&file.runs_dir));
             let committed = StudyDesign::read(&reports.join(dir)).unwrap().unwrap();
-            assert_eq!(committed, cpu(protocol, false), "reports/{dir}/study.json is not this commit's design");
+            assert_eq!(committed, file.design, "reports/{dir}/study.json is not studies/{name}.toml");
+        }
+        // Every built-in design is valid.
+        for (name, _) in BUILTIN_DESIGNS {
+            StudyFile::load(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
     }
 
     #[test]
+    fn a_design_file_says_what_is_wrong_with_it() {
+        let cpu = include_str!("../../studies/cpu.toml");
+        let broken = |from: &str, to: &str| {
+            assert!(cpu.contains(from), "{from}");
+            format!("{:#}", StudyFile::parse(&cpu.replacen(from, to, 1)).unwrap_err())
+        };
+        assert!(broken("format = 2", "format = 9").contains("format = 9"));
+        assert!(broken("seeds = [1, 2, 3]", "seeds = []").contains("seeds"));
+        assert!(broken("budgets = [0.5, 1.0, 2.0]", "budgets = [0.5, -1.0]").contains("budgets"));
+        assert!(broken("name = \"inc4\"", "name = \"inc8\"").contains("appears twice"));
+        assert!(broken("name = \"inc4\"", "name = \"a/b\"").contains("one directory name"));
+        assert!(broken("\"model.heads=2\"", "\"model.heads=3\"").contains("model.heads"));
+        assert!(broken("stages = 12 }", "stages = 13 }").contains("arm inc12"));
+        assert!(broken("budget_unit = \"flops\"", "budget_unit = \"joules\"").contains("joules"));
+        assert!(
+            broken("schedule = { kind = \"baseline\" }", "schedule = { kind = \"incremental\" }").contains("first arm")
+        );
+        let err = format!("{:#}", StudyFile::load("no-such-design").unwrap_err());
+        assert!(err.contains("cpu, quick, paper"), "{err}");
+    }
+
+    #[test]
     fn a_format_1_design_with_a_hellaswag_file_reads_as_todays_design() {
-        for protocol in [Protocol::Fair, Protocol::Paper] {
-            let today = cpu(protocol, false);
+        for name in ["cpu", "paper"] {
+            let today = design(name);
             // Format 1 held the file among the overrides when `train study --hellaswag` was given.
             let mut old = today.clone();
             old.format = 1;
@@ -516,7 +416,7 @@ mod tests {
             old.overrides.insert(at, "hellaswag=somewhere/else/hellaswag_val.jsonl".into());
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(STUDY_FILE), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
-            assert_eq!(StudyDesign::read(dir.path()).unwrap(), Some(today.clone()), "{protocol:?}");
+            assert_eq!(StudyDesign::read(dir.path()).unwrap(), Some(today.clone()), "{name}");
             // Without a file, format 1 had no HellaSwag overrides at all.
             old.overrides.retain(|o| !o.starts_with("hellaswag"));
             std::fs::write(dir.path().join(STUDY_FILE), serde_json::to_vec_pretty(&old).unwrap()).unwrap();

@@ -21,7 +21,15 @@ using stagewise::guarded;
 
 namespace {
 
-c10d::ReduceOp reduce_op(int op) { return op == 1 ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM; }
+c10d::ReduceOp reduce_op(SwReduce op) {
+    switch (op) {
+        case SW_REDUCE_SUM:
+            return c10d::ReduceOp::SUM;
+        case SW_REDUCE_MAX:
+            return c10d::ReduceOp::MAX;
+    }
+    throw std::invalid_argument("unknown reduction " + std::to_string(static_cast<int>(op)));
+}
 
 }  // namespace
 
@@ -92,8 +100,8 @@ char* sw_dist_group_shutdown(SwGroup* group) {
     return guarded([&] { group->backend->shutdown(); });
 }
 
-// In-place all-reduce of one dense tensor: op 0 = sum, 1 = max (Gloo has no average).
-char* sw_dist_all_reduce(SwGroup* group, at::Tensor* tensor, int op) {
+// In-place all-reduce of one dense tensor (Gloo has no average).
+char* sw_dist_all_reduce(SwGroup* group, at::Tensor* tensor, SwReduce op) {
     return guarded([&] {
         std::vector<at::Tensor> tensors{*tensor};
         c10d::AllreduceOptions options;

@@ -1,10 +1,19 @@
-// The handles of the c10d shim (dist.cpp) and its NCCL plugin (dist_nccl.cpp), opaque to Rust.
+// The handles of the c10d shim (dist.cpp) and its NCCL plugin (dist_nccl.cpp), opaque to Rust,
+// and the reductions the shim performs.
 #pragma once
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+
+// The reductions of `sw_dist_all_reduce`. trainer/build.rs generates the Rust enum
+// (`trainer::world::c10d::Reduce`) from these lines, so both sides hold the same values; the shim
+// refuses any other value instead of summing.
+enum SwReduce {
+    SW_REDUCE_SUM = 0,
+    SW_REDUCE_MAX = 1,
+};
 
 // A rendezvous store.
 struct SwStore {

@@ -135,7 +135,7 @@ pub fn run(
     config: &TrainConfig,
     schedule: &ScheduleSpec,
     device_: Device,
-    world: &crate::dist::World,
+    world: &crate::world::World,
     options: &BenchOptions,
     mut on_line: impl FnMut(&BenchLine),
 ) -> anyhow::Result<Vec<BenchLine>> {
@@ -201,7 +201,7 @@ pub fn run(
             synchronize(device_);
             let timed = Instant::now();
             for _ in 0..options.timed_steps.max(1) {
-                world.all_reduce(&buffers, crate::dist::Reduce::Sum)?;
+                world.all_reduce(&buffers, crate::world::Reduce::Sum)?;
             }
             synchronize(device_);
             timed.elapsed().as_secs_f64() * 1e3 / options.timed_steps.max(1) as f64

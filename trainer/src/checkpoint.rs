@@ -18,15 +18,13 @@ use tch::Tensor;
 use crate::data::DataPosition;
 use crate::optim::AdamW;
 
-/// The `state.json` format this build writes. Format 1 (no `format` key) also held the seed and
-/// the segment index, which nothing read; they are ignored.
+/// The `state.json` format this build writes (and reads).
 pub const STATE_FORMAT: u32 = 2;
 
 /// Where a run stands after a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
-    /// Layout version of `state.json` ([`STATE_FORMAT`]; 1 when absent).
-    #[serde(default = "format_1")]
+    /// Layout version of `state.json` ([`STATE_FORMAT`]).
     pub format: u32,
     /// Optimizer steps done.
     pub step: u64,
@@ -36,15 +34,10 @@ pub struct TrainState {
     pub seconds: f64,
 }
 
-fn format_1() -> u32 {
-    1
-}
-
 impl TrainState {
-    /// A run that has not taken a step yet, its data stream shuffled by `data_seed` (or in file
-    /// order without one).
-    pub fn start(data_seed: Option<u64>) -> TrainState {
-        TrainState { format: STATE_FORMAT, step: 0, data: DataPosition::start(data_seed), seconds: 0.0 }
+    /// A run that has not taken a step yet.
+    pub fn start() -> TrainState {
+        TrainState { format: STATE_FORMAT, step: 0, data: DataPosition::default(), seconds: 0.0 }
     }
 }
 
@@ -137,16 +130,67 @@ pub fn load_model(dir: &Path, vs: &mut VarStore) -> anyhow::Result<TrainState> {
     Ok(state)
 }
 
+/// Delete the checkpoints of `run` that are not needed any more: all but the `keep` latest, the
+/// ones in `protected` (the final step, the branch points of cooldown branches) always kept. Run
+/// it after a checkpoint is complete, so a crash in between never leaves fewer than `keep`.
+/// Returns the steps deleted.
+pub fn prune(run: &RunDir, keep: usize, protected: &std::collections::BTreeSet<u64>) -> anyhow::Result<Vec<u64>> {
+    let all = list(run);
+    let latest: Vec<u64> = all.iter().rev().take(keep.max(1)).map(|(step, _)| *step).collect();
+    let mut deleted = Vec::new();
+    for (step, dir) in all {
+        if latest.contains(&step) || protected.contains(&step) {
+            continue;
+        }
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing the old checkpoint {}", dir.display()))?;
+        deleted.push(step);
+    }
+    Ok(deleted)
+}
+
+/// True when `error` comes from a full disk (ENOSPC anywhere in its chain).
+pub fn is_disk_full(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.raw_os_error() == Some(libc::ENOSPC))
+            || cause.to_string().contains("No space left on device")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn state_files_of_format_1_still_load() {
-        // Format 1 also held `seed` and `segment`, which nothing ever read.
-        let old = r#"{"step": 6, "data": {"shard": 0, "offset": 768, "epoch": 0}, "seed": 1337, "seconds": 0.5, "segment": 2}"#;
-        let state: TrainState = serde_json::from_str(old).unwrap();
-        assert_eq!((state.format, state.step, state.seconds), (1, 6, 0.5));
-        assert_eq!(state.data, DataPosition::Sequential { shard: 0, offset: 768, epoch: 0 });
+    fn pruning_keeps_the_latest_the_final_and_the_branch_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        for step in [10, 20, 30, 40, 50, 60] {
+            std::fs::create_dir_all(run.checkpoint_dir(step)).unwrap();
+            std::fs::write(run.checkpoint_dir(step).join(STATE_FILE), "{}").unwrap();
+        }
+        let protected = [20, 60].into_iter().collect();
+        // The 2 latest (50, 60), the protected (20, 60).
+        assert_eq!(prune(&run, 2, &protected).unwrap(), vec![10, 30, 40]);
+        let left: Vec<u64> = list(&run).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(left, vec![20, 50, 60]);
+        // keep = 0 still keeps the newest: a run must always be able to resume.
+        assert_eq!(prune(&run, 0, &Default::default()).unwrap(), vec![20, 50]);
+    }
+
+    #[test]
+    fn a_full_disk_is_recognised_through_the_context() {
+        let full =
+            anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("writing model.safetensors");
+        assert!(is_disk_full(&full));
+        assert!(!is_disk_full(&anyhow::anyhow!("permission denied")));
+    }
+
+    #[test]
+    fn state_files_round_trip() {
+        let state =
+            TrainState { step: 6, data: DataPosition { epoch: 1, window: 7 }, seconds: 0.5, ..TrainState::start() };
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(text, r#"{"format":2,"step":6,"data":{"epoch":1,"window":7},"seconds":0.5}"#);
+        assert_eq!(serde_json::from_str::<TrainState>(&text).unwrap(), state);
     }
 }

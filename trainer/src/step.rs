@@ -27,11 +27,11 @@ use run_dir::{failpoint, TrainConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::cuda::{self, CudaApi, Event, Graph, GraphPool};
-use crate::dist::World;
 use crate::loss::{self, MicroStep};
 use crate::model::Gpt;
 use crate::native;
 use crate::optim::{AdamW, Lr, StepValues};
+use crate::world::World;
 
 /// What one step trains on.
 pub struct StepInput {

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use run_dir::study::{logged_wall_seconds, Protocol, StudyDesign, StudyRequest, STUDY_TIME_FILE};
+use run_dir::study::{logged_wall_seconds, StudyDesign, STUDY_TIME_FILE};
 use run_dir::RunDir;
 
+use crate::options::TrainOptions;
 use crate::progress::format_seconds;
-use crate::session::{self, TrainOptions};
+use crate::trainer;
 
 /// Where a study's runs directory stands against a design.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +90,10 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
                 format_seconds(started.elapsed().as_secs_f64())
             );
         }
-        train_to_end(&RunDir::new(&dir), options, || session::start(&dir, config.clone(), schedule.clone(), options))?;
+        train_to_end(&RunDir::new(&dir), options, || trainer::start(&dir, config.clone(), schedule.clone(), options))?;
         for &budget in &config.cooldown_budgets {
             let branch = RunDir::new(&dir).cooldown(config.cooldown_unit, budget);
-            train_to_end(&branch, options, || session::cooldown(&dir, budget, config.cooldown_unit, options))?;
+            train_to_end(&branch, options, || trainer::cooldown(&dir, budget, config.cooldown_unit, options))?;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -138,31 +139,35 @@ pub fn estimate(design: &StudyDesign, flops: f64, history: &Path) -> String {
 fn train_to_end(
     run: &RunDir,
     options: &TrainOptions,
-    start: impl FnOnce() -> anyhow::Result<session::TrainSummary>,
+    start: impl FnOnce() -> anyhow::Result<trainer::TrainSummary>,
 ) -> anyhow::Result<()> {
     // Rank 0 looks at the directory and every rank follows its decision.
-    let action = session::decide(&options.world, || -> anyhow::Result<u8> {
+    let action = options.world.decide(|| {
         Ok(match (run.has_header(), run.is_finished()) {
-            (false, _) => START,
-            (true, true) => DONE,
-            (true, false) => RESUME,
+            (false, _) => Action::Start,
+            (true, true) => Action::Done,
+            (true, false) => Action::Resume,
         })
     })?;
     match action {
-        START => {
+        Action::Start => {
             start()?;
         }
-        RESUME => {
-            session::resume(run.path(), options)?;
+        Action::Resume => {
+            trainer::resume(run.path(), options)?;
         }
-        _ => {}
+        Action::Done => {}
     }
     Ok(())
 }
 
-const START: u8 = 0;
-const RESUME: u8 = 1;
-const DONE: u8 = 2;
+/// What a run of a study needs next.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Action {
+    Start,
+    Resume,
+    Done,
+}
 
 /// Where `--rerun` trains a study whose runs are in `runs_dir` again: `<runs_dir>/../rerun/runs`
 /// (`reports/rerun/runs` for the committed study; not committed), so that old and new runs never
@@ -171,35 +176,12 @@ pub fn rerun_dir(runs_dir: &Path) -> PathBuf {
     runs_dir.parent().unwrap_or(Path::new(".")).join("rerun").join("runs")
 }
 
-/// Where the study's runs go: `reports/runs` (fair) or `reports/paper/runs` (paper protocol), or
-/// a GPU study's `reports/gpu/runs`. A `--quick` smoke run goes to `reports/quick/runs` (not
-/// committed), so it never meets the committed study's design.
-pub fn default_runs_dir(request: &StudyRequest) -> PathBuf {
-    match (request.preset.as_str(), request.protocol) {
-        ("tiny", Protocol::Fair) if request.quick => PathBuf::from("reports/quick/runs"),
-        ("tiny", Protocol::Fair) => PathBuf::from("reports/runs"),
-        ("tiny", Protocol::Paper) => PathBuf::from("reports/paper/runs"),
-        (_, Protocol::Fair) => PathBuf::from("reports/gpu/runs"),
-        (_, Protocol::Paper) => PathBuf::from("reports/gpu/paper/runs"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn each_kind_of_study_has_its_own_runs_directory() {
-        let dir = |protocol, quick, preset: &str| {
-            let request =
-                StudyRequest { protocol, quick, preset: preset.into(), scale: Some(0.01), device: "cpu".into() };
-            default_runs_dir(&request)
-        };
-        assert_eq!(dir(Protocol::Fair, false, "tiny"), PathBuf::from("reports/runs"));
-        assert_eq!(dir(Protocol::Fair, true, "tiny"), PathBuf::from("reports/quick/runs"));
-        assert_eq!(dir(Protocol::Paper, false, "tiny"), PathBuf::from("reports/paper/runs"));
-        assert_eq!(dir(Protocol::Fair, false, "gpt2-124m"), PathBuf::from("reports/gpu/runs"));
-        assert_eq!(dir(Protocol::Paper, false, "gpt2-124m"), PathBuf::from("reports/gpu/paper/runs"));
+    fn a_rerun_trains_beside_the_study_it_repeats() {
         assert_eq!(rerun_dir(Path::new("reports/runs")), PathBuf::from("reports/rerun/runs"));
         assert_eq!(rerun_dir(Path::new("reports/paper/runs")), PathBuf::from("reports/paper/rerun/runs"));
     }

@@ -17,7 +17,7 @@ use tch::{Device, Tensor};
 use trainer::data::loader::validation_batches;
 use trainer::data::TokenDataset;
 use trainer::model::Gpt;
-use trainer::session;
+use trainer::trainer as session;
 
 mod common;
 

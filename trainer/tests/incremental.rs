@@ -15,7 +15,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use trainer::growth::grow;
 use trainer::model::Gpt;
-use trainer::session;
+use trainer::trainer as session;
 
 const TEXT: &str = "the cat sat on the mat. ";
 
@@ -213,7 +213,7 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     c.set("model.context=32").unwrap();
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
-    let options = session::TrainOptions { hellaswag: Some(file.clone()), ..common::cpu_options(None) };
+    let options = trainer::options::TrainOptions { hellaswag: Some(file.clone()), ..common::cpu_options(None) };
     session::start(&run, c, ScheduleSpec::baseline(), &options).unwrap();
     // What was evaluated is in the run header, not the config.
     let header = run_dir::RunDir::new(&run).read_header().unwrap();

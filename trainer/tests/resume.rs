@@ -7,7 +7,7 @@ use run_dir::ScheduleSpec;
 use run_dir::TrainConfig;
 use run_dir::{LineKind, MetricsLine};
 use trainer::data::write_shard;
-use trainer::session;
+use trainer::trainer as session;
 
 mod common;
 

@@ -9,7 +9,8 @@ use cost_model::IncrementalSchedule;
 use run_dir::config::OnNan;
 use run_dir::{IncrementalSpec, LineKind, MetricsLine, ScheduleSpec, TrainConfig};
 use tch::Device;
-use trainer::session::{self, TrainOptions};
+use trainer::options::TrainOptions;
+use trainer::trainer as session;
 
 mod common;
 
@@ -149,7 +150,7 @@ fn cuda_graphs_train_what_the_eager_step_trains() {
     }
     // The bench says whether its steps replayed graphs: they did, on this device.
     let config = gpu_config(&data, &[]);
-    let world = trainer::dist::World::single();
+    let world = trainer::world::World::single();
     let bench = trainer::bench::BenchOptions { warmup_steps: 3, timed_steps: 3, peak_flops: None };
     let lines = trainer::bench::run(&config, &ScheduleSpec::baseline(), device, &world, &bench, |_| {}).unwrap();
     assert!(lines[0].cuda_graphs, "the CUDA plugin must be built (just gpu-build) and on LD_LIBRARY_PATH");

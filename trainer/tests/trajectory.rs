@@ -17,7 +17,7 @@ use run_dir::{IncrementalSpec, LineKind, RunDir, RunHeader, ScheduleSpec, TrainC
 use tch::{Device, Tensor};
 use trainer::checkpoint::{self, TrainState};
 use trainer::data::{BatchLoader, TokenDataset};
-use trainer::session;
+use trainer::trainer as session;
 
 mod common;
 
@@ -69,10 +69,17 @@ fn schedule() -> ScheduleSpec {
 
 /// Our micro-batches in training order (the loader the trainer uses, from the start).
 fn batches(c: &TrainConfig, data: &TokenDataset) -> Vec<(Tensor, Tensor)> {
-    let start = trainer::data::DataPosition::start(c.data_seed);
-    let mut loader =
-        BatchLoader::new(&data.train, c.micro_batch, c.model.context, c.model.context, Device::Cpu, start, c.data_seed)
-            .unwrap();
+    let start = trainer::data::DataPosition::default();
+    let mut loader = BatchLoader::new(
+        data.train.clone(),
+        c.micro_batch,
+        c.model.context,
+        c.model.context,
+        Device::Cpu,
+        start,
+        c.data_seed.unwrap(),
+    )
+    .unwrap();
     let per_step = c.tokens_per_step / (c.micro_batch * c.model.context);
     (0..STEPS as usize * per_step).map(|_| loader.next_batch()).collect()
 }
@@ -134,7 +141,7 @@ fn the_training_loop_matches_pytorch_step_for_step() {
             vs.variables()[name].shallow_clone().copy_(value);
         }
     });
-    checkpoint::save(&run, &vs, &optimizer, &TrainState::start(c.data_seed)).unwrap();
+    checkpoint::save(&run, &vs, &optimizer, &TrainState::start()).unwrap();
     session::resume(run.path(), &common::cpu_options(None)).unwrap();
 
     let lines: Vec<run_dir::MetricsLine> =

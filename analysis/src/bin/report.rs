@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use analysis::markdown::findings;
 use analysis::report::{build, compare_verdicts, study_verdicts, ReportOptions};
 use clap::Parser;
-use cost_model::cli::{self, CliError};
+use stagewise_cli::{self as cli, CliError};
 
 /// Align incremental runs with the baseline on compute; write figures (SVG + PNG) and report.md.
 #[derive(Parser, Debug)]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use analysis::scaling::{draw, predicted_step_ms, read_bench, summarise, LINKS};
 use anyhow::Context;
 use clap::Parser;
-use cost_model::cli::{self, CliError};
+use stagewise_cli::{self as cli, CliError};
 
 /// Draw measured tokens/s against processes (from bench JSON lines) beside the cost model's
 /// all-reduce prediction for GPT-2 124M on 1-8 GPUs; print both as markdown tables.

@@ -9,13 +9,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cost_model::cli::{self, thousands, CliError};
 use cost_model::measured::StepTimes;
 use cost_model::report::CostReport;
 use cost_model::{
     backward_ratio_from_times, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
     PlanError, Until,
 };
+use stagewise_cli::{self as cli, thousands, CliError};
 
 /// Equal-compute targets for layer-wise incremental vs full training of GPT-2.
 ///

@@ -10,10 +10,8 @@
 //! `data_seed` (any schedule, depth or batch size) sees the same stream, and runs are paired
 //! across arms. A stage with a shorter context cuts each window into rows of its own context.
 //!
-//! Runs made before format 3 read the shards in file order instead (`data_seed: null`); that
-//! reader stays so they resume bit for bit.
-
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use rand::seq::SliceRandom;
@@ -24,24 +22,11 @@ use tch::{Device, Kind, Tensor};
 
 use super::shard::Shard;
 
-/// Where the next batch starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum DataPosition {
-    /// The shuffled stream: the next window in `epoch`'s order.
-    Shuffled { epoch: u64, window: u64 },
-    /// The shards in file order: a train shard, a token offset, and completed passes.
-    Sequential { shard: usize, offset: usize, epoch: u64 },
-}
-
-impl DataPosition {
-    /// The start of the stream: shuffled when there is a data seed, else in file order.
-    pub fn start(data_seed: Option<u64>) -> DataPosition {
-        match data_seed {
-            Some(_) => DataPosition::Shuffled { epoch: 0, window: 0 },
-            None => DataPosition::Sequential { shard: 0, offset: 0, epoch: 0 },
-        }
-    }
+/// Where the next batch starts: the next window in `epoch`'s order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DataPosition {
+    pub epoch: u64,
+    pub window: u64,
 }
 
 /// The shards of one dataset directory: shard 0 (`*_val_*`) for validation, the rest for training.
@@ -49,7 +34,8 @@ impl DataPosition {
 pub struct TokenDataset {
     pub dir: PathBuf,
     pub val: Shard,
-    pub train: Vec<Shard>,
+    /// Shared with the run's batch loader.
+    pub train: Arc<[Shard]>,
 }
 
 impl TokenDataset {
@@ -79,7 +65,9 @@ impl TokenDataset {
             shard.check_vocab(vocab)?;
             Ok(shard)
         };
-        Ok(TokenDataset { dir: dir.into(), val: open(&val)?, train: train.iter().map(open).collect::<Result<_, _>>()? })
+        let val = open(&val)?;
+        let train: Vec<Shard> = train.iter().map(open).collect::<Result<_, _>>()?;
+        Ok(TokenDataset { dir: dir.into(), val, train: train.into() })
     }
 }
 
@@ -130,106 +118,9 @@ pub fn epoch_order(windows: u64, data_seed: u64, epoch: u64) -> Vec<u32> {
     order
 }
 
-/// Yields (inputs, targets) batches, both int64 `[rows, context]`.
-pub enum BatchLoader<'a> {
-    Shuffled(ShuffledLoader<'a>),
-    Sequential(SequentialLoader<'a>),
-}
-
-impl<'a> BatchLoader<'a> {
-    /// A loader over the train `shards` for micro-batches of `windows_per_batch` windows of
-    /// `model_context` tokens, cut into rows of `row_context` (a stage's context), starting at
-    /// `position`. The data order follows `position` (shuffled by `data_seed`, or file order).
-    pub fn new(
-        shards: &'a [Shard],
-        windows_per_batch: usize,
-        model_context: usize,
-        row_context: usize,
-        device: Device,
-        position: DataPosition,
-        data_seed: Option<u64>,
-    ) -> anyhow::Result<Self> {
-        match (position, data_seed) {
-            (DataPosition::Shuffled { epoch, window }, Some(seed)) => {
-                let windows = Windows::new(shards, model_context);
-                if windows.len() < windows_per_batch as u64 {
-                    bail!(
-                        "the train shards hold {} windows of {model_context}+1 tokens, fewer than one micro-batch of {windows_per_batch}; lower micro_batch or model.context",
-                        windows.len()
-                    );
-                }
-                if model_context % row_context != 0 {
-                    bail!("context {row_context} does not divide model.context {model_context}");
-                }
-                Ok(BatchLoader::Shuffled(ShuffledLoader {
-                    shards,
-                    order: epoch_order(windows.len(), seed, epoch),
-                    windows,
-                    windows_per_batch,
-                    row_context,
-                    device,
-                    seed,
-                    epoch,
-                    next: window,
-                }))
-            }
-            (DataPosition::Sequential { .. }, None) => {
-                let rows = windows_per_batch * model_context / row_context;
-                Ok(BatchLoader::Sequential(SequentialLoader::new(shards, rows, row_context, device, position)?))
-            }
-            _ => bail!("the saved data position does not match the run's data order (data_seed); the checkpoint is from another run"),
-        }
-    }
-
-    /// Cut the next micro-batches (the same windows of `model_context` tokens) into rows of
-    /// `row_context`, for a stage with a shorter context: the data stream itself goes on as it
-    /// was, so a run keeps one loader from its first step to its last.
-    pub fn set_row_context(&mut self, model_context: usize, row_context: usize) -> anyhow::Result<()> {
-        if row_context == 0 || model_context % row_context != 0 {
-            bail!("context {row_context} does not divide model.context {model_context}");
-        }
-        match self {
-            BatchLoader::Shuffled(l) => l.row_context = row_context,
-            BatchLoader::Sequential(l) => {
-                let tokens = l.batch * l.context;
-                (l.batch, l.context) = (tokens / row_context, row_context);
-            }
-        }
-        Ok(())
-    }
-
-    /// Where the next batch starts.
-    pub fn position(&self) -> DataPosition {
-        match self {
-            BatchLoader::Shuffled(l) => DataPosition::Shuffled { epoch: l.epoch, window: l.next },
-            BatchLoader::Sequential(l) => l.position,
-        }
-    }
-
-    /// The next batch.
-    pub fn next_batch(&mut self) -> (Tensor, Tensor) {
-        match self {
-            BatchLoader::Shuffled(l) => l.next_batch(),
-            BatchLoader::Sequential(l) => l.next_batch(),
-        }
-    }
-
-    /// Move past the next batch without reading it (another rank computes it).
-    pub fn skip_batch(&mut self) {
-        match self {
-            BatchLoader::Shuffled(l) => {
-                for _ in 0..l.windows_per_batch {
-                    l.next_window();
-                }
-            }
-            BatchLoader::Sequential(l) => l.advance(),
-        }
-    }
-}
-
-/// The shuffled window stream.
-pub struct ShuffledLoader<'a> {
-    shards: &'a [Shard],
+/// Yields (inputs, targets) batches, both int64 `[rows, context]`: the shuffled window stream.
+pub struct BatchLoader {
+    shards: Arc<[Shard]>,
     windows: Windows,
     /// This epoch's window order.
     order: Vec<u32>,
@@ -242,7 +133,67 @@ pub struct ShuffledLoader<'a> {
     next: u64,
 }
 
-impl ShuffledLoader<'_> {
+impl BatchLoader {
+    /// A loader over the train `shards` for micro-batches of `windows_per_batch` windows of
+    /// `model_context` tokens, cut into rows of `row_context` (a stage's context), starting at
+    /// `position` of the stream `data_seed` shuffles.
+    pub fn new(
+        shards: Arc<[Shard]>,
+        windows_per_batch: usize,
+        model_context: usize,
+        row_context: usize,
+        device: Device,
+        position: DataPosition,
+        data_seed: u64,
+    ) -> anyhow::Result<Self> {
+        let windows = Windows::new(&shards, model_context);
+        if windows.len() < windows_per_batch as u64 {
+            bail!(
+                "the train shards hold {} windows of {model_context}+1 tokens, fewer than one micro-batch of {windows_per_batch}; lower micro_batch or model.context",
+                windows.len()
+            );
+        }
+        if position.window > windows.len() {
+            bail!("the saved data position (window {}) lies past the {} windows of the train shards; the dataset changed since the checkpoint", position.window, windows.len());
+        }
+        let mut loader = BatchLoader {
+            order: epoch_order(windows.len(), data_seed, position.epoch),
+            shards,
+            windows,
+            windows_per_batch,
+            row_context: model_context,
+            device,
+            seed: data_seed,
+            epoch: position.epoch,
+            next: position.window,
+        };
+        loader.set_row_context(model_context, row_context)?;
+        Ok(loader)
+    }
+
+    /// Cut the next micro-batches (the same windows of `model_context` tokens) into rows of
+    /// `row_context`, for a stage with a shorter context: the data stream itself goes on as it
+    /// was, so a run keeps one loader from its first step to its last.
+    pub fn set_row_context(&mut self, model_context: usize, row_context: usize) -> anyhow::Result<()> {
+        if row_context == 0 || model_context % row_context != 0 {
+            bail!("context {row_context} does not divide model.context {model_context}");
+        }
+        self.row_context = row_context;
+        Ok(())
+    }
+
+    /// Where the next batch starts.
+    pub fn position(&self) -> DataPosition {
+        DataPosition { epoch: self.epoch, window: self.next }
+    }
+
+    /// Move past the next batch without reading it (another rank computes it).
+    pub fn skip_batch(&mut self) {
+        for _ in 0..self.windows_per_batch {
+            self.next_window();
+        }
+    }
+
     fn next_window(&mut self) -> u64 {
         if self.next == self.windows.len() {
             self.epoch += 1;
@@ -254,7 +205,8 @@ impl ShuffledLoader<'_> {
         w
     }
 
-    fn next_batch(&mut self) -> (Tensor, Tensor) {
+    /// The next batch.
+    pub fn next_batch(&mut self) -> (Tensor, Tensor) {
         let context = self.windows.context;
         let mut bytes = Vec::with_capacity(self.windows_per_batch * (context + 1) * 2);
         for _ in 0..self.windows_per_batch {
@@ -269,80 +221,6 @@ impl ShuffledLoader<'_> {
         let x = tokens.narrow(1, 0, context as i64).reshape([rows, c]).contiguous();
         let y = tokens.narrow(1, 1, context as i64).reshape([rows, c]).contiguous();
         (x, y)
-    }
-}
-
-/// The shards in file order (runs before format 3): consecutive rows, wrapping around.
-pub struct SequentialLoader<'a> {
-    shards: &'a [Shard],
-    batch: usize,
-    context: usize,
-    device: Device,
-    position: DataPosition,
-}
-
-impl<'a> SequentialLoader<'a> {
-    /// A loader of `batch × context` batches over `shards` from `position`; every shard must hold
-    /// at least one batch.
-    pub fn new(
-        shards: &'a [Shard],
-        batch: usize,
-        context: usize,
-        device: Device,
-        position: DataPosition,
-    ) -> anyhow::Result<Self> {
-        let needed = batch * context + 1;
-        for shard in shards {
-            if shard.len() < needed {
-                bail!(
-                    "{}: {} tokens, fewer than one batch of {batch}×{context}+1; lower micro_batch or context",
-                    shard.path().display(),
-                    shard.len()
-                );
-            }
-        }
-        let DataPosition::Sequential { shard, .. } = position else {
-            bail!("a file-order reader needs a file-order position");
-        };
-        if shard >= shards.len() {
-            bail!(
-                "data position names shard {shard} but there are {}; the dataset changed since the checkpoint",
-                shards.len()
-            );
-        }
-        Ok(SequentialLoader { shards, batch, context, device, position })
-    }
-
-    /// The next batch: inputs and targets (shifted by one), both int64 `[batch, context]`.
-    pub fn next_batch(&mut self) -> (Tensor, Tensor) {
-        let DataPosition::Sequential { shard: index, offset, .. } = self.position else {
-            unreachable!("checked in new")
-        };
-        let n = self.batch * self.context;
-        let tokens = token_tensor(self.shards[index].token_bytes(offset, n + 1), self.device);
-        let x = tokens.narrow(0, 0, n as i64).view([self.batch as i64, self.context as i64]);
-        let y = tokens.narrow(0, 1, n as i64).view([self.batch as i64, self.context as i64]);
-        self.advance();
-        (x, y)
-    }
-
-    /// Move to the next batch's position.
-    fn advance(&mut self) {
-        let DataPosition::Sequential { shard: mut index, mut offset, mut epoch } = self.position else {
-            unreachable!("checked in new")
-        };
-        let n = self.batch * self.context;
-        let shard = &self.shards[index];
-        offset += n;
-        if offset + n + 1 > shard.len() {
-            offset = 0;
-            index += 1;
-            if index == self.shards.len() {
-                index = 0;
-                epoch += 1;
-            }
-        }
-        self.position = DataPosition::Sequential { shard: index, offset, epoch };
     }
 }
 
@@ -437,37 +315,16 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&t).unwrap(), vec![0, 1, 32_767, 32_768, 50_256, 65_535]);
     }
 
-    fn two_shards(dir: &Path) -> Vec<Shard> {
+    fn two_shards(dir: &Path) -> Arc<[Shard]> {
         let a: Vec<u16> = (0..50).collect();
         let b: Vec<u16> = (100..140).collect();
         write_shard(&dir.join("a.bin"), &a).unwrap();
         write_shard(&dir.join("b.bin"), &b).unwrap();
-        vec![Shard::open(&dir.join("a.bin")).unwrap(), Shard::open(&dir.join("b.bin")).unwrap()]
+        vec![Shard::open(&dir.join("a.bin")).unwrap(), Shard::open(&dir.join("b.bin")).unwrap()].into()
     }
 
     fn ids(t: &Tensor) -> Vec<i64> {
         Vec::<i64>::try_from(t.flatten(0, -1)).unwrap()
-    }
-
-    #[test]
-    fn file_order_batches_are_shifted_and_resume_from_a_saved_position() {
-        let dir = tempfile::tempdir().unwrap();
-        let shards = two_shards(dir.path());
-        let start = DataPosition::start(None);
-        let mut loader = BatchLoader::new(&shards, 1, 8, 4, Device::Cpu, start, None).unwrap();
-        let (x, y) = loader.next_batch();
-        assert_eq!(ids(&x), (0..8).collect::<Vec<_>>());
-        assert_eq!(ids(&y), (1..9).collect::<Vec<_>>());
-        let mut seen = Vec::new();
-        for _ in 0..20 {
-            let saved = loader.position();
-            let (x, _) = loader.next_batch();
-            let mut again = BatchLoader::new(&shards, 1, 8, 4, Device::Cpu, saved, None).unwrap();
-            assert!(again.next_batch().0.equal(&x), "same position, same batch");
-            seen.push(saved);
-        }
-        assert!(seen.iter().any(|p| matches!(p, DataPosition::Sequential { shard: 1, .. })), "moves on");
-        assert!(seen.iter().any(|p| matches!(p, DataPosition::Sequential { epoch: 1, .. })), "wraps around");
     }
 
     #[test]
@@ -478,8 +335,8 @@ mod tests {
         let windows = Windows::new(&shards, 8);
         assert_eq!(windows.len(), 10);
         assert_eq!(windows.locate(7), (1, 8));
-        let start = DataPosition::start(Some(7));
-        let mut loader = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, start, Some(7)).unwrap();
+        let start = DataPosition::default();
+        let mut loader = BatchLoader::new(shards.clone(), 2, 8, 8, Device::Cpu, start, 7).unwrap();
         let mut firsts = Vec::new();
         for _ in 0..5 {
             let (x, y) = loader.next_batch();
@@ -494,14 +351,14 @@ mod tests {
         expected.sort();
         assert_eq!(got, expected, "one epoch is every window once");
         assert_ne!(firsts, (0..6).map(|w| w * 8).chain((0..4).map(|w| 100 + w * 8)).collect::<Vec<_>>());
-        assert_eq!(loader.position(), DataPosition::Shuffled { epoch: 0, window: 10 });
+        assert_eq!(loader.position(), DataPosition { epoch: 0, window: 10 });
         // Epoch 2 is another order; resuming mid-epoch continues it exactly.
         let (x, _) = loader.next_batch();
         let mid = loader.position();
         let (next, _) = loader.next_batch();
-        let mut again = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, mid, Some(7)).unwrap();
+        let mut again = BatchLoader::new(shards.clone(), 2, 8, 8, Device::Cpu, mid, 7).unwrap();
         assert!(again.next_batch().0.equal(&next));
-        assert_eq!(mid, DataPosition::Shuffled { epoch: 1, window: 2 });
+        assert_eq!(mid, DataPosition { epoch: 1, window: 2 });
         assert!(!x.equal(&next));
         // The same seed gives the same stream; another seed another one.
         assert_eq!(epoch_order(10, 7, 0), epoch_order(10, 7, 0));
@@ -513,18 +370,17 @@ mod tests {
     fn a_shorter_stage_context_cuts_the_same_windows_into_rows() {
         let dir = tempfile::tempdir().unwrap();
         let shards = two_shards(dir.path());
-        let start = DataPosition::start(Some(3));
-        let (full, full_y) = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, start, Some(3)).unwrap().next_batch();
-        let (short, short_y) = BatchLoader::new(&shards, 2, 8, 4, Device::Cpu, start, Some(3)).unwrap().next_batch();
+        let start = DataPosition::default();
+        let (full, full_y) = BatchLoader::new(shards.clone(), 2, 8, 8, Device::Cpu, start, 3).unwrap().next_batch();
+        let (short, short_y) = BatchLoader::new(shards.clone(), 2, 8, 4, Device::Cpu, start, 3).unwrap().next_batch();
         assert_eq!(short.size(), [4, 4]);
         assert_eq!(ids(&full), ids(&short));
         assert_eq!(ids(&full_y), ids(&short_y));
         // A loader that changes its rows mid-stream continues exactly as a new one would there.
-        for seed in [Some(3), None] {
-            let start = DataPosition::start(seed);
-            let mut kept = BatchLoader::new(&shards, 2, 8, 8, Device::Cpu, start, seed).unwrap();
+        for seed in [3, 4] {
+            let mut kept = BatchLoader::new(shards.clone(), 2, 8, 8, Device::Cpu, start, seed).unwrap();
             let _ = kept.next_batch();
-            let mut fresh = BatchLoader::new(&shards, 2, 8, 4, Device::Cpu, kept.position(), seed).unwrap();
+            let mut fresh = BatchLoader::new(shards.clone(), 2, 8, 4, Device::Cpu, kept.position(), seed).unwrap();
             kept.set_row_context(8, 4).unwrap();
             let ((a, a_y), (b, b_y)) = (kept.next_batch(), fresh.next_batch());
             assert!(a.equal(&b) && a_y.equal(&b_y) && a.size() == [4, 4], "{seed:?}");

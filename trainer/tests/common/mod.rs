@@ -60,8 +60,8 @@ pub fn tiny_config(data: &Path, overrides: &[&str]) -> run_dir::TrainConfig {
 }
 
 /// Quiet CPU training, optionally stopping after `stop`.
-pub fn cpu_options(stop: Option<u64>) -> trainer::session::TrainOptions {
-    trainer::session::TrainOptions::single(tch::Device::Cpu, stop, true)
+pub fn cpu_options(stop: Option<u64>) -> trainer::options::TrainOptions {
+    trainer::options::TrainOptions::single(tch::Device::Cpu, stop, true)
 }
 
 /// Every line of a run's metrics.jsonl (all must parse).

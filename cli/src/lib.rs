@@ -1,5 +1,8 @@
-//! Command-line plumbing shared by the workspace's binaries: one-line errors and exit codes, and
-//! numbers printed for people ([`thousands`]).
+//! # stagewise_cli
+//!
+//! What the workspace's binaries (`cost`, `train`, `report`, `scaling`) share, kept out of the
+//! libraries (as ripgrep keeps its command-line plumbing in `grep-cli`): one-line errors and exit
+//! codes, argument parsing, and numbers printed for people ([`thousands`]).
 //!
 //! Every binary exits 0 on success, 2 on bad input (one line on stderr naming the problem and the
 //! fix), 1 on any other failure. clap's own multi-line usage errors are folded into one line.

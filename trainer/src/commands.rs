@@ -1,0 +1,317 @@
+//! What the `train` binary runs, one function per command; `src/bin/train.rs` only parses the
+//! arguments (clap) and calls these. Every error that means "fix your input" exits 2 with one
+//! line naming the fix ([`classify`]).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cost_model::{ComputeUnit, PlanError};
+use run_dir::study::StudyFile;
+use run_dir::{ScheduleSpec, TrainConfig};
+use stagewise_cli::CliError;
+
+use crate::data::corpus::{prepare_documents, read_corpus_documents};
+use crate::data::{fineweb, Tokenizer};
+use crate::error::BadInput;
+use crate::options::TrainOptions;
+use crate::study::{self as study_run, StudyStatus};
+use crate::trainer::{self, TrainSummary};
+
+/// Errors that mean "fix your input" exit 2; a schedule the cost model rejects names the flag
+/// that sets the field it is about.
+pub fn classify(e: anyhow::Error) -> CliError {
+    let Some(BadInput(inner)) = e.downcast_ref::<BadInput>() else {
+        return CliError::from(e);
+    };
+    match inner.chain().find_map(|c| c.downcast_ref::<PlanError>()) {
+        Some(plan) => CliError::bad_input(anyhow::anyhow!("{e}; set {}", flag_of(plan.field()))),
+        None => CliError::bad_input(e),
+    }
+}
+
+/// The `train` flag for a field of the model or schedule.
+pub fn flag_of(field: &str) -> String {
+    match field {
+        "base_steps" => "--set steps=N".into(),
+        "layers" | "d_model" | "context" | "vocab" | "heads" => format!("--set model.{field}=N"),
+        "tokens_per_step" => "--set tokens_per_step=N".into(),
+        schedule_field => format!("--{}", schedule_field.replace('_', "-")),
+    }
+}
+
+/// A configuration: the preset, then each `key=value` assignment in order. The one route from
+/// the command line to a configuration: `--set` and every flag that sets a config key (`--seed`,
+/// `--on-nan`, `--cooldown-budgets`, ...) arrive here as assignments.
+pub fn config_from(preset: &str, assignments: &[String]) -> Result<TrainConfig, CliError> {
+    let mut config = TrainConfig::preset(preset).map_err(CliError::bad_input)?;
+    for assignment in assignments {
+        config.set(assignment).map_err(CliError::bad_input)?;
+    }
+    Ok(config)
+}
+
+/// What `train` (without a subcommand) is asked to do.
+pub enum Train {
+    /// A new run `name` in `runs_dir`.
+    Start { config: Box<TrainConfig>, schedule: ScheduleSpec, runs_dir: PathBuf, name: Option<String> },
+    /// Continue the run in this directory.
+    Resume(PathBuf),
+}
+
+/// Train; returns what the run ended with. Under torchrun's `--max-restarts`, a restarted attempt
+/// reruns the first attempt's command: a named run resumes from its last checkpoint; an unnamed
+/// one would get a new timestamped name, so it says so.
+pub fn train(request: Train, options: &TrainOptions) -> Result<TrainSummary, CliError> {
+    let (config, schedule, runs_dir, name) = match request {
+        Train::Resume(run_dir) => return trainer::resume(&run_dir, options).map_err(classify),
+        Train::Start { config, schedule, runs_dir, name } => (config, schedule, runs_dir, name),
+    };
+    let named = name.is_some();
+    let name = name.unwrap_or_else(|| {
+        format!("{}-{}-{}", config.preset, schedule.name(), chrono::Utc::now().format("%Y%m%d-%H%M%S"))
+    });
+    if name.is_empty() || name.contains('/') {
+        return Err(CliError::bad_input(anyhow::anyhow!(
+            "--run {name:?}: a run name is one directory name, without '/'"
+        )));
+    }
+    let run_dir = runs_dir.join(&name);
+    let attempt = crate::world::restart_attempt(|v| std::env::var(v).ok()).map_err(CliError::bad_input)?;
+    if attempt > 0 && !named && options.world.is_main() {
+        eprintln!("torchrun restart {attempt}: without --run (or --run-name) this starts a new run; name the run to resume it after a restart");
+    }
+    match (attempt, named) {
+        (0, _) | (_, false) => trainer::start(&run_dir, *config, schedule, options),
+        (_, true) => trainer::start_or_resume(&run_dir, *config, schedule, options, attempt),
+    }
+    .map_err(classify)
+}
+
+/// `train cooldown`: the run's cooldown branch at `budget`, trained.
+pub fn cooldown(run: &Path, budget: f64, unit: ComputeUnit, options: &TrainOptions) -> Result<TrainSummary, CliError> {
+    trainer::cooldown(run, budget, unit, options).map_err(classify)
+}
+
+/// What `train study` is asked to do.
+pub struct Study {
+    /// The design: a built-in name or a TOML file.
+    pub design: String,
+    /// Its runs directory instead of the design's.
+    pub runs_dir: Option<PathBuf>,
+    /// Train it again into `<runs_dir>/../rerun/runs`.
+    pub rerun: bool,
+    /// Print the design and its predicted cost; train nothing.
+    pub plan: bool,
+    /// Print the runs directory and exit (for scripts).
+    pub print_runs_dir: bool,
+}
+
+/// The design `request` names, and where its runs go: `(study dir, runs dir)` (they differ for
+/// a rerun).
+pub fn study_design(request: &Study) -> Result<(StudyFile, PathBuf, PathBuf), CliError> {
+    let file = StudyFile::load(&request.design).map_err(CliError::bad_input)?;
+    let study_dir = request.runs_dir.clone().unwrap_or_else(|| file.runs_dir.clone());
+    let runs_dir = if request.rerun { study_run::rerun_dir(&study_dir) } else { study_dir.clone() };
+    Ok((file, study_dir, runs_dir))
+}
+
+/// `train study`: say what the study will cost, then train what is not finished (a finished
+/// study says so in one line and trains nothing; another design in the directory is refused).
+/// `options` are made by `make_options` (joining the data-parallel job) only when there is
+/// something to train.
+pub fn study(
+    request: &Study,
+    make_options: impl FnOnce(&str) -> Result<TrainOptions, CliError>,
+) -> Result<(), CliError> {
+    let (file, study_dir, runs_dir) = study_design(request)?;
+    if request.print_runs_dir {
+        println!("{}", runs_dir.display());
+        return Ok(());
+    }
+    let design = file.design;
+    let flops = design.predicted_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
+    let estimate = study_run::estimate(&design, flops, &study_dir);
+    let status = study_run::status(&design, &runs_dir).map_err(CliError::bad_input)?;
+    let main = crate::world::Launch::from_vars(|v| std::env::var(v).ok()).ok().flatten().map_or(true, |l| l.rank == 0);
+    if main {
+        eprintln!(
+            "study ({:?}{}): {} runs and their cooldown branches into {}; {flops:.3e} training FLOPs predicted, {estimate}",
+            design.protocol,
+            if design.quick { ", quick" } else { "" },
+            design.runs().len(),
+            runs_dir.display(),
+        );
+    }
+    if request.plan {
+        println!("{}", serde_json::to_string_pretty(&design).expect("plain data"));
+        return Ok(());
+    }
+    match status {
+        StudyStatus::Finished { total, commit } => {
+            if main {
+                println!(
+                    "study: {} holds the finished study of this design ({total} runs and branches, trained at commit {}); nothing to train. `just study --rerun` trains it again at this commit into {} and compares the verdicts",
+                    runs_dir.display(),
+                    &commit[..commit.len().min(7)],
+                    study_run::rerun_dir(&study_dir).display()
+                );
+            }
+            return Ok(());
+        }
+        StudyStatus::OtherDesign => {
+            return Err(CliError::bad_input(anyhow::anyhow!(
+                "{} holds a study of another design than {}; continue it with the design (and commit) that started it, train this one elsewhere with --runs-dir DIR, or move {0} away",
+                runs_dir.display(),
+                request.design
+            )));
+        }
+        StudyStatus::Partial { finished, total } if main => {
+            eprintln!("study: {finished} of {total} runs and branches already finished; continuing the rest")
+        }
+        StudyStatus::Partial { .. } | StudyStatus::New => {}
+    }
+    let options = make_options(&design.device)?;
+    let seconds = study_run::run(&design, &runs_dir, &options).map_err(classify)?;
+    options.world.shutdown()?;
+    if options.world.is_main() {
+        println!(
+            "study: done in {} of training and evaluation; runs in {}",
+            crate::progress::format_seconds(seconds),
+            runs_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where `train data` reads text from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// The embedded default corpus (npm packages; scripts/fetch-corpus unpacks it into --raw).
+    Corpus,
+    /// FineWeb-edu sample-10BT from the Hugging Face hub (needs network access to huggingface.co).
+    Fineweb,
+}
+
+/// What `train data` is asked to do.
+pub struct Data {
+    pub tokenizer: run_dir::TokenizerKind,
+    pub source: Source,
+    pub raw: PathBuf,
+    pub out: Option<PathBuf>,
+    pub shard_tokens: usize,
+    pub val_every: usize,
+    pub fineweb_files: usize,
+    pub if_missing: bool,
+}
+
+/// `train data`: token shards of the corpus (or FineWeb-edu).
+pub fn data(args: &Data) -> Result<(), CliError> {
+    let out = args.out.clone().unwrap_or_else(|| match args.source {
+        Source::Corpus => PathBuf::from(format!("data/corpus-{}", args.tokenizer.name())),
+        Source::Fineweb => PathBuf::from("data/edufineweb"),
+    });
+    let has_shards = std::fs::read_dir(&out)
+        .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "bin")))
+        .unwrap_or(false);
+    if args.if_missing && has_shards {
+        eprintln!("{} already holds shards; nothing to do", out.display());
+        return Ok(());
+    }
+    if args.shard_tokens == 0 {
+        return Err(CliError::bad_input(anyhow::anyhow!("--shard-tokens 0: a shard needs at least one token")));
+    }
+    let tokenizer = Tokenizer::new(args.tokenizer)?;
+    let report = match args.source {
+        Source::Corpus => {
+            let docs = read_corpus_documents(&args.raw).map_err(CliError::bad_input)?;
+            let texts: Vec<String> = docs.into_iter().map(|(_, text)| text).collect();
+            let name = format!("corpus-{}", args.tokenizer.name());
+            prepare_documents(&texts, &out, &name, &tokenizer, args.val_every, args.shard_tokens)
+                .map_err(CliError::bad_input)?
+        }
+        Source::Fineweb => {
+            let files = fineweb::download_sample(&args.raw.join("fineweb-edu"), args.fineweb_files)
+                .context("FineWeb-edu download")?;
+            fineweb::prepare_parquet(&files, &out, "edufineweb", &tokenizer, args.shard_tokens)?
+        }
+    };
+    for (path, tokens) in &report.shards {
+        eprintln!("  {} ({tokens} tokens)", path.display());
+    }
+    println!(
+        "{}: {} documents, {} tokens in {} shards; tokenized at {:.0} tokens/s ({:.2} s)",
+        out.display(),
+        report.documents,
+        report.tokens,
+        report.shards.len(),
+        report.tokens_per_second,
+        report.tokenize_seconds
+    );
+    Ok(())
+}
+
+/// `train data --hellaswag`: the official validation file into `data/`, checked.
+pub fn download_hellaswag(url: &str) -> Result<(), CliError> {
+    let dest = PathBuf::from(crate::eval::DEFAULT_PATH);
+    crate::eval::download_checked(url, &dest, crate::eval::OFFICIAL_BYTES, crate::eval::OFFICIAL_SHA256)?;
+    println!("{}: the official HellaSwag validation set (10,042 examples), checked", dest.display());
+    Ok(())
+}
+
+/// `train export`: a checkpoint in Hugging Face GPT-2 layout.
+pub fn export(run: &Path, step: Option<u64>) -> Result<(), CliError> {
+    let out = crate::export::export(run, step).map_err(CliError::bad_input)?;
+    println!("exported to {}", out.display());
+    Ok(())
+}
+
+/// Commands that run in one process: `--nproc N` with N > 1 is refused for them, naming why.
+pub fn check_nproc(nproc: usize, one_process: Option<&str>) -> Result<(), CliError> {
+    if nproc == 0 {
+        return Err(CliError::bad_input(anyhow::anyhow!(
+            "--nproc 0: give the number of local ranks to start (1 or more)"
+        )));
+    }
+    match one_process.filter(|_| nproc > 1) {
+        Some(command) => {
+            Err(CliError::bad_input(anyhow::anyhow!("{command} runs in one process; drop --nproc {nproc}")))
+        }
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_errors_name_trains_flags() {
+        assert_eq!(flag_of("base_steps"), "--set steps=N");
+        assert_eq!(flag_of("d_model"), "--set model.d_model=N");
+        assert_eq!(flag_of("phase1_share"), "--phase1-share");
+        let e = crate::error::bad_input(anyhow::Error::new(PlanError::NoBaseSteps));
+        let cli = classify(e);
+        assert_eq!(cli.exit_code, stagewise_cli::EXIT_BAD_INPUT);
+        assert!(cli.error.to_string().ends_with("set --set steps=N"), "{}", cli.error);
+        assert_eq!(classify(anyhow::anyhow!("disk on fire")).exit_code, stagewise_cli::EXIT_FAILURE);
+    }
+
+    #[test]
+    fn every_flag_reaches_the_config_as_an_assignment() {
+        let config =
+            config_from("tiny", &["seed=7".into(), "on_nan=skip".into(), "cooldown_budgets=[0.5,1]".into()]).unwrap();
+        assert_eq!(
+            (config.seed, config.on_nan, config.cooldown_budgets.clone()),
+            (7, run_dir::config::OnNan::Skip, vec![0.5, 1.0])
+        );
+        assert_eq!(config_from("huge", &[]).unwrap_err().exit_code, stagewise_cli::EXIT_BAD_INPUT);
+        assert!(config_from("tiny", &["model.depth=3".into()]).is_err());
+    }
+
+    #[test]
+    fn single_process_commands_refuse_ranks() {
+        assert!(check_nproc(2, Some("train data")).unwrap_err().error.to_string().contains("drop --nproc 2"));
+        assert!(check_nproc(0, None).is_err());
+        assert!(check_nproc(1, Some("train data")).is_ok() && check_nproc(4, None).is_ok());
+    }
+}
