@@ -120,7 +120,7 @@ pub const EAGER_H100_TOKENS_PER_S: f64 = 305_600.0;
 pub fn predicted_step_ms(gpus: u32, bandwidth: f64) -> (f64, f64) {
     let shape = ModelShape::gpt2_124m();
     let reduce = comm::allreduce_seconds(&shape, 4.0, gpus, bandwidth) * 1e3;
-    let compute = shape.tokens_per_step as f64 / (f64::from(gpus) * EAGER_H100_TOKENS_PER_S) * 1e3;
+    let compute = cost_model::GPT2_TOKENS_PER_STEP as f64 / (f64::from(gpus) * EAGER_H100_TOKENS_PER_S) * 1e3;
     (reduce, compute)
 }
 

@@ -11,9 +11,9 @@ use crate::ModelShape;
 /// Parameters of a GPT-2 of `shape` (the tied head counted once; every row of the padded
 /// embedding included, since its gradient is reduced too).
 pub fn parameters(shape: &ModelShape) -> u64 {
-    let d = shape.d_model;
+    let d = shape.d_model as u64;
     let block = 12 * d * d + 13 * d;
-    u64::from(shape.layers) * block + (shape.vocab + shape.context) * d + 2 * d
+    shape.layers as u64 * block + (shape.vocab + shape.context) as u64 * d + 2 * d
 }
 
 /// Bytes every rank sends (and receives) in a ring all-reduce of `bytes` over `world` ranks.

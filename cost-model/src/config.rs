@@ -4,38 +4,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::PlanError;
 
-/// The shape of the GPT-2 model being trained: everything the FLOP model needs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// The shape of a GPT-2 model: one type from the cost model to the trainer (it is `run.json`'s
+/// `model`). The FLOP model reads all of it but `heads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelShape {
     /// Transformer blocks in the full model (`L`).
-    pub layers: u32,
+    pub layers: usize,
+    /// Attention heads per block.
+    pub heads: usize,
     /// Residual stream width (`d`).
-    pub d_model: u64,
-    /// Sequence length of a training example (`T`).
-    pub context: u64,
-    /// Vocabulary size the LM head projects to (padded, e.g. 50,304 for GPT-2).
-    pub vocab: u64,
-    /// Tokens in one optimizer step (micro-batch × context × accumulation steps).
-    pub tokens_per_step: u64,
+    pub d_model: usize,
+    /// Maximum sequence length (`T`, the rows of `wpe`).
+    pub context: usize,
+    /// Rows of `wte`: the vocabulary the LM head projects to (padded, e.g. 50,304 for GPT-2).
+    pub vocab: usize,
 }
 
+/// GPT-2 124M's tokens per optimizer step as the reference code trains it (32 × 16 × 1,024).
+pub const GPT2_TOKENS_PER_STEP: u64 = 524_288;
+
 impl ModelShape {
-    /// GPT-2 124M as trained by the reference code: 12 layers, d = 768, context 1,024, vocab padded
-    /// to 50,304, 524,288 tokens per step.
+    /// GPT-2 124M: 12 layers of 12 heads, d = 768, context 1,024, vocab padded to 50,304.
     pub fn gpt2_124m() -> Self {
-        ModelShape { layers: 12, d_model: 768, context: 1024, vocab: 50_304, tokens_per_step: 524_288 }
+        ModelShape { layers: 12, heads: 12, d_model: 768, context: 1024, vocab: 50_304 }
     }
 
-    /// Rejects a shape with a zero dimension.
-    pub fn validate(&self) -> Result<(), PlanError> {
+    /// The full model's blocks, as the plan counts them.
+    pub fn blocks(&self) -> u32 {
+        self.layers as u32
+    }
+
+    /// Rejects a shape with a zero dimension (and a step of no tokens).
+    pub fn validate(&self, tokens_per_step: u64) -> Result<(), PlanError> {
         if self.layers == 0 {
             return Err(PlanError::NoLayers);
         }
         let dims = [
-            ("d_model", self.d_model),
-            ("context", self.context),
-            ("vocab", self.vocab),
-            ("tokens_per_step", self.tokens_per_step),
+            ("d_model", self.d_model as u64),
+            ("context", self.context as u64),
+            ("vocab", self.vocab as u64),
+            ("tokens_per_step", tokens_per_step),
         ];
         match dims.into_iter().find(|(_, value)| *value == 0) {
             Some((field, _)) => Err(PlanError::ZeroShape { field }),

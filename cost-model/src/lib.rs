@@ -20,10 +20,10 @@
 //!   that charge backward work only where gradients are really needed (see [`flops`]).
 //!
 //! ```
-//! use cost_model::{IncrementalSchedule, ModelShape, Plan, Until};
+//! use cost_model::{IncrementalSchedule, ModelShape, Plan, Until, GPT2_TOKENS_PER_STEP};
 //! let shape = ModelShape::gpt2_124m();
 //! let schedule = IncrementalSchedule { stages: 12, ..IncrementalSchedule::default() };
-//! let plan = Plan::incremental(&shape, 10_000, &schedule, Until::default()).unwrap();
+//! let plan = Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap();
 //! assert_eq!(plan.equal_compute.paper_units.step, 15_729);
 //! ```
 
@@ -39,7 +39,7 @@ pub mod report;
 pub mod schedule;
 pub mod split;
 
-pub use config::{ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Until};
+pub use config::{ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Until, GPT2_TOKENS_PER_STEP};
 pub use error::PlanError;
 pub use plan::{
     backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, LayerGrowth, Phase, Plan,

@@ -19,7 +19,7 @@ struct BenchLine {
     active_layers: u32,
     first_trainable: u32,
     embeddings_trainable: bool,
-    d_model: u64,
+    d_model: usize,
     ms_per_step: f64,
     #[serde(default)]
     device: Option<String>,
@@ -30,8 +30,8 @@ struct BenchLine {
 pub struct StepTimes {
     /// The full model's step (the first line with every layer active and training).
     pub full_ms: f64,
-    pub layers: u32,
-    pub d_model: u64,
+    pub layers: usize,
+    pub d_model: usize,
     /// The device the bench ran on, as it names it.
     pub device: String,
     times: Vec<(Trainable, f64)>,
@@ -45,7 +45,7 @@ pub enum MeasuredError {
     #[error("no full-model step in the bench (a line with phase baseline); time it with `train bench`")]
     NoFullStep,
     #[error("the bench timed a {bench_layers}-layer model of width {bench_d}, the plan is for {layers} layers of width {d}; set --layers {bench_layers} --d-model {bench_d}, or bench the plan's model")]
-    OtherModel { bench_layers: u32, bench_d: u64, layers: u32, d: u64 },
+    OtherModel { bench_layers: usize, bench_d: usize, layers: usize, d: usize },
     #[error("the bench has no time for {what}; time this schedule with `train bench` and the same --stages and --phase1-trainable")]
     Missing { what: String },
 }
@@ -75,7 +75,7 @@ impl StepTimes {
             .max_by_key(|l| l.active_layers)
             .filter(|l| l.first_trainable == 0 && l.embeddings_trainable)
             .ok_or(MeasuredError::NoFullStep)?;
-        let (full_ms, layers, d_model) = (full.ms_per_step, full.active_layers, full.d_model);
+        let (full_ms, layers, d_model) = (full.ms_per_step, full.active_layers as usize, full.d_model);
         let device = full.device.clone().unwrap_or_else(|| "unknown device".into());
         let times = lines
             .iter()
@@ -120,7 +120,7 @@ impl StepTimes {
                     if segment.trainable.embeddings { "training" } else { "frozen" }
                 ),
             })?;
-            let tokens = segment.tokens_per_step as f64 / shape.tokens_per_step as f64;
+            let tokens = segment.tokens_per_step as f64 / plan.full_step.tokens as f64;
             spent += segment.steps as f64 * ratio * tokens;
         }
         let exact = plan.incremental_steps as f64 + plan.base_steps as f64 - spent;
@@ -152,7 +152,8 @@ mod tests {
 
     fn plan(stages: u32) -> Plan {
         let schedule = IncrementalSchedule { stages, ..Default::default() };
-        Plan::incremental(&ModelShape::gpt2_124m(), 10_000, &schedule, Until::default()).unwrap()
+        Plan::incremental(&ModelShape::gpt2_124m(), crate::GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default())
+            .unwrap()
     }
 
     #[test]

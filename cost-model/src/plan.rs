@@ -182,30 +182,32 @@ pub struct Plan {
 
 impl Plan {
     /// The full model trained for `steps` steps (its budget).
-    pub fn baseline(shape: &ModelShape, steps: u64) -> Result<Plan, PlanError> {
-        Plan::full_model(shape, shape.layers, steps, Until::Steps(steps))
+    pub fn baseline(shape: &ModelShape, tokens_per_step: u64, steps: u64) -> Result<Plan, PlanError> {
+        Plan::full_model(shape, tokens_per_step, shape.blocks(), steps, Until::Steps(steps))
     }
 
-    /// A full model of `shape` (all of its layers train from the first step) until `until`, held
+    /// A full model of `shape` (all of its layers train from the first step, on `tokens_per_step`
+    /// tokens a step) until `until`, held
     /// to the budget of `base_steps` steps of the same model with `budget_layers` layers. With
     /// `budget_layers = shape.layers` this is the baseline; with fewer layers in `shape` it is a
     /// depth control: a shallower model trained to the deeper model's compute. Paper units count
     /// layer-tokens of the budget's model (one of its steps = 1).
     pub fn full_model(
         shape: &ModelShape,
+        tokens_per_step: u64,
         budget_layers: u32,
         base_steps: u64,
         until: Until,
     ) -> Result<Plan, PlanError> {
-        shape.validate()?;
+        shape.validate(tokens_per_step)?;
         if base_steps == 0 {
             return Err(PlanError::NoBaseSteps);
         }
-        let reference = ModelShape { layers: budget_layers, ..*shape };
-        reference.validate()?;
-        let full_step = full_step_compute(&reference);
-        let mut segment = full_segment(shape, Phase::Baseline, 0, 1, base_steps);
-        segment.paper_units_per_step = f64::from(shape.layers) / f64::from(budget_layers);
+        let reference = ModelShape { layers: budget_layers as usize, ..*shape };
+        reference.validate(tokens_per_step)?;
+        let full_step = full_step_compute(&reference, tokens_per_step);
+        let mut segment = full_segment(shape, tokens_per_step, Phase::Baseline, 0, 1, base_steps);
+        segment.paper_units_per_step = f64::from(shape.blocks()) / f64::from(budget_layers);
         let mut plan = Plan {
             layer_split: Vec::new(),
             stages: Vec::new(),
@@ -219,7 +221,7 @@ impl Plan {
             },
             closed_form_equal_compute: None,
         };
-        if budget_layers != shape.layers {
+        if budget_layers != shape.blocks() {
             // Steps of this model that spend the budget: its steps cost less (or more) than the
             // budget's model's.
             let steps_for = |unit| base_steps as f64 * full_step.get(unit) / segment_compute(&segment, 1).get(unit);
@@ -233,19 +235,20 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Stages of `schedule`, held to the compute of `base_steps` full steps, then a continual
-    /// tail that runs until `until`.
+    /// Stages of `schedule`, held to the compute of `base_steps` full steps of `tokens_per_step`
+    /// tokens, then a continual tail that runs until `until`.
     pub fn incremental(
         shape: &ModelShape,
+        tokens_per_step: u64,
         base_steps: u64,
         schedule: &IncrementalSchedule,
         until: Until,
     ) -> Result<Plan, PlanError> {
-        shape.validate()?;
+        shape.validate(tokens_per_step)?;
         schedule.validate(shape, base_steps)?;
-        let layer_split = split::split_layers(shape.layers, schedule.stages);
+        let layer_split = split::split_layers(shape.blocks(), schedule.stages);
         let phase_steps = phase_step_counts(schedule, base_steps);
-        let full_step = full_step_compute(shape);
+        let full_step = full_step_compute(shape, tokens_per_step);
 
         let mut segments = Vec::new();
         let mut stages = Vec::new();
@@ -268,12 +271,12 @@ impl Plan {
                 embeddings: stage == 1 || schedule.phase1_trainable.embeddings_trainable(),
             };
             // Paper units count layer-tokens, so a stage with fewer tokens per step costs less.
-            let (context, tokens_per_step) = schedule.stage_shape(shape, stage);
-            let token_share = tokens_per_step as f64 / shape.tokens_per_step as f64;
-            let stage_shape = ModelShape { context, tokens_per_step, ..*shape };
+            let (context, stage_tokens) = schedule.stage_shape(shape, tokens_per_step, stage);
+            let token_share = stage_tokens as f64 / tokens_per_step as f64;
+            let stage_shape = ModelShape { context: context as usize, ..*shape };
             let phase1_paper = token_share * (f64::from(active) + schedule.backward_ratio * f64::from(added))
-                / ((1.0 + schedule.backward_ratio) * f64::from(shape.layers));
-            let phase2_paper = token_share * f64::from(active) / f64::from(shape.layers);
+                / ((1.0 + schedule.backward_ratio) * f64::from(shape.blocks()));
+            let phase2_paper = token_share * f64::from(active) / f64::from(shape.blocks());
             let mut stage_compute = Compute::default();
             let mut stage_start = grows;
             for (phase, steps, trainable, paper) in [
@@ -290,9 +293,9 @@ impl Plan {
                     steps,
                     trainable,
                     context,
-                    tokens_per_step,
+                    tokens_per_step: stage_tokens,
                     paper_units_per_step: paper,
-                    flops_per_step: tokens_per_step as f64 * token_flops(&stage_shape, trainable).total(),
+                    flops_per_step: stage_tokens as f64 * token_flops(&stage_shape, trainable).total(),
                     grows: stage_start.take(),
                 };
                 stage_compute = add(stage_compute, segment_compute(&segment, steps));
@@ -334,7 +337,7 @@ impl Plan {
             closed_form_equal_compute,
         };
         let end = plan.end_step(until)?;
-        plan.truncate_or_extend(shape, end);
+        plan.truncate_or_extend(shape, tokens_per_step, end);
         Ok(plan)
     }
 
@@ -423,12 +426,13 @@ impl Plan {
     }
 
     /// Cut the plan at `last_step`, or add continual steps up to it.
-    fn truncate_or_extend(&mut self, shape: &ModelShape, last_step: u64) {
+    fn truncate_or_extend(&mut self, shape: &ModelShape, tokens_per_step: u64, last_step: u64) {
         self.cut(last_step);
         if last_step > self.incremental_steps {
             let stage = self.stages.len() as u32;
             let first = self.incremental_steps + 1;
-            let continual = full_segment(shape, Phase::Continual, stage, first, last_step - self.incremental_steps);
+            let steps = last_step - self.incremental_steps;
+            let continual = full_segment(shape, tokens_per_step, Phase::Continual, stage, first, steps);
             self.segments.push(continual);
         }
     }
@@ -523,23 +527,30 @@ fn phase_step_counts(schedule: &IncrementalSchedule, base_steps: u64) -> Vec<(u6
     }
 }
 
-fn full_step_compute(shape: &ModelShape) -> Compute {
+fn full_step_compute(shape: &ModelShape, tokens_per_step: u64) -> Compute {
     Compute {
-        tokens: shape.tokens_per_step,
+        tokens: tokens_per_step,
         paper_units: 1.0,
-        flops: shape.tokens_per_step as f64 * token_flops(shape, Trainable::all(shape.layers)).total(),
+        flops: tokens_per_step as f64 * token_flops(shape, Trainable::all(shape.blocks())).total(),
     }
 }
 
-fn full_segment(shape: &ModelShape, phase: Phase, stage: u32, first_step: u64, steps: u64) -> Segment {
-    let full = full_step_compute(shape);
+fn full_segment(
+    shape: &ModelShape,
+    tokens_per_step: u64,
+    phase: Phase,
+    stage: u32,
+    first_step: u64,
+    steps: u64,
+) -> Segment {
+    let full = full_step_compute(shape, tokens_per_step);
     Segment {
         phase,
         stage,
         first_step,
         steps,
-        trainable: Trainable::all(shape.layers),
-        context: shape.context,
+        trainable: Trainable::all(shape.blocks()),
+        context: shape.context as u64,
         tokens_per_step: full.tokens,
         paper_units_per_step: full.paper_units,
         flops_per_step: full.flops,
@@ -566,11 +577,12 @@ fn add(a: Compute, b: Compute) -> Compute {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GPT2_TOKENS_PER_STEP;
     use approx::assert_relative_eq;
 
     fn paper_plan(stages: u32) -> Plan {
         let schedule = IncrementalSchedule { stages, ..IncrementalSchedule::default() };
-        Plan::incremental(&ModelShape::gpt2_124m(), 10_000, &schedule, Until::default()).unwrap()
+        Plan::incremental(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap()
     }
 
     #[test]
@@ -601,7 +613,9 @@ mod tests {
     #[test]
     fn reference_floor_phase_steps_run_9984_steps_for_12_stages() {
         let schedule = IncrementalSchedule { stages: 12, phase_steps: PhaseStepRounding::Floor, ..Default::default() };
-        let plan = Plan::incremental(&ModelShape::gpt2_124m(), 10_000, &schedule, Until::Steps(9_984)).unwrap();
+        let plan =
+            Plan::incremental(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::Steps(9_984))
+                .unwrap();
         assert_eq!(plan.incremental_steps, 9_984);
         assert!(plan.stages.iter().all(|s| s.phase1_steps == 416 && s.phase2_steps == 416));
     }
@@ -636,7 +650,7 @@ mod tests {
 
     #[test]
     fn baseline_plan_has_one_segment_of_full_steps() {
-        let plan = Plan::baseline(&ModelShape::gpt2_124m(), 100).unwrap();
+        let plan = Plan::baseline(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 100).unwrap();
         assert_eq!(plan.total_steps(), 100);
         assert_relative_eq!(plan.cumulative(100).paper_units, 100.0);
         assert_eq!(plan.step(50).unwrap().phase, Phase::Baseline);
@@ -651,7 +665,7 @@ mod tests {
             stage_tokens_per_step: vec![131_072, 262_144, 524_288, 524_288],
             ..Default::default()
         };
-        let plan = Plan::incremental(&shape, 10_000, &schedule, Until::default()).unwrap();
+        let plan = Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap();
         let first = plan.step(1).unwrap();
         assert_eq!(first.compute.tokens, 131_072);
         // A quarter of the tokens: a quarter of the paper units of the same step at full batch.
@@ -660,6 +674,7 @@ mod tests {
         // Cheaper stages leave more continual steps before equal compute.
         let plain = Plan::incremental(
             &shape,
+            GPT2_TOKENS_PER_STEP,
             10_000,
             &IncrementalSchedule { stages: 4, ..Default::default() },
             Until::default(),
@@ -669,7 +684,7 @@ mod tests {
         assert_eq!(plan.cumulative(2).tokens, 2 * 131_072);
         let bad = IncrementalSchedule { stages: 4, stage_context: vec![256, 2048, 1024, 1024], ..Default::default() };
         assert!(matches!(
-            Plan::incremental(&shape, 10_000, &bad, Until::default()),
+            Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &bad, Until::default()),
             Err(PlanError::BadStageList { .. })
         ));
     }
@@ -693,7 +708,7 @@ mod tests {
 
     #[test]
     fn budgets_map_to_steps_in_every_unit() {
-        let base = Plan::baseline(&ModelShape::gpt2_124m(), 1000).unwrap();
+        let base = Plan::baseline(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 1000).unwrap();
         for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops, ComputeUnit::Tokens] {
             let budget = base.budget().get(unit);
             assert_eq!(base.step_at_compute(unit, budget).unwrap().step, 1000);
@@ -719,18 +734,21 @@ mod tests {
     fn runs_stop_at_multiples_of_the_budget() {
         let shape = ModelShape::gpt2_124m();
         let twice = Until::Budget { multiple: 2.0, unit: ComputeUnit::Flops };
-        let base = Plan::full_model(&shape, 12, 1000, twice).unwrap();
+        let base = Plan::full_model(&shape, GPT2_TOKENS_PER_STEP, 12, 1000, twice).unwrap();
         assert_eq!((base.total_steps(), base.base_steps), (2000, 1000));
         assert_eq!(
-            Plan::full_model(&shape, 12, 1000, Until::EqualCompute(ComputeUnit::Flops)).unwrap().total_steps(),
+            Plan::full_model(&shape, GPT2_TOKENS_PER_STEP, 12, 1000, Until::EqualCompute(ComputeUnit::Flops))
+                .unwrap()
+                .total_steps(),
             1000
         );
         let half = Until::Budget { multiple: 0.5, unit: ComputeUnit::PaperUnits };
-        assert_eq!(Plan::full_model(&shape, 12, 1000, half).unwrap().total_steps(), 500);
+        assert_eq!(Plan::full_model(&shape, GPT2_TOKENS_PER_STEP, 12, 1000, half).unwrap().total_steps(), 500);
         // An incremental run to twice the budget: its equal-compute step plus a budget of full steps.
         let schedule = IncrementalSchedule { stages: 4, ..Default::default() };
         let inc = Plan::incremental(
             &shape,
+            GPT2_TOKENS_PER_STEP,
             10_000,
             &schedule,
             Until::Budget { multiple: 2.0, unit: ComputeUnit::PaperUnits },
@@ -742,12 +760,19 @@ mod tests {
         for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops] {
             let cheap_last_stage = IncrementalSchedule { stages: 4, phase1_share: 1.0, ..Default::default() };
             let twice = Until::Budget { multiple: 2.0, unit };
-            let inc = Plan::incremental(&shape, 10_000, &cheap_last_stage, twice).unwrap();
+            let inc = Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &cheap_last_stage, twice).unwrap();
             let spent = inc.cumulative(inc.total_steps()).get(unit);
             let target = 2.0 * inc.budget().get(unit);
             assert!((spent - target).abs() <= inc.full_step.get(unit), "{unit:?}: spent {spent}, budget x2 {target}");
         }
-        assert!(Plan::full_model(&shape, 12, 1000, Until::Budget { multiple: -1.0, unit: ComputeUnit::Flops }).is_err());
+        assert!(Plan::full_model(
+            &shape,
+            GPT2_TOKENS_PER_STEP,
+            12,
+            1000,
+            Until::Budget { multiple: -1.0, unit: ComputeUnit::Flops }
+        )
+        .is_err());
     }
 
     #[test]
@@ -755,8 +780,9 @@ mod tests {
         // 3 of 12 layers: a step costs a quarter of the 12-layer one in paper units and less than
         // a quarter in FLOPs (the LM head does not shrink), so the budget takes more steps.
         let shape = ModelShape { layers: 3, ..ModelShape::gpt2_124m() };
-        let plan = Plan::full_model(&shape, 12, 1000, Until::EqualCompute(ComputeUnit::Flops)).unwrap();
-        let deep = Plan::baseline(&ModelShape::gpt2_124m(), 1000).unwrap();
+        let plan =
+            Plan::full_model(&shape, GPT2_TOKENS_PER_STEP, 12, 1000, Until::EqualCompute(ComputeUnit::Flops)).unwrap();
+        let deep = Plan::baseline(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 1000).unwrap();
         assert_eq!(plan.budget(), deep.budget());
         assert_eq!(plan.equal_compute.paper_units.step, 4000);
         let flops_steps = plan.equal_compute.flops.step;

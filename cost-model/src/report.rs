@@ -46,10 +46,62 @@ pub struct CostReport {
 }
 
 /// The inputs of a [`CostReport`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "InputsJson")]
 pub struct CostInputs {
     pub shape: ModelShape,
+    /// Tokens of one full step.
+    pub tokens_per_step: u64,
     pub schedule: BudgetedSchedule,
+}
+
+/// `inputs` as the interface spells it (see [`CostInputs`]'s `Serialize`).
+#[derive(Deserialize)]
+struct InputsJson {
+    shape: ShapeJson,
+    schedule: BudgetedSchedule,
+}
+
+#[derive(Deserialize)]
+struct ShapeJson {
+    layers: usize,
+    d_model: usize,
+    context: usize,
+    vocab: usize,
+    tokens_per_step: u64,
+}
+
+impl TryFrom<InputsJson> for CostInputs {
+    type Error = String;
+    fn try_from(json: InputsJson) -> Result<Self, String> {
+        let s = json.shape;
+        // Heads as `cost` assumes them: GPT-2's 64-wide ones (no cost depends on them).
+        let shape = ModelShape {
+            layers: s.layers,
+            heads: (s.d_model / 64).max(1),
+            d_model: s.d_model,
+            context: s.context,
+            vocab: s.vocab,
+        };
+        Ok(CostInputs { shape, tokens_per_step: s.tokens_per_step, schedule: json.schedule })
+    }
+}
+
+impl Serialize for CostInputs {
+    /// The interface's `shape` is what the FLOP model reads of the model and its step:
+    /// `layers, d_model, context, vocab, tokens_per_step` (no `heads`, which no cost depends on).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let m = &self.shape;
+        let shape = serde_json::json!({
+            "layers": m.layers, "d_model": m.d_model, "context": m.context, "vocab": m.vocab,
+            "tokens_per_step": self.tokens_per_step,
+        });
+        let mut out = serializer.serialize_struct("CostInputs", 2)?;
+        out.serialize_field("shape", &shape)?;
+        out.serialize_field("schedule", &self.schedule)?;
+        out.end()
+    }
 }
 
 /// A schedule and the baseline steps it is held to.
@@ -108,6 +160,7 @@ impl CostReport {
         CostReport {
             inputs: CostInputs {
                 shape,
+                tokens_per_step: full.tokens,
                 schedule: BudgetedSchedule { base_steps: plan.base_steps, schedule: schedule.clone() },
             },
             model: unit,
@@ -161,7 +214,7 @@ mod tests {
     fn field_names_are_the_documented_interface() {
         let shape = ModelShape::gpt2_124m();
         let schedule = IncrementalSchedule::default();
-        let plan = Plan::incremental(&shape, 10_000, &schedule, Until::default()).unwrap();
+        let plan = Plan::incremental(&shape, crate::GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap();
         let report = CostReport::new(shape, &schedule, &plan, ComputeUnit::PaperUnits);
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();

@@ -68,19 +68,20 @@ impl IncrementalSchedule {
         crate::round_half_up(self.incremental_share * base_steps as f64)
     }
 
-    /// Context and tokens per step of stage `stage` (1-based) for a model of `shape`.
-    pub fn stage_shape(&self, shape: &ModelShape, stage: u32) -> (u64, u64) {
+    /// Context and tokens per step of stage `stage` (1-based) for a model of `shape` whose full
+    /// steps hold `tokens_per_step`.
+    pub fn stage_shape(&self, shape: &ModelShape, tokens_per_step: u64, stage: u32) -> (u64, u64) {
         // Stage 0 (the full model outside any stage) and stages past the lists use the model's.
         let at = |list: &[u64]| (stage as usize).checked_sub(1).and_then(|i| list.get(i).copied());
         (
-            at(&self.stage_context).unwrap_or(shape.context),
-            at(&self.stage_tokens_per_step).unwrap_or(shape.tokens_per_step),
+            at(&self.stage_context).unwrap_or(shape.context as u64),
+            at(&self.stage_tokens_per_step).unwrap_or(tokens_per_step),
         )
     }
 
     /// Rejects knobs that cannot describe a schedule for `shape` held to `base_steps`.
     pub fn validate(&self, shape: &ModelShape, base_steps: u64) -> Result<(), PlanError> {
-        let layers = shape.layers;
+        let layers = shape.blocks();
         if layers == 0 {
             return Err(PlanError::NoLayers);
         }
@@ -112,7 +113,7 @@ impl IncrementalSchedule {
     /// Rejects per-stage context or batch lists that do not fit `shape`.
     fn validate_stage_shapes(&self, shape: &ModelShape) -> Result<(), PlanError> {
         let lists = [
-            (crate::error::StageList::Context, &self.stage_context, Some(shape.context)),
+            (crate::error::StageList::Context, &self.stage_context, Some(shape.context as u64)),
             (crate::error::StageList::TokensPerStep, &self.stage_tokens_per_step, None),
         ];
         for (list, values, limit) in lists {

@@ -3,12 +3,12 @@
 use approx::assert_relative_eq;
 use cost_model::{
     closed_form, split_layers, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
-    Until,
+    Until, GPT2_TOKENS_PER_STEP,
 };
 use proptest::prelude::*;
 
 fn shape(layers: u32) -> ModelShape {
-    ModelShape { layers, ..ModelShape::gpt2_124m() }
+    ModelShape { layers: layers as usize, ..ModelShape::gpt2_124m() }
 }
 
 /// A schedule and the budget it is held to.
@@ -20,7 +20,7 @@ struct Schedule {
 
 impl Schedule {
     fn plan(&self, layers: u32, until: Until) -> Plan {
-        Plan::incremental(&shape(layers), self.base_steps, &self.stages, until).unwrap()
+        Plan::incremental(&shape(layers), GPT2_TOKENS_PER_STEP, self.base_steps, &self.stages, until).unwrap()
     }
 }
 
@@ -63,7 +63,9 @@ fn closed_form_equals_summed_stage_costs_for_every_divisor() {
             for r in [0.0, 1.0, 1.78, 2.0] {
                 // Base steps divisible by 2S, so the whole-step phases are exactly the fractional ones.
                 let schedule = IncrementalSchedule { stages, backward_ratio: r, ..Default::default() };
-                let plan = Plan::incremental(&shape(layers), 24 * 500, &schedule, Until::default()).unwrap();
+                let plan =
+                    Plan::incremental(&shape(layers), GPT2_TOKENS_PER_STEP, 24 * 500, &schedule, Until::default())
+                        .unwrap();
                 assert!(!plan.uneven_split());
                 assert_relative_eq!(
                     plan.equal_compute.paper_units.exact,
@@ -82,7 +84,7 @@ proptest! {
     ) {
         let layers = k * stages;
         let schedule = IncrementalSchedule { stages, backward_ratio: r, ..Default::default() };
-        let plan = Plan::incremental(&shape(layers), 2 * u64::from(stages) * m, &schedule, Until::default()).unwrap();
+        let plan = Plan::incremental(&shape(layers), GPT2_TOKENS_PER_STEP, 2 * u64::from(stages) * m, &schedule, Until::default()).unwrap();
         prop_assert!((plan.equal_compute.paper_units.exact - plan.closed_form_equal_compute.unwrap()).abs() < 1e-6);
     }
 

@@ -12,17 +12,8 @@ use cost_model::{ComputeUnit, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The shape of a GPT-2 model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GptConfig {
-    pub layers: usize,
-    pub heads: usize,
-    pub d_model: usize,
-    /// Maximum sequence length (rows of `wpe`).
-    pub context: usize,
-    /// Rows of `wte` (the padded vocabulary).
-    pub vocab: usize,
-}
+/// The shape of a GPT-2 model: the cost model's type, one from `cost` to `train` (`model` here).
+pub use cost_model::ModelShape as GptShape;
 
 /// Which tokenizer a dataset and model use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -205,7 +196,7 @@ pub struct MicroBatches {
 pub struct TrainConfig {
     /// The preset this configuration started from.
     pub preset: String,
-    pub model: GptConfig,
+    pub model: GptShape,
     pub tokenizer: TokenizerKind,
     /// Directory of token shards (`just data` writes them).
     pub data_dir: PathBuf,
@@ -318,7 +309,7 @@ impl TrainConfig {
     /// - `paper`: exactly the reference code: fp32 (no TF32), constant lr 6e-4, no clipping, micro-batch 32,
     ///   16 accumulation steps, validation every 250 steps on 20 micro-batches.
     pub fn preset(name: &str) -> anyhow::Result<TrainConfig> {
-        let gpt2 = GptConfig { layers: 12, heads: 12, d_model: 768, context: 1024, vocab: 50_304 };
+        let gpt2 = GptShape::gpt2_124m();
         let base = TrainConfig {
             preset: name.to_string(),
             model: gpt2,
@@ -359,7 +350,7 @@ impl TrainConfig {
         };
         Ok(match name {
             "tiny" => TrainConfig {
-                model: GptConfig {
+                model: GptShape {
                     layers: 12,
                     heads: 4,
                     d_model: 64,
@@ -526,19 +517,7 @@ impl TrainConfig {
     /// Parameters of the model that take part in the function: every block, `wpe`, `ln_f`, and
     /// the tokenizer's rows of the tied `wte` (rows padded on for speed are left out).
     pub fn parameters(&self) -> u64 {
-        let shape = cost_model::ModelShape { vocab: self.tokenizer.vocab_size() as u64, ..self.model_shape() };
-        cost_model::comm::parameters(&shape)
-    }
-
-    /// The cost model's view of this model's shape.
-    pub fn model_shape(&self) -> cost_model::ModelShape {
-        cost_model::ModelShape {
-            layers: self.model.layers as u32,
-            d_model: self.model.d_model as u64,
-            context: self.model.context as u64,
-            vocab: self.model.vocab as u64,
-            tokens_per_step: self.tokens_per_step as u64,
-        }
+        cost_model::comm::parameters(&GptShape { vocab: self.tokenizer.vocab_size(), ..self.model })
     }
 
     /// Rows per micro-batch and micro-batches per step for `segment`: every micro-batch holds

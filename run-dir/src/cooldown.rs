@@ -173,7 +173,8 @@ mod tests {
 
     #[test]
     fn branch_points_follow_the_plan() {
-        let plan = Plan::baseline(&ModelShape::gpt2_124m(), 1000).unwrap().truncated(1000);
+        let plan =
+            Plan::baseline(&ModelShape::gpt2_124m(), cost_model::GPT2_TOKENS_PER_STEP, 1000).unwrap().truncated(1000);
         let at = |b| branch_point(&plan, ComputeUnit::Flops, b, 0.2);
         assert_eq!(at(1.0).unwrap(), BranchPoint { from_step: 800, to_step: 1000 });
         assert_eq!(at(0.5).unwrap(), BranchPoint { from_step: 400, to_step: 500 });

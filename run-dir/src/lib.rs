@@ -29,7 +29,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use config::{GptConfig, LossKernel, TokenizerKind, TrainConfig};
+pub use config::{GptShape, LossKernel, TokenizerKind, TrainConfig};
 pub use header::{HeaderError, HellaswagCounts, HellaswagInput, Kernels, RunHeader};
 pub use lock::RunLock;
 pub use metrics::{LineKind, MetricsLine, MetricsWriter, Skipped};

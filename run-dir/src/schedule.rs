@@ -108,12 +108,12 @@ impl ScheduleSpec {
 
     /// The plan of this schedule for `config` (`config.steps` is the baseline budget).
     pub fn plan(&self, config: &TrainConfig) -> Result<Plan, PlanError> {
-        let shape = config.model_shape();
+        let (shape, tokens) = (&config.model, config.tokens_per_step as u64);
         match self {
             ScheduleSpec::Baseline(spec) => {
-                Plan::full_model(&shape, spec.budget_layers.unwrap_or(shape.layers), config.steps, spec.until)
+                Plan::full_model(shape, tokens, spec.budget_layers.unwrap_or(shape.blocks()), config.steps, spec.until)
             }
-            ScheduleSpec::Incremental(spec) => Plan::incremental(&shape, config.steps, &spec.stages, spec.until),
+            ScheduleSpec::Incremental(spec) => Plan::incremental(shape, tokens, config.steps, &spec.stages, spec.until),
         }
     }
 

@@ -152,8 +152,8 @@ pub fn run(
     let vocab = config.tokenizer.vocab_size() as i64;
     let x = Tensor::randint(vocab, [b, t], (Kind::Int64, device_));
     let y = Tensor::randint(vocab, [b, t], (Kind::Int64, device_));
-    let shape = config.model_shape();
-    let full_flops_per_token = token_flops(&shape, Trainable::all(shape.layers)).total();
+    let shape = config.model;
+    let full_flops_per_token = token_flops(&shape, Trainable::all(shape.blocks())).total();
     let tokens = (b * t) as f64;
 
     let mut lines: Vec<BenchLine> = Vec::new();

@@ -121,7 +121,7 @@ mod tests {
     use super::*;
     use approx::assert_relative_eq;
     use cost_model::flops::Trainable;
-    use run_dir::config::GptConfig;
+    use run_dir::config::GptShape;
     use tch::nn::VarStore;
     use tch::Device;
 
@@ -149,7 +149,7 @@ mod tests {
         // 64 rows in wte, 50 real ids: the loss is a function of the 50 only, for both kernels.
         tch::manual_seed(5);
         let vs = VarStore::new(Device::Cpu);
-        let model = Gpt::new(&vs, GptConfig { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        let model = Gpt::new(&vs, GptShape { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 });
         let idx = Tensor::randint(50, [3, 8], (Kind::Int64, Device::Cpu));
         let targets = Tensor::randint(50, [3, 8], (Kind::Int64, Device::Cpu));
         let wte = vs.variables()["transformer.wte.weight"].shallow_clone();
@@ -188,7 +188,7 @@ mod tests {
     fn both_training_losses_give_the_same_gradients_frozen_or_not() {
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);
-        let mut model = Gpt::new(&vs, GptConfig { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        let mut model = Gpt::new(&vs, GptShape { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 });
         let idx = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
         let targets = Tensor::randint(64, [3, 8], (Kind::Int64, Device::Cpu));
         let all = Trainable::all(2);

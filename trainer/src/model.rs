@@ -9,7 +9,7 @@
 //! Architecture only: the training loss and its backward pass are in [`crate::loss`].
 
 use cost_model::flops::Trainable;
-use run_dir::config::GptConfig;
+use run_dir::config::GptShape;
 use tch::nn::{Init, Path, VarStore};
 use tch::{Kind, Tensor};
 
@@ -65,7 +65,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &Path, cfg: &GptConfig) -> Self {
+    fn new(p: &Path, cfg: &GptShape) -> Self {
         let d = cfg.d_model as i64;
         let std = 0.02;
         // Residual projections: std 0.02·(2·L)^-0.5, so the residual stream's variance does not grow
@@ -116,7 +116,7 @@ impl Block {
 
 /// GPT-2 with all its blocks; forward runs the first `active_layers`.
 pub struct Gpt {
-    pub config: GptConfig,
+    pub config: GptShape,
     wte: Tensor,
     wpe: Tensor,
     blocks: Vec<Block>,
@@ -125,7 +125,7 @@ pub struct Gpt {
 
 impl Gpt {
     /// Create and initialise every parameter in `vs` (seed with `tch::manual_seed` first).
-    pub fn new(vs: &VarStore, config: GptConfig) -> Gpt {
+    pub fn new(vs: &VarStore, config: GptShape) -> Gpt {
         let root = vs.root() / "transformer";
         let d = config.d_model as i64;
         let std = Init::Randn { mean: 0.0, stdev: 0.02 };
@@ -224,8 +224,8 @@ mod tests {
     use super::*;
     use tch::Device;
 
-    fn tiny() -> GptConfig {
-        GptConfig { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 }
+    fn tiny() -> GptShape {
+        GptShape { layers: 2, heads: 2, d_model: 16, context: 8, vocab: 64 }
     }
 
     #[test]

@@ -368,11 +368,11 @@ impl Graphs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use run_dir::config::{GptConfig, LossKernel};
+    use run_dir::config::{GptShape, LossKernel};
     use tch::nn::VarStore;
 
     fn tiny() -> (VarStore, Gpt, AdamW) {
-        let config = GptConfig { layers: 2, heads: 2, d_model: 8, context: 8, vocab: 64 };
+        let config = GptShape { layers: 2, heads: 2, d_model: 8, context: 8, vocab: 64 };
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);
         let model = Gpt::new(&vs, config);

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use run_dir::{GptConfig, LineKind, ScheduleSpec, TrainConfig};
+use run_dir::{GptShape, LineKind, ScheduleSpec, TrainConfig};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 use trainer::data::loader::validation_batches;
@@ -49,7 +49,7 @@ fn load_export(export: &Path, vocab: usize) -> (VarStore, Gpt) {
     let hf: serde_json::Value = serde_json::from_slice(&std::fs::read(export.join("config.json")).unwrap()).unwrap();
     let n = |k: &str| hf[k].as_u64().unwrap() as usize;
     let config =
-        GptConfig { layers: n("n_layer"), heads: n("n_head"), d_model: n("n_embd"), context: n("n_positions"), vocab };
+        GptShape { layers: n("n_layer"), heads: n("n_head"), d_model: n("n_embd"), context: n("n_positions"), vocab };
     tch::manual_seed(99);
     let vs = VarStore::new(Device::Cpu);
     let model = Gpt::new(&vs, config);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use cost_model::flops::Trainable;
 use cost_model::{ComputeUnit, IncrementalSchedule, Phase, Phase1Trainable, Until};
-use run_dir::GptConfig;
+use run_dir::GptShape;
 use run_dir::Growth;
 use run_dir::TrainConfig;
 use run_dir::{IncrementalSpec, ScheduleSpec};
@@ -92,7 +92,7 @@ fn phase_one_touches_no_frozen_gradient() {
     for embeddings in [false, true] {
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
-        let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        let mut model = Gpt::new(&vs, GptShape { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
         model.apply_trainable(Trainable { active_layers: 4, first_trainable: 2, embeddings });
         let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
         trainer::loss::mean_loss(&model, &idx, &idx, 4, 64).backward();
@@ -118,7 +118,7 @@ fn phase_one_touches_no_frozen_gradient() {
 fn zero_growth_leaves_the_output_unchanged() {
     tch::manual_seed(1);
     let vs = VarStore::new(Device::Cpu);
-    let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
+    let mut model = Gpt::new(&vs, GptShape { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
     let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
     let before = tch::no_grad(|| model.forward(&idx, 2));
     let random_grown = tch::no_grad(|| model.forward(&idx, 4));
@@ -133,7 +133,7 @@ fn copy_growth_copies_values_not_references() {
     for growth in [Growth::CopyTop, Growth::Stack] {
         tch::manual_seed(2);
         let vs = VarStore::new(Device::Cpu);
-        let mut model = Gpt::new(&vs, GptConfig { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
+        let mut model = Gpt::new(&vs, GptShape { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
         grow(&mut model, growth, 2, 4);
         // 2 trained blocks, 2 new: copy-top and stack both copy blocks 0 and 1, in order.
         for (new, src) in [(2, 0), (3, 1)] {

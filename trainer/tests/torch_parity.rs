@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use approx::assert_abs_diff_eq;
 use run_dir::config::AdamWConfig;
-use run_dir::GptConfig;
+use run_dir::GptShape;
 use run_dir::LossKernel;
 use serde_json::Value;
 use tch::nn::VarStore;
@@ -34,7 +34,7 @@ fn ids(v: &Value) -> Tensor {
 #[test]
 fn gpt2_loss_logits_and_gradients_match_pytorch() {
     let fx = fixture("gpt2_torch.json");
-    let config: GptConfig = serde_json::from_value(fx["config"].clone()).unwrap();
+    let config: GptShape = serde_json::from_value(fx["config"].clone()).unwrap();
     let vs = VarStore::new(Device::Cpu);
     let model = Gpt::new(&vs, config);
     let vars: HashMap<String, Tensor> = vs.variables();

@@ -44,16 +44,16 @@ struct Args {
     compute_unit: ComputeUnit,
     /// Transformer layers L of the full model.
     #[arg(long, default_value_t = 12, help_heading = "Model (FLOP model)")]
-    layers: u32,
+    layers: usize,
     /// Residual width d.
     #[arg(long, default_value_t = 768, help_heading = "Model (FLOP model)")]
-    d_model: u64,
+    d_model: usize,
     /// Context length T.
     #[arg(long, default_value_t = 1024, help_heading = "Model (FLOP model)")]
-    context: u64,
+    context: usize,
     /// Vocabulary size V (padded).
     #[arg(long, default_value_t = 50_304, help_heading = "Model (FLOP model)")]
-    vocab: u64,
+    vocab: usize,
     /// Tokens per optimizer step.
     #[arg(long, default_value_t = 524_288, help_heading = "Model (FLOP model)")]
     tokens_per_step: u64,
@@ -98,15 +98,13 @@ fn run(args: &Args) -> Result<(), CliError> {
     if let Some((forward, forward_backward)) = args.calibrate {
         schedule.backward_ratio = backward_ratio_from_times(forward, forward_backward).map_err(bad_input)?;
     }
-    let shape = ModelShape {
-        layers: args.layers,
-        d_model: args.d_model,
-        context: args.context,
-        vocab: args.vocab,
-        tokens_per_step: args.tokens_per_step,
-    };
+    // Heads: GPT-2's 64-wide ones (no cost depends on them).
+    let heads = (args.d_model / 64).max(1);
+    let shape =
+        ModelShape { layers: args.layers, heads, d_model: args.d_model, context: args.context, vocab: args.vocab };
     let until = Until::EqualCompute(args.compute_unit);
-    let plan = Plan::incremental(&shape, args.base_steps, &schedule, until).map_err(bad_input)?;
+    let tokens = args.tokens_per_step;
+    let plan = Plan::incremental(&shape, tokens, args.base_steps, &schedule, until).map_err(bad_input)?;
     if args.world.is_some() && !(args.link_gb_per_s.is_finite() && args.link_gb_per_s > 0.0) {
         return Err(CliError::bad_input(anyhow::anyhow!(
             "--link-gb-per-s {}: give the link's bandwidth in GB/s, a positive number",
@@ -130,7 +128,7 @@ fn run(args: &Args) -> Result<(), CliError> {
         report.equal_time = measured.as_ref().map(|(at, _)| *at);
         report.to_json()
     } else {
-        let mut table = table_report(&shape, &schedule, &plan, until)?;
+        let mut table = table_report(&shape, tokens, &schedule, &plan, until)?;
         if let (Some((at, times)), Some(path)) = (&measured, &args.bench) {
             table.push_str(&format!(
                 "\n  {:<46} {:>7}  ({:>10} unrounded; {} continual steps)\n  (step times from {}: {}, full step {:.1} ms)",
@@ -164,6 +162,7 @@ fn run(args: &Args) -> Result<(), CliError> {
 
 fn table_report(
     shape: &ModelShape,
+    tokens_per_step: u64,
     schedule: &IncrementalSchedule,
     plan: &Plan,
     until: Until,
@@ -197,9 +196,9 @@ fn table_report(
         out,
         "flops model: d = {}, context = {}, vocab = {}, {} tokens/step, phase 1 trains {}",
         shape.d_model,
-        thousands(shape.context),
-        thousands(shape.vocab),
-        thousands(shape.tokens_per_step),
+        thousands(shape.context as u64),
+        thousands(shape.vocab as u64),
+        thousands(tokens_per_step),
         trainable_name(schedule.phase1_trainable)
     )?;
     writeln!(out, "costs in full-model steps (one baseline step = 1)\n")?;
@@ -260,7 +259,7 @@ fn table_report(
             plan.equal_compute.flops
         } else {
             let other = IncrementalSchedule { phase1_trainable: trainable, ..schedule.clone() };
-            Plan::incremental(shape, plan.base_steps, &other, until)
+            Plan::incremental(shape, tokens_per_step, plan.base_steps, &other, until)
                 .context("the other phase-1 choice")?
                 .equal_compute
                 .flops
