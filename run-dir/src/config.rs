@@ -119,10 +119,10 @@ pub enum OnNan {
 /// How the training loss and its gradient are computed. Both give the same function (to float
 /// rounding); they differ in speed and memory.
 ///
-/// Written in `run.json` and `--set` as `"cross_entropy"` or `"chunked:<tokens>"`; a number is
-/// read too (`0` = cross_entropy, `N` = chunked:N: the `loss_chunk_tokens` of older runs).
+/// Written in `run.json` and `--set` as `"cross_entropy"` or `"chunked:<tokens>"` (the old key
+/// `--set loss_chunk_tokens=N` still works: 0 = cross_entropy, N = chunked:N).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "LossKernelText", into = "String")]
+#[serde(try_from = "String", into = "String")]
 pub enum LossKernel {
     /// PyTorch's `cross_entropy`, differentiated by autograd.
     CrossEntropy,
@@ -131,21 +131,10 @@ pub enum LossKernel {
     Chunked { tokens: NonZeroUsize },
 }
 
-/// What `run.json` may hold for a [`LossKernel`].
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LossKernelText {
-    Number(u64),
-    Text(String),
-}
-
-impl TryFrom<LossKernelText> for LossKernel {
+impl TryFrom<String> for LossKernel {
     type Error = String;
-    fn try_from(value: LossKernelText) -> Result<Self, String> {
-        match value {
-            LossKernelText::Number(n) => Ok(LossKernel::from_chunk_tokens(n as usize)),
-            LossKernelText::Text(s) => s.parse(),
-        }
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
     }
 }
 
@@ -293,8 +282,8 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// `--set` keys that were renamed: (old, new). The values mean the same.
-const RENAMED_KEYS: [(&str, &str); 1] = [("loss_chunk_tokens", "loss_kernel")];
+/// The `--set` key that `loss_kernel` replaced: a number of tokens, 0 for PyTorch's cross_entropy.
+const OLD_LOSS_KEY: &str = "loss_chunk_tokens";
 
 /// Names of the presets, for help texts and errors.
 pub const PRESETS: [&str; 3] = ["tiny", "gpt2-124m", "paper"];
@@ -388,12 +377,18 @@ impl TrainConfig {
 
     /// Apply `key=value` (dotted keys reach nested fields: `model.d_model=128`, `adamw.beta2=0.99`).
     /// The value is read as JSON when it parses (numbers, `true`, `null`), else as a string.
-    /// Keys that were renamed still work under their old names (`loss_chunk_tokens=0`).
+    /// The old key `loss_chunk_tokens=N` still works (it sets `loss_kernel`).
     pub fn set(&mut self, assignment: &str) -> anyhow::Result<()> {
         let (key, raw) = assignment
             .split_once('=')
             .with_context(|| format!("--set {assignment}: expected key=value, e.g. --set steps=200"))?;
-        let key = RENAMED_KEYS.iter().find(|(old, _)| *old == key).map_or(key, |(_, new)| *new);
+        if key == OLD_LOSS_KEY {
+            let tokens: usize = raw.parse().with_context(|| {
+                format!("--set {assignment}: expected a number of tokens (0 = cross_entropy); better: --set loss_kernel=chunked:1024")
+            })?;
+            self.loss_kernel = LossKernel::from_chunk_tokens(tokens);
+            return Ok(());
+        }
         if key == "hellaswag" {
             bail!("--set {assignment}: the HellaSwag file is an input of the evaluation, not a config key; pass --hellaswag {raw}");
         }
@@ -459,7 +454,14 @@ impl TrainConfig {
                 self.tokenizer.padded_vocab_size()
             );
         }
-        let per_micro = self.micro_batch * m.context;
+        let Some(per_micro) = self.micro_batch.checked_mul(m.context) else {
+            bail!(
+                "micro_batch × model.context = {} × {} is more tokens than tokens_per_step = {}; lower micro_batch",
+                self.micro_batch,
+                m.context,
+                self.tokens_per_step
+            );
+        };
         if self.tokens_per_step % per_micro != 0 {
             bail!(
                 "tokens_per_step = {} is not a multiple of micro_batch × context = {per_micro}; set tokens_per_step={}",
@@ -576,22 +578,29 @@ mod tests {
     }
 
     #[test]
-    fn the_loss_kernel_is_an_enum_that_still_reads_old_numbers() {
+    fn the_loss_kernel_is_an_enum_and_its_old_key_still_reads_numbers() {
         let mut c = TrainConfig::preset("tiny").unwrap();
         c.set("loss_kernel=cross_entropy").unwrap();
         assert_eq!(c.loss_kernel, LossKernel::CrossEntropy);
         c.set("loss_kernel=chunked:256").unwrap();
         assert_eq!(c.loss_kernel, LossKernel::Chunked { tokens: NonZeroUsize::new(256).unwrap() });
         assert_eq!(serde_json::to_string(&c.loss_kernel).unwrap(), "\"chunked:256\"");
-        // `loss_chunk_tokens` numbers of older runs: 0 meant PyTorch's cross_entropy.
-        c.set("loss_kernel=0").unwrap();
-        assert_eq!(c.loss_kernel, LossKernel::CrossEntropy);
-        c.set("loss_kernel=64").unwrap();
-        assert_eq!(c.loss_kernel, LossKernel::from_chunk_tokens(64));
-        // The key's old name still works on the command line.
+        // The key's old name still works on the command line, with its numbers: 0 = cross_entropy.
+        c.set("loss_chunk_tokens=64").unwrap();
+        assert_eq!(c.loss_kernel, LossKernel::Chunked { tokens: NonZeroUsize::new(64).unwrap() });
         c.set("loss_chunk_tokens=0").unwrap();
         assert_eq!(c.loss_kernel, LossKernel::CrossEntropy);
-        for bad in ["loss_kernel=chunked:0", "loss_kernel=chunked", "loss_kernel=fast", "loss_kernel=-1"] {
+        // Under the new key a number is a mistake, not a silent cross_entropy.
+        let bad = [
+            "loss_kernel=0",
+            "loss_kernel=64",
+            "loss_kernel=chunked:0",
+            "loss_kernel=chunked",
+            "loss_kernel=fast",
+            "loss_kernel=-1",
+            "loss_chunk_tokens=fast",
+        ];
+        for bad in bad {
             assert!(c.set(bad).is_err(), "{bad} accepted");
         }
     }

@@ -104,6 +104,39 @@ pub struct Study {
     pub plan: bool,
     /// Print the runs directory and exit (for scripts).
     pub print_runs_dir: bool,
+    /// Print what the runs read (`<source> <tokenizer> <dir>`, see [`DataNeed`]) and exit.
+    pub print_data: bool,
+}
+
+/// The token shards a design's runs read, and how `train data` makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataNeed {
+    /// `None`: a directory of the user's own (`--set data_dir=...`), made some other way.
+    pub source: Option<Source>,
+    pub tokenizer: run_dir::TokenizerKind,
+    pub dir: PathBuf,
+}
+
+impl DataNeed {
+    /// What a run of `config` reads.
+    pub fn of(config: &run_dir::TrainConfig) -> DataNeed {
+        let (tokenizer, dir) = (config.tokenizer, config.data_dir.clone());
+        let source = [Source::Corpus, Source::Fineweb].into_iter().find(|s| s.default_dir(tokenizer) == dir);
+        DataNeed { source, tokenizer, dir }
+    }
+}
+
+impl std::fmt::Display for DataNeed {
+    /// `corpus bytes data/corpus-bytes`, `fineweb gpt2 data/edufineweb`, `own gpt2 DIR`: one line
+    /// a script reads with `read source tokenizer dir`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.source {
+            Some(Source::Corpus) => "corpus",
+            Some(Source::Fineweb) => "fineweb",
+            None => "own",
+        };
+        write!(f, "{source} {} {}", self.tokenizer.name(), self.dir.display())
+    }
 }
 
 /// The design `request` names, and where its runs go: `(study dir, runs dir)` (they differ for
@@ -129,6 +162,16 @@ pub fn study(
         return Ok(());
     }
     let design = file.design;
+    if request.print_data {
+        let first = design
+            .runs()
+            .into_iter()
+            .next()
+            .ok_or_else(|| CliError::bad_input(anyhow::anyhow!("{}: the design has no runs", request.design)))?;
+        let (config, _) = design.run_config(&first).map_err(CliError::bad_input)?;
+        println!("{}", DataNeed::of(&config));
+        return Ok(());
+    }
     let flops = design.predicted_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
     let estimate = study_run::estimate(&design, flops, &study_dir);
     let status = study_run::status(&design, &runs_dir).map_err(CliError::bad_input)?;
@@ -192,6 +235,16 @@ pub enum Source {
     Fineweb,
 }
 
+impl Source {
+    /// Where `train data` writes this source's shards when not told (`--out`).
+    pub fn default_dir(self, tokenizer: run_dir::TokenizerKind) -> PathBuf {
+        match self {
+            Source::Corpus => PathBuf::from(format!("data/corpus-{}", tokenizer.name())),
+            Source::Fineweb => PathBuf::from("data/edufineweb"),
+        }
+    }
+}
+
 /// What `train data` is asked to do.
 pub struct Data {
     pub tokenizer: run_dir::TokenizerKind,
@@ -206,10 +259,7 @@ pub struct Data {
 
 /// `train data`: token shards of the corpus (or FineWeb-edu).
 pub fn data(args: &Data) -> Result<(), CliError> {
-    let out = args.out.clone().unwrap_or_else(|| match args.source {
-        Source::Corpus => PathBuf::from(format!("data/corpus-{}", args.tokenizer.name())),
-        Source::Fineweb => PathBuf::from("data/edufineweb"),
-    });
+    let out = args.out.clone().unwrap_or_else(|| args.source.default_dir(args.tokenizer));
     let has_shards = std::fs::read_dir(&out)
         .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "bin")))
         .unwrap_or(false);
@@ -283,6 +333,27 @@ pub fn check_nproc(nproc: usize, one_process: Option<&str>) -> Result<(), CliErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_designs_data_is_named_by_the_source_that_makes_it() {
+        let need = |preset: &str, set: Option<&str>| {
+            let mut c = run_dir::TrainConfig::preset(preset).unwrap();
+            if let Some(set) = set {
+                c.set(set).unwrap();
+            }
+            DataNeed::of(&c).to_string()
+        };
+        assert_eq!(need("tiny", None), "corpus bytes data/corpus-bytes");
+        assert_eq!(need("gpt2-124m", None), "fineweb gpt2 data/edufineweb");
+        assert_eq!(need("gpt2-124m", Some("data_dir=data/corpus-gpt2")), "corpus gpt2 data/corpus-gpt2");
+        assert_eq!(need("tiny", Some("data_dir=/mnt/tokens")), "own bytes /mnt/tokens");
+        // What `train data` writes by default is what a run of that source reads.
+        for source in [Source::Corpus, Source::Fineweb] {
+            let mut c = run_dir::TrainConfig::preset("gpt2-124m").unwrap();
+            c.data_dir = source.default_dir(c.tokenizer);
+            assert_eq!(DataNeed::of(&c).source, Some(source));
+        }
+    }
 
     #[test]
     fn plan_errors_name_trains_flags() {

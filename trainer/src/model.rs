@@ -183,29 +183,9 @@ impl Gpt {
         [&b.attn_proj.weight, &b.attn_proj.bias, &b.mlp_proj.weight, &b.mlp_proj.bias]
     }
 
-    /// For each active block, whether its input carries a gradient path, i.e. whether backward
-    /// will reach below it. With only the top blocks training and frozen embeddings, every block
-    /// below the lowest trainable one reports `false`: backward never visits it.
-    pub fn block_inputs_require_grad(&self, idx: &Tensor, active_layers: usize) -> Vec<bool> {
-        let (_, t) = idx.size2().expect("input ids are [B, T]");
-        let positions = Tensor::arange(t, (Kind::Int64, idx.device()));
-        let mut x = Tensor::embedding(&self.wte, idx, -1, false, false) + self.wpe.index_select(0, &positions);
-        let mut flags = Vec::with_capacity(active_layers);
-        for block in &self.blocks[..active_layers] {
-            flags.push(x.requires_grad());
-            x = block.forward(&x);
-        }
-        flags
-    }
-
     /// Number of parameters that currently train.
     pub fn trainable_params(&self) -> i64 {
         self.all_parameters().into_iter().filter(|p| p.requires_grad()).map(|p| p.numel() as i64).sum()
-    }
-
-    /// Number of parameters (the tied head counted once).
-    pub fn num_params(&self) -> i64 {
-        self.all_parameters().into_iter().map(|p| p.numel() as i64).sum()
     }
 
     /// Every parameter tensor (shared handles; the tied head counted once).
@@ -273,13 +253,41 @@ mod tests {
         }
     }
 
+    /// For each active block, whether its input carries a gradient path, i.e. whether backward
+    /// will reach below it.
+    fn block_inputs_require_grad(model: &Gpt, idx: &Tensor, active_layers: usize) -> Vec<bool> {
+        let (_, t) = idx.size2().unwrap();
+        let positions = Tensor::arange(t, (Kind::Int64, idx.device()));
+        let mut x = Tensor::embedding(&model.wte, idx, -1, false, false) + model.wpe.index_select(0, &positions);
+        let mut flags = Vec::with_capacity(active_layers);
+        for block in &model.blocks[..active_layers] {
+            flags.push(x.requires_grad());
+            x = block.forward(&x);
+        }
+        flags
+    }
+
+    #[test]
+    fn backward_never_visits_the_blocks_below_the_lowest_trainable_one() {
+        // With only the top blocks training and frozen embeddings, no block input below the
+        // lowest trainable block carries a gradient path: phase 1's backward stops there.
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs, GptShape { layers: 4, ..tiny() });
+        let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
+        for (embeddings, expected) in [(false, [false, false, false, true]), (true, [true; 4])] {
+            model.apply_trainable(Trainable { active_layers: 4, first_trainable: 2, embeddings });
+            assert_eq!(block_inputs_require_grad(&model, &idx, 4), expected, "embeddings trainable: {embeddings}");
+        }
+    }
+
     #[test]
     fn freezing_counts_trainable_parameters() {
         let vs = VarStore::new(Device::Cpu);
         let mut model = Gpt::new(&vs, tiny());
         let block = 12 * 16 * 16 + 13 * 16; // 12d² weights + biases/LN of one block
         let embeddings = 64 * 16 + 8 * 16 + 2 * 16;
-        assert_eq!(model.num_params(), (2 * block + embeddings) as i64);
+        model.apply_trainable(Trainable::all(2));
+        assert_eq!(model.trainable_params(), (2 * block + embeddings) as i64);
         model.apply_trainable(Trainable { active_layers: 2, first_trainable: 1, embeddings: false });
         assert_eq!(model.trainable_params(), block as i64);
     }

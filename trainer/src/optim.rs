@@ -125,11 +125,6 @@ impl AdamW {
             .collect()
     }
 
-    /// Global L2 norm of the active gradients (a 0-d tensor; reading it syncs the device).
-    pub fn grad_norm(&self) -> Result<Tensor, NativeError> {
-        self.norm_of(&self.gradients())
-    }
-
     fn norm_of(&self, grads: &[Tensor]) -> Result<Tensor, NativeError> {
         if grads.is_empty() {
             // On the parameters' device, so it combines with the loss without a transfer.
@@ -137,18 +132,6 @@ impl AdamW {
             return Ok(Tensor::zeros([], (Kind::Float, device)));
         }
         native::global_norm(grads)
-    }
-
-    /// Scale the active gradients so their global norm is at most `max_norm`, given their norm
-    /// (a 0-d tensor), as `torch.nn.utils.clip_grad_norm_` does: by `min(1, max / (norm + 1e-6))`.
-    pub fn clip_grad_norm(&mut self, norm: &Tensor, max_norm: f64) -> Result<(), NativeError> {
-        clip(&self.gradients(), norm, max_norm)
-    }
-
-    /// One AdamW update at learning rate `lr`, skipped on the device when `skip_if` (a 0-d float
-    /// tensor) holds 1.
-    pub fn step(&mut self, lr: f64, skip_if: Option<&Tensor>) -> Result<(), NativeError> {
-        self.update(&self.active(), Lr::Value(lr), skip_if)
     }
 
     /// The fused update of the `active` states: two kernel calls, tensors with weight decay and
@@ -309,14 +292,16 @@ mod tests {
     fn clipping_scales_the_gradient_to_the_maximum_norm() {
         let (w, mut opt) = one_param();
         backward_with(&w, &[3.0, 0.0, 4.0, 0.0]);
-        let norm = opt.grad_norm().unwrap();
-        assert_relative_eq!(norm.double_value(&[]), 5.0, epsilon = 1e-6);
-        opt.clip_grad_norm(&norm, 1.0).unwrap();
+        // The norm is the one before clipping; the update sees the clipped gradient (lr 0: the
+        // parameter stays, the gradient can be read after).
+        let (_, norm) = opt.clipped_step(&Tensor::from(1.0f32), Lr::Value(0.0), Some(1.0)).unwrap().read();
+        assert_relative_eq!(norm, 5.0, epsilon = 1e-6);
         let clipped = values(&w.grad());
         assert_relative_eq!(clipped[0] as f64, 3.0 / (5.0 + 1e-6), epsilon = 1e-6);
         assert_relative_eq!(clipped[2] as f64, 4.0 / (5.0 + 1e-6), epsilon = 1e-6);
         // Below the maximum: untouched.
-        opt.clip_grad_norm(&opt.grad_norm().unwrap(), 10.0).unwrap();
+        let (_, norm) = opt.clipped_step(&Tensor::from(1.0f32), Lr::Value(0.0), Some(10.0)).unwrap().read();
+        assert_relative_eq!(norm, 1.0, epsilon = 1e-6);
         assert_eq!(values(&w.grad()), clipped);
     }
 
@@ -324,7 +309,7 @@ mod tests {
     fn zero_grad_frees_frozen_gradients_and_the_step_count_round_trips() {
         let (w, mut opt) = one_param();
         backward_with(&w, &[1.0; 4]);
-        opt.step(1e-2, None).unwrap();
+        opt.clipped_step(&Tensor::from(1.0f32), Lr::Value(1e-2), None).unwrap();
         let _ = w.set_requires_grad(false);
         opt.zero_grad().unwrap();
         assert!(!w.grad().defined(), "a frozen parameter keeps no gradient memory");

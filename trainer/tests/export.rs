@@ -17,7 +17,7 @@ use tch::{Device, Tensor};
 use trainer::data::loader::validation_batches;
 use trainer::data::TokenDataset;
 use trainer::model::Gpt;
-use trainer::trainer as session;
+use trainer::trainer::start;
 
 mod common;
 
@@ -75,7 +75,7 @@ fn make_export_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::text_dataset(dir.path(), "to be or not to be, that is the question. ", 100, 1200);
     let run = dir.path().join("run");
-    session::start(&run, config(&data), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    start(&run, config(&data), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     let export = trainer::export::export(&run, None).unwrap();
     let out = fixture("export");
     std::fs::create_dir_all(&out).unwrap();
@@ -113,7 +113,7 @@ fn an_export_scores_what_the_trainer_logged() {
     let data = common::text_dataset(dir.path(), "to be or not to be, that is the question. ", 100, 1200);
     let run = dir.path().join("run");
     let c = config(&data);
-    session::start(&run, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    start(&run, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     let logged = common::read_metrics(&run).into_iter().rfind(|l| l.kind == LineKind::Val).unwrap();
     let export = trainer::export::export(&run, None).unwrap();
     let (_vs, model) = load_export(&export, 257);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use cost_model::{ComputeUnit, IncrementalSchedule, Phase, Until};
 use run_dir::config::LrKind;
 use run_dir::{Growth, IncrementalSpec, LineKind, MetricsLine, RunDir, ScheduleSpec, TrainConfig};
-use trainer::trainer as session;
+use trainer::trainer::{cooldown, resume, start};
 
 mod common;
 
@@ -40,14 +40,14 @@ fn a_cooldown_branch_is_the_run_annealed_at_its_budget() {
     let mut c = config(&data, 20);
     c.cooldown_budgets = vec![0.5, 1.0];
     let run = dir.path().join("base");
-    session::start(&run, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    start(&run, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     // Branch points: budget 0.5 ends at step 10 and starts at 10 − round(0.2·10) = 8; budget 1
     // ends at 20 and starts at 16. The run saved checkpoints there (and at its end).
     let saved: Vec<u64> = lines_of(&run, LineKind::Checkpoint).iter().map(|l| l.step).collect();
     assert_eq!(saved, vec![8, 16, 20]);
 
     // At the run's own end the branch is the run's own decay: the same steps, bit for bit.
-    session::cooldown(&run, 1.0, ComputeUnit::Flops, &common::cpu_options(None)).unwrap();
+    cooldown(&run, 1.0, ComputeUnit::Flops, &common::cpu_options(None)).unwrap();
     let branch = RunDir::new(&run).cooldown(ComputeUnit::Flops, 1.0);
     let header = branch.read_header().unwrap();
     let b = header.branch.as_ref().unwrap();
@@ -59,7 +59,7 @@ fn a_cooldown_branch_is_the_run_annealed_at_its_budget() {
     assert_eq!(bits(&lines_of(branch.path(), LineKind::Train)), bits(&main[16..]));
 
     // Half the budget: steps 9 and 10, the learning rate falling to lr_min at step 10.
-    let summary = session::cooldown(&run, 0.5, ComputeUnit::Flops, &common::cpu_options(None)).unwrap();
+    let summary = cooldown(&run, 0.5, ComputeUnit::Flops, &common::cpu_options(None)).unwrap();
     assert_eq!(summary.last_step, 10);
     let half = RunDir::new(&run).cooldown(ComputeUnit::Flops, 0.5);
     let train = lines_of(half.path(), LineKind::Train);
@@ -83,21 +83,21 @@ fn a_branch_resumes_after_a_crash_and_bad_branches_are_refused() {
     let mut c = config(&data, 20);
     c.cooldown_budgets = vec![0.5];
     let run = dir.path().join("base");
-    session::start(&run, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    start(&run, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     let straight = dir.path().join("straight");
-    session::start(&straight, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
-    session::cooldown(&straight, 0.5, ComputeUnit::Flops, &common::cpu_options(None)).unwrap();
+    start(&straight, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    cooldown(&straight, 0.5, ComputeUnit::Flops, &common::cpu_options(None)).unwrap();
     // Stopped after its first step (no checkpoint of its own yet at step 8 → it has one at 9), then resumed.
-    session::cooldown(&run, 0.5, ComputeUnit::Flops, &common::cpu_options(Some(9))).unwrap();
+    cooldown(&run, 0.5, ComputeUnit::Flops, &common::cpu_options(Some(9))).unwrap();
     let branch = RunDir::new(&run).cooldown(ComputeUnit::Flops, 0.5);
-    session::resume(branch.path(), &common::cpu_options(None)).unwrap();
+    resume(branch.path(), &common::cpu_options(None)).unwrap();
     let losses =
         |p: &Path| -> Vec<u64> { lines_of(p, LineKind::Train).iter().map(|l| l.loss.unwrap().to_bits()).collect() };
     let reference = RunDir::new(&straight).cooldown(ComputeUnit::Flops, 0.5);
     assert_eq!(losses(branch.path()), losses(reference.path()));
 
     let refused = |budget: f64, needle: &str| {
-        let err = session::cooldown(&run, budget, ComputeUnit::Flops, &common::cpu_options(None)).unwrap_err();
+        let err = cooldown(&run, budget, ComputeUnit::Flops, &common::cpu_options(None)).unwrap_err();
         assert!(err.downcast_ref::<trainer::error::BadInput>().is_some(), "{err:#}");
         assert!(format!("{err:#}").contains(needle), "budget {budget}: {err:#} should mention {needle}");
     };
@@ -108,8 +108,8 @@ fn a_branch_resumes_after_a_crash_and_bad_branches_are_refused() {
     let mut cos = c.clone();
     cos.lr_schedule = LrKind::Cosine;
     cos.cooldown_budgets.clear();
-    session::start(&cosine, cos, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
-    let err = session::cooldown(&cosine, 1.0, ComputeUnit::Flops, &common::cpu_options(None)).unwrap_err();
+    start(&cosine, cos, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    let err = cooldown(&cosine, 1.0, ComputeUnit::Flops, &common::cpu_options(None)).unwrap_err();
     assert!(format!("{err:#}").contains("wsd"), "{err:#}");
 }
 
@@ -119,7 +119,7 @@ fn rewarmup_ramps_the_rate_after_the_reset_and_zero_growth_keeps_the_loss() {
     let data = dataset(dir.path());
     let spec = IncrementalSpec { growth: Growth::Zero, rewarmup_steps: 4, ..incremental(2, Until::Steps(24)) };
     let run = dir.path().join("inc");
-    session::start(&run, config(&data, 16), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    start(&run, config(&data, 16), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
     let header = RunDir::new(&run).read_header().unwrap();
     let json = std::fs::read_to_string(run.join("run.json")).unwrap();
     assert!(json.contains("\"rewarmup_steps\": 4") && json.contains("\"reset_moments_on_unfreeze\": false"));
@@ -156,7 +156,7 @@ fn random_growth_changes_the_loss_and_moments_reset_on_unfreeze() {
         c.keep_checkpoints = 16;
         let spec = IncrementalSpec { reset_moments_on_unfreeze: reset, ..incremental(2, Until::Steps(16)) };
         let run = dir.path().join(format!("reset-{reset}"));
-        session::start(&run, c, ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+        start(&run, c, ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
         let g = &lines_of(&run, LineKind::Growth)[0];
         assert_ne!(g.val_loss_before, g.val_loss, "random growth adds working blocks");
         // Stage 2 (steps 9-16): phase 1 trains blocks 2-3 (steps 9-12), phase 2 everything. Block

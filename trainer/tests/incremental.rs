@@ -15,7 +15,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use trainer::growth::grow;
 use trainer::model::Gpt;
-use trainer::trainer as session;
+use trainer::trainer::{resume, start};
 
 const TEXT: &str = "the cat sat on the mat. ";
 
@@ -47,7 +47,7 @@ fn runs_all_stages_then_continual_to_the_equal_compute_step() {
     let run = dir.path().join("inc4");
     // The paper's compute model, so the step count can be checked by hand.
     let spec = IncrementalSpec { until: Until::EqualCompute(ComputeUnit::PaperUnits), ..incremental(4) };
-    session::start(&run, config(&data, 16), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    start(&run, config(&data, 16), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
     let lines = common::read_metrics(&run);
     let train = train_lines(&lines);
     // Paper formula by hand: 16 + 16 − 16·(3·4+5)/(8·4) = 23.5 → 24 steps (2 per phase, 8 continual).
@@ -77,7 +77,7 @@ fn uneven_split_is_recorded_and_every_layer_trains() {
     let data = dataset(dir.path());
     let run = dir.path().join("inc3");
     let spec = IncrementalSpec { until: Until::Steps(14), ..incremental(3) };
-    session::start(&run, config(&data, 12), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    start(&run, config(&data, 12), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
     let info = run_dir::RunDir::new(&run).read_header().unwrap();
     assert_eq!(info.plan.layer_split, vec![1, 2, 1]);
     assert!(info.plan.uneven_split());
@@ -107,10 +107,6 @@ fn phase_one_touches_no_frozen_gradient() {
         let mut expected: Vec<String> = vs.variables().into_keys().filter(|n| trains(n)).collect();
         expected.sort();
         assert_eq!(with_grad, expected, "embeddings trainable: {embeddings}");
-        // Without trainable embeddings, backward stops at the lowest trainable block's input.
-        let reaches = model.block_inputs_require_grad(&idx, 4);
-        let expected_reach = if embeddings { vec![true; 4] } else { vec![false, false, false, true] };
-        assert_eq!(reaches, expected_reach);
     }
 }
 
@@ -157,13 +153,13 @@ fn resume_across_stage_boundaries_is_bit_exact() {
     spec.stages.phase1_trainable = Phase1Trainable::NewAndEmbeddings;
     let schedule = ScheduleSpec::Incremental(spec);
     let straight = dir.path().join("straight");
-    session::start(&straight, config(&data, 16), schedule.clone(), &common::cpu_options(None)).unwrap();
+    start(&straight, config(&data, 16), schedule.clone(), &common::cpu_options(None)).unwrap();
     // Stop at the last step of stage 1 (growth happens on the next), then right before continual
     // (the optimizer reset happens on the next), then finish.
     let resumed = dir.path().join("resumed");
-    session::start(&resumed, config(&data, 16), schedule, &common::cpu_options(Some(8))).unwrap();
-    session::resume(&resumed, &common::cpu_options(Some(16))).unwrap();
-    session::resume(&resumed, &common::cpu_options(None)).unwrap();
+    start(&resumed, config(&data, 16), schedule, &common::cpu_options(Some(8))).unwrap();
+    resume(&resumed, &common::cpu_options(Some(16))).unwrap();
+    resume(&resumed, &common::cpu_options(None)).unwrap();
     let bits = |run: &Path| -> Vec<(u64, u64)> {
         train_lines(&common::read_metrics(run)).iter().map(|l| (l.step, l.loss.unwrap().to_bits())).collect()
     };
@@ -179,7 +175,7 @@ fn context_and_batch_schedules_are_charged_per_stage() {
     spec.stages.stage_context = vec![8, 16];
     spec.stages.stage_tokens_per_step = vec![64, 128];
     let run = dir.path().join("grow-context");
-    session::start(&run, config(&data, 8), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    start(&run, config(&data, 8), ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
     let tokens: Vec<u64> = train_lines(&common::read_metrics(&run)).iter().map(|l| l.tokens).collect();
     // Stage 1: 4 steps of 64 tokens; stage 2: 4 of 128; continual: 2 of 128.
     let expected: Vec<u64> = (1..=10u64).map(|s| if s <= 4 { 64 * s } else { 256 + 128 * (s - 4) }).collect();
@@ -187,12 +183,8 @@ fn context_and_batch_schedules_are_charged_per_stage() {
 
     let mut bad = incremental(2);
     bad.stages.stage_context = vec![5, 16];
-    let err = session::start(
-        &dir.path().join("bad"),
-        config(&data, 8),
-        ScheduleSpec::Incremental(bad),
-        &common::cpu_options(None),
-    );
+    let err =
+        start(&dir.path().join("bad"), config(&data, 8), ScheduleSpec::Incremental(bad), &common::cpu_options(None));
     assert!(format!("{:#}", err.unwrap_err()).contains("context 5"));
 }
 
@@ -214,7 +206,7 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
     let options = trainer::options::TrainOptions { hellaswag: Some(file.clone()), ..common::cpu_options(None) };
-    session::start(&run, c, ScheduleSpec::baseline(), &options).unwrap();
+    start(&run, c, ScheduleSpec::baseline(), &options).unwrap();
     // What was evaluated is in the run header, not the config.
     let header = run_dir::RunDir::new(&run).read_header().unwrap();
     let input = header.hellaswag.unwrap();

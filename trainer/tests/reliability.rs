@@ -7,7 +7,7 @@ use run_dir::config::OnNan;
 use run_dir::RunLock;
 use run_dir::ScheduleSpec;
 use run_dir::TrainConfig;
-use trainer::trainer as session;
+use trainer::trainer::start;
 
 mod common;
 
@@ -44,8 +44,8 @@ fn non_finite_loss_stops_before_the_update_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let run = dir.path().join("nan");
-    let err = session::start(&run, exploding(&data, OnNan::Stop), ScheduleSpec::baseline(), &common::cpu_options(None))
-        .unwrap_err();
+    let err =
+        start(&run, exploding(&data, OnNan::Stop), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("step 2: loss") && msg.contains("not finite"), "{msg}");
     assert!(msg.contains("Last good checkpoint: step 1"), "{msg}");
@@ -64,8 +64,7 @@ fn on_nan_skip_goes_on() {
     let data = dataset(dir.path());
     let run = dir.path().join("skip");
     let summary =
-        session::start(&run, exploding(&data, OnNan::Skip), ScheduleSpec::baseline(), &common::cpu_options(None))
-            .unwrap();
+        start(&run, exploding(&data, OnNan::Skip), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     assert_eq!(summary.last_step, 4);
 }
 
@@ -76,7 +75,7 @@ fn a_second_trainer_on_the_same_run_exits_2() {
     let run = dir.path().join("busy");
     let mut config = exploding(&data, OnNan::Skip);
     config.set("lr_max=1e-3").unwrap();
-    session::start(&run, config, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    start(&run, config, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
 
     let held = RunLock::acquire(&run).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_train"))

@@ -7,7 +7,7 @@ use run_dir::ScheduleSpec;
 use run_dir::TrainConfig;
 use run_dir::{LineKind, MetricsLine};
 use trainer::data::write_shard;
-use trainer::trainer as session;
+use trainer::trainer::{resume, start};
 
 mod common;
 
@@ -53,14 +53,13 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
     let config = tiny_config(&data);
 
     let straight = dir.path().join("straight");
-    let summary =
-        session::start(&straight, config.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    let summary = start(&straight, config.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     assert_eq!(summary.last_step, 12);
 
     // Stop after step 6 (a checkpoint is written there), then resume twice: once cleanly, once
     // after simulating a crash that left log lines beyond the checkpoint and a torn last line.
     let resumed = dir.path().join("resumed");
-    session::start(&resumed, config.clone(), ScheduleSpec::baseline(), &common::cpu_options(Some(6))).unwrap();
+    start(&resumed, config.clone(), ScheduleSpec::baseline(), &common::cpu_options(Some(6))).unwrap();
     assert!(resumed.join("checkpoints/step_00000006/model.safetensors").is_file());
     {
         use std::io::Write;
@@ -70,8 +69,8 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
         writeln!(f, "{}", serde_json::to_string(&beyond).unwrap()).unwrap();
         write!(f, "{{\"run\":\"torn").unwrap();
     }
-    session::resume(&resumed, &common::cpu_options(Some(9))).unwrap();
-    session::resume(&resumed, &common::cpu_options(None)).unwrap();
+    resume(&resumed, &common::cpu_options(Some(9))).unwrap();
+    resume(&resumed, &common::cpu_options(None)).unwrap();
 
     let (a, b) = (common::read_metrics(&straight), common::read_metrics(&resumed));
     assert_eq!(losses(&a, LineKind::Train), losses(&b, LineKind::Train), "train losses differ");
@@ -101,7 +100,7 @@ fn export_writes_hugging_face_layout() {
     let mut config = tiny_config(&data);
     config.set("steps=2").unwrap();
     let run = dir.path().join("run");
-    session::start(&run, config, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
+    start(&run, config, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     let out = trainer::export::export(&run, None).unwrap();
     let tensors = tch::Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();

@@ -10,7 +10,7 @@ use run_dir::config::OnNan;
 use run_dir::{IncrementalSpec, LineKind, MetricsLine, ScheduleSpec, TrainConfig};
 use tch::Device;
 use trainer::options::TrainOptions;
-use trainer::trainer as session;
+use trainer::trainer::{resume, start};
 
 mod common;
 
@@ -62,8 +62,8 @@ fn reading_each_loss_one_step_late_logs_and_saves_the_same_run() {
     let data = dataset(dir.path());
     let (config, schedule) = growing(&data);
     let (now, late) = (dir.path().join("now"), dir.path().join("late"));
-    session::start(&now, config.clone(), schedule.clone(), &options(false, None)).unwrap();
-    session::start(&late, config.clone(), schedule.clone(), &options(true, None)).unwrap();
+    start(&now, config.clone(), schedule.clone(), &options(false, None)).unwrap();
+    start(&late, config.clone(), schedule.clone(), &options(true, None)).unwrap();
     let lines = computed(&now);
     assert!(lines.iter().any(|l| l.0 == "Growth") && lines.iter().any(|l| l.0 == "Checkpoint"));
     assert_eq!(computed(&late), lines, "the same lines, in the same order, with the same bits");
@@ -74,8 +74,8 @@ fn reading_each_loss_one_step_late_logs_and_saves_the_same_run() {
 
     // Stopped at 7 (a step no periodic work follows) and resumed, still one step late.
     let resumed = dir.path().join("resumed");
-    session::start(&resumed, config, schedule, &options(true, Some(7))).unwrap();
-    session::resume(&resumed, &options(true, None)).unwrap();
+    start(&resumed, config, schedule, &options(true, Some(7))).unwrap();
+    resume(&resumed, &options(true, None)).unwrap();
     let train =
         |l: &Vec<_>| l.iter().filter(|x: &&(String, _, _, _, _, _)| x.0 == "Train").cloned().collect::<Vec<_>>();
     assert_eq!(train(&computed(&resumed)), train(&lines));
@@ -104,7 +104,7 @@ fn a_late_read_still_stops_at_the_step_that_went_wrong() {
     );
     config.on_nan = OnNan::Stop;
     let run = dir.path().join("nan");
-    let err = session::start(&run, config, ScheduleSpec::baseline(), &options(true, None)).unwrap_err();
+    let err = start(&run, config, ScheduleSpec::baseline(), &options(true, None)).unwrap_err();
     let message = format!("{err:#}");
     // The first update sends the weights to ±1e30: step 2's loss is not finite.
     assert!(message.starts_with("step 2: loss"), "{message}");
@@ -140,8 +140,8 @@ fn cuda_graphs_train_what_the_eager_step_trains() {
     let data = dataset(dir.path());
     let options = TrainOptions { device, ..common::cpu_options(None) };
     let (graphs, eager) = (dir.path().join("graphs"), dir.path().join("eager"));
-    session::start(&graphs, gpu_config(&data, &[]), ScheduleSpec::baseline(), &options).unwrap();
-    session::start(&eager, gpu_config(&data, &["cuda_graphs=false"]), ScheduleSpec::baseline(), &options).unwrap();
+    start(&graphs, gpu_config(&data, &[]), ScheduleSpec::baseline(), &options).unwrap();
+    start(&eager, gpu_config(&data, &["cuda_graphs=false"]), ScheduleSpec::baseline(), &options).unwrap();
     let (a, b) = (train_losses(&graphs), train_losses(&eager));
     assert_eq!(a.len(), 12);
     for ((step, x), (_, y)) in a.iter().zip(&b) {
@@ -167,10 +167,10 @@ fn deterministic_gpu_runs_repeat_and_resume_bit_for_bit() {
     let config = gpu_config(&data, &["deterministic=true", "bf16=true"]);
     let options = |stop| TrainOptions { device, ..common::cpu_options(stop) };
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
-    session::start(&a, config.clone(), ScheduleSpec::baseline(), &options(None)).unwrap();
-    session::start(&b, config.clone(), ScheduleSpec::baseline(), &options(None)).unwrap();
-    session::start(&c, config, ScheduleSpec::baseline(), &options(Some(6))).unwrap();
-    session::resume(&c, &options(None)).unwrap();
+    start(&a, config.clone(), ScheduleSpec::baseline(), &options(None)).unwrap();
+    start(&b, config.clone(), ScheduleSpec::baseline(), &options(None)).unwrap();
+    start(&c, config, ScheduleSpec::baseline(), &options(Some(6))).unwrap();
+    resume(&c, &options(None)).unwrap();
     let bits = |run: &Path| train_losses(run).iter().map(|(s, l)| (*s, l.to_bits())).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b), "two deterministic runs");
     assert_eq!(bits(&a), bits(&c), "stopped at 6 and resumed");

@@ -17,7 +17,7 @@ use run_dir::{IncrementalSpec, LineKind, RunDir, RunHeader, ScheduleSpec, TrainC
 use tch::{Device, Tensor};
 use trainer::checkpoint::{self, TrainState};
 use trainer::data::{BatchLoader, TokenDataset};
-use trainer::trainer as session;
+use trainer::trainer::resume;
 
 mod common;
 
@@ -142,7 +142,7 @@ fn the_training_loop_matches_pytorch_step_for_step() {
         }
     });
     checkpoint::save(&run, &vs, &optimizer, &TrainState::start()).unwrap();
-    session::resume(run.path(), &common::cpu_options(None)).unwrap();
+    resume(run.path(), &common::cpu_options(None)).unwrap();
 
     let lines: Vec<run_dir::MetricsLine> =
         common::read_metrics(run.path()).into_iter().filter(|l| l.kind == LineKind::Train).collect();

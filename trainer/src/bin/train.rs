@@ -306,6 +306,10 @@ struct StudyArgs {
     /// Print the runs directory and exit (for scripts).
     #[arg(long)]
     print_runs_dir: bool,
+    /// Print the data the runs read, `<source> <tokenizer> <dir>` (source: corpus, fineweb or
+    /// own), and exit (for scripts: `just study` prepares it).
+    #[arg(long)]
+    print_data: bool,
     /// Train the study again at this commit into <runs-dir>/../rerun/runs (e.g. reports/rerun/runs),
     /// never over the finished one (`just study --rerun` then compares the two studies' verdicts).
     #[arg(long)]
@@ -332,6 +336,7 @@ impl StudyArgs {
             rerun: self.rerun,
             plan: self.plan,
             print_runs_dir: self.print_runs_dir,
+            print_data: self.print_data,
         }
     }
 }
@@ -397,7 +402,9 @@ fn main() -> ExitCode {
         let one_process = match &cli.command {
             Some(Command::Data(_)) => Some("train data"),
             Some(Command::Export(_)) => Some("train export"),
-            Some(Command::Study(a)) if a.plan || a.print_runs_dir => Some("train study --plan / --print-runs-dir"),
+            Some(Command::Study(a)) if a.plan || a.print_runs_dir || a.print_data => {
+                Some("train study --plan / --print-runs-dir / --print-data")
+            }
             _ => None,
         };
         if let Err(e) = commands::check_nproc(nproc, one_process) {
