@@ -33,6 +33,16 @@ pub struct BranchPoint {
     pub to_step: u64,
 }
 
+/// The steps a run of `config` on `plan` must checkpoint and keep: where the branches of its
+/// `cooldown_budgets` start.
+pub fn branch_points(config: &TrainConfig, plan: &Plan) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+    config
+        .cooldown_budgets
+        .iter()
+        .map(|&budget| Ok(branch_point(plan, config.cooldown_unit, budget, config.cooldown_fraction)?.from_step))
+        .collect()
+}
+
 /// The branch point of `plan` at `budget` × its baseline budget in `unit`, decaying over
 /// `cooldown_fraction` of its steps. Errors say why there is none (the budget lies past the run's
 /// end, or leaves no step to start from); they name fields, not flags.

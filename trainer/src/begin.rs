@@ -126,10 +126,7 @@ pub fn start(
             config.validate()?;
             let plan = schedule.plan(&config)?;
             check_world(&config, &plan, world)?;
-            for &budget in &config.cooldown_budgets {
-                cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction)
-                    .context("--cooldown-budgets")?;
-            }
+            cooldown::branch_points(&config, &plan).context("--cooldown-budgets")?;
             if run.has_header() {
                 bail!(
                     "{} already holds a run; resume it with --resume {0} or pick another --run name",

@@ -170,11 +170,7 @@ impl Trainer {
 
         let run = RunDir::new(&run_dir);
         let plan = &header.plan;
-        let branch_points = config
-            .cooldown_budgets
-            .iter()
-            .map(|&b| Ok(cooldown::branch_point(plan, config.cooldown_unit, b, config.cooldown_fraction)?.from_step))
-            .collect::<anyhow::Result<_>>()?;
+        let branch_points = cooldown::branch_points(config, plan)?;
         let validation = ValidationSample::new(&header, &dataset, device)?;
         let data_seed =
             config.data_seed.context("data_seed = null: set a data seed (--data-seed N)").map_err(bad_input)?;
