@@ -132,10 +132,7 @@ pub fn compare(
     let summaries = runs
         .iter()
         .map(|r| {
-            let schedule = match r.stages() {
-                Some(s) => format!("incremental, {s} stages"),
-                None => "baseline".into(),
-            };
+            let schedule = r.header.schedule.describe(r.header.config.model.blocks());
             Ok(RunSummary {
                 name: r.name().to_string(),
                 schedule,

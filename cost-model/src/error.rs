@@ -9,6 +9,10 @@ pub enum StageList {
     Context,
     /// `stage_tokens_per_step`: the tokens per step of each stage.
     TokensPerStep,
+    /// `stage_layers`: the active blocks at the end of each stage.
+    Layers,
+    /// `stage_ends`: where each stage but the last ends, as a share of the base steps.
+    Ends,
 }
 
 impl StageList {
@@ -17,6 +21,18 @@ impl StageList {
         match self {
             StageList::Context => "stage_context",
             StageList::TokensPerStep => "stage_tokens_per_step",
+            StageList::Layers => "stage_layers",
+            StageList::Ends => "stage_ends",
+        }
+    }
+
+    /// A good value of the list, for the error message.
+    pub fn example(self) -> &'static str {
+        match self {
+            StageList::Context => "one value per stage, e.g. 256,512,1024,1024 for 4 stages",
+            StageList::TokensPerStep => "one value per stage, e.g. 262144,524288,524288,524288 for 4 stages",
+            StageList::Layers => "the depth after each stage, e.g. 1,12 or 3,6,9,12 for 12 layers",
+            StageList::Ends => "one share of the base steps per stage but the last, e.g. 0.8 for 2 stages",
         }
     }
 }
@@ -34,7 +50,7 @@ pub enum PlanError {
     MoreStagesThanLayers { stages: u32, layers: u32 },
     #[error("backward_ratio = {0}: must be a finite number >= 0 (paper: 1; measured: about 2)")]
     BadBackwardRatio(f64),
-    #[error("phase1_share = {0}: must be in (0, 1] (paper: 0.5)")]
+    #[error("phase1_share = {0}: must be in [0, 1] (paper: 0.5; 0: no phase 1)")]
     BadPhase1Share(f64),
     #[error("incremental_share = {0}: must be in (0, 1] (paper: 1)")]
     BadIncrementalShare(f64),
@@ -48,8 +64,14 @@ pub enum PlanError {
     TooFewSteps { steps: u64, stages: u32 },
     #[error("model shape: {field} = 0; it must be positive")]
     ZeroShape { field: &'static str },
-    #[error("{}: {reason}; give one value per stage, e.g. 256,512,1024,1024 for 4 stages", list.field())]
+    #[error("{}: {reason}; give {}", list.field(), list.example())]
     BadStageList { list: StageList, reason: String },
+    #[error("growth = {0} copies trained blocks, but the first stage has none: start at 1 layer or more (stage_layers), or grow by random or zero")]
+    NothingToCopy(&'static str),
+    #[error("placement = {0} with phase1_share > 0: phase 1 trains the top blocks, which are the new ones only with placement top; set phase1_share = 0 (all active blocks train) or placement top")]
+    Phase1NeedsTop(&'static str),
+    #[error("method {method} needs a model of at least {at_least} layers, not {layers}")]
+    MethodTooShallow { method: String, layers: u32, at_least: u32 },
     #[error("step times: {0}; need 0 < forward < forward+backward")]
     BadCalibration(String),
 }
@@ -69,6 +91,9 @@ impl PlanError {
             PlanError::ZeroShape { field } => field,
             PlanError::BadStageList { list, .. } => list.field(),
             PlanError::BadCalibration(_) => "calibrate",
+            PlanError::NothingToCopy(_) => "growth",
+            PlanError::MethodTooShallow { .. } => "method",
+            PlanError::Phase1NeedsTop(_) => "phase1_share",
         }
     }
 }

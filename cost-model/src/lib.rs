@@ -7,6 +7,7 @@
 //! counts; the analysis reads the compute this crate assigns to every step from the run logs.
 //!
 //! - [`IncrementalSchedule`] ([`schedule`]): the stages' knobs, one type from `cost` to `train`.
+//! - [`growth`]: where new blocks go and how they start; [`method`]: named growth methods.
 //! - [`Plan`] ([`plan`]): the steps, phases and compute of a schedule.
 //! - [`lr`]: learning-rate schedules, a function of the step.
 //! - [`report`]: what `cost --json` prints.
@@ -32,8 +33,10 @@ pub mod comm;
 pub mod config;
 pub mod error;
 pub mod flops;
+pub mod growth;
 pub mod lr;
 pub mod measured;
+pub mod method;
 pub mod plan;
 pub mod report;
 pub mod schedule;
@@ -41,6 +44,8 @@ pub mod split;
 
 pub use config::{ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Until, GPT2_TOKENS_PER_STEP};
 pub use error::PlanError;
+pub use growth::{Growth, Placement};
+pub use method::{Method, MethodSpec, METHODS};
 pub use plan::{
     backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, LayerGrowth, Phase, Plan,
     Segment, StagePlan, StepInfo,

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::flops::{token_flops, Trainable};
-use crate::{closed_form, split, ComputeUnit, IncrementalSchedule, ModelShape, PhaseStepRounding, PlanError, Until};
+use crate::{closed_form, ComputeUnit, IncrementalSchedule, ModelShape, PhaseStepRounding, PlanError, Until};
 
 /// Round to the nearest integer, halves up (14,687.5 → 14,688). Negative values clamp to 0.
 pub fn round_half_up(x: f64) -> u64 {
@@ -246,7 +246,8 @@ impl Plan {
     ) -> Result<Plan, PlanError> {
         shape.validate(tokens_per_step)?;
         schedule.validate(shape, base_steps)?;
-        let layer_split = split::split_layers(shape.blocks(), schedule.stages);
+        let depths = schedule.depths(shape.blocks());
+        let layer_split: Vec<u32> = depths.iter().scan(0, |below, &d| Some(d - std::mem::replace(below, d))).collect();
         let phase_steps = phase_step_counts(schedule, base_steps);
         let full_step = full_step_compute(shape, tokens_per_step);
 
@@ -318,13 +319,16 @@ impl Plan {
             paper_units: EqualCompute::new(target(ComputeUnit::PaperUnits)),
             flops: EqualCompute::new(target(ComputeUnit::Flops)),
         };
-        let closed_form_equal_compute = Some(closed_form::equal_compute_step(
-            schedule.stages,
-            base,
-            schedule.incremental_steps(base_steps) as f64,
-            schedule.backward_ratio,
-            schedule.phase1_share,
-        ));
+        // The paper's closed form describes its even schedule only.
+        let closed_form_equal_compute = schedule.is_even(shape.blocks()).then(|| {
+            closed_form::equal_compute_step(
+                schedule.stages,
+                base,
+                schedule.incremental_steps(base_steps) as f64,
+                schedule.backward_ratio,
+                schedule.phase1_share,
+            )
+        });
 
         let mut plan = Plan {
             layer_split,
@@ -514,7 +518,7 @@ fn phase_step_counts(schedule: &IncrementalSchedule, base_steps: u64) -> Vec<(u6
             let floor = |x: f64| (x + 1e-9).floor() as u64;
             vec![(floor(p * per_stage), floor((1.0 - p) * per_stage)); stages as usize]
         }
-        PhaseStepRounding::Exact => {
+        PhaseStepRounding::Exact if schedule.stage_ends.is_empty() => {
             // Boundaries at the rounded exact positions, so the phases add up to `total`.
             let boundary = |stage: u64, offset: f64| round_half_up((stage as f64 + offset) * total / stages as f64);
             (0..stages)
@@ -524,6 +528,16 @@ fn phase_step_counts(schedule: &IncrementalSchedule, base_steps: u64) -> Vec<(u6
                 })
                 .collect()
         }
+        PhaseStepRounding::Exact => schedule
+            .stage_bounds(base_steps)
+            .into_iter()
+            .map(|(start, end)| {
+                // The same rounding at the stage's own bounds.
+                let at = |x: f64| round_half_up(x);
+                let (first, middle, last) = (at(start), at(start + p * (end - start)), at(end));
+                (middle - first, last - middle)
+            })
+            .collect(),
     }
 }
 
@@ -597,6 +611,64 @@ mod tests {
         // earlier: 156.25 full steps more in the stages (hand count: 625·2/12 + 625·2/24).
         assert!(eight.uneven_split());
         assert_relative_eq!(eight.equal_compute.paper_units.exact, 15_468.75 - 156.25, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn one_layer_expansion_at_80_percent_matches_a_hand_count() {
+        // Depths 1 then 12, the first stage ending at 8,000 of 10,000 base steps. Paper units,
+        // p = 0.5: stage 1 = 4,000·(1 + 1)/24 + 4,000·1/12 = 666.67; stage 2 = 1,000·(12 + 11)/24
+        // + 1,000 = 1,958.33; equal compute = 10,000 + 10,000 − 2,625 = 17,375.
+        let shape = ModelShape::gpt2_124m();
+        let plan_of = |p: f64| {
+            let schedule = IncrementalSchedule {
+                stage_ends: vec![0.8],
+                phase1_share: p,
+                ..IncrementalSchedule::with_layers(vec![1, 12])
+            };
+            Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap()
+        };
+        let plan = plan_of(0.5);
+        assert_eq!(plan.layer_split, vec![1, 11]);
+        assert_eq!((plan.stages[0].phase1_steps, plan.stages[0].phase2_steps), (4_000, 4_000));
+        assert_eq!((plan.stages[1].phase1_steps, plan.stages[1].phase2_steps), (1_000, 1_000));
+        assert_relative_eq!(plan.equal_compute.paper_units.exact, 17_375.0, epsilon = 1e-9);
+        assert_eq!(plan.closed_form_equal_compute, None, "the closed form is the even schedule's");
+        // p = 0: no phase 1; 8,000/12 + 2,000 = 2,666.67 spent in the stages.
+        let flat = plan_of(0.0);
+        assert!(flat.segments.iter().all(|s| s.phase != Phase::Phase1));
+        assert_relative_eq!(flat.equal_compute.paper_units.exact, 20_000.0 - 8_000.0 / 12.0 - 2_000.0, epsilon = 1e-9);
+        // The second stage grows 1 → 12 at step 8,001.
+        let grows = flat.segments.iter().find(|s| s.stage == 2).unwrap();
+        assert_eq!((grows.first_step, grows.grows), (8_001, Some(LayerGrowth { from_layers: 1, to_layers: 12 })));
+    }
+
+    #[test]
+    fn a_zero_layer_first_stage_costs_the_head_alone() {
+        let shape = ModelShape::gpt2_124m();
+        let schedule = IncrementalSchedule {
+            stage_ends: vec![0.8],
+            phase1_share: 0.0,
+            ..IncrementalSchedule::with_layers(vec![0, 12])
+        };
+        let plan = Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap();
+        // No blocks: no layer-tokens in the paper's model; the embeddings and head in FLOPs.
+        assert_eq!(plan.stages[0].compute.paper_units, 0.0);
+        let head = token_flops(&shape, Trainable::all(0)).total() * GPT2_TOKENS_PER_STEP as f64;
+        assert_relative_eq!(plan.stages[0].compute.flops, 8_000.0 * head, max_relative = 1e-12);
+        assert_relative_eq!(plan.equal_compute.paper_units.exact, 18_000.0, epsilon = 1e-9);
+    }
+
+    #[test]
+    fn the_even_depth_list_is_the_papers_schedule() {
+        for stages in [4, 8, 12] {
+            let shorthand = IncrementalSchedule { stages, ..Default::default() };
+            let list = IncrementalSchedule::with_layers(shorthand.depths(12));
+            let plan = |s: &IncrementalSchedule| {
+                Plan::incremental(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 10_000, s, Until::default()).unwrap()
+            };
+            assert_eq!(plan(&list), plan(&shorthand), "{stages} stages");
+            assert!(list.is_even(12));
+        }
     }
 
     #[test]

@@ -32,28 +32,67 @@ fn rounding() -> impl Strategy<Value = PhaseStepRounding> {
     prop_oneof![Just(PhaseStepRounding::Exact), Just(PhaseStepRounding::Floor)]
 }
 
-/// Layers, stages ≤ layers, and a schedule (with its base steps) with enough steps for every stage.
+/// Layers, stages ≤ layers, and a schedule (with its base steps) with enough steps for every
+/// stage: the paper's even stages, or (one in two) a depth list with stage ends of its own.
 fn any_schedule() -> impl Strategy<Value = (u32, Schedule)> {
     (1u32..=48).prop_flat_map(|layers| {
-        (Just(layers), 1..=layers, 200u64..20_000, 0.0f64..4.0, 0.05f64..=1.0, 0.2f64..=1.0, rounding(), trainable())
-            .prop_map(|(layers, stages, base_steps, r, p, share, phase_steps, phase1_trainable)| {
-                (
-                    layers,
-                    Schedule {
-                        base_steps,
-                        stages: IncrementalSchedule {
-                            stages,
-                            incremental_share: share,
-                            phase1_share: p,
-                            backward_ratio: r,
-                            phase_steps,
-                            phase1_trainable,
-                            ..Default::default()
-                        },
-                    },
-                )
+        let p = prop_oneof![Just(0.0), 0.05f64..=1.0];
+        (
+            Just(layers),
+            1..=layers,
+            200u64..20_000,
+            0.0f64..4.0,
+            p,
+            0.2f64..=1.0,
+            rounding(),
+            trainable(),
+            depth_list(layers),
+        )
+            .prop_map(|(layers, stages, base_steps, r, p, share, phase_steps, phase1_trainable, list)| {
+                let even = IncrementalSchedule {
+                    stages,
+                    incremental_share: share,
+                    phase1_share: p,
+                    backward_ratio: r,
+                    phase_steps,
+                    phase1_trainable,
+                    ..Default::default()
+                };
+                let stages = match list {
+                    None => even,
+                    Some((depths, weights)) => {
+                        // Ends at the cumulative weights' shares of the incremental steps.
+                        let total: u32 = weights.iter().sum();
+                        let mut sum = 0;
+                        let ends = weights[..weights.len() - 1]
+                            .iter()
+                            .map(|w| {
+                                sum += w;
+                                share * f64::from(sum) / f64::from(total)
+                            })
+                            .collect();
+                        IncrementalSchedule {
+                            stage_ends: ends,
+                            phase_steps: PhaseStepRounding::Exact,
+                            ..IncrementalSchedule { stage_layers: depths, ..even }.normalised()
+                        }
+                    }
+                };
+                (layers, Schedule { base_steps, stages })
             })
     })
+}
+
+/// Maybe a depth list for `layers` (increasing, ending at `layers`, starting at 0 or more; at
+/// most 8 stages) and a weight per stage (1..4) for its share of the steps.
+fn depth_list(layers: u32) -> impl Strategy<Value = Option<(Vec<u32>, Vec<u32>)>> {
+    let list =
+        (proptest::collection::btree_set(0..layers, 0..=7usize.min(layers as usize))).prop_flat_map(move |below| {
+            let depths: Vec<u32> = below.into_iter().chain([layers]).collect();
+            let n = depths.len();
+            (Just(depths), proptest::collection::vec(1u32..=4, n))
+        });
+    proptest::option::of(list)
 }
 
 #[test]
@@ -147,6 +186,29 @@ proptest! {
         prop_assert!(split.iter().all(|&k| k >= 1));
         let (min, max) = (split.iter().min().unwrap(), split.iter().max().unwrap());
         prop_assert!(max - min <= 1, "split {:?} is not as even as possible", split);
+    }
+
+    #[test]
+    fn depth_lists_grow_to_the_model_one_stage_at_a_time((layers, schedule) in any_schedule()) {
+        let plan = schedule.plan(layers, Until::default());
+        let depths = schedule.stages.depths(layers);
+        prop_assert_eq!(plan.stages.len(), depths.len());
+        prop_assert_eq!(plan.layer_split.iter().sum::<u32>(), layers);
+        for (stage, depth) in plan.stages.iter().zip(&depths) {
+            prop_assert_eq!(stage.active_layers, *depth);
+            prop_assert!(stage.phase1_steps + stage.phase2_steps >= 1);
+            // No phase 1 at p = 0: every stage trains all its active blocks.
+            if schedule.stages.phase1_share == 0.0 {
+                prop_assert_eq!(stage.phase1_steps, 0);
+            }
+        }
+        // Each stage ends where its share of the base steps says (rounded), the last with the
+        // incremental steps; the paper's closed form only for its own even schedule.
+        for (stage, end) in plan.stages.iter().zip(&schedule.stages.stage_ends) {
+            let last = plan.segments.iter().filter(|s| s.stage == stage.stage).map(|s| s.last_step()).max().unwrap();
+            prop_assert_eq!(last, cost_model::round_half_up(end * schedule.base_steps as f64));
+        }
+        prop_assert_eq!(plan.closed_form_equal_compute.is_some(), schedule.stages.is_even(layers));
     }
 
     #[test]

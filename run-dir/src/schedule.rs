@@ -3,30 +3,21 @@
 //! start). The plan, every step's phase, layers and compute, comes from cost_model.
 
 use cost_model::{ComputeUnit, IncrementalSchedule, Plan, PlanError, Until};
+pub use cost_model::{Growth, Method, Placement};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
-
-/// How the blocks a stage adds start out (the operators are in `trainer::growth`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Growth {
-    /// As the reference code: every block was initialised at step 0; nothing to do.
-    #[default]
-    Random,
-    /// Output projections zeroed: the new block is an exact identity when it is added.
-    Zero,
-    /// Copy the top trained blocks, in order (gradual stacking).
-    CopyTop,
-    /// Repeat the trained stack from the bottom (G_stack-like).
-    Stack,
-}
 
 /// An incremental run: the stages (cost_model's knobs) and what the trainer alone needs. A knob
 /// left out (of a design file) takes its default, the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct IncrementalSpec {
+    /// The named method these knobs were expanded from (`train --method`), if any: a label for
+    /// logs and reports; the knobs below are what runs.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
     #[command(flatten)]
     #[serde(flatten)]
     pub stages: IncrementalSchedule,
@@ -37,9 +28,14 @@ pub struct IncrementalSpec {
     /// Fresh AdamW moments when continual training starts (reference code: true).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, help_heading = "Incremental schedule")]
     pub reset_optimizer_at_continual: bool,
-    /// How new blocks start: random (reference), zero (identity), copy-top, stack.
+    /// How new blocks start: random (reference), zero (identity), copy (of the blocks they sit
+    /// beside), stack (the trained stack repeated).
     #[arg(long, value_enum, default_value_t = Growth::Random, help_heading = "Incremental schedule")]
     pub growth: Growth,
+    /// Where new blocks go: top (reference), middle (MIDAS), interleave.
+    #[arg(long, value_enum, default_value_t = Placement::Top, help_heading = "Incremental schedule")]
+    #[serde(default, skip_serializing_if = "Placement::is_top")]
+    pub placement: Placement,
     /// Steps of a linear learning-rate ramp when continual training starts (after the optimizer
     /// reset); 0 = none (the reference code).
     #[arg(long, default_value_t = 0, help_heading = "Incremental schedule")]
@@ -53,13 +49,37 @@ pub struct IncrementalSpec {
 impl Default for IncrementalSpec {
     fn default() -> Self {
         IncrementalSpec {
+            method: None,
             stages: IncrementalSchedule::default(),
             until: Until::EqualCompute(ComputeUnit::Flops),
             reset_optimizer_at_continual: true,
             growth: Growth::Random,
+            placement: Placement::Top,
             rewarmup_steps: 0,
             reset_moments_on_unfreeze: false,
         }
+    }
+}
+
+impl IncrementalSpec {
+    /// The knobs of `method` on a model of `layers` blocks, stopping at `until`.
+    pub fn of_method(method: Method, layers: u32, until: Until) -> Result<IncrementalSpec, PlanError> {
+        let spec = method.expand(layers)?;
+        Ok(IncrementalSpec {
+            method: Some(method),
+            stages: spec.schedule,
+            until,
+            growth: spec.growth,
+            placement: spec.placement,
+            reset_optimizer_at_continual: spec.reset_optimizer_at_continual,
+            ..IncrementalSpec::default()
+        })
+    }
+
+    /// The same knobs with the stage count set from a depth list (see
+    /// `IncrementalSchedule::normalised`).
+    pub fn normalised(self) -> IncrementalSpec {
+        IncrementalSpec { stages: self.stages.normalised(), ..self }
     }
 }
 
@@ -97,12 +117,29 @@ impl ScheduleSpec {
         ScheduleSpec::Baseline(BaselineSpec { until: at_budget(), budget_layers: None })
     }
 
-    /// Short name for run names and logs: `baseline`, `depth3`, `inc4`, ...
+    /// Short name for run names and logs: `baseline`, `depth`, `inc4`, `one-layer`, `grow1-12`.
     pub fn name(&self) -> String {
         match self {
             ScheduleSpec::Baseline(BaselineSpec { budget_layers: None, .. }) => "baseline".into(),
             ScheduleSpec::Baseline(BaselineSpec { budget_layers: Some(_), .. }) => "depth".into(),
+            ScheduleSpec::Incremental(IncrementalSpec { method: Some(method), .. }) => method.to_string(),
+            ScheduleSpec::Incremental(spec) if !spec.stages.stage_layers.is_empty() => {
+                let depths: Vec<String> = spec.stages.stage_layers.iter().map(u32::to_string).collect();
+                format!("grow{}", depths.join("-"))
+            }
             ScheduleSpec::Incremental(spec) => format!("inc{}", spec.stages.stages),
+        }
+    }
+
+    /// What the schedule is, in words, for reports: `baseline`, `incremental, 4 stages`,
+    /// `one-layer (depths 1,12)`, `incremental, depths 1,12`.
+    pub fn describe(&self, layers: u32) -> String {
+        let Some(spec) = self.incremental() else { return "baseline".into() };
+        let depths: Vec<String> = spec.stages.depths(layers).iter().map(u32::to_string).collect();
+        match (&spec.method, spec.stages.is_even(layers)) {
+            (Some(method), _) => format!("{method} (depths {})", depths.join(",")),
+            (None, true) => format!("incremental, {} stages", spec.stages.stages),
+            (None, false) => format!("incremental, depths {}", depths.join(",")),
         }
     }
 
@@ -113,7 +150,15 @@ impl ScheduleSpec {
             ScheduleSpec::Baseline(spec) => {
                 Plan::full_model(shape, tokens, spec.budget_layers.unwrap_or(shape.blocks()), config.steps, spec.until)
             }
-            ScheduleSpec::Incremental(spec) => Plan::incremental(shape, tokens, config.steps, &spec.stages, spec.until),
+            ScheduleSpec::Incremental(spec) => {
+                if spec.growth.copies() && spec.stages.depths(shape.blocks()).first() == Some(&0) {
+                    return Err(PlanError::NothingToCopy(spec.growth.name()));
+                }
+                if !spec.placement.is_top() && spec.stages.phase1_share > 0.0 {
+                    return Err(PlanError::Phase1NeedsTop(spec.placement.name()));
+                }
+                Plan::incremental(shape, tokens, config.steps, &spec.stages, spec.until)
+            }
         }
     }
 

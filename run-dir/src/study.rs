@@ -132,6 +132,7 @@ impl StudyFile {
     /// A design file's text, validated.
     pub fn parse(text: &str) -> anyhow::Result<StudyFile> {
         let mut file: StudyFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+        file.design.expand_methods()?;
         file.design.validate()?;
         file.design.normalise();
         Ok(file)
@@ -170,6 +171,7 @@ impl StudyDesign {
         if design.format == 1 {
             design.upgrade_v1();
         }
+        design.expand_methods().with_context(|| format!("{}", path.display()))?;
         design.normalise();
         Ok(Some(design))
     }
@@ -224,6 +226,32 @@ impl StudyDesign {
         Ok(())
     }
 
+    /// Arms named by a method (`schedule = { kind = "incremental", method = "midas" }`) take
+    /// that method's knobs for the arm's model; a depth list sets its stage count.
+    fn expand_methods(&mut self) -> anyhow::Result<()> {
+        let configs: Vec<TrainConfig> = self
+            .arms
+            .iter()
+            .chain(&self.ablations)
+            .map(|arm| self.arm_config(arm).with_context(|| format!("arm {}", arm.name)))
+            .collect::<anyhow::Result<_>>()?;
+        for (arm, config) in self.arms.iter_mut().chain(self.ablations.iter_mut()).zip(configs) {
+            let ScheduleSpec::Incremental(spec) = &arm.schedule else { continue };
+            let Some(method) = spec.method else {
+                arm.schedule = ScheduleSpec::Incremental(spec.clone().normalised());
+                continue;
+            };
+            let expanded = IncrementalSpec::of_method(method, config.model.blocks(), spec.until)
+                .with_context(|| format!("arm {}", arm.name))?;
+            let bare = IncrementalSpec { method: Some(method), until: spec.until, ..IncrementalSpec::default() };
+            if *spec != expanded && *spec != bare {
+                bail!("arm {}: method = \"{method}\" sets the whole schedule; drop the arm's other schedule keys, or drop method and give every key", arm.name);
+            }
+            arm.schedule = ScheduleSpec::Incremental(expanded);
+        }
+        Ok(())
+    }
+
     /// Where an arm stops is the study's to set (`run_config`), not the arm's: one canonical
     /// value, so that designs that differ only there are the same design.
     fn normalise(&mut self) {
@@ -236,10 +264,7 @@ impl StudyDesign {
     /// for the others).
     pub fn run_config(&self, run: &StudyRun) -> anyhow::Result<(TrainConfig, ScheduleSpec)> {
         let (arm, seed) = (&run.arm, run.seed);
-        let mut config = TrainConfig::preset(&self.preset)?;
-        for assignment in self.overrides.iter().chain(&arm.overrides) {
-            config.set(assignment)?;
-        }
+        let mut config = self.arm_config(arm)?;
         config.seed = seed;
         config.data_seed = Some(seed);
         let until = match self.protocol {
@@ -260,6 +285,16 @@ impl StudyDesign {
             config.cooldown_unit = self.budget_unit;
         }
         Ok((config, arm.schedule.with_until(until)))
+    }
+
+    /// The configuration of `arm`'s runs before seeds and budgets: the preset, the study's
+    /// overrides, then the arm's.
+    fn arm_config(&self, arm: &Arm) -> anyhow::Result<TrainConfig> {
+        let mut config = TrainConfig::preset(&self.preset)?;
+        for assignment in self.overrides.iter().chain(&arm.overrides) {
+            config.set(assignment)?;
+        }
+        Ok(config)
     }
 
     /// Every run of the study, in the order they train: seed by seed, arm by arm (compared at
@@ -403,6 +438,34 @@ mod tests {
         );
         let err = format!("{:#}", StudyFile::load("no-such-design").unwrap_err());
         assert!(err.contains("cpu, quick, paper"), "{err}");
+    }
+
+    #[test]
+    fn an_arm_is_one_method_word_expanded_for_its_model() {
+        let cpu = include_str!("../../studies/cpu.toml");
+        let with = |schedule: &str| {
+            let text = cpu.replacen("schedule = { kind = \"incremental\", stages = 4 }", schedule, 1);
+            StudyFile::parse(&text)
+        };
+        let file = with("schedule = { kind = \"incremental\", method = \"midas\" }").unwrap();
+        let arm = file.design.arms.iter().find(|a| a.name == "inc4").unwrap();
+        let spec = arm.schedule.incremental().unwrap();
+        assert_eq!(spec.method, Some(cost_model::Method::Midas));
+        assert_eq!(spec.stages.stage_layers, vec![2, 4, 6, 8, 10, 12]);
+        assert_eq!((spec.growth, spec.placement), (crate::Growth::Copy, crate::Placement::Middle));
+        // Written to study.json and read back: the same design.
+        let dir = tempfile::tempdir().unwrap();
+        file.design.write(dir.path()).unwrap();
+        assert_eq!(StudyDesign::read(dir.path()).unwrap(), Some(file.design));
+        // A method with knobs of its own is ambiguous; an unknown one names the choices.
+        let both = with("schedule = { kind = \"incremental\", method = \"midas\", stages = 3 }");
+        assert!(format!("{:#}", both.unwrap_err()).contains("drop the arm's other schedule keys"));
+        let unknown = with("schedule = { kind = \"incremental\", method = \"mitosis\" }");
+        assert!(format!("{:#}", unknown.unwrap_err()).contains("one-layer"));
+        // A depth list sets the stage count.
+        let listed = with("schedule = { kind = \"incremental\", stage_layers = [1, 12], stage_ends = [0.8] }").unwrap();
+        let arm = listed.design.arms.iter().find(|a| a.name == "inc4").unwrap();
+        assert_eq!(arm.schedule.incremental().unwrap().stages.stages, 2);
     }
 
     #[test]

@@ -1,72 +1,71 @@
-//! Growth operators: how the blocks a stage adds start out.
+//! Growing the model: the blocks a stage adds take their places and their first values by the
+//! layout `cost_model::growth` computes (placement and operator are documented there).
 //!
-//! - `random`: as the reference code, every block was initialised at step 0 (with the final
-//!   depth's residual scaling) and a new block simply starts taking part: nothing to do.
-//! - `zero`: the new blocks' output projections (`attn.c_proj`, `mlp.c_proj`, weights and biases)
-//!   are zeroed, so each new block adds nothing to the residual stream and the network computes
-//!   exactly what it computed before growing (function-preserving).
-//! - `copy-top`: the new blocks copy the top trained blocks, in order (gradual stacking).
-//! - `stack`: the new blocks repeat the trained stack from the bottom (G_stack-like).
-//!
-//! Copies are of values, never shared tensors: the copies then train independently.
+//! Every block exists from step 0 and the active ones are the first `n`, so a placement other
+//! than `top` moves trained blocks up: their values and their optimizer state (moments and step
+//! count) move with them. New blocks start from their own initialisation (`random`, `zero`) or a
+//! copy of a trained block's values (`copy`, `stack`), with fresh optimizer state. Copies are of
+//! values, never shared tensors: the copies then train on their own.
 
-use run_dir::Growth;
+use cost_model::growth::{copy_source, layout, Slot};
+use run_dir::{Growth, Placement};
+use tch::Tensor;
 
 use crate::model::Gpt;
+use crate::optim::AdamW;
 
-/// Which trained block new block `old_active + i` copies from, for the copy operators.
-pub fn copy_source(growth: Growth, old_active: usize, new_active: usize, i: usize) -> Option<usize> {
-    let added = new_active - old_active;
-    match growth {
-        Growth::Random | Growth::Zero => None,
-        _ if old_active == 0 => None,
-        // The top `added` blocks in order; when more are added than exist, wrap around them.
-        Growth::CopyTop => Some(old_active - 1 - ((added - 1 - i) % old_active)),
-        Growth::Stack => Some(i % old_active),
-    }
-}
-
-/// Initialise blocks `old_active..new_active` of `model` by `growth`.
-pub fn grow(model: &mut Gpt, growth: Growth, old_active: usize, new_active: usize) {
-    if old_active == 0 || new_active <= old_active {
+/// Grow `model` (and `optimizer`'s state) from `old` trained blocks to `new` active ones.
+pub fn grow(model: &Gpt, optimizer: &AdamW, growth: Growth, placement: Placement, old: usize, new: usize) {
+    if new <= old {
         return;
     }
-    tch::no_grad(|| match growth {
-        Growth::Random => {}
-        Growth::Zero => {
-            for block in old_active..new_active {
-                for t in model.block_output_projections(block) {
-                    let _ = t.shallow_clone().zero_();
+    let slots = layout(placement, old, new);
+    // Where position j's values come from: a trained block, a copied one, or its own init.
+    let source = |slot: Slot| match slot {
+        Slot::Trained(i) => i,
+        Slot::New { index, beside } => copy_source(growth, old, index, beside).unwrap_or(old + index),
+    };
+    tch::no_grad(|| {
+        // Snapshot every block that some other position takes its values from, before any write.
+        let moved: Vec<(usize, usize)> =
+            slots.iter().enumerate().map(|(j, &slot)| (j, source(slot))).filter(|(j, from)| j != from).collect();
+        let snapshot =
+            |block: usize| -> Vec<Tensor> { model.block_parameters(block).iter().map(|t| t.copy()).collect() };
+        let values: Vec<(usize, Vec<Tensor>)> = moved.iter().map(|&(j, from)| (j, snapshot(from))).collect();
+        let states: Vec<(usize, Vec<[Tensor; 3]>)> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(j, slot)| match *slot {
+                Slot::Trained(i) if i != j => {
+                    Some((j, optimizer.block_state(i).iter().map(|s| s.each_ref().map(Tensor::copy)).collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (j, from) in values {
+            for (dst, src) in model.block_parameters(j).into_iter().zip(&from) {
+                dst.shallow_clone().copy_(src);
+            }
+        }
+        for (j, from) in states {
+            for (dst, src) in optimizer.block_state(j).iter().zip(&from) {
+                for (d, s) in dst.iter().zip(src) {
+                    d.shallow_clone().copy_(s);
                 }
             }
         }
-        Growth::CopyTop | Growth::Stack => {
-            for (i, block) in (old_active..new_active).enumerate() {
-                let source = copy_source(growth, old_active, new_active, i).expect("copy operator");
-                let from = model.block_parameters(source);
-                for (dst, src) in model.block_parameters(block).into_iter().zip(from) {
-                    dst.shallow_clone().copy_(src);
+        for (j, slot) in slots.iter().enumerate() {
+            if let Slot::New { .. } = slot {
+                // A new block: no moments, no steps taken (as a parameter that never trained).
+                for tensor in optimizer.block_state(j).iter().flatten() {
+                    let _ = tensor.shallow_clone().zero_();
+                }
+                if growth == Growth::Zero {
+                    for t in model.block_output_projections(j) {
+                        let _ = t.shallow_clone().zero_();
+                    }
                 }
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_sources_follow_the_operator() {
-        // 6 trained blocks, 3 new: copy-top takes 3,4,5; stack takes 0,1,2.
-        let top: Vec<_> = (0..3).map(|i| copy_source(Growth::CopyTop, 6, 9, i).unwrap()).collect();
-        let stack: Vec<_> = (0..3).map(|i| copy_source(Growth::Stack, 6, 9, i).unwrap()).collect();
-        assert_eq!((top, stack), (vec![3, 4, 5], vec![0, 1, 2]));
-        // 2 trained, 3 new: both wrap around the trained ones.
-        let top: Vec<_> = (0..3).map(|i| copy_source(Growth::CopyTop, 2, 5, i).unwrap()).collect();
-        assert_eq!(top, vec![1, 0, 1]);
-        let stack: Vec<_> = (0..3).map(|i| copy_source(Growth::Stack, 2, 5, i).unwrap()).collect();
-        assert_eq!(stack, vec![0, 1, 0]);
-        assert_eq!(copy_source(Growth::Zero, 2, 5, 0), None);
-    }
 }

@@ -178,6 +178,18 @@ impl AdamW {
         Ok(StepValues { loss: loss.shallow_clone(), grad_norm })
     }
 
+    /// The state of block `block`'s parameters (`transformer.h.<block>.*`), each as (exp_avg,
+    /// exp_avg_sq, step), in name order (the same order for every block): shared handles, what
+    /// growth moves when a block moves.
+    pub fn block_state(&self, block: usize) -> Vec<[Tensor; 3]> {
+        let prefix = format!("transformer.h.{block}.");
+        let mut mine: Vec<&ParamState> = self.states.iter().filter(|s| s.name.starts_with(&prefix)).collect();
+        mine.sort_by(|a, b| a.name.cmp(&b.name));
+        mine.into_iter()
+            .map(|s| [s.exp_avg.shallow_clone(), s.exp_avg_sq.shallow_clone(), s.step.shallow_clone()])
+            .collect()
+    }
+
     /// Forget the moments and step counts (a new optimizer, as the reference code makes for
     /// continual training).
     pub fn reset(&mut self) {

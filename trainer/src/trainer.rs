@@ -436,12 +436,13 @@ impl Trainer {
     /// train again after being frozen may get fresh moments.
     fn schedule_events(&mut self, seg: &Segment) -> anyhow::Result<()> {
         let Some(spec) = self.header.schedule.incremental().cloned() else { return Ok(()) };
-        if let Some(g) = seg.grows.filter(|g| g.from_layers > 0) {
+        // Stage 1 starts the model; every later stage grows a trained one (from 0 blocks too).
+        if let Some(g) = seg.grows.filter(|g| seg.stage > 1 && g.to_layers > g.from_layers) {
             let (from, to) = (g.from_layers as usize, g.to_layers as usize);
             let config = self.header.config.clone();
             let world = &self.options.world;
             let before = self.validation.loss_if_any(&self.model, from, &config, world)?;
-            grow(&mut self.model, spec.growth, from, to);
+            grow(&self.model, &self.optimizer, spec.growth, spec.placement, from, to);
             if let Some(before) = before {
                 let after = self.validation.loss(&self.model, to, &config, world)?;
                 let line = MetricsLine {
@@ -453,8 +454,8 @@ impl Trainer {
                 };
                 self.write(line)?;
                 let message = format!(
-                    "stage {}: grew {from} → {to} blocks ({:?}); val loss {before:.4} → {after:.4}",
-                    seg.stage, spec.growth
+                    "stage {}: grew {from} → {to} blocks ({:?}, {:?}); val loss {before:.4} → {after:.4}",
+                    seg.stage, spec.growth, spec.placement
                 );
                 self.progress.println(&message);
             }

@@ -1,5 +1,5 @@
 //! The paper's method end to end on tiny models: stages and phases from the cost model, frozen
-//! weights that get no gradient, growth operators, exact resume across stage boundaries,
+//! weights that get no gradient, exact resume across stage boundaries,
 //! per-stage context and batch growth, and HellaSwag scoring.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,6 @@ use run_dir::{IncrementalSpec, ScheduleSpec};
 use run_dir::{LineKind, MetricsLine};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::growth::grow;
 use trainer::model::Gpt;
 use trainer::trainer::{resume, start};
 
@@ -107,41 +106,6 @@ fn phase_one_touches_no_frozen_gradient() {
         let mut expected: Vec<String> = vs.variables().into_keys().filter(|n| trains(n)).collect();
         expected.sort();
         assert_eq!(with_grad, expected, "embeddings trainable: {embeddings}");
-    }
-}
-
-#[test]
-fn zero_growth_leaves_the_output_unchanged() {
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let mut model = Gpt::new(&vs, GptShape { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
-    let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
-    let before = tch::no_grad(|| model.forward(&idx, 2));
-    let random_grown = tch::no_grad(|| model.forward(&idx, 4));
-    assert!(!before.equal(&random_grown), "random blocks change the output");
-    grow(&mut model, Growth::Zero, 2, 4);
-    let after = tch::no_grad(|| model.forward(&idx, 4));
-    assert!(before.equal(&after), "zero-initialised blocks must be an exact identity");
-}
-
-#[test]
-fn copy_growth_copies_values_not_references() {
-    for growth in [Growth::CopyTop, Growth::Stack] {
-        tch::manual_seed(2);
-        let vs = VarStore::new(Device::Cpu);
-        let mut model = Gpt::new(&vs, GptShape { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
-        grow(&mut model, growth, 2, 4);
-        // 2 trained blocks, 2 new: copy-top and stack both copy blocks 0 and 1, in order.
-        for (new, src) in [(2, 0), (3, 1)] {
-            for (a, b) in model.block_parameters(new).into_iter().zip(model.block_parameters(src)) {
-                assert!(a.equal(b), "{growth:?}: block {new} copies block {src}");
-            }
-        }
-        tch::no_grad(|| {
-            let _ = model.block_parameters(0)[2].shallow_clone().fill_(7.0);
-        });
-        let copy = model.block_parameters(2)[2];
-        assert!(copy.double_value(&[0, 0]) != 7.0, "{growth:?}: the copy must not share storage");
     }
 }
 

@@ -27,7 +27,7 @@ use stagewise_cli::{self as cli, thousands, CliError};
 #[command(
     name = "cost",
     version,
-    after_help = "Examples:\n  cost --stages 12\n  cost --stages 8 --phase-steps floor\n  cost --stages 4 --backward-ratio 2 --compute-unit flops --json\n  cost --stages 4 --calibrate 18.6,51.7   # r from measured forward / forward+backward ms\n  cost --stages 4 --bench reports/bench/2026-11-30-h200/ours.jsonl   # equal time on an H200"
+    after_help = "Examples:\n  cost --stages 12\n  cost --stages 8 --phase-steps floor\n  cost --stages 4 --backward-ratio 2 --compute-unit flops --json\n  cost --stages 4 --calibrate 18.6,51.7   # r from measured forward / forward+backward ms\n  cost --stages 4 --bench reports/bench/2026-11-30-h200/ours.jsonl   # equal time on an H200\n  cost --stage-layers 1,12 --stage-ends 0.8 --phase1-share 0   # one-layer expansion at 80% of the budget\n  cost --method midas   # a named growth method (see train --method)"
 )]
 struct Args {
     #[command(flatten)]
@@ -35,6 +35,10 @@ struct Args {
     /// Steps of the baseline run, whose compute is the budget (= incremental steps by default).
     #[arg(long, default_value_t = 10_000)]
     base_steps: u64,
+    /// A named growth method's schedule: paper-s4, paper-s8, paper-s12 (paper-s<S>), one-layer,
+    /// gstack-2x, midas (what `train --method` runs).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["stages", "stage_layers", "stage_ends", "phase1_share", "phase_steps"])]
+    method: Option<cost_model::Method>,
     /// Set the backward/forward ratio from measured times: FORWARD_MS,FORWARD_BACKWARD_MS of one
     /// step (overrides --backward-ratio).
     #[arg(long, value_name = "FORWARD_MS,FORWARD_BACKWARD_MS", value_parser = parse_pair)]
@@ -94,7 +98,15 @@ fn bad_input(e: PlanError) -> CliError {
 }
 
 fn run(args: &Args) -> Result<(), CliError> {
-    let mut schedule = args.schedule.clone();
+    let mut schedule = match args.method {
+        // The method's stages; the cost model's own knobs (r, what phase 1 trains) as given.
+        Some(method) => IncrementalSchedule {
+            backward_ratio: args.schedule.backward_ratio,
+            phase1_trainable: args.schedule.phase1_trainable,
+            ..method.expand(args.layers as u32).map_err(bad_input)?.schedule
+        },
+        None => args.schedule.clone().normalised(),
+    };
     if let Some((forward, forward_backward)) = args.calibrate {
         schedule.backward_ratio = backward_ratio_from_times(forward, forward_backward).map_err(bad_input)?;
     }
@@ -169,7 +181,15 @@ fn table_report(
 ) -> anyhow::Result<String> {
     use std::fmt::Write;
     let mut out = String::new();
-    let split = if plan.uneven_split() {
+    let depths = schedule.depths(shape.blocks());
+    let ends: Vec<String> = schedule
+        .stage_bounds(plan.base_steps)
+        .iter()
+        .map(|(_, end)| fixed_share(end / plan.base_steps as f64))
+        .collect();
+    let split = if !schedule.is_even(shape.blocks()) {
+        format!("depths {}, ending at {} × the base steps", join(&depths), ends.join(", "))
+    } else if plan.uneven_split() {
         format!("uneven split: stages add {} layers", join(&plan.layer_split))
     } else {
         format!("{} layers per stage", plan.layer_split[0])
@@ -274,6 +294,12 @@ fn table_report(
         )?;
     }
     Ok(out.trim_end().to_string())
+}
+
+/// A share with at most 3 decimals: 0.8, 0.333, 1.
+fn fixed_share(x: f64) -> String {
+    let text = format!("{x:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// 15729.1666 → "15,729.17".

@@ -83,7 +83,7 @@ enum Command {
     /// Write a checkpoint in Hugging Face GPT-2 layout to <run>/export/.
     Export(ExportArgs),
     /// Time warm training steps of the full model and of every phase of a schedule (JSON lines).
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Cool a run down at a compute budget: from its checkpoint at the branch point, its learning
     /// rate decays to lr_min where its compute reaches BUDGET × its baseline budget
     /// (into RUN_DIR/cooldowns/<unit>-<budget>/; resume with --resume that directory).
@@ -103,6 +103,10 @@ struct ConfigArgs {
     /// Default: baseline for training, incremental for bench (it times every phase).
     #[arg(long, value_enum)]
     schedule: Option<ScheduleArg>,
+    /// A named growth method: paper-s4, paper-s8, paper-s12 (paper-s<S>), one-layer, gstack-2x,
+    /// midas. It sets the schedule's stages, growth and placement (see the README's growth methods).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["schedule", "stages", "stage_layers", "stage_ends", "phase1_share", "growth", "placement", "reset_optimizer_at_continual"])]
+    method: Option<cost_model::Method>,
     /// Override a config field, e.g. --set steps=200 --set model.d_model=128 (repeatable; see run.json for keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -454,12 +458,17 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             let options = dist.options(args.config.device, args.stop_after_step, args.quiet)?;
             let request = match &args.resume {
                 Some(run_dir) => Train::Resume(run_dir.clone()),
-                None => Train::Start {
-                    config: Box::new(commands::config_from(&args.config.preset, &args.assignments())?),
-                    schedule: schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Baseline)?,
-                    runs_dir: args.runs_dir.clone(),
-                    name: args.run.clone(),
-                },
+                None => {
+                    let config = commands::config_from(&args.config.preset, &args.assignments())?;
+                    let schedule =
+                        schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Baseline, &config)?;
+                    Train::Start {
+                        config: Box::new(config),
+                        schedule,
+                        runs_dir: args.runs_dir.clone(),
+                        name: args.run.clone(),
+                    }
+                }
             };
             let options = TrainOptions { hellaswag: args.hellaswag.clone(), ..options };
             let summary = commands::train(request, &options)?;
@@ -476,14 +485,33 @@ fn finished(options: &TrainOptions, summary: &TrainSummary) -> Result<(), CliErr
     Ok(options.world.shutdown()?)
 }
 
-/// The schedule the arguments describe; `default` when `--schedule` is not given.
+/// The schedule the arguments describe for `config`'s model: a named method, or `--schedule`
+/// (incremental when a depth list is given; else `default`).
 fn schedule(
     args: &ConfigArgs,
     inc: &IncrementalSpec,
     until: &UntilArgs,
     default: ScheduleArg,
+    config: &TrainConfig,
 ) -> Result<ScheduleSpec, CliError> {
-    match args.schedule.unwrap_or(default) {
+    if let Some(method) = args.method {
+        if until.budget_layers.is_some() {
+            return Err(CliError::bad_input(anyhow::anyhow!(
+                "--budget-layers is a depth control of the baseline schedule; drop it, or drop --method"
+            )));
+        }
+        let spec = IncrementalSpec::of_method(method, config.model.blocks(), until.until())
+            .map_err(|e| commands::classify(trainer::error::bad_input(e)))?;
+        return Ok(ScheduleSpec::Incremental(spec));
+    }
+    let listed = !inc.stages.stage_layers.is_empty() || !inc.stages.stage_ends.is_empty();
+    let kind = args.schedule.unwrap_or(if listed { ScheduleArg::Incremental } else { default });
+    if listed && kind == ScheduleArg::Baseline {
+        return Err(CliError::bad_input(anyhow::anyhow!(
+            "--stage-layers and --stage-ends describe an incremental schedule; drop them, or drop --schedule baseline"
+        )));
+    }
+    match kind {
         ScheduleArg::Baseline => {
             Ok(ScheduleSpec::Baseline(BaselineSpec { until: until.until(), budget_layers: until.budget_layers }))
         }
@@ -491,7 +519,7 @@ fn schedule(
             "--budget-layers is a depth control of the baseline schedule; drop it, or drop --schedule incremental"
         ))),
         ScheduleArg::Incremental => {
-            Ok(ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }))
+            Ok(ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }.normalised()))
         }
     }
 }
@@ -507,7 +535,7 @@ fn bench(args: &BenchArgs, dist: &DistArgs) -> Result<(), CliError> {
         ]);
         config = commands::config_from(&args.config.preset, &assignments)?;
     }
-    let schedule = schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Incremental)?;
+    let schedule = schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Incremental, &config)?;
     let options = dist.options(args.config.device, None, true)?;
     let peak =
         args.peak_tflops.map(|t| t * 1e12).or(options.device.is_cuda().then_some(trainer::bench::H100_BF16_PEAK));
