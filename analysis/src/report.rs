@@ -62,15 +62,18 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
                     options.runs_dir.display()
                 );
             }
-            let mut study = study_numbers(&design, &runs, &frame)
+            let mut study = study_numbers(&design, &runs, &frame, &options.runs_dir)
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
             study.wall_seconds = run_dir::study::logged_wall_seconds(&options.runs_dir);
-            // The paper's figures come from the first seed's main runs.
+            // The paper's figures come from the first seed's run of each arm that budget 1 is
+            // compared on (a full-model arm's run to the largest budget, a growing arm's run
+            // planned for budget 1).
             let first = design.first_seed();
             let main: Vec<RunLog> = design
-                .arms
-                .iter()
-                .filter_map(|a| runs.iter().find(|r| r.name() == format!("{}-s{first}", a.name)).cloned())
+                .runs()
+                .into_iter()
+                .filter(|r| r.seed == first && !r.is_sweep() && r.budgets.contains(&1.0))
+                .filter_map(|r| runs.iter().find(|log| log.name() == r.name).cloned())
                 .collect();
             let base = main.first().context("no baseline run of the first seed")?;
             let budget_step = base.header.config.steps as f64;
@@ -116,7 +119,7 @@ pub fn study_verdicts(runs_dir: &std::path::Path) -> anyhow::Result<Vec<crate::s
         .with_context(|| format!("{} holds no fair study (study.json)", runs_dir.display()))?;
     let (runs, _) = load_runs(runs_dir)?;
     let frame = all_runs(&runs)?;
-    Ok(study_numbers(&design, &runs, &frame)?.catch_up)
+    Ok(study_numbers(&design, &runs, &frame, runs_dir)?.catch_up)
 }
 
 /// Lines comparing `ours` (a rerun) with `theirs` (the study it replicates), arm by arm: both
@@ -190,7 +193,7 @@ mod tests {
         let per_seed: Vec<(u64, Reach)> =
             reaches.iter().enumerate().map(|(i, &r)| (i as u64 + 1, Reach::At(r))).collect();
         let verdict = Verdict::from_reaches(&per_seed.iter().map(|(_, r)| *r).collect::<Vec<_>>());
-        CatchUp { arm: name.into(), per_seed, verdict }
+        CatchUp { arm: name.into(), per_seed, verdict, mde: None }
     }
 
     #[test]

@@ -42,6 +42,38 @@ pub fn t_interval(values: &[f64]) -> Option<Interval> {
     Some(Interval { n, mean, ci: Some((mean - half, mean + half)) })
 }
 
+/// The geometric mean of positive `values` and its 95% t-interval, both taken on the log scale
+/// (a compute multiple of 0.5 and one of 2 are equally far from 1). `None` for no values.
+pub fn log_t_interval(values: &[f64]) -> Option<Interval> {
+    let logs: Vec<f64> = values.iter().map(|v| v.ln()).collect();
+    t_interval(&logs).map(|i| Interval { n: i.n, mean: i.mean.exp(), ci: i.ci.map(|(l, h)| (l.exp(), h.exp())) })
+}
+
+/// The sample standard deviation of `values` (`None` below 2 values).
+pub fn sample_sd(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    (n >= 2).then(|| {
+        let mean = values.iter().sum::<f64>() / n as f64;
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    })
+}
+
+/// The smallest true mean a two-sided 5% one-sample (or paired) t-test over `n` values of
+/// standard deviation `sd` detects with 80% power: `(t(0.975, n−1) + t(0.80, n−1)) · sd / √n`
+/// (the usual approximation). `None` below 2 values.
+pub fn minimum_detectable(sd: f64, n: usize) -> Option<f64> {
+    (n >= 2).then(|| {
+        let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).expect("n - 1 >= 1 degrees of freedom");
+        (t.inverse_cdf(0.975) + t.inverse_cdf(0.80)) * sd / (n as f64).sqrt()
+    })
+}
+
+/// Seeds needed for [`minimum_detectable`] to reach `effect` at standard deviation `sd` (at most
+/// 1,000; `None` beyond).
+pub fn seeds_needed(sd: f64, effect: f64) -> Option<usize> {
+    (2..=1000).find(|&n| minimum_detectable(sd, n).is_some_and(|m| m <= effect))
+}
+
 /// `a − b` for every seed both hold (values are `(seed, value)`), in seed order.
 pub fn paired_differences(a: &[(u64, f64)], b: &[(u64, f64)]) -> Vec<f64> {
     let mut out: Vec<(u64, f64)> =
@@ -93,15 +125,18 @@ pub fn reach(curve: &[(f64, f64)], target: f64) -> Option<Reach> {
 /// What an arm's compute to reach the baseline's loss says, over the seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// The multiple's whole interval lies below 1. `at_smallest` seeds had matched the baseline
-    /// already at the smallest budget compared and count at it, so the saving is a lower bound.
-    Saves { multiple: Interval, at_smallest: usize },
+    /// The multiple's whole interval (geometric, over seeds) lies below 1.
+    Saves { multiple: Interval },
     /// The whole interval lies above 1.
-    Costs { multiple: Interval, at_smallest: usize },
+    Costs { multiple: Interval },
     /// The interval holds 1 (or there is only one seed).
-    NoDifference { multiple: Interval, at_smallest: usize },
+    NoDifference { multiple: Interval },
     /// Every seed matched the target already at the smallest budget compared.
     SavesAtLeast { budget: f64 },
+    /// Some seeds matched already at the smallest budget compared, the others within the range,
+    /// all below 1: every seed saves at least `1 − at_most` (no interval: the censored seeds'
+    /// multiples are not known).
+    SavesEverySeed { at_most: f64, at_smallest: usize, seeds: usize, budget: f64 },
     /// No seed matched it by the largest budget compared.
     CostsMoreThan { budget: f64 },
     /// Seeds disagree beyond the compared range (some matched, some never did).
@@ -122,37 +157,42 @@ impl Verdict {
                 largest,
             };
         }
+        let values: Vec<f64> = reaches.iter().map(Reach::multiple).collect();
         if let Some(&Reach::AtMost(smallest)) = reaches.iter().find(|r| matches!(r, Reach::AtMost(_))) {
-            if reaches.iter().all(|r| matches!(r, Reach::AtMost(_))) {
+            let at_smallest = reaches.iter().filter(|r| matches!(r, Reach::AtMost(_))).count();
+            if at_smallest == seeds {
                 return Verdict::SavesAtLeast { budget: smallest };
             }
+            // Censored seeds have no multiple, only a bound: no interval over them (counting them
+            // at the bound would narrow it). Every seed's multiple is at most the largest value.
+            let at_most = values.iter().copied().fold(0.0, f64::max);
+            return match at_most < 1.0 {
+                true => Verdict::SavesEverySeed { at_most, at_smallest, seeds, budget: smallest },
+                false => Verdict::Unresolved { reached: seeds, seeds, largest: at_most },
+            };
         }
-        // Seeds at or below the smallest budget count at that budget: a conservative (smaller
-        // saving) reading.
-        let values: Vec<f64> = reaches.iter().map(Reach::multiple).collect();
-        let at_smallest = reaches.iter().filter(|r| matches!(r, Reach::AtMost(_))).count();
-        let multiple = t_interval(&values).expect("at least one seed");
+        let multiple = log_t_interval(&values).expect("at least one seed");
         if multiple.below(1.0) {
-            Verdict::Saves { multiple, at_smallest }
+            Verdict::Saves { multiple }
         } else if multiple.above(1.0) {
-            Verdict::Costs { multiple, at_smallest }
+            Verdict::Costs { multiple }
         } else {
-            Verdict::NoDifference { multiple, at_smallest }
+            Verdict::NoDifference { multiple }
         }
     }
 
     /// The kind of conclusion, without its numbers: what two replications must agree on.
     pub fn conclusion(&self) -> &'static str {
         match self {
-            Verdict::Saves { .. } | Verdict::SavesAtLeast { .. } => "saves",
+            Verdict::Saves { .. } | Verdict::SavesAtLeast { .. } | Verdict::SavesEverySeed { .. } => "saves",
             Verdict::Costs { .. } | Verdict::CostsMoreThan { .. } => "costs",
             Verdict::NoDifference { .. } => "no difference",
             Verdict::Unresolved { .. } => "undecided",
         }
     }
 
-    /// The interval of the compute multiple over seeds, where there is one (seeds matched at
-    /// the smallest budget counted there); `None` when every seed lies outside the compared range.
+    /// The interval of the compute multiple over seeds, where there is one; `None` when a seed
+    /// lies outside the compared range.
     pub fn multiple(&self) -> Option<&Interval> {
         match self {
             Verdict::Saves { multiple, .. }
@@ -163,31 +203,12 @@ impl Verdict {
     }
 
     /// The verdict as a sentence about "compute" (to reach the baseline's loss): a saving is
-    /// `1 − multiple`, a speedup `1 / multiple`.
+    /// `1 − multiple`, a speedup `1 / multiple`. An interval that holds 1 says which effects it
+    /// rules out.
     pub fn sentence(&self) -> String {
         let pct = |x: f64| format!("{:.0}%", x * 100.0);
-        // Seeds counted at the smallest budget make the multiple an upper bound: say so.
-        let censored = |at_smallest: usize, n: usize| {
-            match at_smallest {
-            0 => String::new(),
-            k => format!(
-                "; {k} of {n} seeds had matched it already at the smallest budget compared and count there, so the true multiple is smaller"
-            ),
-        }
-        };
         match self {
-            // Seeds counted at the smallest budget give no interval of the saving itself, only a
-            // conservative end: the upper end of the multiple's interval with them counted there.
-            Verdict::Saves { multiple, at_smallest: k @ 1.. } => {
-                let (_, high) = multiple.ci.expect("an interval below 1");
-                format!(
-                    "saves at least {} compute (the conservative end of the 95% CI{}), a {:.2}x speedup or more",
-                    pct(1.0 - high),
-                    censored(*k, multiple.n),
-                    1.0 / high,
-                )
-            }
-            Verdict::Saves { multiple, .. } => {
+            Verdict::Saves { multiple } => {
                 let (low, high) = multiple.ci.expect("an interval below 1");
                 format!(
                     "saves {} compute (95% CI {}–{}), a {:.2}x speedup",
@@ -197,24 +218,25 @@ impl Verdict {
                     1.0 / multiple.mean,
                 )
             }
-            Verdict::Costs { multiple, at_smallest } => {
+            Verdict::Costs { multiple } => {
                 let (low, high) = multiple.ci.expect("an interval above 1");
                 format!(
-                    "costs {} more compute (95% CI {}–{}{}), a {:.2}x slowdown",
+                    "costs {} more compute (95% CI {}–{}), a {:.2}x slowdown",
                     pct(multiple.mean - 1.0),
                     pct(low - 1.0),
                     pct(high - 1.0),
-                    censored(*at_smallest, multiple.n),
                     multiple.mean
                 )
             }
-            Verdict::NoDifference { multiple, at_smallest } => match multiple.ci {
+            Verdict::NoDifference { multiple } => match multiple.ci {
                 Some((low, high)) => format!(
-                    "no difference detectable with {} seeds (95% CI of the compute needed: {:.2}x–{:.2}x the baseline's{})",
+                    "no difference detectable with {} seeds: {:.2}x the baseline's compute (95% CI {:.2}x–{:.2}x), ruling out savings above {} and costs above {}",
                     multiple.n,
+                    multiple.mean,
                     low,
                     high,
-                    censored(*at_smallest, multiple.n)
+                    pct(1.0 - low),
+                    pct(high - 1.0)
                 ),
                 None => format!("no spread with one seed: {:.2}x the baseline's compute, not a verdict", multiple.mean),
             },
@@ -222,12 +244,17 @@ impl Verdict {
                 "saves at least {} compute: every seed already matched the baseline at {budget}x its budget, the smallest compared",
                 pct(1.0 - budget)
             ),
+            Verdict::SavesEverySeed { at_most, at_smallest, seeds, budget } => format!(
+                "saves at least {} compute in every seed ({at_smallest} of {seeds} matched the baseline already at {budget}x, the smallest budget compared, so no interval: {:.2}x is the largest multiple any seed needed)",
+                pct(1.0 - at_most),
+                at_most
+            ),
             Verdict::CostsMoreThan { budget } => format!(
                 "costs more than {} more compute: no seed matched the baseline by {budget}x its budget, the largest compared",
                 pct(budget - 1.0)
             ),
             Verdict::Unresolved { reached, seeds, largest } => format!(
-                "undecided: {reached} of {seeds} seeds matched the baseline by {largest}x its budget, the others did not"
+                "undecided: {reached} of {seeds} seeds matched the baseline by {largest:.2}x its budget, the others did not (or matched before the smallest budget while others need more than the baseline)"
             ),
         }
     }
@@ -285,43 +312,64 @@ mod tests {
 
     #[test]
     fn verdicts_are_worded_from_the_numbers() {
-        // Multiples 0.75, 0.8, 0.85: mean 0.8, CI 0.8 ± 0.124: entirely below 1.
+        // Multiples 0.75, 0.8, 0.85: on the log scale entirely below 1.
         let saves = Verdict::from_reaches(&[Reach::At(0.75), Reach::At(0.8), Reach::At(0.85)]);
-        assert!(matches!(saves, Verdict::Saves { .. }));
-        assert_eq!(saves.sentence(), "saves 20% compute (95% CI 8%–32%), a 1.25x speedup");
-        // 0.7, 0.8, 0.9: the same mean, but the CI (0.55–1.05) holds 1.
-        assert!(matches!(
-            Verdict::from_reaches(&[Reach::At(0.7), Reach::At(0.8), Reach::At(0.9)]),
-            Verdict::NoDifference { .. }
-        ));
+        let Verdict::Saves { multiple } = &saves else { panic!("{saves:?}") };
+        let logs = [0.75f64.ln(), 0.8f64.ln(), 0.85f64.ln()];
+        assert_relative_eq!(multiple.mean, (logs.iter().sum::<f64>() / 3.0).exp(), epsilon = 1e-12);
+        assert!(saves.sentence().starts_with("saves 20% compute (95% CI "), "{}", saves.sentence());
+        // 0.7, 0.8, 0.9: the interval holds 1, and says which effects it rules out.
+        let unsure = Verdict::from_reaches(&[Reach::At(0.7), Reach::At(0.8), Reach::At(0.9)]);
+        let Verdict::NoDifference { multiple } = &unsure else { panic!("{unsure:?}") };
+        let (low, high) = multiple.ci.unwrap();
+        let rules_out = format!(
+            "ruling out savings above {:.0}% and costs above {:.0}%",
+            (1.0 - low) * 100.0,
+            (high - 1.0) * 100.0
+        );
+        assert!(unsure.sentence().ends_with(&rules_out), "{}", unsure.sentence());
         let costs = Verdict::from_reaches(&[Reach::At(1.3), Reach::At(1.4), Reach::At(1.5)]);
-        assert_eq!(costs.sentence(), "costs 40% more compute (95% CI 15%–65%), a 1.40x slowdown");
-        let unsure = Verdict::from_reaches(&[Reach::At(0.8), Reach::At(1.0), Reach::At(1.3)]);
-        assert!(unsure.sentence().starts_with("no difference detectable with 3 seeds (95% CI of the compute needed: "));
+        assert!(costs.sentence().starts_with("costs 40% more compute (95% CI "), "{}", costs.sentence());
         assert_eq!(
             Verdict::from_reaches(&[Reach::MoreThan(2.0), Reach::MoreThan(2.0)]).sentence(),
             "costs more than 100% more compute: no seed matched the baseline by 2x its budget, the largest compared"
         );
         assert_eq!(
-            Verdict::from_reaches(&[Reach::AtMost(0.5), Reach::AtMost(0.5)]),
-            Verdict::SavesAtLeast { budget: 0.5 }
+            Verdict::from_reaches(&[Reach::AtMost(0.25), Reach::AtMost(0.25)]),
+            Verdict::SavesAtLeast { budget: 0.25 }
         );
         assert!(matches!(
             Verdict::from_reaches(&[Reach::At(1.2), Reach::MoreThan(2.0)]),
             Verdict::Unresolved { reached: 1, .. }
         ));
         assert!(Verdict::from_reaches(&[Reach::At(0.9)]).sentence().starts_with("no spread with one seed"));
-        // Two seeds matched already at 0.5x (the smallest budget) and count there: the saving is
-        // a lower bound and the sentence says so.
-        let bound = Verdict::from_reaches(&[Reach::AtMost(0.5), Reach::AtMost(0.5), Reach::At(0.515)]);
-        assert!(matches!(bound, Verdict::Saves { at_smallest: 2, .. }), "{bound:?}");
-        let sentence = bound.sentence();
-        let (_, high) = bound.multiple().unwrap().ci.unwrap();
-        let expected =
-            format!("saves at least {:.0}% compute (the conservative end of the 95% CI; ", (1.0 - high) * 100.0);
-        assert!(sentence.starts_with(&expected), "{sentence}");
-        assert!(sentence.contains("2 of 3 seeds had matched it already"), "{sentence}");
-        assert!(sentence.ends_with("speedup or more"), "{sentence}");
+        // Two seeds matched already at the smallest budget: their multiples are unknown, so no
+        // interval is made of them (counting them at 0.25 would narrow it), only a bound.
+        let bound = Verdict::from_reaches(&[Reach::AtMost(0.25), Reach::AtMost(0.25), Reach::At(0.3)]);
+        assert_eq!(bound, Verdict::SavesEverySeed { at_most: 0.3, at_smallest: 2, seeds: 3, budget: 0.25 });
+        assert!(
+            bound.sentence().starts_with("saves at least 70% compute in every seed (2 of 3"),
+            "{}",
+            bound.sentence()
+        );
+        assert!(bound.multiple().is_none());
+        assert!(matches!(Verdict::from_reaches(&[Reach::AtMost(0.25), Reach::At(1.3)]), Verdict::Unresolved { .. }));
+    }
+
+    #[test]
+    fn the_minimum_detectable_effect_and_the_seeds_it_takes() {
+        // n = 3: t(0.975, 2) = 4.302653, t(0.80, 2) = 1.060660; sd 0.1 → (5.363313)·0.1/√3.
+        assert_relative_eq!(minimum_detectable(0.1, 3).unwrap(), 5.363313 * 0.1 / 3f64.sqrt(), epsilon = 1e-5);
+        assert_eq!(minimum_detectable(0.1, 1), None);
+        // More seeds detect smaller effects; seeds_needed is the first count that reaches it.
+        assert!(minimum_detectable(0.1, 8).unwrap() < minimum_detectable(0.1, 3).unwrap());
+        let n = seeds_needed(0.1, 0.1).unwrap();
+        assert!(minimum_detectable(0.1, n).unwrap() <= 0.1 && minimum_detectable(0.1, n - 1).unwrap() > 0.1);
+        assert_relative_eq!(sample_sd(&[1.0, 2.0, 3.0]).unwrap(), 1.0);
+        let i = log_t_interval(&[0.5, 2.0]).unwrap();
+        assert_relative_eq!(i.mean, 1.0, epsilon = 1e-12);
+        let (low, high) = i.ci.unwrap();
+        assert_relative_eq!(low * high, 1.0, epsilon = 1e-9); // symmetric on the log scale
     }
 
     #[test]

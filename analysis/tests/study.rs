@@ -1,82 +1,112 @@
 //! The study report on hand-written logs whose answers are known: annealed losses per arm and
-//! seed at three budgets (main runs and cooldown branches), paired differences, the compute to
-//! match the baseline, the verdict sentence, and the HellaSwag coverage rule.
+//! seed at four budgets (a full-model arm's run with cooldown branches, a growing arm's run per
+//! budget), paired differences and their detectable size, the compute to match the baseline,
+//! the verdict sentence, the learning-rate sweep and what annealing gained, and the HellaSwag
+//! coverage rule.
 
 use std::path::Path;
 
 use analysis::report::{build, ReportOptions};
-use analysis::stats::{t_interval, Reach, Verdict};
+use analysis::stats::{log_t_interval, minimum_detectable, sample_sd, Reach, Verdict};
 use approx::assert_relative_eq;
 use cost_model::Phase;
 use run_dir::cooldown::CooldownBranch;
-use run_dir::study::{StudyDesign, StudyFile, StudyRun};
+use run_dir::study::{Rates, RunRate, StudyDesign, StudyFile, Sweep};
 use run_dir::{LineKind, MetricsLine, RunDir, RunHeader};
 
-/// Baseline annealed losses at budgets 0.5, 1, 2; seed s adds 0.01·s.
+/// Baseline annealed losses at budgets 0.25, 0.5, 1, 2; seed s adds 0.01·s.
 fn baseline_loss(budget: f64, seed: u64) -> f64 {
-    let base = if budget < 0.75 {
-        3.0
-    } else if budget < 1.5 {
-        2.5
-    } else {
-        2.0
-    };
-    base + 0.01 * seed as f64
+    3.0 - 0.5 * budget.log2() + 0.01 * seed as f64
 }
 
-/// The incremental arm: 0.25 below the baseline at every budget, plus a seed-dependent wobble.
-fn inc_loss(budget: f64, seed: u64) -> f64 {
+/// The growing arm: 0.25 below the baseline at every budget, plus a seed-dependent wobble.
+fn grown_loss(budget: f64, seed: u64) -> f64 {
     baseline_loss(budget, seed) - 0.25 + [0.0, 0.02, -0.02][seed as usize - 1]
 }
 
+/// The CPU design with two arms (the baseline and the paper's S = 4), three seeds, no sweep.
 fn design() -> StudyDesign {
     let mut d = StudyFile::load("cpu").unwrap().design;
-    d.arms.truncate(2); // baseline, inc4
-    d.ablations.clear();
+    d.arms.truncate(2);
+    d.seeds.truncate(3);
+    d.sweep = None;
     d
 }
 
-fn write_log(dir: &RunDir, header: &RunHeader, step: u64, loss: f64, hellaswag: Option<(u64, u64)>) {
+/// One training and one validation line at `step` (plus HellaSwag), and a validation at
+/// `val_at` with `val_loss` (the un-annealed loss where a branch ends), if given.
+fn write_log(
+    dir: &RunDir,
+    header: &RunHeader,
+    step: u64,
+    loss: f64,
+    hellaswag: Option<(u64, u64)>,
+    val_at: &[(u64, f64)],
+) {
     std::fs::create_dir_all(dir.path()).unwrap();
     dir.write_header(header).unwrap();
-    let line = |kind| MetricsLine {
+    let line = |kind, step: u64| MetricsLine {
         step,
         flops: header.plan.cumulative(step).flops,
         seconds: step as f64 * 0.01,
         ..MetricsLine::empty(&header.name, kind, Phase::Baseline)
     };
-    let mut text = serde_json::to_string(&MetricsLine { loss: Some(loss), ..line(LineKind::Train) }).unwrap() + "\n";
-    text += &(serde_json::to_string(&MetricsLine { val_loss: Some(loss), ..line(LineKind::Val) }).unwrap() + "\n");
+    let mut text = String::new();
+    for &(at, value) in val_at {
+        text +=
+            &(serde_json::to_string(&MetricsLine { val_loss: Some(value), ..line(LineKind::Val, at) }).unwrap() + "\n");
+    }
+    text += &(serde_json::to_string(&MetricsLine { loss: Some(loss), ..line(LineKind::Train, step) }).unwrap() + "\n");
+    text +=
+        &(serde_json::to_string(&MetricsLine { val_loss: Some(loss), ..line(LineKind::Val, step) }).unwrap() + "\n");
+    // The final checkpoint's line: what marks a run finished.
+    text += &(serde_json::to_string(&MetricsLine {
+        path: Some("checkpoints/last".into()),
+        ..line(LineKind::Checkpoint, step)
+    })
+    .unwrap()
+        + "\n");
     if let Some((n, skipped)) = hellaswag {
         let hs = MetricsLine {
             n: Some(n),
             n_skipped: Some(skipped),
             acc: Some(0.3),
             acc_norm: Some(0.3),
-            ..line(LineKind::Hellaswag)
+            ..line(LineKind::Hellaswag, step)
         };
         text += &(serde_json::to_string(&hs).unwrap() + "\n");
     }
     std::fs::write(dir.metrics_path(), text).unwrap();
 }
 
-fn write_study(runs: &Path, d: &StudyDesign, hellaswag: (u64, u64)) {
+/// Every run of `d` with its branches: annealed losses from `loss(arm, rate, budget, seed)`;
+/// where a branch ends, its main run logs the annealed loss + `constant_gap` (un-annealed).
+fn write_study(
+    runs: &Path,
+    d: &StudyDesign,
+    rates: &Rates,
+    hellaswag: (u64, u64),
+    loss: impl Fn(&str, Option<f64>, f64, u64) -> f64,
+    constant_gap: f64,
+) {
     std::fs::create_dir_all(runs).unwrap();
     d.write(runs).unwrap();
     for run in d.runs() {
-        let StudyRun { name, arm, seed, budgets } = &run;
-        let (config, schedule) = d.run_config(&run).unwrap();
+        let (config, schedule) = d.run_config(&run, rates).unwrap();
         let plan = schedule.plan(&config).unwrap();
-        let loss = |b: f64| if arm.name == "baseline" { baseline_loss(b, *seed) } else { inc_loss(b, *seed) };
-        let main = RunDir::new(runs.join(name));
-        let header = RunHeader::new(name, config.clone(), schedule.clone(), plan.clone(), "cpu".into(), "2.11.0");
-        write_log(&main, &header, plan.total_steps(), loss(2.0), Some(hellaswag));
-        for &budget in budgets.iter().filter(|&&b| b < 2.0) {
+        let rate = if let RunRate::Swept(r) = run.rate { Some(r) } else { None };
+        let value = |b: f64| loss(&run.arm.name, rate, b, run.seed);
+        let main = RunDir::new(runs.join(&run.name));
+        let header = RunHeader::new(&run.name, config.clone(), schedule.clone(), plan.clone(), "cpu".into(), "2.11.0");
+        let mut val_at = Vec::new();
+        for (&budget, &relative) in run.budgets.iter().filter(|&&b| b < run.until).zip(&run.branches()) {
             let point =
-                run_dir::cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction).unwrap();
-            let branch = main.cooldown(config.cooldown_unit, budget);
+                run_dir::cooldown::branch_point(&plan, config.cooldown_unit, relative, config.cooldown_fraction)
+                    .unwrap();
+            val_at.push((point.to_step, value(budget) + constant_gap));
+            let branch = main.cooldown(config.cooldown_unit, relative);
             let mut h = RunHeader::new(
-                &run_dir::cooldown::branch_run_name(name, config.cooldown_unit, budget),
+                &run_dir::cooldown::branch_run_name(&run.name, config.cooldown_unit, relative),
                 config.clone(),
                 schedule.clone(),
                 plan.truncated(point.to_step),
@@ -84,14 +114,23 @@ fn write_study(runs: &Path, d: &StudyDesign, hellaswag: (u64, u64)) {
                 "2.11.0",
             );
             h.branch = Some(CooldownBranch {
-                parent: name.clone(),
-                budget,
+                parent: run.name.clone(),
+                budget: relative,
                 unit: config.cooldown_unit,
                 from_step: point.from_step,
                 to_step: point.to_step,
             });
-            write_log(&branch, &h, point.to_step, loss(budget), None);
+            write_log(&branch, &h, point.to_step, value(budget), None, &[]);
         }
+        write_log(&main, &header, plan.total_steps(), value(run.until), Some(hellaswag), &val_at);
+    }
+}
+
+fn study_loss(arm: &str, _rate: Option<f64>, budget: f64, seed: u64) -> f64 {
+    if arm == "baseline" {
+        baseline_loss(budget, seed)
+    } else {
+        grown_loss(budget, seed)
     }
 }
 
@@ -100,7 +139,7 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let d = design();
-    write_study(&runs, &d, (0, 10_042));
+    write_study(&runs, &d, &Rates::new(), (0, 10_042), study_loss, 0.0);
     let out = dir.path().join("out");
     // The study fixes its comparison: a baseline or budget asked for is refused, not ignored.
     let other =
@@ -110,23 +149,26 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
         build(&ReportOptions { runs_dir: runs, out_dir: out.clone(), baseline: None, budget_step: None }).unwrap();
     let s = report.study.as_ref().expect("a study report");
     assert!(s.missing.is_empty(), "{:?}", s.missing);
+    assert_eq!(s.at_budget.iter().filter(|a| a.arm == "paper-s4").count(), 4, "every budget compared");
 
-    // At budget 1 the paired differences are −0.25 + (0, 0.02, −0.02): mean −0.25, s = 0.02.
-    let at1 = s.at_budget.iter().find(|a| a.arm == "inc4" && a.budget == 1.0).unwrap();
+    // At budget 1 the paired differences are −0.25 + (0, 0.02, −0.02): mean −0.25, s = 0.02,
+    // and the smallest detectable difference at that spread over 3 seeds.
+    let at1 = s.at_budget.iter().find(|a| a.arm == "paper-s4" && a.budget == 1.0).unwrap();
     let diff = at1.minus_baseline.unwrap();
     assert_relative_eq!(diff.mean, -0.25, epsilon = 1e-12);
     let (low, high) = diff.ci.unwrap();
     assert_relative_eq!((high - low) / 2.0, 4.302653 * 0.02 / 3f64.sqrt(), epsilon = 1e-6);
+    assert_relative_eq!(at1.mde.unwrap(), minimum_detectable(0.02, 3).unwrap(), epsilon = 1e-9);
     let base1 = s.at_budget.iter().find(|a| a.arm == "baseline" && a.budget == 1.0).unwrap();
-    assert_relative_eq!(base1.val_loss.mean, 2.52, epsilon = 1e-12);
+    assert_relative_eq!(base1.val_loss.mean, 3.02, epsilon = 1e-12);
     assert!(base1.minus_baseline.is_none());
 
-    // The baseline's loss at budget 1 (2.5 + 0.01 s) lies between the arm's at 0.5 and at 1:
-    // the arm reaches it at exp(ln 0.5 + t·ln 2), t = (l(0.5) − target) / (l(0.5) − l(1)).
+    // The baseline's loss at budget 1 lies between the arm's at 0.5 and at 1: the arm reaches it
+    // at exp(ln 0.5 + t·ln 2), t = (l(0.5) − target) / (l(0.5) − l(1)).
     let c = &s.catch_up[0];
     let expected: Vec<f64> = (1..=3u64)
         .map(|seed| {
-            let (l0, l1, target) = (inc_loss(0.5, seed), inc_loss(1.0, seed), baseline_loss(1.0, seed));
+            let (l0, l1, target) = (grown_loss(0.5, seed), grown_loss(1.0, seed), baseline_loss(1.0, seed));
             let t = (l0 - target) / (l0 - l1);
             (0.5f64.ln() + t * 2f64.ln()).exp()
         })
@@ -137,13 +179,21 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
             other => panic!("seed {seed}: {other:?}"),
         }
     }
-    let multiple = t_interval(&expected).unwrap();
+    let multiple = log_t_interval(&expected).unwrap();
     assert!(multiple.below(1.0), "{multiple:?}");
-    assert_eq!(c.verdict, Verdict::Saves { multiple, at_smallest: 0 });
+    assert_eq!(c.verdict, Verdict::Saves { multiple });
+    let logs: Vec<f64> = expected.iter().map(|m| m.ln()).collect();
+    let mde = 1.0 - (-minimum_detectable(sample_sd(&logs).unwrap(), 3).unwrap()).exp();
+    assert_relative_eq!(c.mde.unwrap(), mde, epsilon = 1e-12);
     let md = &report.markdown;
     let sentence = c.verdict.sentence();
     assert!(sentence.starts_with("saves 29% compute (95% CI "), "{sentence}");
-    assert!(md.contains(&format!("- **incremental, 4 stages**: {sentence}.")), "{md}");
+    let line = format!(
+        "- **the paper's method, 4 stages**: {sentence} (the seeds detect a compute effect of {:.0}% or more).",
+        mde * 100.0
+    );
+    assert!(md.contains(&line), "{md}");
+    assert!(md.contains("## What this does not show"), "{md}");
     // No example fit the context: Figure 1 is left out, and the report says why.
     assert!(md.contains("Figure 1 (HellaSwag vs step) is omitted: 0 of 10042 examples fit"), "{md}");
     assert!(!out.join("fig1_hellaswag_vs_step.png").exists());
@@ -153,18 +203,60 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
 }
 
 #[test]
+fn the_sweep_table_shows_each_rate_annealed_and_not_and_the_chosen_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let mut d = design();
+    d.sweep = Some(Sweep { rates: vec![0.004, 0.008, 0.016], seeds: vec![101], budget: 1.0 });
+    // The baseline is best at 0.008, the growing arm at 0.016 (the edge of the range); annealing
+    // gains 0.03 everywhere.
+    let loss = |arm: &str, rate: Option<f64>, budget: f64, seed: u64| {
+        let off = match (arm, rate) {
+            (_, None) => 0.0,
+            ("baseline", Some(r)) => (r.log2() - 0.008f64.log2()).abs() * 0.1,
+            (_, Some(r)) => (0.016f64.log2() - r.log2()) * 0.1,
+        };
+        study_loss(arm, None, budget, seed.min(3)) + off
+    };
+    // First the sweep alone: its logs decide the rates the study then runs at.
+    write_study(&runs, &d, &Rates::new(), (6000, 4042), loss, 0.03);
+    let rates = d.chosen_rates(&runs);
+    assert_eq!(rates.get("baseline"), Some(&0.008));
+    assert_eq!(rates.get("paper-s4"), Some(&0.016));
+    std::fs::remove_dir_all(&runs).unwrap();
+    write_study(&runs, &d, &rates, (6000, 4042), loss, 0.03);
+    let report = build(&ReportOptions {
+        runs_dir: runs.clone(),
+        out_dir: dir.path().join("out"),
+        baseline: None,
+        budget_step: None,
+    })
+    .unwrap();
+    let s = report.study.unwrap();
+    let chosen = s.sweep.iter().find(|r| r.arm == "baseline" && r.chosen).unwrap();
+    assert_eq!(chosen.rate, 0.008);
+    assert_relative_eq!(chosen.constant.unwrap() - chosen.annealed.unwrap(), 0.03, epsilon = 1e-12);
+    let md = &report.markdown;
+    assert!(md.contains("## Learning rate per arm"), "{md}");
+    assert!(md.contains("-0.0300: annealing helps"), "{md}");
+    assert!(md.contains("at the edge of the swept range for paper-s4"), "{md}");
+    // The seeds ran at the chosen rates.
+    let header = RunDir::new(runs.join("paper-s4-b1-s2")).read_header().unwrap();
+    assert_eq!(header.config.lr_max, 0.016);
+}
+
+#[test]
 fn a_study_with_runs_missing_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let d = design();
-    write_study(&runs, &d, (6000, 4042));
-    std::fs::remove_dir_all(runs.join("inc4-s3")).unwrap();
+    write_study(&runs, &d, &Rates::new(), (6000, 4042), study_loss, 0.0);
+    std::fs::remove_dir_all(runs.join("paper-s4-b0.5-s3")).unwrap();
     let out = dir.path().join("out");
     let report = build(&ReportOptions { runs_dir: runs, out_dir: out, baseline: None, budget_step: None }).unwrap();
     let s = report.study.unwrap();
-    assert_eq!(s.missing.len(), 3, "{:?}", s.missing);
-    assert!(report.markdown.contains("no log yet: `inc4-s3`"));
-    assert_eq!(s.catch_up[0].per_seed.len(), 2, "two seeds left to pair");
+    assert_eq!(s.missing, vec!["paper-s4-b0.5-s3".to_string()]);
+    assert!(report.markdown.contains("no log yet: `paper-s4-b0.5-s3`"));
     // 6,000 of 10,042 fit: the coverage rule keeps the figure.
     assert!(report.markdown.contains("HellaSwag: 6000 of 10042 examples fit the context."));
 }

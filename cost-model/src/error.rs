@@ -70,6 +70,8 @@ pub enum PlanError {
     NothingToCopy(&'static str),
     #[error("placement = {0} with phase1_share > 0: phase 1 trains the top blocks, which are the new ones only with placement top; set phase1_share = 0 (all active blocks train) or placement top")]
     Phase1NeedsTop(&'static str),
+    #[error("rewarmup_steps > 0 with reset_optimizer_at_continual = false: the re-warmup ramps a fresh optimizer after its reset; reset it, or set rewarmup_steps = 0")]
+    RewarmupWithoutReset,
     #[error("method {method} needs a model of at least {at_least} layers, not {layers}")]
     MethodTooShallow { method: String, layers: u32, at_least: u32 },
     #[error("step times: {0}; need 0 < forward < forward+backward")]
@@ -94,6 +96,7 @@ impl PlanError {
             PlanError::NothingToCopy(_) => "growth",
             PlanError::MethodTooShallow { .. } => "method",
             PlanError::Phase1NeedsTop(_) => "phase1_share",
+            PlanError::RewarmupWithoutReset => "rewarmup_steps",
         }
     }
 }

@@ -4,11 +4,13 @@
 //! - warmup + cosine to `lr_min` at the run's last step (build-nanogpt),
 //! - warmup-stable-decay (WSD; Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
 //!   Beyond Fixed Training Durations"): warmup, `lr_max` held, then the last `decay_steps` steps
-//!   decay to `lr_min` at `last_step`. Because the rate is flat until the decay, a run can be
+//!   decay to `lr_min` at `last_step`, from the rate warmup had reached (`lr_max` unless the decay
+//!   starts before warmup ends: the rate never jumps up). Because the rate is flat until the decay, a run can be
 //!   branched at any step and cooled down there: the cooldown branches that compare annealed
 //!   models at equal compute.
 //!
-//! Optionally a re-warmup multiplies the rate by a linear ramp after the optimizer is reset.
+//! Optionally a re-warmup multiplies the rate by a linear ramp after the optimizer is reset (it
+//! follows the reset: a run that keeps its optimizer has none).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +40,8 @@ pub enum LrCurve {
     /// `decay_steps`, then `lr_min` (build-nanogpt's `get_lr`).
     WarmupCosine { lr_max: f64, lr_min: f64, warmup_steps: u64, decay_steps: u64 },
     /// Linear warmup as above, `lr_max` held, then `decay_steps` steps of `shape` ending at
-    /// `last_step` with exactly `lr_min`.
+    /// `last_step` with exactly `lr_min`. A decay that starts before warmup ends starts from the
+    /// rate warmup reached (at least `lr_min`), never from `lr_max`.
     WarmupStableDecay {
         lr_max: f64,
         lr_min: f64,
@@ -88,7 +91,11 @@ impl LrCurve {
                         DecayShape::OneMinusSqrt => 1.0 - t.sqrt(),
                         DecayShape::Linear => 1.0 - t,
                     };
-                    return lr_min + (lr_max - lr_min) * left;
+                    // From the rate of the last step before the decay (the first warmup rate
+                    // when the decay is the whole run).
+                    let reached = lr_max * (stable_end.max(1) as f64 / warmup_steps.max(1) as f64).min(1.0);
+                    let top = reached.max(lr_min);
+                    return lr_min + (top - lr_min) * left;
                 }
                 if it < warmup_steps {
                     return warmup(lr_max, warmup_steps);
@@ -142,6 +149,25 @@ mod tests {
         assert_relative_eq!(s.lr(111), 6e-5);
         assert_relative_eq!(s.lr(5000), 6e-5);
         assert_relative_eq!(LrCurve::Constant { lr: 6e-4 }.lr(77), 6e-4);
+    }
+
+    #[test]
+    fn a_decay_that_starts_during_warmup_falls_from_the_rate_reached() {
+        // 10 steps, warmup 50, 20% decay: warmup reaches 8/50 of lr_max at step 8, and the decay
+        // falls from there to lr_min, never up to lr_max (it used to: 3.2e-4 → 7.3e-4).
+        let s = LrCurve::wsd(2e-3, 2e-4, 50, 0.2, 10, DecayShape::OneMinusSqrt);
+        let rates: Vec<f64> = (1..=10).map(|step| s.lr(step)).collect();
+        assert_relative_eq!(rates[7], 2e-3 * 8.0 / 50.0, epsilon = 1e-15);
+        assert!(rates.windows(2).take(7).all(|w| w[1] > w[0]), "warmup rises: {rates:?}");
+        assert!(rates[8] < rates[7] && rates[9] < rates[8], "the decay falls: {rates:?}");
+        assert_relative_eq!(rates[9], 2e-4, epsilon = 1e-15);
+        // Past warmup nothing changes: the decay starts from lr_max.
+        let long = LrCurve::wsd(2e-3, 2e-4, 50, 0.2, 1000, DecayShape::OneMinusSqrt);
+        assert_relative_eq!(long.lr(800), 2e-3);
+        assert_relative_eq!(long.lr(801), 2e-4 + 1.8e-3 * (1.0 - (1.0f64 / 200.0).sqrt()), epsilon = 1e-15);
+        // Warmup still below the floor when the decay starts: it holds lr_min (every WSD run ends there).
+        let low = LrCurve::wsd(2e-3, 2e-4, 500, 0.5, 20, DecayShape::Linear);
+        assert!((11..=20).all(|step| (low.lr(step) - 2e-4).abs() < 1e-18));
     }
 
     #[test]

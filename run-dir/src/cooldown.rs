@@ -33,13 +33,13 @@ pub struct BranchPoint {
     pub to_step: u64,
 }
 
-/// The steps a run of `config` on `plan` must checkpoint and keep: where the branches of its
-/// `cooldown_budgets` start.
-pub fn branch_points(config: &TrainConfig, plan: &Plan) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+/// Where the branches of the `cooldown_budgets` of a run of `config` on `plan` start (the steps
+/// it must checkpoint and keep) and end (where it logs its un-annealed loss beside theirs).
+pub fn branch_points(config: &TrainConfig, plan: &Plan) -> anyhow::Result<Vec<BranchPoint>> {
     config
         .cooldown_budgets
         .iter()
-        .map(|&budget| Ok(branch_point(plan, config.cooldown_unit, budget, config.cooldown_fraction)?.from_step))
+        .map(|&budget| branch_point(plan, config.cooldown_unit, budget, config.cooldown_fraction))
         .collect()
 }
 

@@ -21,6 +21,18 @@ pub struct RunLock {
 impl RunLock {
     /// Take the lock of `run_dir`, or fail naming the process that holds it.
     pub fn acquire(run_dir: &Path) -> anyhow::Result<RunLock> {
+        match RunLock::try_acquire(run_dir)? {
+            Ok(lock) => Ok(lock),
+            Err(owner) => {
+                let who = if owner.is_empty() { "another process".to_string() } else { format!("process {owner}") };
+                bail!("{} is in use by {who}; wait for it to finish or stop it, then resume", run_dir.display())
+            }
+        }
+    }
+
+    /// Take the lock of `run_dir` if no other process holds it; else the holder's PID as its
+    /// lock file says (empty when it says nothing). Errors are the file's own (cannot open it).
+    pub fn try_acquire(run_dir: &Path) -> anyhow::Result<Result<RunLock, String>> {
         let path = run_dir.join(".lock");
         let mut file = OpenOptions::new()
             .read(true)
@@ -34,15 +46,13 @@ impl RunLock {
         if !locked {
             let mut owner = String::new();
             let _ = file.read_to_string(&mut owner);
-            let owner = owner.trim();
-            let who = if owner.is_empty() { "another process".to_string() } else { format!("process {owner}") };
-            bail!("{} is in use by {who}; wait for it to finish or stop it, then resume", run_dir.display());
+            return Ok(Err(owner.trim().to_string()));
         }
         file.set_len(0)?;
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         file.flush()?;
-        Ok(RunLock { _file: file, path })
+        Ok(Ok(RunLock { _file: file, path }))
     }
 }
 

@@ -154,6 +154,9 @@ impl ScheduleSpec {
                 if spec.growth.copies() && spec.stages.depths(shape.blocks()).first() == Some(&0) {
                     return Err(PlanError::NothingToCopy(spec.growth.name()));
                 }
+                if spec.rewarmup_steps > 0 && !spec.reset_optimizer_at_continual {
+                    return Err(PlanError::RewarmupWithoutReset);
+                }
                 if !spec.placement.is_top() && spec.stages.phase1_share > 0.0 {
                     return Err(PlanError::Phase1NeedsTop(spec.placement.name()));
                 }

@@ -7,10 +7,16 @@
 //! The design is written to `<runs>/study.json` before anything trains, and a study directory
 //! holds exactly one design.
 //!
-//! **Fair protocol**: every arm's main run uses warmup-stable-decay to the largest budget and saves
-//! checkpoints at the branch points of the smaller budgets; a cooldown branch per smaller budget
-//! then anneals it there, so every arm is compared annealed at every budget. Seed `i` sets `seed`
-//! and `data_seed` of every arm's run `i`, so arms are paired. Ablations run at the first seed.
+//! **Fair protocol**: every arm is its method at every budget, annealed there, at its own learning
+//! rate. An arm that grows runs the schedule planned for each budget `B` (its stages scaled to `B`:
+//! one run per budget, `<arm>-b<B>-s<seed>`). A full-model arm's plan for `B` is its longer plan
+//! cut at `B`, so one warmup-stable-decay run to the largest budget (`<arm>-s<seed>`) with a
+//! cooldown branch per smaller budget anneals it at every budget; the main run also logs its
+//! un-annealed loss where each branch ends. With a `[sweep]`, every arm first trains at each rate
+//! on the sweep's own seeds (`<arm>-lr<rate>-s<seed>`, planned for the sweep's budget, on at a
+//! constant rate past it with a branch annealed at it), and the study's seeds then run at the rate
+//! whose annealed loss was lowest ([`choose_rate`]). Seed `i` sets `seed` and `data_seed` of every
+//! arm's run `i`, so arms are paired. Ablations run at the first seed, compared at budget 1.
 //!
 //! **Paper protocol**: the paper's own comparison: continual training for another base budget of
 //! steps after the stages, compared un-annealed at equal compute in paper units.
@@ -27,17 +33,24 @@ use crate::{BaselineSpec, IncrementalSpec, ScheduleSpec, TrainConfig};
 pub const STUDY_FILE: &str = "study.json";
 /// The format of a design (`study.json` and the design files). Format 1 held the HellaSwag file
 /// among the overrides (so the design depended on where the file lay); format 2 never does: the
-/// file is an input of `train study`.
-pub const STUDY_FORMAT: u32 = 2;
+/// file is an input of `train study`. Format 3 plans growing arms per budget and may sweep the
+/// learning rate; a format-2 design of the fair protocol (growing arms branched from one plan)
+/// is refused, a paper-protocol one (no budgets) reads as format 3.
+pub const STUDY_FORMAT: u32 = 3;
+/// A sweep run trains past its budget (its `until`, this multiple of it, marks it as one that
+/// does): exactly as far as it must for its own decay to start after the step where its branch,
+/// annealed at the budget, ends, so that its loss there is the un-annealed one.
+pub const SWEEP_OVERSHOOT: f64 = 1.25;
 /// The override that puts HellaSwag at the end of every run and branch (format 2 designs have it).
 const HELLASWAG_AT_THE_END: &str = "hellaswag_every=0";
 
 /// The designs built into the binary, by name: `studies/<name>.toml`.
-pub const BUILTIN_DESIGNS: [(&str, &str); 4] = [
+pub const BUILTIN_DESIGNS: [(&str, &str); 5] = [
     ("cpu", include_str!("../../studies/cpu.toml")),
     ("quick", include_str!("../../studies/quick.toml")),
     ("paper", include_str!("../../studies/paper.toml")),
-    ("gpt2-124m", include_str!("../../studies/gpt2-124m.toml")),
+    ("gpu", include_str!("../../studies/gpu.toml")),
+    ("gpu-pilot", include_str!("../../studies/gpu-pilot.toml")),
 ];
 /// Wall time of each `train study` invocation that finished (JSON lines: `finished`, `seconds`),
 /// beside the study file.
@@ -95,6 +108,14 @@ pub struct StudyDesign {
     /// Variations of one arm, at the first seed only.
     #[serde(default)]
     pub ablations: Vec<Arm>,
+    /// The learning-rate sweep that picks each arm's rate, if any (else every arm trains at the
+    /// config's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
+    /// The compute effect (a fraction, e.g. 0.1 for 10%) the seed count was chosen to detect;
+    /// the report says whether the observed noise lets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_effect: Option<f64>,
     /// Why this model and these steps (for the report).
     pub regime: String,
     /// What was left out to fit the time, and why (for the report).
@@ -103,13 +124,74 @@ pub struct StudyDesign {
     pub device: String,
 }
 
+/// A learning-rate sweep: every arm at every rate, on seeds of its own, compared annealed at
+/// `budget`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sweep {
+    /// Peak rates (`lr_max`; `lr_min` keeps its ratio to it), increasing, each twice the one before.
+    pub rates: Vec<f64>,
+    /// Seeds of the sweep runs: not the study's, so the rate is not chosen on the runs it is
+    /// judged by.
+    pub seeds: Vec<u64>,
+    /// The budget the rates are compared at (annealed), as a multiple of the baseline's.
+    pub budget: f64,
+}
+
+/// Each arm's chosen peak rate (`lr_max`), by arm name.
+pub type Rates = std::collections::BTreeMap<String, f64>;
+
+/// The rate with the lowest mean annealed loss over the `(rate, loss)` results (one per rate and
+/// seed); ties go to the smaller rate. `None` without results.
+pub fn choose_rate(results: &[(f64, f64)]) -> Option<f64> {
+    let mut rates: Vec<f64> = results.iter().map(|r| r.0).collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let mean = |rate: f64| {
+        let losses: Vec<f64> = results.iter().filter(|r| r.0 == rate).map(|r| r.1).collect();
+        losses.iter().sum::<f64>() / losses.len() as f64
+    };
+    rates
+        .into_iter()
+        .map(|r| (r, mean(r)))
+        .filter(|(_, l)| l.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(r, _)| r)
+}
+
+/// The last validation loss a run logged (its annealed loss when it finished), if any.
+pub fn final_val_loss(run: &crate::RunDir) -> Option<f64> {
+    let (lines, _) = run.read_metrics().ok()?;
+    lines.iter().rev().find(|l| l.kind == crate::LineKind::Val).and_then(|l| l.val_loss)
+}
+
 /// A design file (`studies/*.toml`): the design, and where its runs go by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudyFile {
     /// The runs directory (`train study --runs-dir` overrides it); its parent gets the report.
     pub runs_dir: std::path::PathBuf,
+    /// Runs trained at once (`train study --jobs` overrides it): processes sharing the machine
+    /// (on a CPU each gets its share of the cores).
+    #[serde(default = "one_job")]
+    pub jobs: usize,
+    /// A measured training rate of this design's shape, for the device-hours `--plan` prints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<Throughput>,
     #[serde(flatten)]
     pub design: StudyDesign,
+}
+
+/// A measured rate of training FLOPs (the cost model's count) on a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// The device, e.g. `H200`.
+    pub device: String,
+    pub flops_per_second: f64,
+    /// Where the number was measured (a committed bench file and what in it).
+    pub source: String,
+}
+
+fn one_job() -> usize {
+    1
 }
 
 impl StudyFile {
@@ -134,6 +216,14 @@ impl StudyFile {
         let mut file: StudyFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
         file.design.expand_methods()?;
         file.design.validate()?;
+        if file.jobs == 0 {
+            bail!("jobs = 0: at least one run at a time");
+        }
+        if let Some(t) =
+            file.throughput.as_ref().filter(|t| !(t.flops_per_second.is_finite() && t.flops_per_second > 0.0))
+        {
+            bail!("throughput.flops_per_second = {}: a measured positive rate", t.flops_per_second);
+        }
         file.design.normalise();
         Ok(file)
     }
@@ -171,6 +261,9 @@ impl StudyDesign {
         if design.format == 1 {
             design.upgrade_v1();
         }
+        if design.format == 2 {
+            design.upgrade_v2().with_context(|| format!("{}", path.display()))?;
+        }
         design.expand_methods().with_context(|| format!("{}", path.display()))?;
         design.normalise();
         Ok(Some(design))
@@ -183,6 +276,18 @@ impl StudyDesign {
             self.overrides.push(HELLASWAG_AT_THE_END.into());
         }
         self.format = 2;
+    }
+
+    /// Format 2 → 3: the same runs when no arm grows per budget (the paper protocol, or no
+    /// growing arm); a fair study whose growing arms branched from one plan is another design.
+    fn upgrade_v2(&mut self) -> anyhow::Result<()> {
+        let grows_per_budget =
+            self.protocol == Protocol::Fair && self.arms.iter().any(|a| a.schedule.incremental().is_some());
+        if grows_per_budget {
+            bail!("a format-2 fair study: its growing arms branched from the budget-1 plan, which this build no longer trains or reports; read it with commit fb987a7 or train the study again");
+        }
+        self.format = 3;
+        Ok(())
     }
 
     /// Write the design to `runs_dir/study.json` (whole or not at all).
@@ -205,6 +310,21 @@ impl StudyDesign {
         if self.budgets.is_empty() || self.budgets.iter().any(|b| !(b.is_finite() && *b > 0.0)) {
             bail!("budgets = {:?}: positive multiples of the baseline's budget, e.g. [0.5, 1.0, 2.0]", self.budgets);
         }
+        if let Some(sweep) = &self.sweep {
+            let doubling = sweep.rates.windows(2).all(|w| (w[1] / w[0] - 2.0).abs() < 1e-9);
+            if sweep.rates.len() < 2 || !doubling || sweep.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+                bail!("sweep.rates = {:?}: at least two increasing rates, each twice the one before, e.g. [0.001, 0.002, 0.004, 0.008]", sweep.rates);
+            }
+            if sweep.seeds.is_empty() || sweep.seeds.iter().any(|s| self.seeds.contains(s)) {
+                bail!("sweep.seeds = {:?}: at least one, none of the study's seeds {:?} (the rate is not chosen on the runs it is judged by)", sweep.seeds, self.seeds);
+            }
+            if !(sweep.budget.is_finite() && sweep.budget > 0.0) {
+                bail!("sweep.budget = {}: a positive multiple of the baseline's budget, e.g. 1.0", sweep.budget);
+            }
+        }
+        if let Some(effect) = self.target_effect.filter(|e| !(e.is_finite() && *e > 0.0 && *e < 1.0)) {
+            bail!("target_effect = {effect}: a fraction of the compute in (0, 1), e.g. 0.1 for 10%");
+        }
         match self.arms.first().map(|a| &a.schedule) {
             Some(ScheduleSpec::Baseline(BaselineSpec { budget_layers: None, .. })) => {}
             _ => bail!("arms: the first arm must be the baseline (schedule = {{ kind = \"baseline\" }}), the one every other arm is compared with"),
@@ -219,11 +339,20 @@ impl StudyDesign {
             }
         }
         for run in self.runs() {
-            let (config, schedule) = self.run_config(&run).with_context(|| format!("arm {}", run.arm.name))?;
-            config.validate().with_context(|| format!("arm {}", run.arm.name))?;
-            schedule.plan(&config).with_context(|| format!("arm {}", run.arm.name))?;
+            let what = || format!("arm {} ({})", run.arm.name, run.name);
+            if (run.planned_for * self.steps()? as f64).fract() != 0.0 {
+                bail!("{}: budget {} × {} steps is not a whole number of steps; choose steps so that every budget's is (e.g. a multiple of 4 for budgets of 0.25)", what(), run.planned_for, self.steps()?);
+            }
+            let (config, schedule) = self.run_config(&run, &Rates::new()).with_context(what)?;
+            config.validate().with_context(what)?;
+            schedule.plan(&config).with_context(what)?;
         }
         Ok(())
+    }
+
+    /// The base steps of budget 1 (the baseline's `steps`).
+    fn steps(&self) -> anyhow::Result<u64> {
+        Ok(self.arm_config(self.baseline().context("the study has no arms")?)?.steps)
     }
 
     /// Arms named by a method (`schedule = { kind = "incremental", method = "midas" }`) take
@@ -260,15 +389,39 @@ impl StudyDesign {
         }
     }
 
-    /// The config and schedule of `run` (a main run: to its largest budget, with branch points
-    /// for the others).
-    pub fn run_config(&self, run: &StudyRun) -> anyhow::Result<(TrainConfig, ScheduleSpec)> {
+    /// The config and schedule of `run`: its arm's, at its seed and rate (the arm's chosen rate
+    /// from `rates`; the config's until it is chosen, which is how a study is planned), its steps
+    /// those of the budget it is planned for, to its end with branch points for the budgets
+    /// below.
+    pub fn run_config(&self, run: &StudyRun, rates: &Rates) -> anyhow::Result<(TrainConfig, ScheduleSpec)> {
         let (arm, seed) = (&run.arm, run.seed);
         let mut config = self.arm_config(arm)?;
         config.seed = seed;
         config.data_seed = Some(seed);
+        let rate = match run.rate {
+            RunRate::Config => None,
+            RunRate::Swept(rate) => Some(rate),
+            RunRate::Chosen => rates.get(&arm.name).copied(),
+        };
+        if let Some(rate) = rate {
+            config.lr_min *= rate / config.lr_max;
+            config.lr_max = rate;
+        }
+        if let RunRate::Swept(_) = run.rate {
+            // A sweep tries rates that may diverge: skip a non-finite batch and go on (its loss
+            // then says the rate failed) instead of stopping the study.
+            config.on_nan = crate::config::OnNan::Skip;
+        }
+        config.steps = cost_model::round_half_up(run.planned_for * config.steps as f64);
         let until = match self.protocol {
-            Protocol::Fair => Until::Budget { multiple: run.largest_budget(), unit: self.budget_unit },
+            Protocol::Fair if run.is_sweep() => {
+                // The budget's step E, then the first run length whose decay starts after it.
+                let at_budget = arm.schedule.with_until(Until::Budget { multiple: 1.0, unit: self.budget_unit });
+                let end = at_budget.plan(&config)?.total_steps();
+                let steps = (end..).find(|&s| s - cost_model::lr::decay_steps(config.cooldown_fraction, s) >= end);
+                Until::Steps(steps.expect("a long enough run exists"))
+            }
+            Protocol::Fair => Until::Budget { multiple: run.until / run.planned_for, unit: self.budget_unit },
             Protocol::Paper => match &arm.schedule {
                 ScheduleSpec::Baseline(_) => Until::EqualCompute(ComputeUnit::PaperUnits),
                 ScheduleSpec::Incremental(spec) => {
@@ -281,15 +434,39 @@ impl StudyDesign {
             },
         };
         if self.protocol == Protocol::Fair {
-            config.cooldown_budgets = run.budgets.iter().copied().filter(|&b| b < run.largest_budget()).collect();
+            config.cooldown_budgets = run.branches();
             config.cooldown_unit = self.budget_unit;
         }
         Ok((config, arm.schedule.with_until(until)))
     }
 
-    /// The configuration of `arm`'s runs before seeds and budgets: the preset, the study's
-    /// overrides, then the arm's.
-    fn arm_config(&self, arm: &Arm) -> anyhow::Result<TrainConfig> {
+    /// Each arm's rate chosen by the sweep whose runs are in `runs_dir` (arms whose sweep has not
+    /// finished are left out; with no sweep, none).
+    pub fn chosen_rates(&self, runs_dir: &Path) -> Rates {
+        let mut rates = Rates::new();
+        let sweep_runs: Vec<StudyRun> =
+            self.runs().into_iter().filter(|r| matches!(r.rate, RunRate::Swept(_))).collect();
+        for arm in &self.arms {
+            let mine: Vec<&StudyRun> = sweep_runs.iter().filter(|r| r.arm.name == arm.name).collect();
+            let results: Option<Vec<(f64, f64)>> = mine
+                .iter()
+                .map(|run| {
+                    let (budget, name) = run.compared(self.budget_unit).into_iter().next()?;
+                    let dir = crate::RunDir::new(runs_dir.join(name));
+                    let RunRate::Swept(rate) = run.rate else { return None };
+                    (dir.is_finished() && budget > 0.0).then(|| final_val_loss(&dir)).flatten().map(|loss| (rate, loss))
+                })
+                .collect();
+            if let Some(rate) = results.filter(|r| !r.is_empty()).and_then(|r| choose_rate(&r)) {
+                rates.insert(arm.name.clone(), rate);
+            }
+        }
+        rates
+    }
+
+    /// The configuration of `arm`'s runs before seeds, rates and budgets: the preset, the
+    /// study's overrides, then the arm's.
+    pub fn arm_config(&self, arm: &Arm) -> anyhow::Result<TrainConfig> {
         let mut config = TrainConfig::preset(&self.preset)?;
         for assignment in self.overrides.iter().chain(&arm.overrides) {
             config.set(assignment)?;
@@ -297,19 +474,75 @@ impl StudyDesign {
         Ok(config)
     }
 
-    /// Every run of the study, in the order they train: seed by seed, arm by arm (compared at
-    /// every budget), then the ablations at the first seed (compared at budget 1 only, so they
-    /// train to it and anneal there, with no branches).
+    /// Every run of the study, in the order they train: the sweep (arm by arm, rate by rate,
+    /// seed by seed), then seed by seed, arm by arm (every budget: one run per budget for an arm
+    /// that grows, one run with branches for a full-model arm), then the ablations at the first
+    /// seed (compared at budget 1 only, so they train to it and anneal there, with no branches).
     pub fn runs(&self) -> Vec<StudyRun> {
         let mut out = Vec::new();
+        let largest = self.budgets.iter().copied().fold(0.0, f64::max);
+        let per_budget = |arm: &Arm| self.protocol == Protocol::Fair && arm.schedule.incremental().is_some();
+        if let Some(sweep) = &self.sweep {
+            for arm in &self.arms {
+                for &rate in &sweep.rates {
+                    for &seed in &sweep.seeds {
+                        let planned_for = if per_budget(arm) { sweep.budget } else { 1.0 };
+                        out.push(StudyRun {
+                            name: format!("{}-lr{rate}-s{seed}", arm.name),
+                            arm: arm.clone(),
+                            seed,
+                            rate: RunRate::Swept(rate),
+                            planned_for,
+                            until: SWEEP_OVERSHOOT * sweep.budget,
+                            budgets: vec![sweep.budget],
+                        });
+                    }
+                }
+            }
+        }
+        let rate = if self.sweep.is_some() { RunRate::Chosen } else { RunRate::Config };
         for &seed in &self.seeds {
             for arm in &self.arms {
-                out.push(StudyRun::new(arm, seed, self.budgets.clone()));
+                if per_budget(arm) {
+                    for &budget in &self.budgets {
+                        let name = format!("{}-b{budget}-s{seed}", arm.name);
+                        let run = StudyRun {
+                            name,
+                            arm: arm.clone(),
+                            seed,
+                            rate,
+                            planned_for: budget,
+                            until: budget,
+                            budgets: vec![budget],
+                        };
+                        out.push(run);
+                    }
+                } else {
+                    let name = format!("{}-s{seed}", arm.name);
+                    out.push(StudyRun {
+                        name,
+                        arm: arm.clone(),
+                        seed,
+                        rate,
+                        planned_for: 1.0,
+                        until: largest,
+                        budgets: self.budgets.clone(),
+                    });
+                }
             }
         }
         if let Some(&first) = self.seeds.first() {
             for arm in &self.ablations {
-                out.push(StudyRun::new(arm, first, vec![1.0]));
+                let name = format!("{}-s{first}", arm.name);
+                out.push(StudyRun {
+                    name,
+                    arm: arm.clone(),
+                    seed: first,
+                    rate,
+                    planned_for: 1.0,
+                    until: 1.0,
+                    budgets: vec![1.0],
+                });
             }
         }
         out
@@ -319,7 +552,7 @@ impl StudyDesign {
     pub fn predicted_flops(&self) -> anyhow::Result<f64> {
         let mut total = 0.0;
         for run in self.runs() {
-            let (config, schedule) = self.run_config(&run)?;
+            let (config, schedule) = self.run_config(&run, &Rates::new())?;
             let plan = schedule.plan(&config)?;
             total += plan.cumulative(plan.total_steps()).flops;
             for &budget in &config.cooldown_budgets {
@@ -332,23 +565,58 @@ impl StudyDesign {
     }
 }
 
-/// One run of a study: an arm at a seed, compared at `budgets`. Named `<arm>-s<seed>`.
+/// Which learning rate a study run trains at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunRate {
+    /// The config's (a study without a sweep).
+    Config,
+    /// This peak rate: a sweep run.
+    Swept(f64),
+    /// Its arm's rate, chosen by the sweep.
+    Chosen,
+}
+
+/// One run of a study: an arm at a seed and rate, planned for one budget, trained to `until`
+/// and compared at `budgets` (all multiples of the baseline's budget): at its end when it is
+/// one of them, by cooldown branches at the others.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudyRun {
     pub name: String,
     pub arm: Arm,
     pub seed: u64,
+    pub rate: RunRate,
+    /// The budget whose steps the run's plan is made for (its stages scale with it).
+    pub planned_for: f64,
+    /// Where the run stops.
+    pub until: f64,
     pub budgets: Vec<f64>,
 }
 
 impl StudyRun {
-    fn new(arm: &Arm, seed: u64, budgets: Vec<f64>) -> StudyRun {
-        StudyRun { name: format!("{}-s{seed}", arm.name), arm: arm.clone(), seed, budgets }
+    /// True for a run of the learning-rate sweep.
+    pub fn is_sweep(&self) -> bool {
+        matches!(self.rate, RunRate::Swept(_))
     }
 
-    /// The budget the main run trains to (annealed there); cooldown branches anneal the others.
-    pub fn largest_budget(&self) -> f64 {
-        self.budgets.iter().copied().fold(0.0, f64::max)
+    /// The budgets below its end, as multiples of its own plan's budget: its cooldown branches.
+    pub fn branches(&self) -> Vec<f64> {
+        self.budgets.iter().filter(|&&b| b < self.until).map(|b| b / self.planned_for).collect()
+    }
+
+    /// Each budget it is compared at, with the run (or branch) directory, relative to the study's
+    /// runs directory, whose last validation loss is the annealed loss there.
+    pub fn compared(&self, unit: ComputeUnit) -> Vec<(f64, String)> {
+        let name = |b: f64| match b < self.until {
+            true => crate::cooldown::branch_run_name(&self.name, unit, b / self.planned_for),
+            false => self.name.clone(),
+        };
+        self.budgets.iter().map(|&b| (b, name(b))).collect()
+    }
+
+    /// The run directory names it leaves: the run, then its branches.
+    pub fn dirs(&self, unit: ComputeUnit) -> Vec<String> {
+        let branches = self.branches().into_iter().map(|b| crate::cooldown::branch_run_name(&self.name, unit, b));
+        std::iter::once(self.name.clone()).chain(branches).collect()
     }
 }
 
@@ -361,44 +629,95 @@ mod tests {
     }
 
     #[test]
-    fn the_fair_study_pairs_arms_by_seed_and_anneals_every_budget() {
+    fn every_arm_is_its_method_at_every_budget_at_its_own_rate() {
         let design = design("cpu");
-        assert_eq!(design.seeds, vec![1, 2, 3]);
+        assert_eq!(design.seeds, (1..=8).collect::<Vec<u64>>());
+        assert_eq!(design.budgets, vec![0.25, 0.5, 1.0, 2.0]);
         let runs = design.runs();
+        let sweep = design.sweep.as_ref().unwrap();
+        let arms = design.arms.len();
+        // The sweep first: every arm at every rate on the sweep seed, then per seed: a run per
+        // budget for each growing arm, one run with branches for each full-model arm.
+        let growing = design.arms.iter().filter(|a| a.schedule.incremental().is_some()).count();
+        assert_eq!(runs.len(), arms * sweep.rates.len() + 8 * (growing * 4 + (arms - growing)));
+        assert!(runs[..arms * sweep.rates.len()].iter().all(|r| matches!(r.rate, RunRate::Swept(_))));
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names.len(), 7 * 3 + 5);
-        assert!(names.contains(&"depth6-s2") && names.contains(&"inc4-zero-growth-s1"));
-        let (config, schedule) = design.run_config(&runs[7 + 1]).unwrap();
-        assert_eq!((config.seed, config.data_seed), (2, Some(2)));
-        assert_eq!(config.cooldown_budgets, vec![0.5, 1.0]);
-        assert_eq!(schedule.until(), Until::Budget { multiple: 2.0, unit: ComputeUnit::Flops });
-        // At least 20 tokens per parameter at budget 1.
-        assert_eq!(config.parameters(), 44_528);
-        assert!(config.steps as f64 * 2048.0 / config.parameters() as f64 >= 20.0);
-        // A depth control is held to the 12-layer budget.
-        let (depth, schedule) = design.run_config(&runs[4]).unwrap();
-        let plan = schedule.plan(&depth).unwrap();
-        let base = design.run_config(&runs[0]).unwrap();
-        assert_eq!(plan.budget(), base.1.plan(&base.0).unwrap().budget());
-        assert!(design.predicted_flops().unwrap() > 0.0);
-        // Ablations are compared at budget 1: they anneal there, with no branches.
-        let ablation = runs.last().unwrap();
-        let (config, schedule) = design.run_config(ablation).unwrap();
+        assert!(names.contains(&"one-layer-b0.25-s2") && names.contains(&"depth6-s3"), "{names:?}");
+        assert!(names.contains(&"midas-lr0.064-s101"), "{names:?}");
+
+        // A growing arm at budget 0.25 runs the schedule planned for 0.25: a quarter of the steps,
+        // its expansion at 80% of them, annealed at its own end.
+        let rates: Rates = design.arms.iter().map(|a| (a.name.clone(), 0.016)).collect();
+        let run = runs.iter().find(|r| r.name == "one-layer-b0.25-s2").unwrap();
+        let (config, schedule) = design.run_config(run, &rates).unwrap();
+        assert_eq!((config.seed, config.data_seed, config.steps), (2, Some(2), 150));
+        assert_eq!((config.lr_max, config.lr_min), (0.016, 0.0016));
         assert!(config.cooldown_budgets.is_empty());
         assert_eq!(schedule.until(), Until::Budget { multiple: 1.0, unit: ComputeUnit::Flops });
+        let plan = schedule.plan(&config).unwrap();
+        assert_eq!(plan.stages[0].phase2_steps, 120);
+        let baseline =
+            design.run_config(&runs.iter().find(|r| r.name == "baseline-s1").unwrap().clone(), &rates).unwrap();
+        let budget = schedule_budget(&baseline);
+        assert_eq!(plan.budget().flops * 4.0, budget);
+        // A full-model arm: one WSD run to 2x with branches at 0.25, 0.5 and 1.
+        assert_eq!(baseline.0.cooldown_budgets, vec![0.25, 0.5, 1.0]);
+        assert_eq!(baseline.1.until(), Until::Budget { multiple: 2.0, unit: ComputeUnit::Flops });
+        // Depth controls are held to the 12-layer budget.
+        let (depth, schedule) =
+            design.run_config(runs.iter().find(|r| r.name == "depth6-s1").unwrap(), &rates).unwrap();
+        assert_eq!(schedule.plan(&depth).unwrap().budget().flops, budget);
+        // Sweep runs train past the sweep budget at a constant rate, with a branch annealed at it.
+        let sweep_run = runs.iter().find(|r| r.name == "gstack-2x-lr0.008-s101").unwrap();
+        let (config, schedule) = design.run_config(sweep_run, &Rates::new()).unwrap();
+        assert_eq!((config.lr_max, config.cooldown_budgets.clone()), (0.008, vec![1.0]));
+        assert_eq!(config.on_nan, crate::config::OnNan::Skip);
+        // Its own decay starts after the step where the branch at the budget ends.
+        let plan = schedule.plan(&config).unwrap();
+        let point = crate::cooldown::branch_point(&plan, ComputeUnit::Flops, 1.0, config.cooldown_fraction).unwrap();
+        let total = plan.total_steps();
+        assert!(total - cost_model::lr::decay_steps(config.cooldown_fraction, total) >= point.to_step);
+        assert!(
+            total - 1 - cost_model::lr::decay_steps(config.cooldown_fraction, total - 1) < point.to_step,
+            "as short as it can be"
+        );
+        assert_eq!(
+            sweep_run.compared(ComputeUnit::Flops),
+            vec![(1.0, "gstack-2x-lr0.008-s101/cooldowns/flops-1".to_string())]
+        );
+        // Until the sweep has chosen, a run is planned at the config's rate.
+        let (planned, _) = design.run_config(run, &Rates::new()).unwrap();
+        assert_eq!(planned.lr_max, design.arm_config(&run.arm).unwrap().lr_max);
+        assert!(design.predicted_flops().unwrap() > 0.0);
+    }
+
+    fn schedule_budget((config, schedule): &(TrainConfig, ScheduleSpec)) -> f64 {
+        schedule.plan(config).unwrap().budget().flops
+    }
+
+    #[test]
+    fn the_rate_with_the_lowest_mean_annealed_loss_is_chosen() {
+        // Means over seeds: 2.0, 1.905, 1.915: the middle rate.
+        let results = [(0.002, 2.0), (0.004, 1.9), (0.004, 1.91), (0.008, 1.92), (0.008, 1.91)];
+        assert_eq!(choose_rate(&results), Some(0.004));
+        // A diverged rate (NaN) is never chosen; ties go to the smaller rate.
+        assert_eq!(choose_rate(&[(0.016, f64::NAN), (0.008, 1.95), (0.004, 1.95)]), Some(0.004));
+        assert_eq!(choose_rate(&[]), None);
     }
 
     #[test]
     fn the_paper_protocol_is_the_reference_codes() {
         let design = design("paper");
-        let (config, schedule) = design.run_config(&design.runs()[1]).unwrap();
+        let (config, schedule) = design.run_config(&design.runs()[1], &Rates::new()).unwrap();
         assert_eq!(config.lr_schedule, crate::config::LrKind::Constant);
         let plan = schedule.plan(&config).unwrap();
         // Continual training runs another base budget of steps after the stages.
         assert_eq!(plan.total_steps(), plan.incremental_steps + config.steps);
         assert!(config.cooldown_budgets.is_empty());
         let quick = StudyFile::load("quick").unwrap();
-        assert_eq!((quick.design.seeds.len(), quick.design.runs().len()), (1, 3));
+        // A two-rate sweep of 4 arms, then baseline and depth6 with a branch, the growing arms at
+        // budgets 0.5 and 1.
+        assert_eq!((quick.design.seeds.len(), quick.design.runs().len()), (1, 8 + 6));
         assert_eq!(quick.runs_dir, Path::new("reports/quick/runs"));
     }
 
@@ -425,13 +744,17 @@ mod tests {
             assert!(cpu.contains(from), "{from}");
             format!("{:#}", StudyFile::parse(&cpu.replacen(from, to, 1)).unwrap_err())
         };
-        assert!(broken("format = 2", "format = 9").contains("format = 9"));
-        assert!(broken("seeds = [1, 2, 3]", "seeds = []").contains("seeds"));
-        assert!(broken("budgets = [0.5, 1.0, 2.0]", "budgets = [0.5, -1.0]").contains("budgets"));
-        assert!(broken("name = \"inc4\"", "name = \"inc8\"").contains("appears twice"));
-        assert!(broken("name = \"inc4\"", "name = \"a/b\"").contains("one directory name"));
+        assert!(broken("format = 3", "format = 9").contains("format = 9"));
+        assert!(broken("seeds = [1, 2, 3, 4, 5, 6, 7, 8]", "seeds = []").contains("seeds"));
+        assert!(broken("budgets = [0.25, 0.5, 1.0, 2.0]", "budgets = [0.5, -1.0]").contains("budgets"));
+        assert!(broken("budgets = [0.25, 0.5, 1.0, 2.0]", "budgets = [0.123, 1.0]").contains("whole number of steps"));
+        assert!(broken("name = \"paper-s4\"", "name = \"paper-s12\"").contains("appears twice"));
+        assert!(broken("name = \"paper-s4\"", "name = \"a/b\"").contains("one directory name"));
         assert!(broken("\"model.heads=2\"", "\"model.heads=3\"").contains("model.heads"));
-        assert!(broken("stages = 12 }", "stages = 13 }").contains("arm inc12"));
+        assert!(broken("method = \"midas\" }", "stages = 13 }").contains("arm midas"));
+        assert!(broken("seeds = [101]", "seeds = [2]").contains("sweep.seeds"));
+        assert!(broken("rates = [", "rates = [0.0007, ").contains("sweep.rates"));
+        assert!(broken("target_effect = 0.10", "target_effect = 1.5").contains("target_effect"));
         assert!(broken("budget_unit = \"flops\"", "budget_unit = \"joules\"").contains("joules"));
         assert!(
             broken("schedule = { kind = \"baseline\" }", "schedule = { kind = \"incremental\" }").contains("first arm")
@@ -444,11 +767,11 @@ mod tests {
     fn an_arm_is_one_method_word_expanded_for_its_model() {
         let cpu = include_str!("../../studies/cpu.toml");
         let with = |schedule: &str| {
-            let text = cpu.replacen("schedule = { kind = \"incremental\", stages = 4 }", schedule, 1);
+            let text = cpu.replacen("schedule = { kind = \"incremental\", method = \"paper-s4\" }", schedule, 1);
             StudyFile::parse(&text)
         };
         let file = with("schedule = { kind = \"incremental\", method = \"midas\" }").unwrap();
-        let arm = file.design.arms.iter().find(|a| a.name == "inc4").unwrap();
+        let arm = file.design.arms.iter().find(|a| a.name == "paper-s4").unwrap();
         let spec = arm.schedule.incremental().unwrap();
         assert_eq!(spec.method, Some(cost_model::Method::Midas));
         assert_eq!(spec.stages.stage_layers, vec![2, 4, 6, 8, 10, 12]);
@@ -464,13 +787,25 @@ mod tests {
         assert!(format!("{:#}", unknown.unwrap_err()).contains("one-layer"));
         // A depth list sets the stage count.
         let listed = with("schedule = { kind = \"incremental\", stage_layers = [1, 12], stage_ends = [0.8] }").unwrap();
-        let arm = listed.design.arms.iter().find(|a| a.name == "inc4").unwrap();
+        let arm = listed.design.arms.iter().find(|a| a.name == "paper-s4").unwrap();
         assert_eq!(arm.schedule.incremental().unwrap().stages.stages, 2);
     }
 
     #[test]
+    fn an_older_fair_study_whose_arms_grow_is_refused_naming_the_commit_that_reads_it() {
+        let mut old = design("cpu");
+        old.format = 2;
+        old.sweep = None;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STUDY_FILE), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+        let err = format!("{:#}", StudyDesign::read(dir.path()).unwrap_err());
+        assert!(err.contains("commit fb987a7") && err.contains("train the study again"), "{err}");
+    }
+
+    #[test]
     fn a_format_1_design_with_a_hellaswag_file_reads_as_todays_design() {
-        for name in ["cpu", "paper"] {
+        {
+            let name = "paper";
             let today = design(name);
             // Format 1 held the file among the overrides when `train study --hellaswag` was given.
             let mut old = today.clone();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cost_model::{ComputeUnit, PlanError};
-use run_dir::study::StudyFile;
+use run_dir::study::{StudyDesign, StudyFile};
 use run_dir::{ScheduleSpec, TrainConfig};
 use stagewise_cli::CliError;
 
@@ -104,8 +104,12 @@ pub struct Study {
     pub plan: bool,
     /// Print the runs directory and exit (for scripts).
     pub print_runs_dir: bool,
-    /// Print what the runs read (`<source> <tokenizer> <dir>`, see [`DataNeed`]) and exit.
+    /// Print what the runs read (`<source> <tokenizer> <dir> <tokens>`, see [`DataNeed`]) and exit.
     pub print_data: bool,
+    /// Runs at once (worker processes); `None`: the design file's `jobs`.
+    pub jobs: Option<usize>,
+    /// This process is worker `i` of a `--jobs` study (started by it, not by a user).
+    pub worker: Option<usize>,
 }
 
 /// The token shards a design's runs read, and how `train data` makes them.
@@ -115,27 +119,29 @@ pub struct DataNeed {
     pub source: Option<Source>,
     pub tokenizer: run_dir::TokenizerKind,
     pub dir: PathBuf,
+    /// Training tokens of the longest run (how much data to prepare so that none repeats).
+    pub tokens: u64,
 }
 
 impl DataNeed {
-    /// What a run of `config` reads.
-    pub fn of(config: &run_dir::TrainConfig) -> DataNeed {
+    /// What a run of `config` reads, `tokens` at most.
+    pub fn of(config: &run_dir::TrainConfig, tokens: u64) -> DataNeed {
         let (tokenizer, dir) = (config.tokenizer, config.data_dir.clone());
         let source = [Source::Corpus, Source::Fineweb].into_iter().find(|s| s.default_dir(tokenizer) == dir);
-        DataNeed { source, tokenizer, dir }
+        DataNeed { source, tokenizer, dir, tokens }
     }
 }
 
 impl std::fmt::Display for DataNeed {
-    /// `corpus bytes data/corpus-bytes`, `fineweb gpt2 data/edufineweb`, `own gpt2 DIR`: one line
-    /// a script reads with `read source tokenizer dir`.
+    /// `corpus bytes data/corpus-bytes 2457600`, `fineweb gpt2 data/edufineweb 2621440000`, `own
+    /// gpt2 DIR N`: one line a script reads with `read source tokenizer dir tokens`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let source = match self.source {
             Some(Source::Corpus) => "corpus",
             Some(Source::Fineweb) => "fineweb",
             None => "own",
         };
-        write!(f, "{source} {} {}", self.tokenizer.name(), self.dir.display())
+        write!(f, "{source} {} {} {}", self.tokenizer.name(), self.dir.display(), self.tokens)
     }
 }
 
@@ -163,17 +169,31 @@ pub fn study(
     }
     let design = file.design;
     if request.print_data {
-        let first = design
-            .runs()
-            .into_iter()
-            .next()
-            .ok_or_else(|| CliError::bad_input(anyhow::anyhow!("{}: the design has no runs", request.design)))?;
-        let (config, _) = design.run_config(&first).map_err(CliError::bad_input)?;
-        println!("{}", DataNeed::of(&config));
+        let mut need: Option<DataNeed> = None;
+        for run in design.runs() {
+            let (config, schedule) = design.run_config(&run, &Default::default()).map_err(CliError::bad_input)?;
+            let plan = schedule.plan(&config).map_err(|e| classify(crate::error::bad_input(e)))?;
+            let tokens = plan.cumulative(plan.total_steps()).tokens;
+            let longest = need.as_ref().map_or(0, |n| n.tokens).max(tokens);
+            need = Some(DataNeed::of(&config, longest));
+        }
+        let need =
+            need.ok_or_else(|| CliError::bad_input(anyhow::anyhow!("{}: the design has no runs", request.design)))?;
+        println!("{need}");
         return Ok(());
     }
+    let jobs = request.jobs.unwrap_or(file.jobs);
+    if jobs == 0 {
+        return Err(CliError::bad_input(anyhow::anyhow!("--jobs 0: at least one run at a time")));
+    }
     let flops = design.predicted_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
-    let estimate = study_run::estimate(&design, flops, &study_dir);
+    let estimate = study_run::estimate(&design, flops, &study_dir, file.throughput.as_ref(), jobs);
+    if let Some(worker) = request.worker {
+        // A worker of `--jobs`: the parent has checked and written the design.
+        let options = make_options(&design.device)?;
+        study_run::work(&design, &runs_dir, &options, worker).map_err(classify)?;
+        return Ok(());
+    }
     let status = study_run::status(&design, &runs_dir).map_err(CliError::bad_input)?;
     let main = crate::world::Launch::from_vars(|v| std::env::var(v).ok()).ok().flatten().map_or(true, |l| l.rank == 0);
     if main {
@@ -213,6 +233,15 @@ pub fn study(
         }
         StudyStatus::Partial { .. } | StudyStatus::New => {}
     }
+    if jobs > 1 {
+        let seconds = run_workers(&design, &runs_dir, jobs)?;
+        println!(
+            "study: done in {} with {jobs} runs at a time; runs in {}",
+            crate::progress::format_seconds(seconds),
+            runs_dir.display()
+        );
+        return Ok(());
+    }
     let options = make_options(&design.device)?;
     let seconds = study_run::run(&design, &runs_dir, &options).map_err(classify)?;
     options.world.shutdown()?;
@@ -224,6 +253,48 @@ pub fn study(
         );
     }
     Ok(())
+}
+
+/// `train study --jobs N`: this command again as N worker processes (each quiet, on a CPU each
+/// with its share of the cores), the design written first; their wall time logged. A failed
+/// worker fails the study (the others finish their runs; rerunning continues it).
+fn run_workers(design: &StudyDesign, runs_dir: &Path, jobs: usize) -> Result<f64, CliError> {
+    if std::env::var_os("WORLD_SIZE").is_some_and(|w| w != "1") {
+        return Err(CliError::bad_input(anyhow::anyhow!("--jobs with a data-parallel launch: use one or the other")));
+    }
+    let single = TrainOptions::single(tch::Device::Cpu, None, true);
+    study_run::adopt(design, runs_dir, &single).map_err(classify)?;
+    let exe = std::env::current_exe().context("the path of this program")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = std::time::Instant::now();
+    let mut children = Vec::new();
+    for worker in 0..jobs {
+        let mut command = std::process::Command::new(&exe);
+        command.args(&args).args(["--worker", &worker.to_string()]);
+        if !args.iter().any(|a| a == "--quiet") {
+            command.arg("--quiet");
+        }
+        if design.device == "cpu" && std::env::var_os("STAGEWISE_THREADS").is_none() {
+            command.env("STAGEWISE_THREADS", (cores / jobs).max(1).to_string());
+        }
+        children.push(command.spawn().with_context(|| format!("starting worker {worker}"))?);
+    }
+    let failed: Vec<usize> = children
+        .iter_mut()
+        .map(|c| c.wait().is_ok_and(|s| s.success()))
+        .enumerate()
+        .filter(|(_, ok)| !ok)
+        .map(|(i, _)| i)
+        .collect();
+    if !failed.is_empty() {
+        return Err(CliError::from(anyhow::anyhow!(
+            "study: worker(s) {failed:?} failed (their messages are above); rerun to continue"
+        )));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    study_run::log_wall_time(runs_dir, seconds).map_err(classify)?;
+    Ok(seconds)
 }
 
 /// Where `train data` reads text from.
@@ -341,17 +412,17 @@ mod tests {
             if let Some(set) = set {
                 c.set(set).unwrap();
             }
-            DataNeed::of(&c).to_string()
+            DataNeed::of(&c, 1000).to_string()
         };
-        assert_eq!(need("tiny", None), "corpus bytes data/corpus-bytes");
-        assert_eq!(need("gpt2-124m", None), "fineweb gpt2 data/edufineweb");
-        assert_eq!(need("gpt2-124m", Some("data_dir=data/corpus-gpt2")), "corpus gpt2 data/corpus-gpt2");
-        assert_eq!(need("tiny", Some("data_dir=/mnt/tokens")), "own bytes /mnt/tokens");
+        assert_eq!(need("tiny", None), "corpus bytes data/corpus-bytes 1000");
+        assert_eq!(need("gpt2-124m", None), "fineweb gpt2 data/edufineweb 1000");
+        assert_eq!(need("gpt2-124m", Some("data_dir=data/corpus-gpt2")), "corpus gpt2 data/corpus-gpt2 1000");
+        assert_eq!(need("tiny", Some("data_dir=/mnt/tokens")), "own bytes /mnt/tokens 1000");
         // What `train data` writes by default is what a run of that source reads.
         for source in [Source::Corpus, Source::Fineweb] {
             let mut c = run_dir::TrainConfig::preset("gpt2-124m").unwrap();
             c.data_dir = source.default_dir(c.tokenizer);
-            assert_eq!(DataNeed::of(&c).source, Some(source));
+            assert_eq!(DataNeed::of(&c, 1).source, Some(source));
         }
     }
 

@@ -1,14 +1,17 @@
-//! `train study`: run (or continue) the study of `run_dir::study`'s design, one run after another:
-//! seed by seed, arm by arm, each main run followed by its cooldown branches. A study that was
-//! interrupted continues where it stopped (finished runs are skipped, partial ones resumed), so
-//! rerunning the command is always safe.
+//! `train study`: run (or continue) the study of `run_dir::study`'s design: the sweep first, then
+//! seed by seed, arm by arm, each run followed by its cooldown branches. A run whose arm's rate
+//! comes from the sweep waits until that arm's sweep has finished. With `--jobs N`, N worker
+//! processes share the list: each claims the next run no other worker holds (a lock per run
+//! under `<runs>/.claims/`), so any number of workers, started and stopped in any order, train
+//! every run once. A study that was interrupted continues where it stopped (finished runs are
+//! skipped, partial ones resumed), so rerunning the command is always safe.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use run_dir::study::{logged_wall_seconds, StudyDesign, STUDY_TIME_FILE};
-use run_dir::RunDir;
+use run_dir::study::{logged_wall_seconds, Rates, RunRate, StudyDesign, StudyRun, STUDY_TIME_FILE};
+use run_dir::{RunDir, RunLock};
 
 use crate::options::TrainOptions;
 use crate::progress::format_seconds;
@@ -27,19 +30,20 @@ pub enum StudyStatus {
     OtherDesign,
 }
 
-/// Every run and branch of `design` in `runs_dir`, in the order they train: each main run, then
-/// its cooldown branches.
+/// Every run and branch of `design` in `runs_dir`, in the order they train: each run, then its
+/// cooldown branches.
 fn run_dirs(design: &StudyDesign, runs_dir: &Path) -> anyhow::Result<Vec<RunDir>> {
-    let mut dirs = Vec::new();
-    for run in design.runs() {
-        let (config, _) = design.run_config(&run)?;
-        let main = RunDir::new(runs_dir.join(&run.name));
-        let branches: Vec<RunDir> =
-            config.cooldown_budgets.iter().map(|&b| main.cooldown(config.cooldown_unit, b)).collect();
-        dirs.push(main);
-        dirs.extend(branches);
-    }
-    Ok(dirs)
+    Ok(design
+        .runs()
+        .iter()
+        .flat_map(|run| run.dirs(design.budget_unit))
+        .map(|d| RunDir::new(runs_dir.join(d)))
+        .collect())
+}
+
+/// True when `run` and every branch of it finished (by their logs).
+fn finished(design: &StudyDesign, run: &StudyRun, runs_dir: &Path) -> bool {
+    run.dirs(design.budget_unit).iter().all(|d| RunDir::new(runs_dir.join(d)).is_finished())
 }
 
 /// How far the study of `design` in `runs_dir` has come (finished runs are read from their logs:
@@ -59,10 +63,9 @@ pub fn status(design: &StudyDesign, runs_dir: &Path) -> anyhow::Result<StudyStat
     Ok(StudyStatus::Finished { total: dirs.len(), commit })
 }
 
-/// Run (or continue) the study into `runs_dir`: main runs, then their cooldown branches, seed by
-/// seed; returns the measured seconds of training this invocation. A directory holding another
-/// design is refused.
-pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<f64> {
+/// Take `design` into `runs_dir`: write it there when the directory holds no study yet (rank 0),
+/// refuse one that holds another design.
+pub fn adopt(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
     // Every rank checks the design (they share the directory); rank 0 writes it.
     match StudyDesign::read(runs_dir)? {
@@ -74,58 +77,148 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
         None if options.world.is_main() => design.write(runs_dir)?,
         None => {}
     }
+    Ok(())
+}
+
+/// Run (or continue) the study into `runs_dir` in this process: every run in order (one job, or
+/// one data-parallel job over all ranks); returns the measured seconds. A run at its arm's chosen
+/// rate comes after the arm's sweep in the order, so its rate is always known here.
+pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<f64> {
+    adopt(design, runs_dir, options)?;
     let started = Instant::now();
     let runs = design.runs();
     let total = runs.len();
     for (i, run) in runs.iter().enumerate() {
-        let dir = runs_dir.join(&run.name);
-        let (config, schedule) = design.run_config(run)?;
+        // Every rank trains with rank 0's reading of the sweep.
+        let rates = options.world.decide(|| Ok(design.chosen_rates(runs_dir)))?;
         if options.world.is_main() {
             eprintln!(
-                "study: run {}/{total} {} ({}, seed {}); {} so far",
+                "study: run {}/{total} {}; {} so far",
                 i + 1,
-                run.name,
-                run.arm.label,
-                run.seed,
+                describe(run),
                 format_seconds(started.elapsed().as_secs_f64())
             );
         }
-        train_to_end(&RunDir::new(&dir), options, || trainer::start(&dir, config.clone(), schedule.clone(), options))?;
-        for &budget in &config.cooldown_budgets {
-            let branch = RunDir::new(&dir).cooldown(config.cooldown_unit, budget);
-            train_to_end(&branch, options, || trainer::cooldown(&dir, budget, config.cooldown_unit, options))?;
-        }
+        train_run(design, run, &rates, runs_dir, options)?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    if !options.world.is_main() {
-        return Ok(seconds);
+    if options.world.is_main() {
+        log_wall_time(runs_dir, seconds)?;
     }
-    // The wall time of every invocation, for the report (a continued study has several).
+    Ok(seconds)
+}
+
+/// One worker of `train study --jobs N`: claim and train runs until none is left to claim;
+/// waits while the runs left need a sweep another worker is still training.
+pub fn work(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions, worker: usize) -> anyhow::Result<()> {
+    let claims = runs_dir.join(".claims");
+    loop {
+        let rates = design.chosen_rates(runs_dir);
+        let mut waiting = false;
+        let mut trained = false;
+        for run in design.runs().iter().filter(|r| !finished(design, r, runs_dir)) {
+            if run.rate == RunRate::Chosen && !rates.contains_key(&run.arm.name) {
+                waiting = true;
+                continue;
+            }
+            let claim = claims.join(&run.name);
+            std::fs::create_dir_all(&claim).with_context(|| format!("creating {}", claim.display()))?;
+            let Ok(_held) = RunLock::try_acquire(&claim)? else {
+                waiting = true;
+                continue;
+            };
+            // Another worker may have finished it between the look and the claim.
+            if !finished(design, run, runs_dir) {
+                eprintln!("study (worker {worker}): {}", describe(run));
+                train_run(design, run, &rates, runs_dir, options)?;
+            }
+            trained = true;
+            break;
+        }
+        match (trained, waiting) {
+            (true, _) => {}
+            (false, true) => std::thread::sleep(std::time::Duration::from_secs(2)),
+            (false, false) => return Ok(()),
+        }
+    }
+}
+
+/// A run in a few words for the progress lines.
+fn describe(run: &StudyRun) -> String {
+    let rate = match run.rate {
+        RunRate::Swept(rate) => format!(", sweep rate {rate}"),
+        _ => String::new(),
+    };
+    format!("{} ({}, seed {}{rate})", run.name, run.arm.label, run.seed)
+}
+
+/// Train `run` and its cooldown branches to their ends.
+fn train_run(
+    design: &StudyDesign,
+    run: &StudyRun,
+    rates: &Rates,
+    runs_dir: &Path,
+    options: &TrainOptions,
+) -> anyhow::Result<()> {
+    if run.rate == RunRate::Chosen && !rates.contains_key(&run.arm.name) {
+        bail!("{}: the sweep of arm {} has not finished; its rate is not chosen yet", run.name, run.arm.name);
+    }
+    let dir = runs_dir.join(&run.name);
+    let (config, schedule) = design.run_config(run, rates)?;
+    train_to_end(&RunDir::new(&dir), options, || trainer::start(&dir, config.clone(), schedule.clone(), options))?;
+    for &budget in &config.cooldown_budgets {
+        let branch = RunDir::new(&dir).cooldown(config.cooldown_unit, budget);
+        train_to_end(&branch, options, || trainer::cooldown(&dir, budget, config.cooldown_unit, options))?;
+    }
+    Ok(())
+}
+
+/// Append this invocation's wall time to the study's (a continued study has several).
+pub fn log_wall_time(runs_dir: &Path, seconds: f64) -> anyhow::Result<()> {
     let line = serde_json::json!({ "finished": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "seconds": seconds });
     let log = runs_dir.join(STUDY_TIME_FILE);
     let mut text = std::fs::read_to_string(&log).unwrap_or_default();
     text.push_str(&format!("{line}\n"));
     run_dir::write_atomically(&log, |f| std::io::Write::write_all(f, text.as_bytes()))?;
-    Ok(seconds)
+    Ok(())
 }
 
-/// Effective FLOP/s of the CPU study on 2 cores, everything included (training, validation,
-/// HellaSwag, checkpoints, start-up): the committed study's predicted 2.691e13 FLOPs over its
-/// measured 2,359 s. For estimates before a study of the design has run here.
-const CPU_STUDY_FLOPS_PER_SECOND: f64 = 1.14e10;
+/// Effective FLOP/s of a study of the width-16 model on 2 cores, everything included (training,
+/// validation, checkpoints, start-up), for estimates before a study of the design has run here:
+/// two runs at a time on one core each, `just study --quick`'s 4.375e12 predicted FLOPs in its
+/// measured 114.8 s; one run on both cores, the previous CPU study's 2.691e13 in 2,359 s (tiny
+/// models gain little from a second thread).
+const CPU_STUDY_FLOPS_PER_SECOND: [(usize, f64); 2] = [(1, 1.14e10), (2, 3.81e10)];
 
 /// How long the study of `design` should take, in words: what the same design took in `history`
-/// (a finished study's logged wall time), else an estimate from its `flops`.
-pub fn estimate(design: &StudyDesign, flops: f64, history: &Path) -> String {
+/// (a finished study's logged wall time), else its `flops` at a measured `throughput` (the
+/// design file's), else at the committed CPU study's rate.
+pub fn estimate(
+    design: &StudyDesign,
+    flops: f64,
+    history: &Path,
+    throughput: Option<&run_dir::study::Throughput>,
+    jobs: usize,
+) -> String {
     let same = StudyDesign::read(history).ok().flatten().is_some_and(|d| d == *design);
     if let Some(seconds) = logged_wall_seconds(history).filter(|_| same) {
         return format!("about {} (what this design took in {})", format_seconds(seconds), history.display());
     }
+    if let Some(t) = throughput {
+        let hours = flops / t.flops_per_second / 3600.0;
+        return format!(
+            "{hours:.2} {}-hours at the measured {:.3e} FLOP/s ({}; validation and evaluation not included)",
+            t.device, t.flops_per_second, t.source
+        );
+    }
     match design.preset.as_str() {
-        "tiny" => format!(
-            "about {} on 2 CPU cores (at the rate of the committed study)",
-            format_seconds(flops / CPU_STUDY_FLOPS_PER_SECOND)
-        ),
+        "tiny" => {
+            let rate = CPU_STUDY_FLOPS_PER_SECOND.iter().rev().find(|(j, _)| *j <= jobs).map_or(1.14e10, |(_, r)| *r);
+            format!(
+                "about {} on 2 CPU cores with {jobs} run(s) at a time (at the rate measured for the width-16 model)",
+                format_seconds(flops / rate)
+            )
+        }
         // PyTorch eager's GPT-2 124M step on an H100 reaches ~26% of the 989 TFLOP/s bf16 peak.
         _ => format!(
             "{:.2} H100-hours at PyTorch eager's 26% MFU",

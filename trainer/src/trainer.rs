@@ -113,6 +113,9 @@ pub struct Trainer {
     hellaswag: Option<eval::Rendered>,
     /// Steps after which cooldown branches start: always checkpointed, never pruned.
     branch_points: BTreeSet<u64>,
+    /// Steps where cooldown branches end: validated here too, the un-annealed loss beside the
+    /// branch's annealed one.
+    branch_ends: BTreeSet<u64>,
     metrics: MetricsWriter,
     progress: Progress,
     state: TrainState,
@@ -170,7 +173,9 @@ impl Trainer {
 
         let run = RunDir::new(&run_dir);
         let plan = &header.plan;
-        let branch_points = cooldown::branch_points(config, plan)?;
+        let points = cooldown::branch_points(config, plan)?;
+        let branch_points = points.iter().map(|p| p.from_step).collect();
+        let branch_ends = points.iter().map(|p| p.to_step).collect();
         let validation = ValidationSample::new(&header, &dataset, device)?;
         let data_seed =
             config.data_seed.context("data_seed = null: set a data seed (--data-seed N)").map_err(bad_input)?;
@@ -208,6 +213,7 @@ impl Trainer {
             validation,
             hellaswag,
             branch_points,
+            branch_ends,
             metrics,
             progress,
             state,
@@ -320,7 +326,9 @@ impl Trainer {
     /// The validation loss, every `val_every` steps and at the end.
     fn maybe_validate(&mut self, step: u64) -> anyhow::Result<()> {
         let config = &self.header.config;
-        if config.val_every == 0 || (step % config.val_every != 0 && step != self.header.plan.total_steps()) {
+        let due = config.val_every > 0 && step % config.val_every == 0;
+        let at_end = config.val_every > 0 && step == self.header.plan.total_steps();
+        if !(due || at_end || self.branch_ends.contains(&step)) {
             return Ok(());
         }
         self.finish_step()?;

@@ -325,6 +325,13 @@ struct StudyArgs {
     /// No progress output from the runs.
     #[arg(long)]
     quiet: bool,
+    /// Runs trained at once, as worker processes sharing the machine (default: the design
+    /// file's `jobs`; on a CPU each gets its share of the cores).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Internal: this process is worker I of a `--jobs` study.
+    #[arg(long, hide = true, value_name = "I")]
+    worker: Option<usize>,
 }
 
 impl StudyArgs {
@@ -341,6 +348,8 @@ impl StudyArgs {
             plan: self.plan,
             print_runs_dir: self.print_runs_dir,
             print_data: self.print_data,
+            jobs: self.jobs,
+            worker: self.worker,
         }
     }
 }
