@@ -39,9 +39,9 @@ export *args:
 report *args:
     @cargo run --quiet -p analysis --bin report -- "$@"
 
-# The study (studies/cpu.toml): baseline, the paper's method (S = 4, 12), one-layer, G_stack, MIDAS
-# and the 6-layer control, each at its swept learning rate, 3 seeds, budgets 0.25 to 2; then
-# reports/. About 75 minutes on 2 CPU cores, two runs at a time (it says so when it starts);
+# The study (studies/cpu.toml): baseline, the paper's method (S = 4, 8, 12), one-layer, G_stack, MIDAS
+# and the 6-layer control, each at its swept learning rate, 8 seeds, budgets 0.25 to 2; then
+# reports/. About an hour on 2 CPU cores (58 minutes measured), two runs at a time (it says so when it starts);
 # continues where it stopped; when reports/runs already holds the finished study it says so in one
 # line and rebuilds the report. E.g. `just study --quick` (a 2-minute smoke run), `just study
 # --rerun` (train the study again into reports/rerun/ and compare its verdicts with the committed
@@ -104,17 +104,21 @@ bench-dist: setup
 scaling *args:
     @cargo run --quiet -p analysis --bin scaling -- "$@"
 
-# Run there as `bash .gpu/run.sh` (one binary for CPU and GPU: CUDA is loaded at start-up).
-# Stage the release binary, its NCCL plugin, device script + summary, the PyTorch anchor and GPT-2 shards in .gpu/ for the GPU machine.
-gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing")
+# Run there as `bash .gpu/run.sh` (the benchmark) or `bash .gpu/pilot.sh` (the GPU pilot study;
+# one binary for CPU and GPU: CUDA is loaded at start-up). Stage the release binary, its NCCL
+# plugin, the device scripts + summary, the PyTorch anchor, GPT-2 and byte shards (and HellaSwag
+# when data/ has it) in .gpu/ for the GPU machine.
+gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing") (data "--if-missing")
     cargo build --quiet --release -p trainer --bin train
     mkdir -p .gpu
     cp "${CARGO_TARGET_DIR:-target}/release/train" .gpu/train
     # The NCCL process group for data-parallel training on CUDA (headers from the nvidia wheels).
     scripts/build-cuda-plugins .gpu || echo "gpu-build: WARNING: the CUDA plugins did not build (see above): the benchmark still runs, eagerly (no CUDA graphs); data parallel on CUDA then needs --dist-backend gloo"
     cp scripts/gpu-bench.sh .gpu/run.sh
+    cp scripts/gpu-pilot.sh .gpu/pilot.sh
     cp scripts/gpu-summary.py scripts/anchors/torch_gpt.py .gpu/
-    rm -rf .gpu/corpus-gpt2 && cp -r data/corpus-gpt2 .gpu/corpus-gpt2
+    rm -rf .gpu/corpus-gpt2 .gpu/corpus-bytes && cp -r data/corpus-gpt2 .gpu/corpus-gpt2 && cp -r data/corpus-bytes .gpu/corpus-bytes
+    if [ -f data/hellaswag_val.jsonl ]; then cp data/hellaswag_val.jsonl .gpu/; fi
     @du -sh .gpu
 
 # The losses must equal an uninterrupted run's bit for bit (about a minute on 2 cores).

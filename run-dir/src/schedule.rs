@@ -195,6 +195,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rewarmup_follows_the_optimizer_reset() {
+        let config = TrainConfig::preset("tiny").unwrap();
+        let spec = |reset: bool| IncrementalSpec {
+            rewarmup_steps: 10,
+            reset_optimizer_at_continual: reset,
+            ..Default::default()
+        };
+        // Alone it would ramp an optimizer that was never reset: refused, naming the knob.
+        let err = ScheduleSpec::Incremental(spec(false)).plan(&config).unwrap_err();
+        assert_eq!((err.clone(), err.field()), (PlanError::RewarmupWithoutReset, "rewarmup_steps"));
+        // With the reset, the run's rate ramps over the first 10 continual steps.
+        let schedule = ScheduleSpec::Incremental(spec(true));
+        let plan = schedule.plan(&config).unwrap();
+        let first = plan.continual_start().unwrap();
+        let header = crate::RunHeader::new("r", config, schedule, plan, "cpu".into(), "2.11.0");
+        let lr = header.lr_schedule();
+        assert_eq!(lr.rewarmup, Some(cost_model::lr::Rewarmup { first_step: first, steps: 10 }));
+        assert!(lr.lr(first) < lr.lr(first + 9) && lr.lr(first + 9) <= lr.lr(first - 1));
+    }
+
+    #[test]
     fn run_json_holds_each_knob_once() {
         let spec = ScheduleSpec::Incremental(IncrementalSpec::default());
         let text = serde_json::to_string(&spec).unwrap();

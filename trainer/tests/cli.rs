@@ -70,6 +70,10 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["--schedule", "incremental", "--phase1-share", "1.5"], "set --phase1-share"),
         (vec!["--schedule", "incremental", "--stage-context", "8,8"], "set --stage-context"),
         (vec!["--method", "mitosis"], "one-layer, gstack-2x, midas"),
+        (
+            vec!["--schedule", "incremental", "--rewarmup-steps", "5", "--reset-optimizer-at-continual", "false"],
+            "set --rewarmup-steps",
+        ),
         (vec!["--method", "midas", "--stages", "3"], "cannot be used with"),
         (vec!["--method", "midas", "--set", "model.layers=4"], "set --method"),
         (vec!["--stage-layers", "1,11"], "set --stage-layers"),
