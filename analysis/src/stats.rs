@@ -249,6 +249,10 @@ impl Verdict {
                 pct(1.0 - at_most),
                 at_most
             ),
+            // A largest budget of 1x or less bounds nothing beyond "more": say only that.
+            Verdict::CostsMoreThan { budget } if *budget <= 1.0 => format!(
+                "costs more compute than the baseline: no seed matched the baseline by {budget}x its budget, the largest compared"
+            ),
             Verdict::CostsMoreThan { budget } => format!(
                 "costs more than {} more compute: no seed matched the baseline by {budget}x its budget, the largest compared",
                 pct(budget - 1.0)
@@ -333,6 +337,10 @@ mod tests {
         assert_eq!(
             Verdict::from_reaches(&[Reach::MoreThan(2.0), Reach::MoreThan(2.0)]).sentence(),
             "costs more than 100% more compute: no seed matched the baseline by 2x its budget, the largest compared"
+        );
+        assert_eq!(
+            Verdict::from_reaches(&[Reach::MoreThan(1.0), Reach::MoreThan(1.0)]).sentence(),
+            "costs more compute than the baseline: no seed matched the baseline by 1x its budget, the largest compared"
         );
         assert_eq!(
             Verdict::from_reaches(&[Reach::AtMost(0.25), Reach::AtMost(0.25)]),
