@@ -41,7 +41,7 @@ report *args:
 
 # The study (studies/cpu.toml): baseline, the paper's method (S = 4, 8, 12), one-layer, G_stack, MIDAS
 # and the 6-layer control, each at its swept learning rate, 8 seeds, budgets 0.25 to 2; then
-# reports/. About an hour on 2 CPU cores (58 minutes measured), two runs at a time (it says so when it starts);
+# reports/. About an hour on 2 CPU cores (61 minutes measured), two runs at a time (it says so when it starts);
 # continues where it stopped; when reports/runs already holds the finished study it says so in one
 # line and rebuilds the report. E.g. `just study --quick` (a 2-minute smoke run), `just study
 # --rerun` (train the study again into reports/rerun/ and compare its verdicts with the committed

@@ -267,7 +267,7 @@ fn run_workers(design: &StudyDesign, runs_dir: &Path, jobs: usize) -> Result<f64
     let exe = std::env::current_exe().context("the path of this program")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let started = std::time::Instant::now();
+    let clock = study_run::WallClock::start(runs_dir);
     let mut children = Vec::new();
     for worker in 0..jobs {
         let mut command = std::process::Command::new(&exe);
@@ -280,21 +280,30 @@ fn run_workers(design: &StudyDesign, runs_dir: &Path, jobs: usize) -> Result<f64
         }
         children.push(command.spawn().with_context(|| format!("starting worker {worker}"))?);
     }
-    let failed: Vec<usize> = children
-        .iter_mut()
-        .map(|c| c.wait().is_ok_and(|s| s.success()))
-        .enumerate()
-        .filter(|(_, ok)| !ok)
-        .map(|(i, _)| i)
-        .collect();
+    // Wait for every worker, logging the wall time so far every half minute.
+    let mut succeeded: Vec<Option<bool>> = vec![None; jobs];
+    let mut recorded = std::time::Instant::now();
+    while succeeded.iter().any(Option::is_none) {
+        for (child, done) in children.iter_mut().zip(succeeded.iter_mut()).filter(|(_, d)| d.is_none()) {
+            if let Some(status) = child.try_wait().context("waiting for a worker")? {
+                *done = Some(status.success());
+            }
+        }
+        if recorded.elapsed().as_secs() >= 30 {
+            clock.record(false).map_err(classify)?;
+            recorded = std::time::Instant::now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let failed: Vec<usize> =
+        succeeded.iter().enumerate().filter(|(_, ok)| **ok != Some(true)).map(|(i, _)| i).collect();
     if !failed.is_empty() {
+        clock.record(false).map_err(classify)?;
         return Err(CliError::from(anyhow::anyhow!(
             "study: worker(s) {failed:?} failed (their messages are above); rerun to continue"
         )));
     }
-    let seconds = started.elapsed().as_secs_f64();
-    study_run::log_wall_time(runs_dir, seconds).map_err(classify)?;
-    Ok(seconds)
+    clock.record(true).map_err(classify)
 }
 
 /// Where `train data` reads text from.

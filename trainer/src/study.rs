@@ -59,6 +59,7 @@ pub fn status(design: &StudyDesign, runs_dir: &Path) -> anyhow::Result<StudyStat
     if finished < dirs.len() {
         return Ok(StudyStatus::Partial { finished, total: dirs.len() });
     }
+    refuse_other_rates(design, &design.chosen_rates(runs_dir), runs_dir)?;
     let commit = dirs.first().and_then(|d| d.read_header().ok()).map_or("unknown".into(), |h| h.git_commit);
     Ok(StudyStatus::Finished { total: dirs.len(), commit })
 }
@@ -85,27 +86,25 @@ pub fn adopt(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> a
 /// rate comes after the arm's sweep in the order, so its rate is always known here.
 pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<f64> {
     adopt(design, runs_dir, options)?;
-    let started = Instant::now();
+    let clock = WallClock::start(runs_dir);
     let runs = design.runs();
     let total = runs.len();
     for (i, run) in runs.iter().enumerate() {
         // Every rank trains with rank 0's reading of the sweep.
         let rates = options.world.decide(|| Ok(design.chosen_rates(runs_dir)))?;
+        refuse_other_rates(design, &rates, runs_dir)?;
         if options.world.is_main() {
-            eprintln!(
-                "study: run {}/{total} {}; {} so far",
-                i + 1,
-                describe(run),
-                format_seconds(started.elapsed().as_secs_f64())
-            );
+            eprintln!("study: run {}/{total} {}; {} so far", i + 1, describe(run), format_seconds(clock.seconds()));
         }
         train_run(design, run, &rates, runs_dir, options)?;
+        if options.world.is_main() {
+            clock.record(false)?;
+        }
     }
-    let seconds = started.elapsed().as_secs_f64();
     if options.world.is_main() {
-        log_wall_time(runs_dir, seconds)?;
+        clock.record(true)?;
     }
-    Ok(seconds)
+    Ok(clock.seconds())
 }
 
 /// One worker of `train study --jobs N`: claim and train runs until none is left to claim;
@@ -114,6 +113,7 @@ pub fn work(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions, worke
     let claims = runs_dir.join(".claims");
     loop {
         let rates = design.chosen_rates(runs_dir);
+        refuse_other_rates(design, &rates, runs_dir)?;
         let mut waiting = false;
         let mut trained = false;
         for run in design.runs().iter().filter(|r| !finished(design, r, runs_dir)) {
@@ -173,14 +173,73 @@ fn train_run(
     Ok(())
 }
 
-/// Append this invocation's wall time to the study's (a continued study has several).
-pub fn log_wall_time(runs_dir: &Path, seconds: f64) -> anyhow::Result<()> {
-    let line = serde_json::json!({ "finished": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "seconds": seconds });
-    let log = runs_dir.join(STUDY_TIME_FILE);
-    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
-    text.push_str(&format!("{line}\n"));
-    run_dir::write_atomically(&log, |f| std::io::Write::write_all(f, text.as_bytes()))?;
+/// Runs already started at another peak rate than their arm's chosen one (the sweep was extended
+/// or rerun since and chose another) would count as finished at the wrong rate: refuse, naming them.
+fn refuse_other_rates(design: &StudyDesign, rates: &Rates, runs_dir: &Path) -> anyhow::Result<()> {
+    let mut stale = Vec::new();
+    for run in design.runs().iter().filter(|r| r.rate == RunRate::Chosen) {
+        let (Some(&rate), dir) = (rates.get(&run.arm.name), RunDir::new(runs_dir.join(&run.name))) else { continue };
+        if !dir.has_header() {
+            continue;
+        }
+        let trained = dir.read_header().with_context(|| format!("reading {}", dir.path().display()))?.config.lr_max;
+        if trained != rate {
+            stale.push(format!("{} (trained at {trained}, its arm's rate is now {rate})", run.name));
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "{}: {} run(s) trained at a rate the sweep no longer chooses: {}; remove them to train them again",
+            runs_dir.display(),
+            stale.len(),
+            stale.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// This invocation's line in the study's wall-time log (a continued study has several), rewritten
+/// as the study goes, so an invocation killed before its end (a crash, a machine taken back) still
+/// counts up to its last update.
+pub struct WallClock {
+    log: std::path::PathBuf,
+    started: Instant,
+    started_at: String,
+}
+
+impl WallClock {
+    /// Start timing this invocation of the study in `runs_dir`.
+    pub fn start(runs_dir: &Path) -> Self {
+        let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        WallClock { log: runs_dir.join(STUDY_TIME_FILE), started: Instant::now(), started_at }
+    }
+
+    /// Seconds since the start.
+    pub fn seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Write this invocation's line with the seconds so far (`complete` when it ended on its
+    /// own); the other invocations' lines are kept as they are.
+    pub fn record(&self, complete: bool) -> anyhow::Result<f64> {
+        let seconds = self.seconds();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let line = serde_json::json!({ "started": self.started_at, "finished": now, "seconds": seconds, "complete": complete });
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                let started = serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("started").cloned());
+                started.and_then(|s| s.as_str().map(str::to_owned)).as_deref() != Some(self.started_at.as_str())
+            })
+            .map(str::to_owned)
+            .collect();
+        lines.push(line.to_string());
+        let text = lines.join("\n") + "\n";
+        run_dir::write_atomically(&self.log, |f| std::io::Write::write_all(f, text.as_bytes()))
+            .with_context(|| format!("writing {}", self.log.display()))?;
+        Ok(seconds)
+    }
 }
 
 /// Effective FLOP/s of a study of the width-16 model on 2 cores, everything included (training,
@@ -272,6 +331,25 @@ pub fn rerun_dir(runs_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invocation_keeps_one_line_of_wall_time_updated_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(STUDY_TIME_FILE);
+        // A line from an older version (no start time) stays as it is.
+        std::fs::write(&log, "{\"finished\":\"2026-11-30T06:53:19Z\",\"seconds\":100.0}\n").unwrap();
+        let first = WallClock::start(dir.path());
+        first.record(false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let so_far = first.record(false).unwrap();
+        let second = WallClock { started_at: "2026-11-30T08:00:00.000Z".into(), ..WallClock::start(dir.path()) };
+        second.record(true).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().any(|l| l.contains(&first.started_at) && l.contains("\"complete\":false")), "{text}");
+        let total = logged_wall_seconds(dir.path()).unwrap();
+        assert!(total >= 100.0 + so_far && total < 101.0 + so_far, "{total}");
+    }
 
     #[test]
     fn a_rerun_trains_beside_the_study_it_repeats() {

@@ -110,4 +110,15 @@ fn the_sweep_picks_each_arms_rate_and_two_jobs_train_what_one_does() {
     let again = study(&design, &two, "2", dir.path());
     let said = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success() && said.contains("nothing to train"), "{said}");
+
+    // A run trained at a rate its arm no longer has (as after a sweep extended since) is named,
+    // never counted as finished.
+    let header = two.join("baseline-s1/run.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&header).unwrap()).unwrap();
+    json["config"]["lr_max"] = serde_json::json!(0.5);
+    std::fs::write(&header, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let stale = study(&design, &two, "2", dir.path());
+    let said = String::from_utf8_lossy(&stale.stderr);
+    assert!(!stale.status.success(), "a stale run passed: {said}");
+    assert!(said.contains("baseline-s1 (trained at 0.5, its arm's rate is now"), "{said}");
 }
