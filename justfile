@@ -105,14 +105,14 @@ scaling *args:
     @cargo run --quiet -p analysis --bin scaling -- "$@"
 
 # Run there as `bash .gpu/run.sh` (the benchmark) or `bash .gpu/pilot.sh` (the GPU pilot study;
-# one binary for CPU and GPU: CUDA is loaded at start-up). Stage the release binary, its NCCL
-# plugin, the device scripts + summary, the PyTorch anchor, GPT-2 and byte shards (and HellaSwag
+# one binary for CPU and GPU: CUDA is loaded at start-up). Stage the release binary, its CUDA
+# plugins (NCCL process group, CUDA graphs), the device scripts + summary, the PyTorch anchor, GPT-2 and byte shards (and HellaSwag
 # when data/ has it) in .gpu/ for the GPU machine.
 gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing") (data "--if-missing")
     cargo build --quiet --release -p trainer --bin train
     mkdir -p .gpu
     cp "${CARGO_TARGET_DIR:-target}/release/train" .gpu/train
-    # The NCCL process group for data-parallel training on CUDA (headers from the nvidia wheels).
+    # The NCCL process group and the CUDA-graph step (headers from the nvidia wheels).
     scripts/build-cuda-plugins .gpu || echo "gpu-build: WARNING: the CUDA plugins did not build (see above): the benchmark still runs, eagerly (no CUDA graphs); data parallel on CUDA then needs --dist-backend gloo"
     cp scripts/gpu-bench.sh .gpu/run.sh
     cp scripts/gpu-pilot.sh .gpu/pilot.sh

@@ -114,7 +114,7 @@ pub struct StudyNumbers {
     pub budget_flops: f64,
     /// Measured seconds of training (steps only) of every run and branch.
     pub training_seconds: f64,
-    /// Wall seconds of the `train study` invocations that finished (`study-time.jsonl`).
+    /// Wall seconds of the `train study` invocations (`study-time.jsonl`; a killed one up to its last update).
     pub wall_seconds: Option<f64>,
     /// Runs and branches the study expects that have no log yet.
     pub missing: Vec<String>,
@@ -309,9 +309,9 @@ fn sweep_rows(
             let (mut annealed, mut constant) = (Vec::new(), Vec::new());
             for run in design.runs().iter().filter(|r| r.arm.name == arm.name && r.rate == RunRate::Swept(rate)) {
                 for (_, name) in run.compared(design.budget_unit) {
-                    if let Some(v) =
-                        last_value(frame, &name, LineKind::Val, "val_loss")?.filter(|v| v.value.is_finite())
-                    {
+                    // A diverged seed stays in (its mean is then not finite): a rate is judged
+                    // over all its seeds, as `run_dir::study::choose_rate` chose it.
+                    if let Some(v) = last_value(frame, &name, LineKind::Val, "val_loss")? {
                         annealed.push(v.value);
                     }
                     let end = branches
@@ -321,11 +321,11 @@ fn sweep_rows(
                         .map(|b| b.to_step);
                     let at_end = series(frame, &run.name, LineKind::Val, "step", "val_loss")?
                         .into_iter()
-                        .find(|(step, loss)| Some(*step as u64) == end && loss.is_finite());
+                        .find(|(step, _)| Some(*step as u64) == end);
                     constant.extend(at_end.map(|(_, loss)| loss));
                 }
             }
-            let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            let mean = |v: &[f64]| Some(v.iter().sum::<f64>() / v.len() as f64).filter(|m| m.is_finite());
             rows.push(SweepRow {
                 arm: arm.name.clone(),
                 rate,

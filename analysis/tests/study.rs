@@ -99,7 +99,10 @@ fn write_study(
         let main = RunDir::new(runs.join(&run.name));
         let header = RunHeader::new(&run.name, config.clone(), schedule.clone(), plan.clone(), "cpu".into(), "2.11.0");
         let mut val_at = Vec::new();
-        for (&budget, &relative) in run.budgets.iter().filter(|&&b| b < run.until).zip(&run.branches()) {
+        // The budgets compared by a branch, with the branch's budget relative to the run's plan.
+        let branched: Vec<f64> =
+            run.compared(config.cooldown_unit).into_iter().filter(|(_, n)| *n != run.name).map(|(b, _)| b).collect();
+        for (&budget, &relative) in branched.iter().zip(&run.branches()) {
             let point =
                 run_dir::cooldown::branch_point(&plan, config.cooldown_unit, relative, config.cooldown_fraction)
                     .unwrap();

@@ -107,16 +107,6 @@ impl Method {
             }
         })
     }
-
-    /// The source of the method, for reports and help.
-    pub fn source(&self) -> &'static str {
-        match self {
-            Method::Paper { .. } => "the paper (Section III) and its reference code",
-            Method::OneLayer => "Bu, \"Scaling Depth Capacity via Zero/One-Layer Model Expansion\", arXiv 2511.04981 (ICML 2026)",
-            Method::GStack2x => "Du et al., \"Stacking Your Transformers\", arXiv 2405.15319 (NeurIPS 2024); 2x after Mallik et al., arXiv 2605.13405",
-            Method::Midas => "Saunshi et al., \"On the Inductive Bias of Stacking Towards Improving Reasoning\", arXiv 2409.19044 (NeurIPS 2024)",
-        }
-    }
 }
 
 impl fmt::Display for Method {

@@ -121,7 +121,7 @@ pub enum OnNan {
 ///
 /// Written in `run.json` and `--set` as `"cross_entropy"` or `"chunked:<tokens>"` (the old key
 /// `--set loss_chunk_tokens=N` still works: 0 = cross_entropy, N = chunked:N).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum LossKernel {
     /// PyTorch's `cross_entropy`, differentiated by autograd.

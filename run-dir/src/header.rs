@@ -158,8 +158,8 @@ impl RunHeader {
     pub fn lr_schedule(&self) -> LrSchedule {
         let curve = self.config.lr_curve(self.plan.total_steps());
         let rewarmup = match (self.schedule.incremental(), self.plan.continual_start()) {
-            // The ramp re-warms a fresh optimizer: it follows the reset (a plan check refuses it alone).
-            (Some(spec), Some(first_step)) if spec.rewarmup_steps > 0 && spec.reset_optimizer_at_continual => {
+            // It follows the optimizer reset: `ScheduleSpec::plan` refuses a ramp without one.
+            (Some(spec), Some(first_step)) if spec.rewarmup_steps > 0 => {
                 Some(Rewarmup { first_step, steps: spec.rewarmup_steps })
             }
             _ => None,

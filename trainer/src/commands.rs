@@ -186,14 +186,15 @@ pub fn study(
     if jobs == 0 {
         return Err(CliError::bad_input(anyhow::anyhow!("--jobs 0: at least one run at a time")));
     }
-    let flops = design.predicted_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
-    let estimate = study_run::estimate(&design, flops, &study_dir, file.throughput.as_ref(), jobs);
     if let Some(worker) = request.worker {
         // A worker of `--jobs`: the parent has checked and written the design.
         let options = make_options(&design.device)?;
         study_run::work(&design, &runs_dir, &options, worker).map_err(classify)?;
         return Ok(());
     }
+    // The cost and time estimate are the parent's to print, not its workers'.
+    let flops = design.predicted_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
+    let estimate = study_run::estimate(&design, flops, &study_dir, file.throughput.as_ref(), jobs);
     let status = study_run::status(&design, &runs_dir).map_err(CliError::bad_input)?;
     let main = crate::world::Launch::from_vars(|v| std::env::var(v).ok()).ok().flatten().map_or(true, |l| l.rank == 0);
     if main {

@@ -200,7 +200,7 @@ struct GraphKey {
     /// The gradient scale (1 / micro-batches per step), as bits.
     grad_scale: u64,
     autocast: bool,
-    kernel: String,
+    kernel: run_dir::config::LossKernel,
     vocab: usize,
     grad_clip: Option<u64>,
 }
@@ -215,7 +215,7 @@ impl GraphKey {
             batch: (rows, columns),
             grad_scale: input.micro.grad_scale.to_bits(),
             autocast: input.micro.autocast,
-            kernel: String::from(input.micro.kernel),
+            kernel: input.micro.kernel,
             vocab: input.micro.vocab,
             grad_clip: input.grad_clip.map(f64::to_bits),
         })

@@ -92,7 +92,6 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
     for (i, run) in runs.iter().enumerate() {
         // Every rank trains with rank 0's reading of the sweep.
         let rates = options.world.decide(|| Ok(design.chosen_rates(runs_dir)))?;
-        refuse_other_rates(design, &rates, runs_dir)?;
         if options.world.is_main() {
             eprintln!("study: run {}/{total} {}; {} so far", i + 1, describe(run), format_seconds(clock.seconds()));
         }
@@ -104,6 +103,7 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
     if options.world.is_main() {
         clock.record(true)?;
     }
+    refuse_other_rates(design, &design.chosen_rates(runs_dir), runs_dir)?;
     Ok(clock.seconds())
 }
 
@@ -113,7 +113,6 @@ pub fn work(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions, worke
     let claims = runs_dir.join(".claims");
     loop {
         let rates = design.chosen_rates(runs_dir);
-        refuse_other_rates(design, &rates, runs_dir)?;
         let mut waiting = false;
         let mut trained = false;
         for run in design.runs().iter().filter(|r| !finished(design, r, runs_dir)) {
@@ -138,7 +137,8 @@ pub fn work(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions, worke
         match (trained, waiting) {
             (true, _) => {}
             (false, true) => std::thread::sleep(std::time::Duration::from_secs(2)),
-            (false, false) => return Ok(()),
+            // Nothing left: the runs finished before a sweep chose again must match it.
+            (false, false) => return refuse_other_rates(design, &rates, runs_dir),
         }
     }
 }
@@ -174,7 +174,8 @@ fn train_run(
 }
 
 /// Runs already started at another peak rate than their arm's chosen one (the sweep was extended
-/// or rerun since and chose another) would count as finished at the wrong rate: refuse, naming them.
+/// or rerun since and chose another) would count as finished at the wrong rate: refuse, naming
+/// them. Checked once when a study starts (its status) and once when it ends, not per run.
 fn refuse_other_rates(design: &StudyDesign, rates: &Rates, runs_dir: &Path) -> anyhow::Result<()> {
     let mut stale = Vec::new();
     for run in design.runs().iter().filter(|r| r.rate == RunRate::Chosen) {

@@ -99,6 +99,8 @@ pub struct Trainer {
     options: TrainOptions,
     run: RunDir,
     header: RunHeader,
+    /// The run's learning rate by step (from the header's config and plan: built once).
+    lr: cost_model::lr::LrSchedule,
     /// Rank 0's hold on the run directory, until the trainer is dropped.
     _lock: Option<RunLock>,
     vs: VarStore,
@@ -190,7 +192,7 @@ impl Trainer {
             data_seed,
         )?;
         let metrics = if world.is_main() { run.metrics_writer()? } else { MetricsWriter::discard() };
-        let last = options.stop_after_step.map_or(plan.total_steps(), |s| s.min(plan.total_steps()));
+        let last = last_step(plan, options);
         let progress = Progress::new(last, state.step, options.quiet || !world.is_main());
         // Steps as CUDA graphs on CUDA (eager on the CPU), their values read a step late on CUDA.
         let stepper = Stepper::new(config, device)?;
@@ -202,6 +204,7 @@ impl Trainer {
             lag: options.lag_reads.unwrap_or(device.is_cuda()),
             options: options.clone(),
             run,
+            lr: header.lr_schedule(),
             header,
             _lock: lock,
             vs,
@@ -255,8 +258,7 @@ impl Trainer {
     }
 
     fn last_step(&self) -> u64 {
-        let total = self.header.plan.total_steps();
-        self.options.stop_after_step.map_or(total, |s| s.min(total))
+        last_step(&self.header.plan, &self.options)
     }
 
     /// When `step` begins a segment of the plan: its schedule events (once, not when a resume
@@ -306,7 +308,7 @@ impl Trainer {
             },
             trainable: now.segment.trainable,
             batches,
-            lr: self.header.lr_schedule().lr(step),
+            lr: self.lr.lr(step),
             grad_clip: config.grad_clip,
         };
         let pending = self.stepper.step(&self.model, &mut self.optimizer, &self.options.world, &input)?;
@@ -570,4 +572,10 @@ pub fn describe(summary: &TrainSummary) -> String {
         summary.tokens_per_second,
         format_seconds(summary.seconds_per_step * summary.last_step as f64)
     )
+}
+
+/// The last step this process trains: the plan's, or the stop the options ask for before it.
+fn last_step(plan: &cost_model::Plan, options: &TrainOptions) -> u64 {
+    let total = plan.total_steps();
+    options.stop_after_step.map_or(total, |s| s.min(total))
 }

@@ -85,24 +85,7 @@ fn reading_each_loss_one_step_late_logs_and_saves_the_same_run() {
 fn a_late_read_still_stops_at_the_step_that_went_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
-    let mut config = common::tiny_config(
-        &data,
-        &[
-            "model.layers=2",
-            "model.heads=2",
-            "model.d_model=16",
-            "model.context=8",
-            "micro_batch=2",
-            "tokens_per_step=16",
-            "steps=6",
-            "lr_schedule=constant",
-            "lr_max=1e30",
-            "grad_clip=null",
-            "checkpoint_every=3",
-            "val_every=0",
-        ],
-    );
-    config.on_nan = OnNan::Stop;
+    let config = common::exploding_config(&data, OnNan::Stop, &["steps=6", "checkpoint_every=3"]);
     let run = dir.path().join("nan");
     let err = start(&run, config, ScheduleSpec::baseline(), &options(true, None)).unwrap_err();
     let message = format!("{err:#}");

@@ -291,7 +291,7 @@ struct DataArgs {
 
 #[derive(Args, Debug)]
 struct StudyArgs {
-    /// The design: a built-in one (cpu, quick, paper, gpt2-124m: studies/<name>.toml) or a design
+    /// The design: a built-in one (cpu, quick, paper, gpu, gpu-pilot: studies/<name>.toml) or a design
     /// file of your own (TOML, as studies/*.toml).
     #[arg(long, default_value = "cpu", value_name = "NAME|FILE")]
     design: String,
@@ -310,8 +310,8 @@ struct StudyArgs {
     /// Print the runs directory and exit (for scripts).
     #[arg(long)]
     print_runs_dir: bool,
-    /// Print the data the runs read, `<source> <tokenizer> <dir>` (source: corpus, fineweb or
-    /// own), and exit (for scripts: `just study` prepares it).
+    /// Print the data the runs read, `<source> <tokenizer> <dir> <tokens>` (source: corpus,
+    /// fineweb or own), and exit (for scripts: `just study` prepares it).
     #[arg(long)]
     print_data: bool,
     /// Train the study again at this commit into <runs-dir>/../rerun/runs (e.g. reports/rerun/runs),

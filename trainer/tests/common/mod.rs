@@ -59,6 +59,27 @@ pub fn tiny_config(data: &Path, overrides: &[&str]) -> run_dir::TrainConfig {
     c
 }
 
+/// A learning rate so large that the first update sends the weights to ±1e30: the loss of the
+/// second step is not finite, with no test hook. `extra` overrides (steps, checkpoints) come last.
+pub fn exploding_config(data: &Path, on_nan: run_dir::config::OnNan, extra: &[&str]) -> run_dir::TrainConfig {
+    let mut overrides = vec![
+        "model.layers=2",
+        "model.heads=2",
+        "model.d_model=16",
+        "model.context=8",
+        "micro_batch=2",
+        "tokens_per_step=16",
+        "lr_schedule=constant",
+        "lr_max=1e30",
+        "grad_clip=null",
+        "val_every=0",
+    ];
+    overrides.extend(extra);
+    let mut c = tiny_config(data, &overrides);
+    c.on_nan = on_nan;
+    c
+}
+
 /// Quiet CPU training, optionally stopping after `stop`.
 pub fn cpu_options(stop: Option<u64>) -> trainer::options::TrainOptions {
     trainer::options::TrainOptions::single(tch::Device::Cpu, stop, true)

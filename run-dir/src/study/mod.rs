@@ -29,6 +29,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BaselineSpec, IncrementalSpec, ScheduleSpec, TrainConfig};
 
+mod runs;
+mod sweep;
+
+pub use runs::{RunRate, StudyRun};
+pub use sweep::{choose_rate, final_val_loss, Rates, Sweep};
+
 /// The study file's name in the runs directory.
 pub const STUDY_FILE: &str = "study.json";
 /// The format of a design (`study.json` and the design files). Format 1 held the HellaSwag file
@@ -37,26 +43,22 @@ pub const STUDY_FILE: &str = "study.json";
 /// learning rate; a format-2 design of the fair protocol (growing arms branched from one plan)
 /// is refused, a paper-protocol one (no budgets) reads as format 3.
 pub const STUDY_FORMAT: u32 = 3;
-/// A sweep run trains past its budget (its `until`, this multiple of it, marks it as one that
-/// does): exactly as far as it must for its own decay to start after the step where its branch,
-/// annealed at the budget, ends, so that its loss there is the un-annealed one.
-pub const SWEEP_OVERSHOOT: f64 = 1.25;
 /// The override that puts HellaSwag at the end of every run and branch (format 2 designs have it).
 const HELLASWAG_AT_THE_END: &str = "hellaswag_every=0";
 
 /// The designs built into the binary, by name: `studies/<name>.toml`.
 pub const BUILTIN_DESIGNS: [(&str, &str); 5] = [
-    ("cpu", include_str!("../../studies/cpu.toml")),
-    ("quick", include_str!("../../studies/quick.toml")),
-    ("paper", include_str!("../../studies/paper.toml")),
-    ("gpu", include_str!("../../studies/gpu.toml")),
-    ("gpu-pilot", include_str!("../../studies/gpu-pilot.toml")),
+    ("cpu", include_str!("../../../studies/cpu.toml")),
+    ("quick", include_str!("../../../studies/quick.toml")),
+    ("paper", include_str!("../../../studies/paper.toml")),
+    ("gpu", include_str!("../../../studies/gpu.toml")),
+    ("gpu-pilot", include_str!("../../../studies/gpu-pilot.toml")),
 ];
-/// Wall time of each `train study` invocation that finished (JSON lines: `finished`, `seconds`),
-/// beside the study file.
+/// Wall time of each `train study` invocation (JSON lines: `started`, `finished`, `seconds`,
+/// `complete`; rewritten as it goes, so a killed invocation counts too), beside the study file.
 pub const STUDY_TIME_FILE: &str = "study-time.jsonl";
 
-/// The summed wall seconds of the finished `train study` invocations logged in `runs_dir`
+/// The summed wall seconds of the `train study` invocations logged in `runs_dir`
 /// ([`STUDY_TIME_FILE`]); `None` when none is.
 pub fn logged_wall_seconds(runs_dir: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(runs_dir.join(STUDY_TIME_FILE)).ok()?;
@@ -124,46 +126,6 @@ pub struct StudyDesign {
     pub device: String,
 }
 
-/// A learning-rate sweep: every arm at every rate, on seeds of its own, compared annealed at
-/// `budget`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sweep {
-    /// Peak rates (`lr_max`; `lr_min` keeps its ratio to it), increasing, each twice the one before.
-    pub rates: Vec<f64>,
-    /// Seeds of the sweep runs: not the study's, so the rate is not chosen on the runs it is
-    /// judged by.
-    pub seeds: Vec<u64>,
-    /// The budget the rates are compared at (annealed), as a multiple of the baseline's.
-    pub budget: f64,
-}
-
-/// Each arm's chosen peak rate (`lr_max`), by arm name.
-pub type Rates = std::collections::BTreeMap<String, f64>;
-
-/// The rate with the lowest mean annealed loss over the `(rate, loss)` results (one per rate and
-/// seed); ties go to the smaller rate. `None` without results.
-pub fn choose_rate(results: &[(f64, f64)]) -> Option<f64> {
-    let mut rates: Vec<f64> = results.iter().map(|r| r.0).collect();
-    rates.sort_by(f64::total_cmp);
-    rates.dedup();
-    let mean = |rate: f64| {
-        let losses: Vec<f64> = results.iter().filter(|r| r.0 == rate).map(|r| r.1).collect();
-        losses.iter().sum::<f64>() / losses.len() as f64
-    };
-    rates
-        .into_iter()
-        .map(|r| (r, mean(r)))
-        .filter(|(_, l)| l.is_finite())
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(r, _)| r)
-}
-
-/// The last validation loss a run logged (its annealed loss when it finished), if any.
-pub fn final_val_loss(run: &crate::RunDir) -> Option<f64> {
-    let (lines, _) = run.read_metrics().ok()?;
-    lines.iter().rev().find(|l| l.kind == crate::LineKind::Val).and_then(|l| l.val_loss)
-}
-
 /// A design file (`studies/*.toml`): the design, and where its runs go by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudyFile {
@@ -195,7 +157,7 @@ fn one_job() -> usize {
 }
 
 impl StudyFile {
-    /// The design `name` names: a built-in one (`cpu`, `quick`, `paper`, `gpt2-124m`), else a
+    /// The design `name` names: a built-in one (`cpu`, `quick`, `paper`, `gpu`, `gpu-pilot`), else a
     /// TOML file at that path; read and validated.
     pub fn load(name: &str) -> anyhow::Result<StudyFile> {
         let (text, origin) = match BUILTIN_DESIGNS.iter().find(|(n, _)| *n == name) {
@@ -321,6 +283,10 @@ impl StudyDesign {
             if !(sweep.budget.is_finite() && sweep.budget > 0.0) {
                 bail!("sweep.budget = {}: a positive multiple of the baseline's budget, e.g. 1.0", sweep.budget);
             }
+            // An ablation is no arm of the sweep: it would wait for a rate that is never chosen.
+            if let Some(ablation) = self.ablations.first() {
+                bail!("ablation {}: a study with a [sweep] has no rate for ablations yet; drop the [[ablations]] or the [sweep]", ablation.name);
+            }
         }
         if let Some(effect) = self.target_effect.filter(|e| !(e.is_finite() && *e > 0.0 && *e < 1.0)) {
             bail!("target_effect = {effect}: a fraction of the compute in (0, 1), e.g. 0.1 for 10%");
@@ -338,21 +304,8 @@ impl StudyDesign {
                 bail!("arm name {:?} appears twice", arm.name);
             }
         }
-        for run in self.runs() {
-            let what = || format!("arm {} ({})", run.arm.name, run.name);
-            if (run.planned_for * self.steps()? as f64).fract() != 0.0 {
-                bail!("{}: budget {} × {} steps is not a whole number of steps; choose steps so that every budget's is (e.g. a multiple of 4 for budgets of 0.25)", what(), run.planned_for, self.steps()?);
-            }
-            let (config, schedule) = self.run_config(&run, &Rates::new()).with_context(what)?;
-            config.validate().with_context(what)?;
-            schedule.plan(&config).with_context(what)?;
-        }
+        self.planned_runs()?;
         Ok(())
-    }
-
-    /// The base steps of budget 1 (the baseline's `steps`).
-    fn steps(&self) -> anyhow::Result<u64> {
-        Ok(self.arm_config(self.baseline().context("the study has no arms")?)?.steps)
     }
 
     /// Arms named by a method (`schedule = { kind = "incremental", method = "midas" }`) take
@@ -389,81 +342,6 @@ impl StudyDesign {
         }
     }
 
-    /// The config and schedule of `run`: its arm's, at its seed and rate (the arm's chosen rate
-    /// from `rates`; the config's until it is chosen, which is how a study is planned), its steps
-    /// those of the budget it is planned for, to its end with branch points for the budgets
-    /// below.
-    pub fn run_config(&self, run: &StudyRun, rates: &Rates) -> anyhow::Result<(TrainConfig, ScheduleSpec)> {
-        let (arm, seed) = (&run.arm, run.seed);
-        let mut config = self.arm_config(arm)?;
-        config.seed = seed;
-        config.data_seed = Some(seed);
-        let rate = match run.rate {
-            RunRate::Config => None,
-            RunRate::Swept(rate) => Some(rate),
-            RunRate::Chosen => rates.get(&arm.name).copied(),
-        };
-        if let Some(rate) = rate {
-            config.lr_min *= rate / config.lr_max;
-            config.lr_max = rate;
-        }
-        if let RunRate::Swept(_) = run.rate {
-            // A sweep tries rates that may diverge: skip a non-finite batch and go on (its loss
-            // then says the rate failed) instead of stopping the study.
-            config.on_nan = crate::config::OnNan::Skip;
-        }
-        config.steps = cost_model::round_half_up(run.planned_for * config.steps as f64);
-        let until = match self.protocol {
-            Protocol::Fair if run.is_sweep() => {
-                // The budget's step E, then the first run length whose decay starts after it.
-                let at_budget = arm.schedule.with_until(Until::Budget { multiple: 1.0, unit: self.budget_unit });
-                let end = at_budget.plan(&config)?.total_steps();
-                let steps = (end..).find(|&s| s - cost_model::lr::decay_steps(config.cooldown_fraction, s) >= end);
-                Until::Steps(steps.expect("a long enough run exists"))
-            }
-            Protocol::Fair => Until::Budget { multiple: run.until / run.planned_for, unit: self.budget_unit },
-            Protocol::Paper => match &arm.schedule {
-                ScheduleSpec::Baseline(_) => Until::EqualCompute(ComputeUnit::PaperUnits),
-                ScheduleSpec::Incremental(spec) => {
-                    let stages = ScheduleSpec::Incremental(IncrementalSpec {
-                        until: Until::Steps(config.steps),
-                        ..spec.clone()
-                    });
-                    Until::Steps(stages.plan(&config)?.incremental_steps + config.steps)
-                }
-            },
-        };
-        if self.protocol == Protocol::Fair {
-            config.cooldown_budgets = run.branches();
-            config.cooldown_unit = self.budget_unit;
-        }
-        Ok((config, arm.schedule.with_until(until)))
-    }
-
-    /// Each arm's rate chosen by the sweep whose runs are in `runs_dir` (arms whose sweep has not
-    /// finished are left out; with no sweep, none).
-    pub fn chosen_rates(&self, runs_dir: &Path) -> Rates {
-        let mut rates = Rates::new();
-        let sweep_runs: Vec<StudyRun> =
-            self.runs().into_iter().filter(|r| matches!(r.rate, RunRate::Swept(_))).collect();
-        for arm in &self.arms {
-            let mine: Vec<&StudyRun> = sweep_runs.iter().filter(|r| r.arm.name == arm.name).collect();
-            let results: Option<Vec<(f64, f64)>> = mine
-                .iter()
-                .map(|run| {
-                    let (budget, name) = run.compared(self.budget_unit).into_iter().next()?;
-                    let dir = crate::RunDir::new(runs_dir.join(name));
-                    let RunRate::Swept(rate) = run.rate else { return None };
-                    (dir.is_finished() && budget > 0.0).then(|| final_val_loss(&dir)).flatten().map(|loss| (rate, loss))
-                })
-                .collect();
-            if let Some(rate) = results.filter(|r| !r.is_empty()).and_then(|r| choose_rate(&r)) {
-                rates.insert(arm.name.clone(), rate);
-            }
-        }
-        rates
-    }
-
     /// The configuration of `arm`'s runs before seeds, rates and budgets: the preset, the
     /// study's overrides, then the arm's.
     pub fn arm_config(&self, arm: &Arm) -> anyhow::Result<TrainConfig> {
@@ -472,151 +350,6 @@ impl StudyDesign {
             config.set(assignment)?;
         }
         Ok(config)
-    }
-
-    /// Every run of the study, in the order they train: the sweep (arm by arm, rate by rate,
-    /// seed by seed), then seed by seed, arm by arm (every budget: one run per budget for an arm
-    /// that grows, one run with branches for a full-model arm), then the ablations at the first
-    /// seed (compared at budget 1 only, so they train to it and anneal there, with no branches).
-    pub fn runs(&self) -> Vec<StudyRun> {
-        let mut out = Vec::new();
-        let largest = self.budgets.iter().copied().fold(0.0, f64::max);
-        let per_budget = |arm: &Arm| self.protocol == Protocol::Fair && arm.schedule.incremental().is_some();
-        if let Some(sweep) = &self.sweep {
-            for arm in &self.arms {
-                for &rate in &sweep.rates {
-                    for &seed in &sweep.seeds {
-                        let planned_for = if per_budget(arm) { sweep.budget } else { 1.0 };
-                        out.push(StudyRun {
-                            name: format!("{}-lr{rate}-s{seed}", arm.name),
-                            arm: arm.clone(),
-                            seed,
-                            rate: RunRate::Swept(rate),
-                            planned_for,
-                            until: SWEEP_OVERSHOOT * sweep.budget,
-                            budgets: vec![sweep.budget],
-                        });
-                    }
-                }
-            }
-        }
-        let rate = if self.sweep.is_some() { RunRate::Chosen } else { RunRate::Config };
-        for &seed in &self.seeds {
-            for arm in &self.arms {
-                if per_budget(arm) {
-                    for &budget in &self.budgets {
-                        let name = format!("{}-b{budget}-s{seed}", arm.name);
-                        let run = StudyRun {
-                            name,
-                            arm: arm.clone(),
-                            seed,
-                            rate,
-                            planned_for: budget,
-                            until: budget,
-                            budgets: vec![budget],
-                        };
-                        out.push(run);
-                    }
-                } else {
-                    let name = format!("{}-s{seed}", arm.name);
-                    out.push(StudyRun {
-                        name,
-                        arm: arm.clone(),
-                        seed,
-                        rate,
-                        planned_for: 1.0,
-                        until: largest,
-                        budgets: self.budgets.clone(),
-                    });
-                }
-            }
-        }
-        if let Some(&first) = self.seeds.first() {
-            for arm in &self.ablations {
-                let name = format!("{}-s{first}", arm.name);
-                out.push(StudyRun {
-                    name,
-                    arm: arm.clone(),
-                    seed: first,
-                    rate,
-                    planned_for: 1.0,
-                    until: 1.0,
-                    budgets: vec![1.0],
-                });
-            }
-        }
-        out
-    }
-
-    /// FLOPs the whole study trains (main runs and cooldown branches), from the plans.
-    pub fn predicted_flops(&self) -> anyhow::Result<f64> {
-        let mut total = 0.0;
-        for run in self.runs() {
-            let (config, schedule) = self.run_config(&run, &Rates::new())?;
-            let plan = schedule.plan(&config)?;
-            total += plan.cumulative(plan.total_steps()).flops;
-            for &budget in &config.cooldown_budgets {
-                let point =
-                    crate::cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction)?;
-                total += plan.cumulative(point.to_step).flops - plan.cumulative(point.from_step).flops;
-            }
-        }
-        Ok(total)
-    }
-}
-
-/// Which learning rate a study run trains at.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RunRate {
-    /// The config's (a study without a sweep).
-    Config,
-    /// This peak rate: a sweep run.
-    Swept(f64),
-    /// Its arm's rate, chosen by the sweep.
-    Chosen,
-}
-
-/// One run of a study: an arm at a seed and rate, planned for one budget, trained to `until`
-/// and compared at `budgets` (all multiples of the baseline's budget): at its end when it is
-/// one of them, by cooldown branches at the others.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StudyRun {
-    pub name: String,
-    pub arm: Arm,
-    pub seed: u64,
-    pub rate: RunRate,
-    /// The budget whose steps the run's plan is made for (its stages scale with it).
-    pub planned_for: f64,
-    /// Where the run stops.
-    pub until: f64,
-    pub budgets: Vec<f64>,
-}
-
-impl StudyRun {
-    /// True for a run of the learning-rate sweep.
-    pub fn is_sweep(&self) -> bool {
-        matches!(self.rate, RunRate::Swept(_))
-    }
-
-    /// The budgets below its end, as multiples of its own plan's budget: its cooldown branches.
-    pub fn branches(&self) -> Vec<f64> {
-        self.budgets.iter().filter(|&&b| b < self.until).map(|b| b / self.planned_for).collect()
-    }
-
-    /// Each budget it is compared at, with the run (or branch) directory, relative to the study's
-    /// runs directory, whose last validation loss is the annealed loss there.
-    pub fn compared(&self, unit: ComputeUnit) -> Vec<(f64, String)> {
-        let name = |b: f64| match b < self.until {
-            true => crate::cooldown::branch_run_name(&self.name, unit, b / self.planned_for),
-            false => self.name.clone(),
-        };
-        self.budgets.iter().map(|&b| (b, name(b))).collect()
-    }
-
-    /// The run directory names it leaves: the run, then its branches.
-    pub fn dirs(&self, unit: ComputeUnit) -> Vec<String> {
-        let branches = self.branches().into_iter().map(|b| crate::cooldown::branch_run_name(&self.name, unit, b));
-        std::iter::once(self.name.clone()).chain(branches).collect()
     }
 }
 
@@ -739,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_design_file_says_what_is_wrong_with_it() {
-        let cpu = include_str!("../../studies/cpu.toml");
+        let cpu = include_str!("../../../studies/cpu.toml");
         let broken = |from: &str, to: &str| {
             assert!(cpu.contains(from), "{from}");
             format!("{:#}", StudyFile::parse(&cpu.replacen(from, to, 1)).unwrap_err())
@@ -754,6 +487,10 @@ mod tests {
         assert!(broken("method = \"midas\" }", "stages = 13 }").contains("arm midas"));
         assert!(broken("seeds = [101]", "seeds = [2]").contains("sweep.seeds"));
         assert!(broken("rates = [", "rates = [0.0007, ").contains("sweep.rates"));
+        let ablation =
+            "\n[[ablations]]\nname = \"keep\"\nlabel = \"kept\"\nschedule = { kind = \"incremental\", stages = 4 }\n";
+        let with_ablation = format!("{:#}", StudyFile::parse(&format!("{cpu}{ablation}")).unwrap_err());
+        assert!(with_ablation.contains("ablation keep") && with_ablation.contains("[sweep]"), "{with_ablation}");
         assert!(broken("target_effect = 0.10", "target_effect = 1.5").contains("target_effect"));
         assert!(broken("budget_unit = \"flops\"", "budget_unit = \"joules\"").contains("joules"));
         assert!(
@@ -765,7 +502,7 @@ mod tests {
 
     #[test]
     fn an_arm_is_one_method_word_expanded_for_its_model() {
-        let cpu = include_str!("../../studies/cpu.toml");
+        let cpu = include_str!("../../../studies/cpu.toml");
         let with = |schedule: &str| {
             let text = cpu.replacen("schedule = { kind = \"incremental\", method = \"paper-s4\" }", schedule, 1);
             StudyFile::parse(&text)
