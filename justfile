@@ -126,12 +126,20 @@ gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing") (data "--if-missing"
 soak:
     LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --release -p trainer --test kill -- --ignored --nocapture soak
 
-# Everything CI checks: formatting, clippy (warnings are errors), every test, and a fresh clone of
-# HEAD with nothing beside it running `just study --quick` and `just cost` (scripts/check-standalone).
+# Bits that do not depend on how a process starts: N pairs (default 20) of a short growing run,
+# uninterrupted and stopped-then-resumed, started by `cargo run` and as the binary, under load,
+# every logged number compared bit for bit (about 8 minutes on 2 cores), e.g. `just soak-bits --pairs 50`.
+soak-bits *args: setup
+    scripts/soak-bits "$@"
+
+# Everything CI checks: formatting, clippy (warnings are errors), every test, 6 pairs of the bit
+# soak, and a fresh clone of HEAD with nothing beside it running `just study --quick` and `just
+# cost` (scripts/check-standalone).
 test: setup
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --workspace
+    scripts/soak-bits --pairs 6 --quick
     scripts/check-standalone
 
 # Format the code.

@@ -4,7 +4,8 @@
 //! failpoint costs one environment lookup at start-up.
 //!
 //! Points: `step` (after backward, before the update), `checkpoint` (model written, optimizer and
-//! state not, before the rename), `log` (half a metrics line written, no newline).
+//! state not, before the rename), `log` (half a metrics line written, no newline); and
+//! `disk-full`, which does not kill: the checkpoint of that step fails as on a full disk (ENOSPC).
 
 use std::sync::OnceLock;
 

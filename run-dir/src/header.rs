@@ -73,17 +73,19 @@ pub struct HellaswagCounts {
     pub skipped: u64,
 }
 
-/// The CPU kernels and threads a run computes with. libtorch picks them per machine (and oneMKL
-/// per run, unless `MKL_CBWR` pins its code path), so bits are only comparable between runs that
-/// had the same ones: a resume under other kernels or thread counts says so.
+/// The CPU kernels and threads a run computes with. libtorch picks its kernels per machine, and
+/// the trainer pins the thread count and oneMKL's code branch per process (`trainer::numerics`),
+/// so bits are only comparable between runs that had the same ones: a resume under other kernels
+/// or thread counts says so.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kernels {
     /// ATen's CPU capability (`avx2`, `avx512`, ...; `ATEN_CPU_CAPABILITY` pins it).
     pub cpu_capability: String,
-    /// Intra-op threads (`STAGEWISE_THREADS` or libtorch's default: the physical cores).
+    /// Intra-op threads (`STAGEWISE_THREADS`, else `OMP_NUM_THREADS`, else the physical cores).
     pub threads: usize,
-    /// oneMKL's conditional numerical reproducibility mode (`MKL_CBWR`; the trainer sets
-    /// `AUTO,STRICT` when unset, so that two runs on one machine compute the same bits).
+    /// oneMKL's conditional numerical reproducibility mode (`MKL_CBWR`; the trainer sets the
+    /// CPU's widest branch, e.g. `AVX512,STRICT`, when unset, so that two processes on one
+    /// machine compute the same bits).
     pub mkl_cbwr: String,
 }
 

@@ -11,11 +11,13 @@
 //!   export/                      Hugging Face layout, on request
 //!   cooldowns/<unit>-<budget>/   cooldown branches: run directories of their own
 //!   .lock                        flock held by the one trainer working here
+//! <runs>/.claims/<run>.claim      a study worker's claim on a run (see [`claim`])
 //! ```
 //!
 //! [`config`] and [`schedule`] are the inputs a run records; [`header`] and [`metrics`] the files'
 //! formats; [`RunDir`] owns the names; [`write_atomically`] is how every file is replaced.
 
+pub mod claim;
 pub mod config;
 pub mod cooldown;
 pub mod failpoint;

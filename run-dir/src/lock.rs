@@ -1,8 +1,10 @@
 //! One trainer per run directory: an advisory `flock` on `<run>/.lock`.
 //!
 //! The kernel releases the lock when its process dies, however it dies (SIGKILL included), so a
-//! lock file left by a dead trainer is never "stale": the next trainer simply takes it over. The
-//! file holds the owner's PID, only to name it in the error.
+//! lock file left by a dead trainer never blocks: the next trainer takes it over. The file holds
+//! the owner's PID while it works (to name it in the error) and is emptied when the owner lets
+//! go, so a PID found there by the next owner names a trainer that died holding it
+//! ([`RunLock::stale_owner`], which the trainer reports in one line).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -14,8 +16,17 @@ use anyhow::{bail, Context};
 /// Held while a trainer works in a run directory; released on drop or process exit.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
     pub path: PathBuf,
+    /// The PID of a trainer that died holding this lock (its file still named it), if one did.
+    pub stale_owner: Option<String>,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Let go cleanly: an empty file tells the next owner nobody died here.
+        let _ = self.file.set_len(0);
+    }
 }
 
 impl RunLock {
@@ -42,17 +53,25 @@ impl RunLock {
             .open(&path)
             .with_context(|| format!("{}: cannot open the run lock", path.display()))?;
         // SAFETY: flock on a file descriptor we own.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        // A file system without locks (some network mounts answer ENOLCK): nothing to hold here;
+        // a study's claims (`claim`) keep its workers apart there.
+        let unsupported = [Some(libc::ENOLCK), Some(libc::EOPNOTSUPP), Some(libc::ENOSYS)].contains(&errno);
+        let locked = status == 0 || unsupported;
+        let mut owner = String::new();
+        let _ = file.read_to_string(&mut owner);
+        let owner = owner.trim().to_string();
         if !locked {
-            let mut owner = String::new();
-            let _ = file.read_to_string(&mut owner);
-            return Ok(Err(owner.trim().to_string()));
+            return Ok(Err(owner));
         }
+        let me = std::process::id().to_string();
+        let stale_owner = (!owner.is_empty() && owner != me).then_some(owner);
         file.set_len(0)?;
         file.rewind()?;
-        write!(file, "{}", std::process::id())?;
+        write!(file, "{me}")?;
         file.flush()?;
-        Ok(Ok(RunLock { _file: file, path }))
+        Ok(Ok(RunLock { file, path, stale_owner }))
     }
 }
 
@@ -66,10 +85,16 @@ mod tests {
         let first = RunLock::acquire(dir.path()).unwrap();
         let err = RunLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(err.contains(&format!("process {}", std::process::id())), "{err}");
+        assert_eq!(first.stale_owner, None);
         drop(first);
-        // A lock file whose owner is gone (here: released) does not block the next trainer.
+        // Let go cleanly: the next owner finds nobody died holding it.
+        assert_eq!(std::fs::read_to_string(dir.path().join(".lock")).unwrap(), "");
+        assert_eq!(RunLock::acquire(dir.path()).unwrap().stale_owner, None);
+        // A lock file that names a trainer which died holding it does not block the next one,
+        // and names the dead owner.
         std::fs::write(dir.path().join(".lock"), "999999").unwrap();
         let again = RunLock::acquire(dir.path()).unwrap();
+        assert_eq!(again.stale_owner.as_deref(), Some("999999"));
         assert_eq!(std::fs::read_to_string(&again.path).unwrap(), std::process::id().to_string());
     }
 }

@@ -178,6 +178,9 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> anyhow::Result<Decided>
         let inputs = Inputs::open(&header.config, header.hellaswag.as_ref()).map_err(bad_input)?;
         check_world(&header.config, &header.plan, world).map_err(bad_input)?;
         let lock = run.lock().map_err(bad_input)?;
+        if let Some(pid) = &lock.stale_owner {
+            eprintln!("{}: process {pid} died holding this run's lock; taking it over", run_dir.display());
+        }
         checkpoint::remove_partial(&run);
         let latest = checkpoint::list(&run).pop();
         let logged = run.truncate_metrics_after(latest.as_ref().map_or(0, |(step, _)| *step))?;

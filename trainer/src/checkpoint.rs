@@ -56,6 +56,10 @@ pub fn save(run: &RunDir, vs: &VarStore, optimizer: &AdamW, state: &TrainState) 
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     vs.save(tmp.join(MODEL_FILE)).with_context(|| format!("writing {}", tmp.join(MODEL_FILE).display()))?;
     run_dir::failpoint::hit("checkpoint", state.step);
+    if run_dir::failpoint::armed_at("disk-full", state.step) {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        return Err(anyhow::Error::from(full).context(format!("writing {}", tmp.join(OPTIMIZER_FILE).display())));
+    }
     let opt_tensors = optimizer.state_tensors();
     Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIMIZER_FILE))
         .with_context(|| format!("writing {}", tmp.join(OPTIMIZER_FILE).display()))?;

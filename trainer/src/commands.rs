@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cost_model::{ComputeUnit, PlanError};
-use run_dir::study::{StudyDesign, StudyFile};
+use run_dir::study::StudyFile;
 use run_dir::{ScheduleSpec, TrainConfig};
 use stagewise_cli::CliError;
 
+use crate::children::{Ended, Group};
 use crate::data::corpus::{prepare_documents, read_corpus_documents};
 use crate::data::{fineweb, Tokenizer};
 use crate::error::BadInput;
@@ -167,7 +168,7 @@ pub fn study(
         println!("{}", runs_dir.display());
         return Ok(());
     }
-    let design = file.design;
+    let design = file.design.clone();
     if request.print_data {
         let mut need: Option<DataNeed> = None;
         for run in design.runs() {
@@ -189,12 +190,16 @@ pub fn study(
     if let Some(worker) = request.worker {
         // A worker of `--jobs`: the parent has checked and written the design.
         let options = make_options(&design.device)?;
-        study_run::work(&design, &runs_dir, &options, worker).map_err(classify)?;
+        study_run::work(&design, &runs_dir, &options, worker, |run, _, _| {
+            eprintln!("study (worker {worker}): {}", study_run::describe(run));
+            Ok(())
+        })
+        .map_err(classify)?;
         return Ok(());
     }
     // The cost and time estimate are the parent's to print, not its workers'.
     let flops = design.predicted_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
-    let estimate = study_run::estimate(&design, flops, &study_dir, file.throughput.as_ref(), jobs);
+    let estimate = study_run::estimate(&design, flops, &study_dir, file.throughput.as_ref(), jobs, file.gpus_per_run);
     let status = study_run::status(&design, &runs_dir).map_err(CliError::bad_input)?;
     let main = crate::world::Launch::from_vars(|v| std::env::var(v).ok()).ok().flatten().map_or(true, |l| l.rank == 0);
     if main {
@@ -235,7 +240,7 @@ pub fn study(
         StudyStatus::Partial { .. } | StudyStatus::New => {}
     }
     if jobs > 1 {
-        let seconds = run_workers(&design, &runs_dir, jobs)?;
+        let seconds = run_workers(&file, &runs_dir, jobs)?;
         println!(
             "study: done in {} with {jobs} runs at a time; runs in {}",
             crate::progress::format_seconds(seconds),
@@ -256,10 +261,12 @@ pub fn study(
     Ok(())
 }
 
-/// `train study --jobs N`: this command again as N worker processes (each quiet, on a CPU each
-/// with its share of the cores), the design written first; their wall time logged. A failed
-/// worker fails the study (the others finish their runs; rerunning continues it).
-fn run_workers(design: &StudyDesign, runs_dir: &Path, jobs: usize) -> Result<f64, CliError> {
+/// `train study --jobs N`: this command again as N worker processes (each quiet; on a CPU each
+/// with its share of the cores, on GPUs each with its own `gpus_per_run` of the visible ones),
+/// the design written first; their wall time logged. The workers die with this process; a
+/// failed worker stops the others (rerunning continues the study).
+fn run_workers(file: &StudyFile, runs_dir: &Path, jobs: usize) -> Result<f64, CliError> {
+    let design = &file.design;
     if std::env::var_os("WORLD_SIZE").is_some_and(|w| w != "1") {
         return Err(CliError::bad_input(anyhow::anyhow!("--jobs with a data-parallel launch: use one or the other")));
     }
@@ -268,43 +275,76 @@ fn run_workers(design: &StudyDesign, runs_dir: &Path, jobs: usize) -> Result<f64
     let exe = std::env::current_exe().context("the path of this program")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gpus = match design.device.as_str() {
+        "cpu" => None,
+        _ => Some(visible_gpus()?),
+    };
     let clock = study_run::WallClock::start(runs_dir);
-    let mut children = Vec::new();
+    let mut group = Group::forwarding_signals();
     for worker in 0..jobs {
         let mut command = std::process::Command::new(&exe);
         command.args(&args).args(["--worker", &worker.to_string()]);
         if !args.iter().any(|a| a == "--quiet") {
             command.arg("--quiet");
         }
-        if design.device == "cpu" && std::env::var_os("STAGEWISE_THREADS").is_none() {
-            command.env("STAGEWISE_THREADS", (cores / jobs).max(1).to_string());
-        }
-        children.push(command.spawn().with_context(|| format!("starting worker {worker}"))?);
-    }
-    // Wait for every worker, logging the wall time so far every half minute.
-    let mut succeeded: Vec<Option<bool>> = vec![None; jobs];
-    let mut recorded = std::time::Instant::now();
-    while succeeded.iter().any(Option::is_none) {
-        for (child, done) in children.iter_mut().zip(succeeded.iter_mut()).filter(|(_, d)| d.is_none()) {
-            if let Some(status) = child.try_wait().context("waiting for a worker")? {
-                *done = Some(status.success());
+        match &gpus {
+            None if std::env::var_os("STAGEWISE_THREADS").is_none() => {
+                command.env("STAGEWISE_THREADS", (cores / jobs).max(1).to_string());
+            }
+            None => {}
+            Some(visible) => {
+                let mine = worker_gpus(worker, visible, file.gpus_per_run).map_err(CliError::bad_input)?;
+                command.env("CUDA_VISIBLE_DEVICES", mine.join(","));
+                if file.gpus_per_run > 1 {
+                    command.args(["--nproc", &file.gpus_per_run.to_string()]);
+                }
             }
         }
+        group.spawn(format!("worker {worker}"), command)?;
+    }
+    let mut recorded = std::time::Instant::now();
+    let ended = group.wait(|| {
+        // The wall time so far, every half minute (a killed study still counts it).
         if recorded.elapsed().as_secs() >= 30 {
-            clock.record(false).map_err(classify)?;
+            let _ = clock.record(false);
             recorded = std::time::Instant::now();
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    })?;
+    match ended {
+        Ended::Succeeded => clock.record(true).map_err(classify),
+        ended => {
+            clock.record(false).map_err(classify)?;
+            let why = match &ended {
+                Ended::Failed { name, .. } => format!("{name} failed (its message is above)"),
+                _ => "interrupted".into(),
+            };
+            let e = anyhow::anyhow!("study: {why}; run the same command again to continue");
+            Err(if ended.exit_code() == 2 { CliError::bad_input(e) } else { CliError::from(e) })
+        }
     }
-    let failed: Vec<usize> =
-        succeeded.iter().enumerate().filter(|(_, ok)| **ok != Some(true)).map(|(i, _)| i).collect();
-    if !failed.is_empty() {
-        clock.record(false).map_err(classify)?;
-        return Err(CliError::from(anyhow::anyhow!(
-            "study: worker(s) {failed:?} failed (their messages are above); rerun to continue"
-        )));
+}
+
+/// The GPUs this process sees: `CUDA_VISIBLE_DEVICES` when set, else every GPU CUDA counts.
+fn visible_gpus() -> Result<Vec<String>, CliError> {
+    if let Ok(list) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return Ok(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
     }
-    clock.record(true).map_err(classify)
+    let count = crate::device::select(crate::device::DeviceChoice::Cuda).map_or(0, |_| tch::Cuda::device_count());
+    Ok((0..count).map(|i| i.to_string()).collect())
+}
+
+/// The GPUs worker `worker` trains on: group `worker mod G` of the `visible` ones cut into `G`
+/// groups of `per_run` (worker i on GPU i mod G with one GPU per run).
+pub fn worker_gpus(worker: usize, visible: &[String], per_run: usize) -> anyhow::Result<Vec<String>> {
+    let groups = visible.len() / per_run.max(1);
+    if groups == 0 {
+        anyhow::bail!(
+            "the design trains each run on {per_run} GPU(s) and {} are visible; lower gpus_per_run or make more GPUs visible (CUDA_VISIBLE_DEVICES)",
+            visible.len()
+        );
+    }
+    let first = (worker % groups) * per_run;
+    Ok(visible[first..first + per_run].to_vec())
 }
 
 /// Where `train data` reads text from.
@@ -458,6 +498,25 @@ mod tests {
         );
         assert_eq!(config_from("huge", &[]).unwrap_err().exit_code, stagewise_cli::EXIT_BAD_INPUT);
         assert!(config_from("tiny", &["model.depth=3".into()]).is_err());
+    }
+
+    #[test]
+    fn each_worker_trains_on_its_own_gpus() {
+        let eight: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+        // One GPU per run: worker i on GPU i mod 8.
+        let one: Vec<Vec<String>> = (0..10).map(|w| worker_gpus(w, &eight, 1).unwrap()).collect();
+        assert_eq!(one[0], ["0"]);
+        assert_eq!(one[7], ["7"]);
+        assert_eq!(one[9], ["1"]);
+        // Four per run: two groups.
+        assert_eq!(worker_gpus(0, &eight, 4).unwrap(), ["0", "1", "2", "3"]);
+        assert_eq!(worker_gpus(1, &eight, 4).unwrap(), ["4", "5", "6", "7"]);
+        assert_eq!(worker_gpus(2, &eight, 4).unwrap(), ["0", "1", "2", "3"]);
+        // The visible list is the user's (CUDA_VISIBLE_DEVICES=4,5).
+        let two = ["4".to_string(), "5".to_string()];
+        assert_eq!(worker_gpus(3, &two, 1).unwrap(), ["5"]);
+        let err = worker_gpus(0, &two, 4).unwrap_err().to_string();
+        assert!(err.contains("4 GPU(s) and 2 are visible"), "{err}");
     }
 
     #[test]

@@ -9,26 +9,8 @@ use run_dir::Kernels;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-/// oneMKL's conditional numerical reproducibility mode when the user set none: the best code path
-/// for this CPU (`AUTO`), computed the same way on every run (`STRICT`). Without it oneMKL may
-/// pick other paths from run to run (seen as last-bit differences after a resume on an AVX-512
-/// Xeon); measured cost on the study's model: none (98.4K vs 100.8K tokens/s, within the spread).
-pub const MKL_CBWR_DEFAULT: &str = "AUTO,STRICT";
-
-/// Fix what decides the bits of CPU results, before the first torch call: oneMKL's code path
-/// (`MKL_CBWR`, unless set) and the intra-op threads (`STAGEWISE_THREADS`, which `--nproc` sets
-/// for each rank; else libtorch's default, the physical cores).
-pub fn pin_cpu_kernels() {
-    if std::env::var_os("MKL_CBWR").is_none() {
-        // Nothing else runs yet: the first thing `main` does, before any thread exists.
-        std::env::set_var("MKL_CBWR", MKL_CBWR_DEFAULT);
-    }
-    if let Some(threads) = std::env::var("STAGEWISE_THREADS").ok().and_then(|t| t.parse().ok()) {
-        tch::set_num_threads(threads);
-    }
-}
-
-/// The CPU kernels and threads this process computes with (recorded in `run.json`).
+/// The CPU kernels and threads this process computes with (recorded in `run.json`), as
+/// [`crate::numerics`] pinned them.
 pub fn kernels() -> Kernels {
     Kernels {
         cpu_capability: crate::native::cpu_capability().unwrap_or_else(|e| format!("unknown ({e})")),

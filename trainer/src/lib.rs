@@ -14,6 +14,7 @@
 pub mod begin;
 pub mod bench;
 pub mod checkpoint;
+pub mod children;
 pub mod commands;
 pub mod cuda;
 pub mod data;
@@ -26,6 +27,7 @@ pub mod init;
 pub mod loss;
 pub mod model;
 pub mod native;
+pub mod numerics;
 pub mod optim;
 pub mod options;
 pub mod plugin;

@@ -1,9 +1,10 @@
 //! `train study`: run (or continue) the study of `run_dir::study`'s design: the sweep first, then
 //! seed by seed, arm by arm, each run followed by its cooldown branches. A run whose arm's rate
 //! comes from the sweep waits until that arm's sweep has finished. With `--jobs N`, N worker
-//! processes share the list: each claims the next run no other worker holds (a lock per run
-//! under `<runs>/.claims/`), so any number of workers, started and stopped in any order, train
-//! every run once. A study that was interrupted continues where it stopped (finished runs are
+//! processes share the list: each claims the next run no other worker holds (a claim file per run
+//! under `<runs>/.claims/`, kept alive by a heartbeat: `run_dir::claim`), so any number of
+//! workers, on one machine or several sharing the directory, started, killed and restarted in
+//! any order, train every run once. A study that was interrupted continues where it stopped (finished runs are
 //! skipped, partial ones resumed), so rerunning the command is always safe.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use run_dir::study::{logged_wall_seconds, Rates, RunRate, StudyDesign, StudyRun, STUDY_TIME_FILE};
-use run_dir::{RunDir, RunLock};
+use run_dir::{claim, RunDir};
 
 use crate::options::TrainOptions;
 use crate::progress::format_seconds;
@@ -54,6 +55,7 @@ pub fn status(design: &StudyDesign, runs_dir: &Path) -> anyhow::Result<StudyStat
         Some(existing) if existing != *design => return Ok(StudyStatus::OtherDesign),
         Some(_) => {}
     }
+    refuse_damaged_logs(design, runs_dir)?;
     let dirs = run_dirs(design, runs_dir)?;
     let finished = dirs.iter().filter(|d| d.is_finished()).count();
     if finished < dirs.len() {
@@ -81,70 +83,130 @@ pub fn adopt(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> a
     Ok(())
 }
 
-/// Run (or continue) the study into `runs_dir` in this process: every run in order (one job, or
-/// one data-parallel job over all ranks); returns the measured seconds. A run at its arm's chosen
-/// rate comes after the arm's sweep in the order, so its rate is always known here.
+/// Run (or continue) the study into `runs_dir` in this process (one job, or one data-parallel
+/// job over all ranks), as worker 0: claiming each run as `--jobs` workers do, so that another
+/// study process on this machine or another sharing the directory trains other runs beside it.
+/// Returns the measured seconds.
 pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<f64> {
     adopt(design, runs_dir, options)?;
     let clock = WallClock::start(runs_dir);
-    let runs = design.runs();
-    let total = runs.len();
-    for (i, run) in runs.iter().enumerate() {
-        // Every rank trains with rank 0's reading of the sweep.
-        let rates = options.world.decide(|| Ok(design.chosen_rates(runs_dir)))?;
-        if options.world.is_main() {
-            eprintln!("study: run {}/{total} {}; {} so far", i + 1, describe(run), format_seconds(clock.seconds()));
-        }
-        train_run(design, run, &rates, runs_dir, options)?;
+    work(design, runs_dir, options, 0, |run, done, total| {
         if options.world.is_main() {
             clock.record(false)?;
+            eprintln!("study: run {}/{total} {}; {} so far", done + 1, describe(run), format_seconds(clock.seconds()));
         }
-    }
+        Ok(())
+    })?;
     if options.world.is_main() {
         clock.record(true)?;
     }
-    refuse_other_rates(design, &design.chosen_rates(runs_dir), runs_dir)?;
     Ok(clock.seconds())
 }
 
-/// One worker of `train study --jobs N`: claim and train runs until none is left to claim;
-/// waits while the runs left need a sweep another worker is still training.
-pub fn work(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions, worker: usize) -> anyhow::Result<()> {
+/// One worker of `train study --jobs N` (on one machine or several sharing `runs_dir`): claim
+/// and train runs until none is left to claim; waits while the runs left need a sweep another
+/// worker is still training, or are claimed by live workers. A worker may itself be a
+/// data-parallel job (a design's `gpus_per_run`): its rank 0 claims, every rank trains.
+/// `starting(run, finished, total)` runs on every rank before each run it trains.
+pub fn work(
+    design: &StudyDesign,
+    runs_dir: &Path,
+    options: &TrainOptions,
+    worker: usize,
+    mut starting: impl FnMut(&StudyRun, usize, usize) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let claims = runs_dir.join(".claims");
+    let me = claim::Holder::me(worker);
+    let timeout = claim::timeout_from_env();
+    options.world.decide(|| refuse_damaged_logs(design, runs_dir))?;
     loop {
-        let rates = design.chosen_rates(runs_dir);
-        let mut waiting = false;
-        let mut trained = false;
-        for run in design.runs().iter().filter(|r| !finished(design, r, runs_dir)) {
-            if run.rate == RunRate::Chosen && !rates.contains_key(&run.arm.name) {
-                waiting = true;
-                continue;
-            }
-            let claim = claims.join(&run.name);
-            std::fs::create_dir_all(&claim).with_context(|| format!("creating {}", claim.display()))?;
-            let Ok(_held) = RunLock::try_acquire(&claim)? else {
-                waiting = true;
-                continue;
-            };
-            // Another worker may have finished it between the look and the claim.
-            if !finished(design, run, runs_dir) {
-                eprintln!("study (worker {worker}): {}", describe(run));
+        let mut held: Option<claim::Claim> = None;
+        let next = options.world.decide(|| next_run(design, runs_dir, &claims, &me, timeout, &mut held))?;
+        match next {
+            Next::Train(name) => {
+                let rates = options.world.decide(|| Ok(design.chosen_rates(runs_dir)))?;
+                let runs = design.runs();
+                let run = runs.iter().find(|r| r.name == name).context("a claimed run of the design")?;
+                let done = runs.iter().filter(|r| finished(design, r, runs_dir)).count();
+                starting(run, done, runs.len())?;
                 train_run(design, run, &rates, runs_dir, options)?;
+                drop(held);
             }
-            trained = true;
-            break;
-        }
-        match (trained, waiting) {
-            (true, _) => {}
-            (false, true) => std::thread::sleep(std::time::Duration::from_secs(2)),
+            Next::Wait => std::thread::sleep(std::time::Duration::from_secs(2)),
             // Nothing left: the runs finished before a sweep chose again must match it.
-            (false, false) => return refuse_other_rates(design, &rates, runs_dir),
+            Next::Done => return refuse_other_rates(design, &design.chosen_rates(runs_dir), runs_dir),
         }
     }
 }
 
+/// What a worker does next.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Next {
+    /// Train this run (claimed).
+    Train(String),
+    /// Runs are left, but each needs a sweep not finished yet or is another live worker's.
+    Wait,
+    Done,
+}
+
+/// The next run this worker may train, claimed into `held` (rank 0 only).
+fn next_run(
+    design: &StudyDesign,
+    runs_dir: &Path,
+    claims: &Path,
+    me: &claim::Holder,
+    timeout: std::time::Duration,
+    held: &mut Option<claim::Claim>,
+) -> anyhow::Result<Next> {
+    let rates = design.chosen_rates(runs_dir);
+    let mut waiting = false;
+    for run in design.runs().iter().filter(|r| !finished(design, r, runs_dir)) {
+        if run.rate == RunRate::Chosen && !rates.contains_key(&run.arm.name) {
+            waiting = true;
+            continue;
+        }
+        let attempt = claim::try_claim(claims, &run.name, me, timeout)
+            .with_context(|| format!("claiming {} in {}", run.name, claims.display()))?;
+        let claim::Attempt::Held { claim, took_over } = attempt else {
+            waiting = true;
+            continue;
+        };
+        if let Some(line) = took_over {
+            eprintln!("study: {}: {line}", run.name);
+        }
+        // Another worker may have finished it between the look and the claim.
+        if finished(design, run, runs_dir) {
+            continue;
+        }
+        *held = Some(claim);
+        return Ok(Next::Train(run.name.clone()));
+    }
+    Ok(if waiting { Next::Wait } else { Next::Done })
+}
+
+/// A finished run whose log holds a line that does not read (torn by a crash, edited, corrupted)
+/// is never counted silently: refused, naming the file and line and what to do.
+pub fn refuse_damaged_logs(design: &StudyDesign, runs_dir: &Path) -> anyhow::Result<()> {
+    for dir in run_dirs(design, runs_dir)? {
+        if !dir.is_finished() {
+            continue;
+        }
+        let (_, skipped) = dir.read_metrics().with_context(|| format!("reading {}", dir.metrics_path().display()))?;
+        if let Some(bad) = skipped.first() {
+            return Err(crate::error::bad_input(anyhow::anyhow!(
+                "{}:{}: {}; this finished run's log is damaged: restore it (e.g. git checkout) or move {} away to train the run again",
+                dir.metrics_path().display(),
+                bad.line,
+                bad.reason,
+                dir.path().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A run in a few words for the progress lines.
-fn describe(run: &StudyRun) -> String {
+pub fn describe(run: &StudyRun) -> String {
     let rate = match run.rate {
         RunRate::Swept(rate) => format!(", sweep rate {rate}"),
         _ => String::new(),
@@ -259,6 +321,7 @@ pub fn estimate(
     history: &Path,
     throughput: Option<&run_dir::study::Throughput>,
     jobs: usize,
+    gpus_per_run: usize,
 ) -> String {
     let same = StudyDesign::read(history).ok().flatten().is_some_and(|d| d == *design);
     if let Some(seconds) = logged_wall_seconds(history).filter(|_| same) {
@@ -266,9 +329,19 @@ pub fn estimate(
     }
     if let Some(t) = throughput {
         let hours = flops / t.flops_per_second / 3600.0;
+        let gpus = (jobs * gpus_per_run).max(1);
+        let per_run = if gpus_per_run > 1 {
+            format!(", {gpus_per_run} per run, data parallel scaling linearly")
+        } else {
+            String::new()
+        };
         return format!(
-            "{hours:.2} {}-hours at the measured {:.3e} FLOP/s ({}; validation and evaluation not included)",
-            t.device, t.flops_per_second, t.source
+            "{hours:.2} {}-hours at the measured {:.3e} FLOP/s ({}; validation and evaluation not included): {} of wall time on {gpus} {}s ({jobs} run(s) at a time{per_run})",
+            t.device,
+            t.flops_per_second,
+            t.source,
+            format_seconds(hours * 3600.0 / gpus as f64),
+            t.device
         );
     }
     match design.preset.as_str() {

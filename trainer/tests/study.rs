@@ -122,3 +122,54 @@ fn the_sweep_picks_each_arms_rate_and_two_jobs_train_what_one_does() {
     assert!(!stale.status.success(), "a stale run passed: {said}");
     assert!(said.contains("baseline-s1 (trained at 0.5, its arm's rate is now"), "{said}");
 }
+
+#[test]
+fn a_full_disk_stops_the_study_in_one_line_it_resumes_and_a_damaged_log_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::text_dataset(dir.path(), "the cat sat on the mat. a dog ran in the fog. ", 200, 1000);
+    let design = dir.path().join("design.toml");
+    std::fs::write(&design, DESIGN.replace("DATA", data.to_str().unwrap())).unwrap();
+    let (reference, full) = (dir.path().join("reference"), dir.path().join("full"));
+    let out = study(&design, &reference, "1", dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The disk fills up where a run writes its last checkpoint (step 16): the study stops, the
+    // failure said once, then the other worker stopped.
+    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["study", "--design"])
+        .arg(&design)
+        .arg("--runs-dir")
+        .arg(&full)
+        .args(["--jobs", "2", "--quiet"])
+        .env("STAGEWISE_THREADS", "1")
+        .env("STAGEWISE_FAILPOINT", "disk-full@16")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    let full_lines: Vec<&str> = said.lines().filter(|l| l.contains("the disk is full at step 16")).collect();
+    assert!(!full_lines.is_empty() && full_lines.len() <= 2, "{said}");
+    assert!(said.contains("run the same command again to continue"), "{said}");
+    // Space freed: the same command finishes the study, every log as the uninterrupted study's.
+    let out = study(&design, &full, "2", dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = StudyDesign::read(&reference).unwrap().unwrap();
+    for run in d.runs() {
+        for name in run.dirs(d.budget_unit) {
+            assert_eq!(losses(&reference.join(&name)), losses(&full.join(&name)), "{name}");
+        }
+    }
+
+    // A finished run's log with a torn line is named, file and line, and the study refused.
+    let log = full.join("baseline-s1/metrics.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let half = lines[2].len() / 2;
+    lines[2].truncate(half);
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = study(&design, &full, "2", dir.path());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("baseline-s1/metrics.jsonl:3") && said.contains("move"), "{said}");
+}

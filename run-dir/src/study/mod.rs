@@ -135,6 +135,10 @@ pub struct StudyFile {
     /// (on a CPU each gets its share of the cores).
     #[serde(default = "one_job")]
     pub jobs: usize,
+    /// GPUs each run trains on, data parallel (a CUDA design; `--jobs` workers each take their
+    /// own group of this many of the visible GPUs).
+    #[serde(default = "one_job", skip_serializing_if = "is_one")]
+    pub gpus_per_run: usize,
     /// A measured training rate of this design's shape, for the device-hours `--plan` prints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<Throughput>,
@@ -154,6 +158,10 @@ pub struct Throughput {
 
 fn one_job() -> usize {
     1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl StudyFile {

@@ -52,6 +52,19 @@ struct DistArgs {
     /// training, bench, cooldown and study (data, export and study --plan run in one process).
     #[arg(long, global = true, value_name = "N")]
     nproc: Option<usize>,
+    /// Nodes (machines) of the job, each started with the same command and its own --node-rank,
+    /// as torchrun's --nnodes; with --master-addr and --master-port (or MASTER_ADDR/MASTER_PORT).
+    #[arg(long, global = true, value_name = "M", default_value_t = 1)]
+    nnodes: usize,
+    /// This node's number, 0..M (node 0 serves the rendezvous at --master-addr).
+    #[arg(long, global = true, value_name = "R", default_value_t = 0)]
+    node_rank: usize,
+    /// Node 0's address, which every node can reach (not 127.0.0.1 across machines).
+    #[arg(long, global = true, value_name = "HOST")]
+    master_addr: Option<String>,
+    /// A free port on node 0 for the rendezvous.
+    #[arg(long, global = true, value_name = "PORT")]
+    master_port: Option<u16>,
     /// Process-group backend: auto (NCCL for CUDA tensors, Gloo for CPU), gloo or nccl.
     #[arg(long, global = true, value_enum, default_value_t = Backend::Auto)]
     dist_backend: Backend,
@@ -408,10 +421,12 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
-    // Before any torch call: oneMKL's code path and the thread count decide the bits of a CPU run.
-    device::pin_cpu_kernels();
+    // Before any torch call: the thread count and oneMKL's code path decide the bits of a CPU
+    // run; a process started without them pinned restarts itself here with them pinned.
+    trainer::numerics::pin_or_reexec();
     let cli: Cli = cli::parse_args("train");
-    if let Some(nproc) = cli.dist.nproc {
+    let several_nodes = cli.dist.nnodes > 1 || cli.dist.node_rank > 0;
+    if let Some(nproc) = cli.dist.nproc.or(several_nodes.then_some(1)) {
         let one_process = match &cli.command {
             Some(Command::Data(_)) => Some("train data"),
             Some(Command::Export(_)) => Some("train export"),
@@ -425,7 +440,7 @@ fn main() -> ExitCode {
         }
         // Already one rank of a job (torchrun, srun, or a rank --nproc started): no fan-out.
         let launched = Launch::from_vars(|name| std::env::var(name).ok()).ok().flatten();
-        if nproc > 1 && std::env::var_os("RANK").is_none() && launched.is_none() {
+        if (nproc > 1 || several_nodes) && std::env::var_os("RANK").is_none() && launched.is_none() {
             return launch_local(nproc, &cli);
         }
     }
@@ -579,8 +594,22 @@ fn launch_local(nproc: usize, cli: &Cli) -> ExitCode {
         );
         return cli::report("train", Err(CliError::bad_input(e)));
     }
+    let dist = &cli.dist;
+    let nodes = world::local::Nodes {
+        nnodes: dist.nnodes,
+        node_rank: dist.node_rank,
+        master: dist
+            .master_addr
+            .clone()
+            .or_else(|| std::env::var("MASTER_ADDR").ok())
+            .zip(dist.master_port.or_else(|| std::env::var("MASTER_PORT").ok().and_then(|p| p.trim().parse().ok())))
+            .filter(|_| dist.nnodes > 1),
+    };
+    if let Err(e) = nodes.check() {
+        return cli::report("train", Err(CliError::bad_input(e)));
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    match world::local::run_local(nproc, &world::local::without_nproc(&args), cuda) {
+    match world::local::run_local(nproc, &nodes, &world::local::without_launch_flags(&args), cuda) {
         Ok(code) => ExitCode::from(code),
         Err(e) => cli::report("train", Err(CliError::from(e))),
     }

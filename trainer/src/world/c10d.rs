@@ -54,9 +54,14 @@ extern "C" {
 
 /// The shim's message (NULL = success) as a `Result`, freed.
 fn check(what: &str, message: *mut c_char) -> anyhow::Result<()> {
+    check_with(|| what.to_string(), message)
+}
+
+/// [`check`] whose description is made only on failure (collectives run every step).
+fn check_with(what: impl FnOnce() -> String, message: *mut c_char) -> anyhow::Result<()> {
     match take_message(message) {
         None => Ok(()),
-        Some(text) => bail!("{what}: {text}"),
+        Some(text) => bail!("{}: {text}", what()),
     }
 }
 
@@ -73,6 +78,8 @@ pub enum Backend {
 pub(super) struct ProcessGroup {
     store: *mut SwStore,
     group: *mut SwGroup,
+    rank: usize,
+    size: usize,
 }
 
 // SAFETY: c10d process groups are used from one thread at a time here; the handles move with
@@ -126,13 +133,23 @@ impl ProcessGroup {
             unsafe { sw_dist_store_free(store) };
             return Err(e);
         }
-        Ok(ProcessGroup { store, group })
+        Ok(ProcessGroup { store, group, rank: launch.rank, size: launch.world_size })
+    }
+
+    /// Which rank a failed collective lost, in words: with two ranks, the other one.
+    fn lost(&self, what: &str) -> String {
+        let others: Vec<String> = (0..self.size).filter(|&r| r != self.rank).map(|r| r.to_string()).collect();
+        let who = match others.as_slice() {
+            [one] => format!("rank {one}"),
+            many => format!("one of ranks {}", many.join(", ")),
+        };
+        format!("{what} failed: lost {who} (it died, or did not answer within --dist-timeout)")
     }
 
     /// Reduce `flat` in place over all ranks.
     pub fn all_reduce(&self, flat: &Tensor, op: Reduce) -> anyhow::Result<()> {
         // SAFETY: a live group and a tensor the call borrows.
-        check("all-reduce (a peer rank died or stopped responding?)", unsafe {
+        check_with(|| self.lost("all-reduce"), unsafe {
             sw_dist_all_reduce(self.group, flat.as_ptr() as *mut C_tensor, op)
         })
     }
@@ -140,7 +157,9 @@ impl ProcessGroup {
     /// Rank `root`'s `flat` on every rank.
     pub fn broadcast(&self, flat: &Tensor, root: usize) -> anyhow::Result<()> {
         // SAFETY: a live group and a tensor the call borrows.
-        check("broadcast", unsafe { sw_dist_broadcast(self.group, flat.as_ptr() as *mut C_tensor, root as i32) })
+        check_with(|| self.lost("broadcast"), unsafe {
+            sw_dist_broadcast(self.group, flat.as_ptr() as *mut C_tensor, root as i32)
+        })
     }
 
     /// End the group cleanly (PyTorch's `destroy_process_group()`).

@@ -1,25 +1,24 @@
 //! `train --nproc N ...`: start N local ranks of the same command, as `torchrun --nproc-per-node
 //! N` would: each child gets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
 //! `MASTER_ADDR=127.0.0.1` and a free `MASTER_PORT`; on CPU the cores are split between them.
-//! The launcher forwards SIGINT and SIGTERM, and when one rank dies the whole group is stopped
+//! On several machines, `--nnodes M --node-rank R --master-addr A --master-port P` on each (as
+//! torchrun's flags): node R's ranks are `R·N .. (R+1)·N` of `M·N`, meeting at `A:P`. The
+//! ranks are a [`Group`]: signals forwarded, and when one rank dies the others are stopped
 //! (no orphans: a child also dies with the launcher), naming the rank.
 
 use std::ffi::OsString;
-use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::Context;
 
-/// The signal the launcher received (0: none yet), forwarded to the ranks.
-static RECEIVED: AtomicI32 = AtomicI32::new(0);
+use crate::children::Group;
 
-extern "C" fn on_signal(signal: i32) {
-    RECEIVED.store(signal, Ordering::SeqCst);
-}
+/// The flags that describe the launch, which the ranks get as variables instead.
+const LAUNCH_FLAGS: [&str; 5] = ["--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"];
 
-/// `args` without `--nproc N` / `--nproc=N`.
-pub fn without_nproc(args: &[OsString]) -> Vec<OsString> {
+/// `args` without the launch flags (`--nproc N`, `--nnodes N`, `--node-rank R`, `--master-addr
+/// A`, `--master-port P`, each also as `--flag=value`).
+pub fn without_launch_flags(args: &[OsString]) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut skip_next = false;
     for arg in args {
@@ -28,12 +27,53 @@ pub fn without_nproc(args: &[OsString]) -> Vec<OsString> {
             continue;
         }
         match arg.to_str() {
-            Some("--nproc") => skip_next = true,
-            Some(a) if a.starts_with("--nproc=") => {}
+            Some(a) if LAUNCH_FLAGS.contains(&a) => skip_next = true,
+            Some(a) if LAUNCH_FLAGS.iter().any(|f| a.starts_with(&format!("{f}="))) => {}
             _ => out.push(arg.clone()),
         }
     }
     out
+}
+
+/// Where this node's ranks sit in a job of `nnodes` nodes, as `torchrun --nnodes N --node-rank
+/// R --master-addr A --master-port P` has them: ranks `R·nproc .. (R+1)·nproc` of `N·nproc`,
+/// meeting at rank 0's store on `master`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nodes {
+    pub nnodes: usize,
+    pub node_rank: usize,
+    /// Rank 0's host and port; on one node `127.0.0.1` and a free port when not given.
+    pub master: Option<(String, u16)>,
+}
+
+impl Nodes {
+    /// One node.
+    pub fn single() -> Nodes {
+        Nodes { nnodes: 1, node_rank: 0, master: None }
+    }
+
+    /// Check the launch: a node rank inside the job, and a rendezvous every node can reach
+    /// when there are several.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.nnodes == 0 {
+            anyhow::bail!("--nnodes 0: a job has at least one node");
+        }
+        if self.node_rank >= self.nnodes {
+            anyhow::bail!(
+                "--node-rank {} is not below --nnodes {}; number the nodes 0..{}",
+                self.node_rank,
+                self.nnodes,
+                self.nnodes
+            );
+        }
+        if self.nnodes > 1 && self.master.is_none() {
+            anyhow::bail!(
+                "--nnodes {}: every node needs rank 0's address; give --master-addr HOST --master-port PORT (or MASTER_ADDR and MASTER_PORT)",
+                self.nnodes
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A port nobody listens on right now (the rendezvous of rank 0).
@@ -42,127 +82,45 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// How a rank ended, for the message.
-fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(9)) => "was killed (SIGKILL)".into(),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "ended".into(),
-    }
-}
-
-/// Run `args` (this binary's arguments without `--nproc`) as `nproc` local ranks; returns the
-/// exit code for the launcher: 0 when every rank succeeded, 128 + the signal when the launcher
-/// was interrupted (SIGINT, SIGTERM: forwarded, the ranks stop), else the failing rank's (2 for
-/// bad input, 1 otherwise).
-pub fn run_local(nproc: usize, args: &[OsString], cuda: bool) -> anyhow::Result<u8> {
+/// Run `args` (this binary's arguments without the launch flags) as this node's `nproc` ranks;
+/// returns the exit code for the launcher: 0 when every rank succeeded, 128 + the signal when the
+/// launcher was interrupted (SIGINT, SIGTERM: forwarded, the ranks stop), else the failing
+/// rank's (2 for bad input, 1 otherwise).
+pub fn run_local(nproc: usize, nodes: &Nodes, args: &[OsString], cuda: bool) -> anyhow::Result<u8> {
+    nodes.check()?;
     let exe = std::env::current_exe().context("finding this binary")?;
-    let port = free_port()?;
+    let (addr, port) = match &nodes.master {
+        Some((addr, port)) => (addr.clone(), *port),
+        None => ("127.0.0.1".to_string(), free_port()?),
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / nproc).max(1);
-    // SAFETY: installing a handler that only stores into an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    let launcher = std::process::id() as i32;
-    let mut children: Vec<Option<Child>> = Vec::new();
-    for rank in 0..nproc {
+    let world_size = nodes.nnodes * nproc;
+    let mut group = Group::forwarding_signals();
+    for local in 0..nproc {
+        let rank = nodes.node_rank * nproc + local;
         let mut command = Command::new(&exe);
         command
             .args(args)
             .env("RANK", rank.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("WORLD_SIZE", nproc.to_string())
+            .env("LOCAL_RANK", local.to_string())
+            .env("WORLD_SIZE", world_size.to_string())
             .env("LOCAL_WORLD_SIZE", nproc.to_string())
-            .env("MASTER_ADDR", "127.0.0.1")
+            .env("GROUP_RANK", nodes.node_rank.to_string())
+            .env("MASTER_ADDR", &addr)
             .env("MASTER_PORT", port.to_string());
         if !cuda {
             command.env("STAGEWISE_THREADS", threads.to_string());
         }
-        if std::env::var_os("GLOO_SOCKET_IFNAME").is_none() {
+        // One node talks over loopback; several over the interface that reaches rank 0 (Gloo
+        // finds it from the host name unless GLOO_SOCKET_IFNAME names it).
+        if nodes.nnodes == 1 && std::env::var_os("GLOO_SOCKET_IFNAME").is_none() {
             command.env("GLOO_SOCKET_IFNAME", "lo");
         }
-        // SAFETY: prctl and getppid in the child before exec: it receives SIGKILL when the
-        // launcher dies, and exits at once if the launcher died before the prctl took hold.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != launcher {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        match command.spawn() {
-            Ok(child) => children.push(Some(child)),
-            Err(e) => {
-                stop_all(&mut children);
-                return Err(e).with_context(|| format!("starting rank {rank}"));
-            }
-        }
+        group.spawn(format!("rank {rank}"), command)?;
     }
-    let mut failure: Option<(usize, ExitStatus)> = None;
-    let mut interrupted = None;
-    while children.iter().any(Option::is_some) {
-        let forwarded = RECEIVED.swap(0, Ordering::SeqCst);
-        if forwarded != 0 {
-            interrupted = Some(forwarded);
-            signal_all(&children, forwarded);
-        }
-        for (rank, slot) in children.iter_mut().enumerate() {
-            let Some(child) = slot else { continue };
-            if let Some(status) = child.try_wait()? {
-                *slot = None;
-                // The cause first: a rank killed by a signal, before the ranks that then failed
-                // to reach it.
-                let killed = |s: &ExitStatus| std::os::unix::process::ExitStatusExt::signal(s).is_some();
-                let replace = match failure {
-                    None => true,
-                    Some((_, first)) => killed(&status) && !killed(&first),
-                };
-                if !status.success() && replace {
-                    failure = Some((rank, status));
-                }
-            }
-        }
-        // Interrupted: the ranks stop because they were told to; nothing failed on its own.
-        if let Some(signal) = interrupted.filter(|_| failure.is_some()) {
-            stop_all(&mut children);
-            return Ok(128 + signal as u8);
-        }
-        if let Some((rank, status)) = failure {
-            if children.iter().any(Option::is_some) {
-                eprintln!("train: rank {rank} {}; stopping the other ranks", describe(status));
-                stop_all(&mut children);
-            }
-            return Ok(status.code().map_or(1, |c| if c == 2 { 2 } else { 1 }));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(interrupted.map_or(0, |signal| 128 + signal as u8))
-}
-
-fn signal_all(children: &[Option<Child>], signal: i32) {
-    for child in children.iter().flatten() {
-        // SAFETY: signalling a child we started.
-        unsafe { libc::kill(child.id() as i32, signal) };
-    }
-}
-
-/// SIGTERM every remaining rank, then SIGKILL what is left after 5 seconds; reap them all.
-fn stop_all(children: &mut [Option<Child>]) {
-    signal_all(children, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && children.iter_mut().flatten().any(|c| matches!(c.try_wait(), Ok(None))) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for child in children.iter_mut().flatten() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let ended = group.wait(|| {})?;
+    Ok(ended.exit_code())
 }
 
 #[cfg(test)]
@@ -174,7 +132,23 @@ mod tests {
         let args: Vec<OsString> =
             ["--nproc", "2", "--set", "steps=3", "--nproc=4", "--run", "a"].map(OsString::from).to_vec();
         let left: Vec<OsString> = ["--set", "steps=3", "--run", "a"].map(OsString::from).to_vec();
-        assert_eq!(without_nproc(&args), left);
+        assert_eq!(without_launch_flags(&args), left);
+        let nodes: Vec<OsString> =
+            ["--nnodes", "2", "--node-rank=1", "--master-addr", "10.0.0.1", "--master-port", "29500", "--run", "a"]
+                .map(OsString::from)
+                .to_vec();
+        assert_eq!(without_launch_flags(&nodes), ["--run", "a"].map(OsString::from).to_vec());
         assert!(free_port().unwrap() > 0);
+    }
+
+    #[test]
+    fn several_nodes_need_a_rendezvous_and_a_rank_inside_the_job() {
+        assert!(Nodes::single().check().is_ok());
+        let two = Nodes { nnodes: 2, node_rank: 1, master: Some(("10.0.0.1".into(), 29500)) };
+        assert!(two.check().is_ok());
+        let err = Nodes { master: None, ..two.clone() }.check().unwrap_err().to_string();
+        assert!(err.contains("--master-addr"), "{err}");
+        let err = Nodes { node_rank: 2, ..two }.check().unwrap_err().to_string();
+        assert!(err.contains("--node-rank 2"), "{err}");
     }
 }
