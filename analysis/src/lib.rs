@@ -6,7 +6,8 @@
 //!
 //! One module per job, in data-flow order: [`runs`] (read) → [`frame`] (one polars frame, the
 //! only path from the logs to the numbers) → [`align`] (curve math) → [`compare`] (the numbers)
-//! → [`figures`] and [`markdown`] (drawing, writing) → [`report`] (all of it, with the I/O).
+//! → [`figures`] and [`markdown`] (drawing, writing) → [`report`] (all of it, with the I/O). A
+//! study's numbers are [`study`] (with [`stats`]), its report [`study_markdown`], in sections.
 //! [`scaling`] draws the data-parallel benchmark beside the cost model's all-reduce prediction.
 
 pub mod align;
@@ -19,5 +20,6 @@ pub mod runs;
 pub mod scaling;
 pub mod stats;
 pub mod study;
+pub mod study_markdown;
 
 pub use align::{interpolate, Unit};

@@ -85,7 +85,7 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
             }
             let mut figures = study_figures(&options.out_dir, &study)?;
             figures.extend(draw_figures(&options.out_dir, &numbers, &which)?);
-            let markdown = markdown::render_study(&study, &numbers, &figures, &skipped, &options.out_dir)?;
+            let markdown = crate::study_markdown::render_study(&study, &numbers, &figures, &skipped, &options.out_dir)?;
             Report { numbers, study: Some(study), figures, skipped, markdown }
         }
         None => {
@@ -111,31 +111,29 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The verdicts of the fair study in `runs_dir` (arm by arm, as the report computes them), for
-/// comparing two studies of one design without drawing anything.
-pub fn study_verdicts(runs_dir: &std::path::Path) -> anyhow::Result<Vec<crate::study::CatchUp>> {
+/// The verdicts of the fair study in `runs_dir` (arm by arm, as the report computes them: its
+/// primary reading, Holm-corrected), for comparing two studies of one design without drawing
+/// anything.
+pub fn study_verdicts(runs_dir: &std::path::Path) -> anyhow::Result<Vec<crate::study::Reading>> {
     let design = StudyDesign::read(runs_dir)?
         .filter(|d| d.protocol == Protocol::Fair)
         .with_context(|| format!("{} holds no fair study (study.json)", runs_dir.display()))?;
     let (runs, _) = load_runs(runs_dir)?;
     let frame = all_runs(&runs)?;
-    Ok(study_numbers(&design, &runs, &frame, runs_dir)?.catch_up)
+    let numbers = study_numbers(&design, &runs, &frame, runs_dir)?;
+    Ok(if numbers.effective.is_empty() { numbers.catch_up } else { numbers.effective })
 }
 
 /// Lines comparing `ours` (a rerun) with `theirs` (the study it replicates), arm by arm: both
 /// verdicts and whether their conclusions agree.
-pub fn compare_verdicts(ours: &[crate::study::CatchUp], theirs: &[crate::study::CatchUp]) -> Vec<String> {
+pub fn compare_verdicts(ours: &[crate::study::Reading], theirs: &[crate::study::Reading]) -> Vec<String> {
     ours.iter()
         .map(|o| match theirs.iter().find(|t| t.arm == o.arm) {
             Some(t) => format!(
                 "{}: {} ({})\n  this study: {}\n  compared:   {}",
                 o.arm,
-                if o.verdict.conclusion() == t.verdict.conclusion() {
-                    "same conclusion"
-                } else {
-                    "DIFFERENT conclusion"
-                },
-                o.verdict.conclusion(),
+                if o.conclusion() == t.conclusion() { "same conclusion" } else { "DIFFERENT conclusion" },
+                o.conclusion(),
                 o.verdict.sentence(),
                 t.verdict.sentence()
             ),
@@ -187,13 +185,13 @@ fn study_figures(out: &std::path::Path, s: &StudyNumbers) -> anyhow::Result<Vec<
 mod tests {
     use super::*;
     use crate::stats::{Reach, Verdict};
-    use crate::study::CatchUp;
+    use crate::study::Reading;
 
-    fn arm(name: &str, reaches: &[f64]) -> CatchUp {
+    fn arm(name: &str, reaches: &[f64]) -> Reading {
         let per_seed: Vec<(u64, Reach)> =
             reaches.iter().enumerate().map(|(i, &r)| (i as u64 + 1, Reach::At(r))).collect();
         let verdict = Verdict::from_reaches(&per_seed.iter().map(|(_, r)| *r).collect::<Vec<_>>());
-        CatchUp { arm: name.into(), per_seed, verdict, mde: None }
+        Reading { arm: name.into(), per_seed, verdict, mde: None, p: None, p_holm: None }
     }
 
     #[test]

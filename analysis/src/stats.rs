@@ -58,6 +58,36 @@ pub fn sample_sd(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// The two-sided p-value of a one-sample t-test that the mean of `values` is 0 (`None` below 2
+/// values; 0 when every value is the same non-zero number, 1 when they are all 0).
+pub fn t_test_p(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    let sd = sample_sd(values)?;
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if sd == 0.0 {
+        return Some(if mean == 0.0 { 1.0 } else { 0.0 });
+    }
+    let t = mean / (sd / (n as f64).sqrt());
+    let dist = StudentsT::new(0.0, 1.0, (n - 1) as f64).expect("n - 1 >= 1 degrees of freedom");
+    Some((2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0))
+}
+
+/// Holm's step-down adjustment of `p` values (Holm 1979), in their order: the k-th smallest is
+/// multiplied by (m − k + 1), then made non-decreasing in that order and capped at 1. A family
+/// rejected at adjusted p < α keeps its family-wise error rate at α.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut adjusted = vec![0.0; m];
+    let mut running = 0.0f64;
+    for (k, &i) in order.iter().enumerate() {
+        running = running.max(((m - k) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
 /// The smallest true mean a two-sided 5% one-sample (or paired) t-test over `n` values of
 /// standard deviation `sd` detects with 80% power: `(t(0.975, n−1) + t(0.80, n−1)) · sd / √n`
 /// (the usual approximation). `None` below 2 values.
@@ -264,6 +294,32 @@ impl Verdict {
     }
 }
 
+impl Verdict {
+    /// [`Verdict::sentence`] for a multiple read on the baseline's annealed curve (effective
+    /// compute), whose censored seeds lie beyond the baseline's budgets, not the arm's.
+    pub fn effective_sentence(&self) -> String {
+        let pct = |x: f64| format!("{:.0}%", x * 100.0);
+        match self {
+            Verdict::SavesAtLeast { budget } => format!(
+                "saves at least {} compute: in every seed the arm beat the baseline's loss at its largest annealed budget (so it needs at most {budget:.2}x the baseline's compute)",
+                pct(1.0 - budget)
+            ),
+            Verdict::SavesEverySeed { at_most, at_smallest, seeds, .. } => format!(
+                "saves at least {} compute in every seed ({at_smallest} of {seeds} beat the baseline's loss at its largest annealed budget, so no interval: {at_most:.2}x is the largest multiple any seed needed)",
+                pct(1.0 - at_most)
+            ),
+            Verdict::CostsMoreThan { budget } => format!(
+                "costs more than {} more compute: in every seed the arm's loss is above the baseline's at its smallest annealed budget (so it needs more than {budget:.2}x)",
+                pct(budget - 1.0)
+            ),
+            Verdict::Unresolved { reached, seeds, .. } => format!(
+                "undecided: {reached} of {seeds} seeds lie on the baseline's annealed curve, the others beyond its budgets"
+            ),
+            verdict => verdict.sentence(),
+        }
+    }
+}
+
 /// The paper's HellaSwag figure is shown only when at least half the examples fit the context.
 pub fn hellaswag_covered(scored: u64, skipped: u64) -> bool {
     scored > 0 && scored * 2 >= scored + skipped
@@ -378,6 +434,22 @@ mod tests {
         assert_relative_eq!(i.mean, 1.0, epsilon = 1e-12);
         let (low, high) = i.ci.unwrap();
         assert_relative_eq!(low * high, 1.0, epsilon = 1e-9); // symmetric on the log scale
+    }
+
+    #[test]
+    fn t_tests_and_holm_match_known_answers() {
+        // 1, 2, 3: t = 2 / (1 / √3) = 3.4641, two-sided p with 2 degrees of freedom = 0.07418.
+        assert_relative_eq!(t_test_p(&[1.0, 2.0, 3.0]).unwrap(), 0.074180, epsilon = 1e-5);
+        assert_eq!(t_test_p(&[1.0]), None);
+        assert_eq!(t_test_p(&[0.5, 0.5]), Some(0.0));
+        // Holm: p = 0.01, 0.04, 0.03, 0.005 (m = 4): sorted 0.005·4 = 0.02, 0.01·3 = 0.03,
+        // 0.03·2 = 0.06, 0.04·1 = 0.04 → 0.06 (kept non-decreasing).
+        let adjusted = holm(&[0.01, 0.04, 0.03, 0.005]);
+        for (got, want) in adjusted.iter().zip([0.03, 0.06, 0.06, 0.02]) {
+            assert_relative_eq!(*got, want, epsilon = 1e-12);
+        }
+        assert_eq!(holm(&[0.9, 0.8]), vec![1.0, 1.0]);
+        assert!(holm(&[]).is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The study report on hand-written logs whose answers are known: annealed losses per arm and
-//! seed at four budgets (a full-model arm's run with cooldown branches, a growing arm's run per
-//! budget), paired differences and their detectable size, the compute to match the baseline,
-//! the verdict sentence, the learning-rate sweep and what annealing gained, and the HellaSwag
+//! seed (the baseline's run with cooldown branches at seven budgets, a growing arm's run per
+//! budget), paired differences and their detectable size, both readings of the compute each arm
+//! needs (on the baseline's curve, and along its own) with their Holm-adjusted verdicts, the
+//! learning-rate sweep with its standard errors and the checks of other arms, and the HellaSwag
 //! coverage rule.
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use analysis::stats::{log_t_interval, minimum_detectable, sample_sd, Reach, Verd
 use approx::assert_relative_eq;
 use cost_model::Phase;
 use run_dir::cooldown::CooldownBranch;
-use run_dir::study::{Rates, RunRate, StudyDesign, StudyFile, Sweep};
+use run_dir::study::{Rates, RunRate, StudyDesign, StudyFile, Sweep, SweepArms};
 use run_dir::{LineKind, MetricsLine, RunDir, RunHeader};
 
 /// Baseline annealed losses at budgets 0.25, 0.5, 1, 2; seed s adds 0.01·s.
@@ -24,7 +25,8 @@ fn grown_loss(budget: f64, seed: u64) -> f64 {
     baseline_loss(budget, seed) - 0.25 + [0.0, 0.02, -0.02][seed as usize - 1]
 }
 
-/// The CPU design with two arms (the baseline and the paper's S = 4), three seeds, no sweep.
+/// The CPU design with two arms (the baseline at seven budgets, the paper's S = 4 at 0.5, 1 and
+/// 2), three seeds, no sweep.
 fn design() -> StudyDesign {
     let mut d = StudyFile::load("cpu").unwrap().design;
     d.arms.truncate(2);
@@ -94,7 +96,11 @@ fn write_study(
     for run in d.runs() {
         let (config, schedule) = d.run_config(&run, rates).unwrap();
         let plan = schedule.plan(&config).unwrap();
-        let rate = if let RunRate::Swept(r) = run.rate { Some(r) } else { None };
+        let rate = match run.rate {
+            RunRate::Swept(r) => Some(r),
+            RunRate::Check(m) => rates.get("baseline").map(|r| r * m),
+            _ => None,
+        };
         let value = |b: f64| loss(&run.arm.name, rate, b, run.seed);
         let main = RunDir::new(runs.join(&run.name));
         let header = RunHeader::new(&run.name, config.clone(), schedule.clone(), plan.clone(), "cpu".into(), "2.11.0");
@@ -103,9 +109,7 @@ fn write_study(
         let branched: Vec<f64> =
             run.compared(config.cooldown_unit).into_iter().filter(|(_, n)| *n != run.name).map(|(b, _)| b).collect();
         for (&budget, &relative) in branched.iter().zip(&run.branches()) {
-            let point =
-                run_dir::cooldown::branch_point(&plan, config.cooldown_unit, relative, config.cooldown_fraction)
-                    .unwrap();
+            let point = run_dir::cooldown::branch_point(&plan, config.cooldown_unit, relative, &config).unwrap();
             val_at.push((point.to_step, value(budget) + constant_gap));
             let branch = main.cooldown(config.cooldown_unit, relative);
             let mut h = RunHeader::new(
@@ -152,7 +156,8 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
         build(&ReportOptions { runs_dir: runs, out_dir: out.clone(), baseline: None, budget_step: None }).unwrap();
     let s = report.study.as_ref().expect("a study report");
     assert!(s.missing.is_empty(), "{:?}", s.missing);
-    assert_eq!(s.at_budget.iter().filter(|a| a.arm == "paper-s4").count(), 4, "every budget compared");
+    assert_eq!(s.at_budget.iter().filter(|a| a.arm == "paper-s4").count(), 3, "every budget compared");
+    assert_eq!(s.at_budget.iter().filter(|a| a.arm == "baseline").count(), 7, "the baseline's curve");
 
     // At budget 1 the paired differences are −0.25 + (0, 0.02, −0.02): mean −0.25, s = 0.02,
     // and the smallest detectable difference at that spread over 3 seeds.
@@ -188,14 +193,37 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
     let logs: Vec<f64> = expected.iter().map(|m| m.ln()).collect();
     let mde = 1.0 - (-minimum_detectable(sample_sd(&logs).unwrap(), 3).unwrap()).exp();
     assert_relative_eq!(c.mde.unwrap(), mde, epsilon = 1e-12);
+    assert!(c.verdict.sentence().starts_with("saves 29% compute (95% CI "), "{}", c.verdict.sentence());
+
+    // Effective compute: the arm at budget 1 lies 0.25 − wobble below the baseline's loss there,
+    // and the baseline's curve falls 0.5 per doubling, so the baseline reaches it at
+    // 2^(0.5 − 2·wobble) (the curve is linear in log budget: interpolation is exact); the arm
+    // spent its budget-1 FLOPs, so it needs spent / that.
+    let e = &s.effective[0];
+    for (seed, r) in &e.per_seed {
+        let wobble = [0.0, 0.02, -0.02][*seed as usize - 1];
+        let arm = s.points.iter().find(|p| p.arm == "paper-s4" && p.seed == *seed && p.budget == 1.0).unwrap();
+        let want = arm.flops / s.budget_flops / 2f64.powf(0.5 - 2.0 * wobble);
+        match r {
+            Reach::At(m) => assert_relative_eq!(*m, want, epsilon = 1e-9),
+            other => panic!("seed {seed}: {other:?}"),
+        }
+    }
+    // One arm tested in each reading: Holm leaves its p as it is; the t-test's p is the textbook's.
+    let logs: Vec<f64> = e.per_seed.iter().map(|(_, r)| r.multiple().ln()).collect();
+    assert_relative_eq!(e.p.unwrap(), analysis::stats::t_test_p(&logs).unwrap(), epsilon = 1e-15);
+    assert_eq!(e.p_holm, e.p);
+    assert_eq!(e.conclusion(), "saves");
     let md = &report.markdown;
-    let sentence = c.verdict.sentence();
-    assert!(sentence.starts_with("saves 29% compute (95% CI "), "{sentence}");
-    let line = format!(
-        "- **the paper's method, 4 stages**: {sentence} (the seeds detect a compute effect of {:.0}% or more).",
-        mde * 100.0
+    assert!(
+        md.starts_with(
+            "# stagewise study: does growing a transformer layer by layer save compute?\n\n## Findings at this scale\n"
+        ),
+        "{md}"
     );
-    assert!(md.contains(&line), "{md}");
+    let line = format!("- **the paper's method, 4 stages** (effective compute): {}", e.verdict.effective_sentence());
+    assert!(md.contains(&line) && md.contains("Holm-adjusted over 1 arm:"), "{md}");
+    assert!(md.contains("| the paper's method, 4 stages | saves: "), "{md}");
     assert!(md.contains("## What this does not show"), "{md}");
     // No example fit the context: Figure 1 is left out, and the report says why.
     assert!(md.contains("Figure 1 (HellaSwag vs step) is omitted: 0 of 10042 examples fit"), "{md}");
@@ -205,47 +233,84 @@ fn the_study_report_computes_intervals_and_a_verdict_from_the_numbers() {
     }
 }
 
+/// The sweep's losses: the baseline best at 0.008, the growing arm at 0.016 (the edge of the
+/// range); sweep seed 101, 102, 103 adds 0, 0.01, 0.02.
+fn sweep_loss(arm: &str, rate: Option<f64>, budget: f64, seed: u64) -> f64 {
+    let off = match (arm, rate) {
+        (_, None) => 0.0,
+        ("baseline", Some(r)) => (r.log2() - 0.008f64.log2()).abs() * 0.1,
+        (_, Some(r)) => (0.016f64.log2() - r.log2()) * 0.1,
+    };
+    let wobble = if seed > 100 { 0.01 * (seed - 101) as f64 } else { 0.0 };
+    study_loss(arm, None, budget, seed.min(3)) + off + wobble
+}
+
+/// `d` trained: first the sweep alone (its logs decide the rates), then the study at them.
+fn trained(runs: &Path, d: &StudyDesign) -> (Rates, analysis::report::Report) {
+    write_study(runs, d, &Rates::new(), (6000, 4042), sweep_loss, 0.0);
+    let rates = d.chosen_rates(runs);
+    std::fs::remove_dir_all(runs).unwrap();
+    write_study(runs, d, &rates, (6000, 4042), sweep_loss, 0.0);
+    let out = runs.parent().unwrap().join("out");
+    let report =
+        build(&ReportOptions { runs_dir: runs.to_path_buf(), out_dir: out, baseline: None, budget_step: None });
+    (rates, report.unwrap())
+}
+
 #[test]
-fn the_sweep_table_shows_each_rate_annealed_and_not_and_the_chosen_one() {
+fn the_sweep_table_shows_each_rates_mean_and_its_standard_error() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let mut d = design();
-    d.sweep = Some(Sweep { rates: vec![0.004, 0.008, 0.016], seeds: vec![101], budget: 1.0 });
-    // The baseline is best at 0.008, the growing arm at 0.016 (the edge of the range); annealing
-    // gains 0.03 everywhere.
-    let loss = |arm: &str, rate: Option<f64>, budget: f64, seed: u64| {
-        let off = match (arm, rate) {
-            (_, None) => 0.0,
-            ("baseline", Some(r)) => (r.log2() - 0.008f64.log2()).abs() * 0.1,
-            (_, Some(r)) => (0.016f64.log2() - r.log2()) * 0.1,
-        };
-        study_loss(arm, None, budget, seed.min(3)) + off
-    };
-    // First the sweep alone: its logs decide the rates the study then runs at.
-    write_study(&runs, &d, &Rates::new(), (6000, 4042), loss, 0.03);
-    let rates = d.chosen_rates(&runs);
+    let seeds = vec![101, 102, 103];
+    d.sweep =
+        Some(Sweep { rates: vec![0.004, 0.008, 0.016], seeds, budget: 1.0, arms: SweepArms::Each, checks: vec![] });
+    let (rates, report) = trained(&runs, &d);
     assert_eq!(rates.get("baseline"), Some(&0.008));
     assert_eq!(rates.get("paper-s4"), Some(&0.016));
-    std::fs::remove_dir_all(&runs).unwrap();
-    write_study(&runs, &d, &rates, (6000, 4042), loss, 0.03);
-    let report = build(&ReportOptions {
-        runs_dir: runs.clone(),
-        out_dir: dir.path().join("out"),
-        baseline: None,
-        budget_step: None,
-    })
-    .unwrap();
     let s = report.study.unwrap();
     let chosen = s.sweep.iter().find(|r| r.arm == "baseline" && r.chosen).unwrap();
     assert_eq!(chosen.rate, 0.008);
-    assert_relative_eq!(chosen.constant.unwrap() - chosen.annealed.unwrap(), 0.03, epsilon = 1e-12);
+    // Seeds add 0, 0.01, 0.02: a standard error of 0.01 / √3.
+    assert_relative_eq!(chosen.standard_error().unwrap(), 0.01 / 3f64.sqrt(), epsilon = 1e-12);
     let md = &report.markdown;
-    assert!(md.contains("## Learning rate per arm"), "{md}");
-    assert!(md.contains("-0.0300: annealing helps"), "{md}");
+    assert!(md.contains("## Learning rate"), "{md}");
+    assert!(md.contains(&format!("**{:.4} ± {:.4}**", chosen.mean().unwrap(), 0.01 / 3f64.sqrt())), "{md}");
+    // Beside the choice, the difference it rests on and its noise (paired: the seeds cancel).
+    assert!(md.contains("baseline: the chosen 0.008 against the next best 0.004"), "{md}");
     assert!(md.contains("at the edge of the swept range for paper-s4"), "{md}");
     // The seeds ran at the chosen rates.
     let header = RunDir::new(runs.join("paper-s4-b1-s2")).read_header().unwrap();
     assert_eq!(header.config.lr_max, 0.016);
+}
+
+#[test]
+fn one_rate_for_every_arm_with_checks_names_an_arm_that_prefers_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let mut d = design();
+    let seeds = vec![101, 102, 103];
+    d.sweep = Some(Sweep {
+        rates: vec![0.004, 0.008, 0.016],
+        seeds,
+        budget: 1.0,
+        arms: SweepArms::Baseline,
+        checks: vec![0.5, 2.0],
+    });
+    let (rates, report) = trained(&runs, &d);
+    // Every arm at the baseline's rate; the growing arm, best at 0.016, is checked at x2 = 0.016.
+    assert_eq!((rates.get("baseline"), rates.get("paper-s4")), (Some(&0.008), Some(&0.008)));
+    let s = report.study.unwrap();
+    let x2 = s.sweep.iter().find(|r| r.arm == "paper-s4" && r.multiple == Some(2.0)).unwrap();
+    assert_eq!(x2.rate, 0.016);
+    let x1 = s.sweep.iter().find(|r| r.arm == "paper-s4" && r.multiple == Some(1.0)).unwrap();
+    let (diff, se) = x2.minus(x1).unwrap();
+    assert_relative_eq!(diff, -0.1, epsilon = 1e-9);
+    assert!(se < 1e-9, "the seeds' wobble cancels in the pairs: {se}");
+    let md = &report.markdown;
+    assert!(md.contains("Better at another multiple by more than two standard errors: paper-s4 (x2)"), "{md}");
+    let header = RunDir::new(runs.join("paper-s4-b1-s2")).read_header().unwrap();
+    assert_eq!(header.config.lr_max, 0.008);
 }
 
 #[test]

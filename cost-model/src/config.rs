@@ -71,6 +71,21 @@ pub enum PhaseStepRounding {
     Floor,
 }
 
+/// What `stage_ends` are shares of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StageEndsOf {
+    /// The base steps (the baseline's budget): the stages fill the incremental steps, then a
+    /// continual tail of full steps runs to where the run stops (the paper's layout).
+    #[default]
+    Base,
+    /// The whole run: the stages fill every step of it, the last one to its end (no continual
+    /// tail), and the run's length follows from where it stops (its compute budget, or steps).
+    /// Bu's growth "at 80% of the iterations", MIDAS's Prop-1 stage lengths, G_stack's growth
+    /// point: shares of the run a method is compared on.
+    Run,
+}
+
 /// Which parameters train in phase 1 besides the new blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 pub enum Phase1Trainable {
@@ -85,6 +100,13 @@ pub enum Phase1Trainable {
     #[serde(rename = "new+embeddings")]
     #[value(name = "new+embeddings")]
     NewAndEmbeddings,
+}
+
+impl StageEndsOf {
+    /// True for the default (what `run.json` leaves out).
+    pub fn is_base(&self) -> bool {
+        *self == StageEndsOf::Base
+    }
 }
 
 impl Phase1Trainable {

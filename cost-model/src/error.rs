@@ -72,6 +72,8 @@ pub enum PlanError {
     Phase1NeedsTop(&'static str),
     #[error("rewarmup_steps > 0 with reset_optimizer_at_continual = false: the re-warmup ramps a fresh optimizer after its reset; reset it, or set rewarmup_steps = 0")]
     RewarmupWithoutReset,
+    #[error("the schedule grows at step {step}, while the learning rate still warms up (warmup_steps = {warmup_steps}), so it grows an untrained model: move the growth later (stage_ends, a longer budget) or shorten warmup_steps; or allow it (allow_growth_in_warmup)")]
+    GrowthInWarmup { step: u64, warmup_steps: u64 },
     #[error("method {method} needs a model of at least {at_least} layers, not {layers}")]
     MethodTooShallow { method: String, layers: u32, at_least: u32 },
     #[error("step times: {0}; need 0 < forward < forward+backward")]
@@ -97,6 +99,7 @@ impl PlanError {
             PlanError::MethodTooShallow { .. } => "method",
             PlanError::Phase1NeedsTop(_) => "phase1_share",
             PlanError::RewarmupWithoutReset => "rewarmup_steps",
+            PlanError::GrowthInWarmup { .. } => "allow_growth_in_warmup",
         }
     }
 }

@@ -23,9 +23,87 @@
 //! - `stack`: new block `k` copies trained block `k mod old`: the trained stack repeated
 //!   (G_stack, Du et al. 2024, when placed on top).
 //!
-//! New blocks start with fresh optimizer state; trained blocks keep theirs wherever they move.
+//! What the optimizer does at a growth is the [`GrowthOptimizer`] (new blocks fresh, new blocks
+//! with their source's moments, or a fresh AdamW for everything), and the learning rate may ramp
+//! up again after it ([`GrowthRewarmup`]); trained blocks keep their state wherever they move.
 
 use serde::{Deserialize, Serialize};
+
+/// The AdamW state at a growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrowthOptimizer {
+    /// New blocks start with no moments and no steps; trained blocks keep theirs.
+    #[default]
+    Fresh,
+    /// A new block that copies a trained one (`copy`, `stack`) takes its moments and step count
+    /// too, as if it had trained beside it; other new blocks start fresh.
+    Copy,
+    /// Every parameter's state is dropped: a fresh AdamW from the growth on (G_stack's official
+    /// code, which trains the grown model as a new run).
+    Reset,
+}
+
+impl GrowthOptimizer {
+    /// The name as written in `run.json` and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            GrowthOptimizer::Fresh => "fresh",
+            GrowthOptimizer::Copy => "copy",
+            GrowthOptimizer::Reset => "reset",
+        }
+    }
+
+    /// True for the default (what `run.json` leaves out).
+    pub fn is_fresh(&self) -> bool {
+        *self == GrowthOptimizer::Fresh
+    }
+}
+
+/// A linear ramp of the learning rate after each growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrowthRewarmup {
+    /// The rate goes on as the schedule has it (Bu: "continue training with the same learning rate").
+    #[default]
+    None,
+    /// A ramp as long as the run's own warmup: with a fresh optimizer, the schedule restarted
+    /// (G_stack's official code warms the grown model up again).
+    Warmup,
+    /// A ramp of this many steps.
+    Steps(u64),
+}
+
+impl GrowthRewarmup {
+    /// True for the default (what `run.json` leaves out).
+    pub fn is_none(&self) -> bool {
+        *self == GrowthRewarmup::None
+    }
+
+    /// Steps of the ramp in a run warming up over `warmup_steps`.
+    pub fn steps(self, warmup_steps: u64) -> u64 {
+        match self {
+            GrowthRewarmup::None => 0,
+            GrowthRewarmup::Warmup => warmup_steps,
+            GrowthRewarmup::Steps(n) => n,
+        }
+    }
+}
+
+impl std::str::FromStr for GrowthRewarmup {
+    type Err = String;
+    /// `none`, `warmup` or a step count.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" | "0" => Ok(GrowthRewarmup::None),
+            "warmup" => Ok(GrowthRewarmup::Warmup),
+            n => n
+                .parse()
+                .map(GrowthRewarmup::Steps)
+                .map_err(|_| format!("`{n}`: give none, warmup or a number of steps")),
+        }
+    }
+}
 
 /// How the blocks a stage adds start out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]

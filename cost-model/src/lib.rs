@@ -42,9 +42,11 @@ pub mod report;
 pub mod schedule;
 pub mod split;
 
-pub use config::{ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, Until, GPT2_TOKENS_PER_STEP};
+pub use config::{
+    ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, StageEndsOf, Until, GPT2_TOKENS_PER_STEP,
+};
 pub use error::PlanError;
-pub use growth::{Growth, Placement};
+pub use growth::{Growth, GrowthOptimizer, GrowthRewarmup, Placement};
 pub use method::{Method, MethodSpec, METHODS};
 pub use plan::{
     backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, LayerGrowth, Phase, Plan,

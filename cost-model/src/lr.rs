@@ -114,23 +114,24 @@ pub struct Rewarmup {
     pub steps: u64,
 }
 
-/// How the learning rate moves over the steps of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// How the learning rate moves over the steps of a run: its curve, times a ramp after each
+/// optimizer reset or growth that asks for one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrSchedule {
     pub curve: LrCurve,
-    pub rewarmup: Option<Rewarmup>,
+    pub rewarmups: Vec<Rewarmup>,
 }
 
 impl LrSchedule {
     /// Learning rate of step `step` (1-based).
     pub fn lr(&self, step: u64) -> f64 {
-        let ramp = match self.rewarmup {
-            Some(Rewarmup { first_step, steps }) if steps > 0 && step >= first_step && step < first_step + steps => {
+        let ramp = |r: &Rewarmup| match *r {
+            Rewarmup { first_step, steps } if steps > 0 && step >= first_step && step < first_step + steps => {
                 (step - first_step + 1) as f64 / steps as f64
             }
             _ => 1.0,
         };
-        self.curve.lr(step) * ramp
+        self.curve.lr(step) * self.rewarmups.iter().map(ramp).product::<f64>()
     }
 }
 
@@ -201,7 +202,7 @@ mod tests {
     #[test]
     fn rewarmup_ramps_linearly_after_the_reset() {
         let s =
-            LrSchedule { curve: LrCurve::Constant { lr: 1.0 }, rewarmup: Some(Rewarmup { first_step: 11, steps: 4 }) };
+            LrSchedule { curve: LrCurve::Constant { lr: 1.0 }, rewarmups: vec![Rewarmup { first_step: 11, steps: 4 }] };
         let lrs: Vec<f64> = (9..=16).map(|t| s.lr(t)).collect();
         assert_eq!(lrs, [1.0, 1.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
     }

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::flops::{token_flops, Trainable};
-use crate::{closed_form, ComputeUnit, IncrementalSchedule, ModelShape, PhaseStepRounding, PlanError, Until};
+use crate::{
+    closed_form, ComputeUnit, IncrementalSchedule, ModelShape, PhaseStepRounding, PlanError, StageEndsOf, Until,
+};
 
 /// Round to the nearest integer, halves up (14,687.5 → 14,688). Negative values clamp to 0.
 pub fn round_half_up(x: f64) -> u64 {
@@ -236,7 +238,8 @@ impl Plan {
     }
 
     /// Stages of `schedule`, held to the compute of `base_steps` full steps of `tokens_per_step`
-    /// tokens, then a continual tail that runs until `until`.
+    /// tokens, then a continual tail that runs until `until`; or, with `stage_ends_of = run`,
+    /// stages that fill the whole run, whose length `until` decides.
     pub fn incremental(
         shape: &ModelShape,
         tokens_per_step: u64,
@@ -246,9 +249,90 @@ impl Plan {
     ) -> Result<Plan, PlanError> {
         shape.validate(tokens_per_step)?;
         schedule.validate(shape, base_steps)?;
+        if schedule.stage_ends_of == StageEndsOf::Run {
+            return Plan::run_relative(shape, tokens_per_step, base_steps, schedule, until);
+        }
+        let total = schedule.incremental_steps(base_steps);
+        let mut plan = Plan::stages(shape, tokens_per_step, base_steps, schedule, total, base_steps)?;
+        let full_step = plan.full_step;
+        let target = |unit| equal_compute_exact(&plan.stages, plan.incremental_steps, base_steps, full_step, unit);
+        plan.equal_compute = EqualComputeTargets {
+            paper_units: EqualCompute::new(target(ComputeUnit::PaperUnits)),
+            flops: EqualCompute::new(target(ComputeUnit::Flops)),
+        };
+        // The paper's closed form describes its even schedule only.
+        plan.closed_form_equal_compute = schedule.is_even(shape.blocks()).then(|| {
+            closed_form::equal_compute_step(
+                schedule.stages,
+                base_steps as f64,
+                schedule.incremental_steps(base_steps) as f64,
+                schedule.backward_ratio,
+                schedule.phase1_share,
+            )
+        });
+        let end = plan.end_step(until)?;
+        plan.truncate_or_extend(shape, tokens_per_step, end);
+        Ok(plan)
+    }
+
+    /// Stages that fill the whole run (`stage_ends_of = run`): the run's length is the step count
+    /// whose compute comes closest to `until`'s target (or `until`'s steps), and its
+    /// equal-compute steps are the lengths that spend the budget in each unit.
+    fn run_relative(
+        shape: &ModelShape,
+        tokens_per_step: u64,
+        base_steps: u64,
+        schedule: &IncrementalSchedule,
+        until: Until,
+    ) -> Result<Plan, PlanError> {
+        let build = |steps: u64| Plan::stages(shape, tokens_per_step, base_steps, schedule, steps, steps);
+        let probe = build((base_steps * 16).max(u64::from(schedule.stages) * 64))?;
+        // The run length whose compute in `unit` comes closest to `target` (compute grows by about
+        // `target / estimate` per step; the stages' rounding moves it by a step or two).
+        let length = |unit: ComputeUnit, target: f64| -> Result<u64, PlanError> {
+            let per_step = probe.cumulative(probe.total_steps()).get(unit) / probe.total_steps() as f64;
+            let estimate = round_half_up(target / per_step).max(u64::from(schedule.stages));
+            let mut best = (f64::INFINITY, estimate);
+            for steps in estimate.saturating_sub(3).max(u64::from(schedule.stages))..=estimate + 3 {
+                let plan = build(steps)?;
+                let miss = (plan.cumulative(steps).get(unit) - target).abs();
+                if miss < best.0 {
+                    best = (miss, steps);
+                }
+            }
+            Ok(best.1)
+        };
+        let budget = scale(probe.full_step, base_steps);
+        let steps = match until {
+            Until::Steps(0) => return Err(PlanError::NoUntilSteps),
+            Until::Steps(steps) => steps,
+            Until::EqualCompute(unit) => length(unit, budget.get(unit))?,
+            Until::Budget { multiple, .. } if !(multiple.is_finite() && multiple > 0.0) => {
+                return Err(PlanError::BadBudgetMultiple(multiple))
+            }
+            Until::Budget { multiple, unit } => length(unit, multiple * budget.get(unit))?,
+        };
+        let mut plan = build(steps)?;
+        plan.equal_compute = EqualComputeTargets {
+            paper_units: EqualCompute::new(length(ComputeUnit::PaperUnits, budget.paper_units)? as f64),
+            flops: EqualCompute::new(length(ComputeUnit::Flops, budget.flops)? as f64),
+        };
+        Ok(plan)
+    }
+
+    /// The stages of `schedule` filling `total` steps, with `stage_ends` shares of `scale` steps;
+    /// equal-compute targets left at the stages' end (the callers set them).
+    fn stages(
+        shape: &ModelShape,
+        tokens_per_step: u64,
+        base_steps: u64,
+        schedule: &IncrementalSchedule,
+        total: u64,
+        scale: u64,
+    ) -> Result<Plan, PlanError> {
         let depths = schedule.depths(shape.blocks());
         let layer_split: Vec<u32> = depths.iter().scan(0, |below, &d| Some(d - std::mem::replace(below, d))).collect();
-        let phase_steps = phase_step_counts(schedule, base_steps);
+        let phase_steps = phase_step_counts(schedule, total, scale);
         let full_step = full_step_compute(shape, tokens_per_step);
 
         let mut segments = Vec::new();
@@ -258,8 +342,7 @@ impl Plan {
         for (index, (&added, &(phase1_steps, phase2_steps))) in layer_split.iter().zip(&phase_steps).enumerate() {
             let stage = index as u32 + 1;
             if phase1_steps + phase2_steps == 0 {
-                let steps = schedule.incremental_steps(base_steps);
-                return Err(PlanError::TooFewSteps { steps, stages: schedule.stages });
+                return Err(PlanError::TooFewSteps { steps: total, stages: schedule.stages });
             }
             let first_new = active;
             let grows = Some(LayerGrowth { from_layers: active, to_layers: active + added });
@@ -313,36 +396,17 @@ impl Plan {
             });
         }
         let incremental_steps = next_step - 1;
-        let base = base_steps as f64;
-        let target = |unit| equal_compute_exact(&stages, incremental_steps, base_steps, full_step, unit);
-        let equal_compute = EqualComputeTargets {
-            paper_units: EqualCompute::new(target(ComputeUnit::PaperUnits)),
-            flops: EqualCompute::new(target(ComputeUnit::Flops)),
-        };
-        // The paper's closed form describes its even schedule only.
-        let closed_form_equal_compute = schedule.is_even(shape.blocks()).then(|| {
-            closed_form::equal_compute_step(
-                schedule.stages,
-                base,
-                schedule.incremental_steps(base_steps) as f64,
-                schedule.backward_ratio,
-                schedule.phase1_share,
-            )
-        });
-
-        let mut plan = Plan {
+        let at_end = EqualCompute::new(incremental_steps as f64);
+        Ok(Plan {
             layer_split,
             stages,
             segments,
             base_steps,
             incremental_steps,
             full_step,
-            equal_compute,
-            closed_form_equal_compute,
-        };
-        let end = plan.end_step(until)?;
-        plan.truncate_or_extend(shape, tokens_per_step, end);
-        Ok(plan)
+            equal_compute: EqualComputeTargets { paper_units: at_end, flops: at_end },
+            closed_form_equal_compute: None,
+        })
     }
 
     /// The last step a run stopping at `until` trains (the plan's stages and full steps as they
@@ -505,10 +569,12 @@ fn equal_compute_exact(
     incremental_steps as f64 + base_steps as f64 - spent.get(unit) / full_step.get(unit)
 }
 
-/// Whole (phase 1, phase 2) steps of every stage.
-fn phase_step_counts(schedule: &IncrementalSchedule, base_steps: u64) -> Vec<(u64, u64)> {
+/// Whole (phase 1, phase 2) steps of every stage when the stages fill `total` steps and the
+/// stage ends are shares of `scale` steps.
+fn phase_step_counts(schedule: &IncrementalSchedule, total: u64, scale: u64) -> Vec<(u64, u64)> {
     let stages = u64::from(schedule.stages);
-    let total = schedule.incremental_steps(base_steps) as f64;
+    let total_steps = total;
+    let total = total as f64;
     let p = schedule.phase1_share;
     match schedule.phase_steps {
         PhaseStepRounding::Floor => {
@@ -529,7 +595,7 @@ fn phase_step_counts(schedule: &IncrementalSchedule, base_steps: u64) -> Vec<(u6
                 .collect()
         }
         PhaseStepRounding::Exact => schedule
-            .stage_bounds(base_steps)
+            .stage_bounds(scale, total_steps)
             .into_iter()
             .map(|(start, end)| {
                 // The same rounding at the stage's own bounds.

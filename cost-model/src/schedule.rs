@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::StageList;
-use crate::{ModelShape, Phase1Trainable, PhaseStepRounding, PlanError};
+use crate::{ModelShape, Phase1Trainable, PhaseStepRounding, PlanError, StageEndsOf};
 
 /// The knobs of a layer-wise incremental schedule. The budget it is held to (the baseline's
 /// steps) and where its continual tail stops are not knobs of the stages: they are passed to
@@ -39,6 +39,12 @@ pub struct IncrementalSchedule {
     #[arg(long, value_delimiter = ',', value_name = "E1,E2,...")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stage_ends: Vec<f64>,
+    /// What --stage-ends are shares of: `base` (the base steps, then a continual tail to where the
+    /// run stops) or `run` (the whole run: the last stage runs to its end, and the run's length
+    /// follows from its budget; Bu's growth at 80% of the iterations, MIDAS's Prop-1).
+    #[arg(long, value_enum, default_value_t = StageEndsOf::Base)]
+    #[serde(default, skip_serializing_if = "StageEndsOf::is_base")]
+    pub stage_ends_of: StageEndsOf,
     /// Incremental steps as a share of the base steps, in (0, 1] (paper: 1).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub incremental_share: f64,
@@ -74,6 +80,7 @@ impl Default for IncrementalSchedule {
             stages: 4,
             stage_layers: Vec::new(),
             stage_ends: Vec::new(),
+            stage_ends_of: StageEndsOf::Base,
             incremental_share: 1.0,
             phase1_share: 0.5,
             backward_ratio: 1.0,
@@ -104,7 +111,9 @@ impl IncrementalSchedule {
     /// incremental steps (however it was written).
     pub fn is_even(&self, layers: u32) -> bool {
         let even = IncrementalSchedule { stage_layers: Vec::new(), ..self.clone() };
-        self.stage_ends.is_empty() && (self.stage_layers.is_empty() || self.stage_layers == even.depths(layers))
+        self.stage_ends.is_empty()
+            && self.stage_ends_of == StageEndsOf::Base
+            && (self.stage_layers.is_empty() || self.stage_layers == even.depths(layers))
     }
 
     /// Active blocks at the end of each stage of a model of `layers` blocks.
@@ -166,6 +175,10 @@ impl IncrementalSchedule {
         if steps < u64::from(self.stages) {
             return Err(PlanError::TooFewSteps { steps, stages: self.stages });
         }
+        if self.stage_ends_of == StageEndsOf::Run && self.incremental_share != 1.0 {
+            let reason = "stage_ends_of = run: the stages fill the whole run; leave incremental_share at 1".into();
+            return Err(PlanError::BadStageList { list: StageList::Ends, reason });
+        }
         self.validate_ends()?;
         self.validate_stage_shapes(shape)
     }
@@ -214,20 +227,24 @@ impl IncrementalSchedule {
         if self.phase_steps == PhaseStepRounding::Floor {
             return bad("phase_steps = floor is the reference code's even split; use exact with stage ends".into());
         }
-        let share = self.incremental_share;
+        let (share, of) = match self.stage_ends_of {
+            StageEndsOf::Base => (self.incremental_share, "incremental_share = "),
+            StageEndsOf::Run => (1.0, "the run's end, "),
+        };
         let mut previous = 0.0;
         for &end in ends {
             if !(end.is_finite() && end > previous && end < share) {
-                return bad(format!("{end} is not between {previous} and incremental_share = {share}"));
+                return bad(format!("{end} is not between {previous} and {of}{share}"));
             }
             previous = end;
         }
         Ok(())
     }
 
-    /// Where each stage starts and ends, in (fractional) steps of a run held to `base_steps`.
-    pub fn stage_bounds(&self, base_steps: u64) -> Vec<(f64, f64)> {
-        let total = self.incremental_steps(base_steps) as f64;
+    /// Where each stage starts and ends, in (fractional) steps, when the stages fill `total`
+    /// steps and `stage_ends` are shares of `scale` steps (the base steps, or the run's own).
+    pub fn stage_bounds(&self, scale: u64, total: u64) -> Vec<(f64, f64)> {
+        let total = total as f64;
         let stages = self.stages as usize;
         if self.stage_ends.is_empty() {
             // The paper's even split, as (s + offset)·total/S: bit for bit what runs had.
@@ -235,7 +252,7 @@ impl IncrementalSchedule {
                 .map(|s| (s as f64 * total / stages as f64, (s + 1) as f64 * total / stages as f64))
                 .collect();
         }
-        let ends: Vec<f64> = self.stage_ends.iter().map(|e| e * base_steps as f64).chain([total]).collect();
+        let ends: Vec<f64> = self.stage_ends.iter().map(|e| e * scale as f64).chain([total]).collect();
         let starts = std::iter::once(0.0).chain(ends.iter().copied());
         starts.zip(ends.iter().copied()).collect()
     }

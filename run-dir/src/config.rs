@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use cost_model::lr::{DecayShape, LrCurve};
-use cost_model::{ComputeUnit, Segment};
+use cost_model::{ComputeUnit, Plan, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -84,6 +84,25 @@ pub enum LrKind {
     /// Warmup-stable-decay: warmup, `lr_max` held, then the last `cooldown_fraction` of the run's
     /// steps decay (`decay_shape`) to `lr_min`. Runs can be cooled down at any budget.
     Wsd,
+}
+
+/// What a WSD run's `cooldown_fraction` is a share of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CooldownOf {
+    /// The run's steps (runs before format 5: absent from their `run.json`).
+    #[default]
+    Steps,
+    /// The run's FLOPs: the decay starts where the run has spent `1 − cooldown_fraction` of its
+    /// compute, so every arm anneals over the same share of its compute (a growing run's early
+    /// steps are cheap: the last 20% of its steps are more than 20% of its FLOPs).
+    Flops,
+}
+
+impl CooldownOf {
+    fn is_steps(&self) -> bool {
+        *self == CooldownOf::Steps
+    }
 }
 
 /// Which attention kernel `scaled_dot_product_attention` may use on CUDA.
@@ -199,8 +218,13 @@ pub struct TrainConfig {
     pub lr_max: f64,
     pub lr_min: f64,
     pub warmup_steps: u64,
-    /// WSD: share of a run's (or cooldown branch's) steps spent decaying to `lr_min` (0.2).
+    /// WSD: share of a run's (or cooldown branch's) steps, or FLOPs (`cooldown_fraction_of`),
+    /// spent decaying to `lr_min` (0.2).
     pub cooldown_fraction: f64,
+    /// WSD: what `cooldown_fraction` is a share of: `flops` (the fair protocol: equal annealing in
+    /// compute for every arm) or `steps`. Absent from `run.json` at `steps`.
+    #[serde(default, skip_serializing_if = "CooldownOf::is_steps")]
+    pub cooldown_fraction_of: CooldownOf,
     /// WSD: `1-sqrt` or `linear`.
     pub decay_shape: DecayShape,
     /// Budgets (multiples of the plan's baseline budget, in `cooldown_unit`) that cooldown branches
@@ -312,6 +336,7 @@ impl TrainConfig {
             lr_min: 6e-5,
             warmup_steps: 715,
             cooldown_fraction: 0.2,
+            cooldown_fraction_of: CooldownOf::Flops,
             decay_shape: DecayShape::OneMinusSqrt,
             cooldown_budgets: Vec::new(),
             cooldown_unit: ComputeUnit::Flops,
@@ -365,6 +390,7 @@ impl TrainConfig {
             "paper" => TrainConfig {
                 micro_batch: 32,
                 lr_schedule: LrKind::Constant,
+                cooldown_fraction_of: CooldownOf::Steps,
                 warmup_steps: 0,
                 grad_clip: None,
                 bf16: false,
@@ -399,6 +425,7 @@ impl TrainConfig {
             object.entry("keep_checkpoints").or_insert(Value::from(self.keep_checkpoints));
             object.entry("deterministic").or_insert(Value::Bool(self.deterministic));
             object.entry("sdpa_backend").or_insert(serde_json::to_value(self.sdpa_backend)?);
+            object.entry("cooldown_fraction_of").or_insert(serde_json::to_value(self.cooldown_fraction_of)?);
         }
         let mut slot = &mut root;
         for part in key.split('.') {
@@ -412,15 +439,37 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The learning rate by step over a run of `total_steps` steps (re-warmup aside: see
+    /// The learning rate by step over the run of `plan` (re-warmup aside: see
     /// `RunHeader::lr_schedule`).
-    pub fn lr_curve(&self, total_steps: u64) -> LrCurve {
+    pub fn lr_curve(&self, plan: &Plan) -> LrCurve {
         let (lr_max, lr_min, warmup_steps) = (self.lr_max, self.lr_min, self.warmup_steps);
+        let total_steps = plan.total_steps();
         match self.lr_schedule {
             LrKind::Constant => LrCurve::Constant { lr: lr_max },
             LrKind::Cosine => LrCurve::WarmupCosine { lr_max, lr_min, warmup_steps, decay_steps: total_steps },
-            LrKind::Wsd => {
-                LrCurve::wsd(lr_max, lr_min, warmup_steps, self.cooldown_fraction, total_steps, self.decay_shape)
+            LrKind::Wsd => LrCurve::WarmupStableDecay {
+                lr_max,
+                lr_min,
+                warmup_steps,
+                decay_steps: self.decay_steps(plan, total_steps),
+                last_step: total_steps,
+                shape: self.decay_shape,
+            },
+        }
+    }
+
+    /// Steps of the WSD decay of a run of `plan` that ends at `last_step`: the last
+    /// `cooldown_fraction` of its steps, or the steps that spend the last `cooldown_fraction` of
+    /// its FLOPs (`cooldown_fraction_of`), rounded halves up; at most all of them.
+    pub fn decay_steps(&self, plan: &Plan, last_step: u64) -> u64 {
+        match self.cooldown_fraction_of {
+            CooldownOf::Steps => cost_model::lr::decay_steps(self.cooldown_fraction, last_step),
+            CooldownOf::Flops => {
+                let total = plan.cumulative(last_step).flops;
+                let start = plan
+                    .step_at_compute(ComputeUnit::Flops, (1.0 - self.cooldown_fraction) * total)
+                    .map_or(0.0, |at| at.exact);
+                cost_model::round_half_up(last_step as f64 - start).min(last_step)
             }
         }
     }

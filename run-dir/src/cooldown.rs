@@ -1,7 +1,9 @@
 //! Cooldown branches: a run as it would have been had its learning rate ended at a given compute
 //! budget. The run's plan says at which step `E` its compute reaches `budget` × its baseline
-//! budget; the branch restarts from the run's checkpoint at `K = E − round(cooldown_fraction · E)`
-//! and decays the learning rate to `lr_min` by `E`, following the run's own plan. With a WSD run
+//! budget; the branch restarts from the run's checkpoint at `K`, where the decay of a run ending
+//! at `E` starts (`E − round(cooldown_fraction · E)`, or the step where the run has spent
+//! `1 − cooldown_fraction` of its FLOPs up to `E`: `cooldown_fraction_of`), and decays the
+//! learning rate to `lr_min` by `E`, following the run's own plan. With a WSD run
 //! the branch's rate equals the run's up to `K`, so the branch is exactly the annealed run.
 
 use anyhow::bail;
@@ -36,22 +38,14 @@ pub struct BranchPoint {
 /// Where the branches of the `cooldown_budgets` of a run of `config` on `plan` start (the steps
 /// it must checkpoint and keep) and end (where it logs its un-annealed loss beside theirs).
 pub fn branch_points(config: &TrainConfig, plan: &Plan) -> anyhow::Result<Vec<BranchPoint>> {
-    config
-        .cooldown_budgets
-        .iter()
-        .map(|&budget| branch_point(plan, config.cooldown_unit, budget, config.cooldown_fraction))
-        .collect()
+    config.cooldown_budgets.iter().map(|&budget| branch_point(plan, config.cooldown_unit, budget, config)).collect()
 }
 
-/// The branch point of `plan` at `budget` × its baseline budget in `unit`, decaying over
-/// `cooldown_fraction` of its steps. Errors say why there is none (the budget lies past the run's
-/// end, or leaves no step to start from); they name fields, not flags.
-pub fn branch_point(
-    plan: &Plan,
-    unit: ComputeUnit,
-    budget: f64,
-    cooldown_fraction: f64,
-) -> anyhow::Result<BranchPoint> {
+/// The branch point of `plan` at `budget` × its baseline budget in `unit`, decaying as `config`
+/// says (`cooldown_fraction` of the branch's steps or FLOPs). Errors say why there is none (the
+/// budget lies past the run's end, or leaves no step to start from); they name fields, not flags.
+pub fn branch_point(plan: &Plan, unit: ComputeUnit, budget: f64, config: &TrainConfig) -> anyhow::Result<BranchPoint> {
+    let cooldown_fraction = config.cooldown_fraction;
     if !(budget.is_finite() && budget > 0.0) {
         bail!("budget {budget}: a budget is a positive multiple of the baseline budget, e.g. 0.5, 1, 2");
     }
@@ -64,11 +58,11 @@ pub fn branch_point(
         );
     };
     let to_step = end.step.max(1);
-    // The same decay the branch's learning-rate curve will have (LrCurve::wsd).
-    let decay = cost_model::lr::decay_steps(cooldown_fraction, to_step);
+    // The same decay the branch's learning-rate curve will have (`TrainConfig::lr_curve`).
+    let decay = config.decay_steps(plan, to_step);
     if decay == 0 || decay >= to_step {
         bail!(
-            "budget {budget}: ends at step {to_step}, too early for a decay of cooldown_fraction {cooldown_fraction} of its steps"
+            "budget {budget}: ends at step {to_step}, too early for a decay of cooldown_fraction {cooldown_fraction} of it"
         );
     }
     Ok(BranchPoint { from_step: to_step - decay, to_step })
@@ -106,7 +100,7 @@ pub fn derive_branch(main: &RunHeader, unit: ComputeUnit, budget: f64) -> anyhow
             main.name
         ),
     }
-    let point = branch_point(&main.plan, unit, budget, config.cooldown_fraction)?;
+    let point = branch_point(&main.plan, unit, budget, &config)?;
     config.cooldown_budgets.clear();
     Ok(DerivedBranch {
         name: branch_run_name(&main.name, unit, budget),
@@ -185,7 +179,8 @@ mod tests {
     fn branch_points_follow_the_plan() {
         let plan =
             Plan::baseline(&ModelShape::gpt2_124m(), cost_model::GPT2_TOKENS_PER_STEP, 1000).unwrap().truncated(1000);
-        let at = |b| branch_point(&plan, ComputeUnit::Flops, b, 0.2);
+        let config = TrainConfig::preset("tiny").unwrap();
+        let at = |b| branch_point(&plan, ComputeUnit::Flops, b, &config);
         assert_eq!(at(1.0).unwrap(), BranchPoint { from_step: 800, to_step: 1000 });
         assert_eq!(at(0.5).unwrap(), BranchPoint { from_step: 400, to_step: 500 });
         assert_eq!(at(0.25).unwrap(), BranchPoint { from_step: 200, to_step: 250 });

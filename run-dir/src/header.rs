@@ -9,7 +9,10 @@
 //! ran the README holds such runs. Formats 1 and 2 (before 2026-11-27: before versioning, and
 //! before WSD, seeds and the validation sample) only ever existed in the developers' own
 //! directories; they are refused with the commit that reads them, as is a format newer than this
-//! build's: never guessed at.
+//! build's: never guessed at. Format 4 is read as format 5 with 5's new knobs at the values
+//! that reproduce it: a WSD decay over the last `cooldown_fraction` of the *steps*
+//! (`cooldown_fraction_of = steps`), stages ending at shares of the base steps, new blocks with
+//! fresh optimizer state and no ramp after a growth.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +26,7 @@ use crate::cooldown::CooldownBranch;
 use crate::schedule::ScheduleSpec;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
 /// `run.json`: what a run is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,7 +122,7 @@ pub enum HeaderError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{}: format {found} is newer than this build reads (up to {FORMAT}); use a newer stagewise", .path.display())]
     Newer { path: PathBuf, found: u64 },
-    #[error("{}: format {found} (written before 2026-11-27) is older than this build reads (3 and 4); read it with stagewise at commit bf4c737", .path.display())]
+    #[error("{}: format {found} (written before 2026-11-27) is older than this build reads (3 to 5); read it with stagewise at commit bf4c737", .path.display())]
     Older { path: PathBuf, found: u64 },
 }
 
@@ -158,15 +161,18 @@ impl RunHeader {
     /// The learning rate of every step: the config's curve over the plan's steps, and the
     /// schedule's re-warmup when continual training starts.
     pub fn lr_schedule(&self) -> LrSchedule {
-        let curve = self.config.lr_curve(self.plan.total_steps());
-        let rewarmup = match (self.schedule.incremental(), self.plan.continual_start()) {
+        let curve = self.config.lr_curve(&self.plan);
+        let mut rewarmups = Vec::new();
+        if let Some(spec) = self.schedule.incremental() {
             // It follows the optimizer reset: `ScheduleSpec::plan` refuses a ramp without one.
-            (Some(spec), Some(first_step)) if spec.rewarmup_steps > 0 => {
-                Some(Rewarmup { first_step, steps: spec.rewarmup_steps })
+            if let (Some(first_step), true) = (self.plan.continual_start(), spec.rewarmup_steps > 0) {
+                rewarmups.push(Rewarmup { first_step, steps: spec.rewarmup_steps });
             }
-            _ => None,
-        };
-        LrSchedule { curve, rewarmup }
+            let steps = spec.growth_rewarmup.steps(self.config.warmup_steps);
+            let growths = self.plan.segments.iter().filter(|s| s.stage > 1 && s.grows.is_some());
+            rewarmups.extend(growths.filter(|_| steps > 0).map(|s| Rewarmup { first_step: s.first_step, steps }));
+        }
+        LrSchedule { curve, rewarmups }
     }
 
     /// The header as `run.json` holds it (pretty JSON).
@@ -191,6 +197,8 @@ impl RunHeader {
         if format <= 3 {
             upgrade_v3(&mut value);
         }
+        // 4 → 5: the knobs 5 added take their defaults, which are format 4's behaviour.
+        value["format"] = json!(FORMAT);
         serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
     }
 }

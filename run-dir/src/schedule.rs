@@ -3,7 +3,7 @@
 //! start). The plan, every step's phase, layers and compute, comes from cost_model.
 
 use cost_model::{ComputeUnit, IncrementalSchedule, Plan, PlanError, Until};
-pub use cost_model::{Growth, Method, Placement};
+pub use cost_model::{Growth, GrowthOptimizer, GrowthRewarmup, Method, Placement};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -44,6 +44,22 @@ pub struct IncrementalSpec {
     /// (the older blocks at each phase 2), instead of resuming moments frozen since phase 1 began.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, help_heading = "Incremental schedule")]
     pub reset_moments_on_unfreeze: bool,
+    /// The AdamW state at each growth: fresh (new blocks start without moments), copy (a copied
+    /// block's moments come with it), reset (a fresh AdamW for every parameter).
+    #[arg(long, value_enum, default_value_t = GrowthOptimizer::Fresh, help_heading = "Incremental schedule")]
+    #[serde(default, skip_serializing_if = "GrowthOptimizer::is_fresh")]
+    pub growth_optimizer: GrowthOptimizer,
+    /// A linear learning-rate ramp after each growth: none, warmup (as long as the run's warmup:
+    /// the schedule restarted) or a number of steps.
+    #[arg(long, default_value = "none", value_name = "none|warmup|N", help_heading = "Incremental schedule")]
+    #[serde(default, skip_serializing_if = "GrowthRewarmup::is_none")]
+    pub growth_rewarmup: GrowthRewarmup,
+    /// Let the schedule grow while the learning rate still warms up (the paper's even stages, also
+    /// written `--stages S`, and MIDAS's Prop-1 do at short budgets); otherwise such a plan is
+    /// refused.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, help_heading = "Incremental schedule")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_growth_in_warmup: bool,
 }
 
 impl Default for IncrementalSpec {
@@ -57,6 +73,9 @@ impl Default for IncrementalSpec {
             placement: Placement::Top,
             rewarmup_steps: 0,
             reset_moments_on_unfreeze: false,
+            growth_optimizer: GrowthOptimizer::Fresh,
+            growth_rewarmup: GrowthRewarmup::None,
+            allow_growth_in_warmup: false,
         }
     }
 }
@@ -72,6 +91,9 @@ impl IncrementalSpec {
             growth: spec.growth,
             placement: spec.placement,
             reset_optimizer_at_continual: spec.reset_optimizer_at_continual,
+            growth_optimizer: spec.growth_optimizer,
+            growth_rewarmup: spec.growth_rewarmup,
+            allow_growth_in_warmup: spec.grows_in_warmup,
             ..IncrementalSpec::default()
         })
     }
@@ -160,7 +182,21 @@ impl ScheduleSpec {
                 if !spec.placement.is_top() && spec.stages.phase1_share > 0.0 {
                     return Err(PlanError::Phase1NeedsTop(spec.placement.name()));
                 }
-                Plan::incremental(shape, tokens, config.steps, &spec.stages, spec.until)
+                let plan = Plan::incremental(shape, tokens, config.steps, &spec.stages, spec.until)?;
+                // A growth while the rate still warms up grows an untrained model (G_stack grown
+                // at the end of warmup stacked a source that had not trained yet).
+                let warmup = match config.lr_schedule {
+                    crate::config::LrKind::Constant => 0,
+                    _ => config.warmup_steps,
+                };
+                // The paper's even stages grow where the paper puts them (as `paper-s<S>` does).
+                let allowed =
+                    spec.allow_growth_in_warmup || (spec.stages.is_even(shape.blocks()) && spec.method.is_none());
+                let early = plan.segments.iter().find(|s| s.stage > 1 && s.grows.is_some() && s.first_step <= warmup);
+                if let (Some(early), false) = (early, allowed) {
+                    return Err(PlanError::GrowthInWarmup { step: early.first_step, warmup_steps: warmup });
+                }
+                Ok(plan)
             }
         }
     }
@@ -211,7 +247,7 @@ mod tests {
         let first = plan.continual_start().unwrap();
         let header = crate::RunHeader::new("r", config, schedule, plan, "cpu".into(), "2.11.0");
         let lr = header.lr_schedule();
-        assert_eq!(lr.rewarmup, Some(cost_model::lr::Rewarmup { first_step: first, steps: 10 }));
+        assert_eq!(lr.rewarmups, vec![cost_model::lr::Rewarmup { first_step: first, steps: 10 }]);
         assert!(lr.lr(first) < lr.lr(first + 9) && lr.lr(first + 9) <= lr.lr(first - 1));
     }
 

@@ -54,7 +54,7 @@ pub fn config_from(preset: &str, assignments: &[String]) -> Result<TrainConfig, 
 /// What `train` (without a subcommand) is asked to do.
 pub enum Train {
     /// A new run `name` in `runs_dir`.
-    Start { config: Box<TrainConfig>, schedule: ScheduleSpec, runs_dir: PathBuf, name: Option<String> },
+    Start { config: Box<TrainConfig>, schedule: Box<ScheduleSpec>, runs_dir: PathBuf, name: Option<String> },
     /// Continue the run in this directory.
     Resume(PathBuf),
 }
@@ -82,8 +82,8 @@ pub fn train(request: Train, options: &TrainOptions) -> Result<TrainSummary, Cli
         eprintln!("torchrun restart {attempt}: without --run (or --run-name) this starts a new run; name the run to resume it after a restart");
     }
     match (attempt, named) {
-        (0, _) | (_, false) => trainer::start(&run_dir, *config, schedule, options),
-        (_, true) => trainer::start_or_resume(&run_dir, *config, schedule, options, attempt),
+        (0, _) | (_, false) => trainer::start(&run_dir, *config, *schedule, options),
+        (_, true) => trainer::start_or_resume(&run_dir, *config, *schedule, options, attempt),
     }
     .map_err(classify)
 }

@@ -4,18 +4,26 @@
 //! Every block exists from step 0 and the active ones are the first `n`, so a placement other
 //! than `top` moves trained blocks up: their values and their optimizer state (moments and step
 //! count) move with them. New blocks start from their own initialisation (`random`, `zero`) or a
-//! copy of a trained block's values (`copy`, `stack`), with fresh optimizer state. Copies are of
-//! values, never shared tensors: the copies then train on their own.
+//! copy of a trained block's values (`copy`, `stack`); their optimizer state is fresh, or with
+//! `GrowthOptimizer::Copy` a copy's is its source block's (and with `Reset` every parameter's is
+//! dropped afterwards, by the caller). Copies are of values, never shared tensors: the copies
+//! then train on their own.
 
 use cost_model::growth::{copy_source, layout, Slot};
-use run_dir::{Growth, Placement};
+use run_dir::{Growth, GrowthOptimizer, Placement};
 use tch::Tensor;
 
 use crate::model::Gpt;
 use crate::optim::AdamW;
 
 /// Grow `model` (and `optimizer`'s state) from `old` trained blocks to `new` active ones.
-pub fn grow(model: &Gpt, optimizer: &AdamW, growth: Growth, placement: Placement, old: usize, new: usize) {
+pub fn grow(
+    model: &Gpt,
+    optimizer: &AdamW,
+    (growth, placement, state): (Growth, Placement, GrowthOptimizer),
+    old: usize,
+    new: usize,
+) {
     if new <= old {
         return;
     }
@@ -32,16 +40,22 @@ pub fn grow(model: &Gpt, optimizer: &AdamW, growth: Growth, placement: Placement
         let snapshot =
             |block: usize| -> Vec<Tensor> { model.block_parameters(block).iter().map(|t| t.copy()).collect() };
         let values: Vec<(usize, Vec<Tensor>)> = moved.iter().map(|&(j, from)| (j, snapshot(from))).collect();
+        // Whose optimizer state each position takes: a moved trained block its own; a copy its
+        // source's when the copy's moments come with it.
+        let state_source = |j: usize, slot: Slot| match slot {
+            Slot::Trained(i) => (i != j).then_some(i),
+            Slot::New { .. } if state == GrowthOptimizer::Copy && growth.copies() => Some(source(slot)),
+            Slot::New { .. } => None,
+        };
         let states: Vec<(usize, Vec<[Tensor; 3]>)> = slots
             .iter()
             .enumerate()
-            .filter_map(|(j, slot)| match *slot {
-                Slot::Trained(i) if i != j => {
-                    Some((j, optimizer.block_state(i).iter().map(|s| s.each_ref().map(Tensor::copy)).collect()))
-                }
-                _ => None,
+            .filter_map(|(j, &slot)| {
+                let from = state_source(j, slot)?;
+                Some((j, optimizer.block_state(from).iter().map(|s| s.each_ref().map(Tensor::copy)).collect()))
             })
             .collect();
+        let copied_state: Vec<usize> = states.iter().map(|(j, _)| *j).collect();
         for (j, from) in values {
             for (dst, src) in model.block_parameters(j).into_iter().zip(&from) {
                 dst.shallow_clone().copy_(src);
@@ -56,9 +70,12 @@ pub fn grow(model: &Gpt, optimizer: &AdamW, growth: Growth, placement: Placement
         }
         for (j, slot) in slots.iter().enumerate() {
             if let Slot::New { .. } = slot {
-                // A new block: no moments, no steps taken (as a parameter that never trained).
-                for tensor in optimizer.block_state(j).iter().flatten() {
-                    let _ = tensor.shallow_clone().zero_();
+                // A new block without its source's state: no moments, no steps taken (as a
+                // parameter that never trained).
+                if !copied_state.contains(&j) {
+                    for tensor in optimizer.block_state(j).iter().flatten() {
+                        let _ = tensor.shallow_clone().zero_();
+                    }
                 }
                 if growth == Growth::Zero {
                     for t in model.block_output_projections(j) {

@@ -161,7 +161,7 @@ fn next_run(
     let rates = design.chosen_rates(runs_dir);
     let mut waiting = false;
     for run in design.runs().iter().filter(|r| !finished(design, r, runs_dir)) {
-        if run.rate == RunRate::Chosen && !rates.contains_key(&run.arm.name) {
+        if run.rate.waits_for() && !rates.contains_key(&run.arm.name) {
             waiting = true;
             continue;
         }
@@ -222,7 +222,7 @@ fn train_run(
     runs_dir: &Path,
     options: &TrainOptions,
 ) -> anyhow::Result<()> {
-    if run.rate == RunRate::Chosen && !rates.contains_key(&run.arm.name) {
+    if run.rate.waits_for() && !rates.contains_key(&run.arm.name) {
         bail!("{}: the sweep of arm {} has not finished; its rate is not chosen yet", run.name, run.arm.name);
     }
     let dir = runs_dir.join(&run.name);
@@ -329,19 +329,21 @@ pub fn estimate(
     }
     if let Some(t) = throughput {
         let hours = flops / t.flops_per_second / 3600.0;
-        let gpus = (jobs * gpus_per_run).max(1);
-        let per_run = if gpus_per_run > 1 {
-            format!(", {gpus_per_run} per run, data parallel scaling linearly")
-        } else {
-            String::new()
+        let spread = match (jobs, gpus_per_run) {
+            (1, 1) => String::new(),
+            (jobs, 1) => format!(
+                "; {jobs} runs at a time share the devices they see (worker i on GPU i mod G): on {jobs} devices about {}",
+                format_seconds(hours * 3600.0 / jobs as f64)
+            ),
+            (jobs, g) => format!(
+                "; {jobs} runs at a time, each data parallel on {g} GPUs: on {} GPUs about {} if data parallel scales linearly",
+                jobs * g,
+                format_seconds(hours * 3600.0 / (jobs * g) as f64)
+            ),
         };
         return format!(
-            "{hours:.2} {}-hours at the measured {:.3e} FLOP/s ({}; validation and evaluation not included): {} of wall time on {gpus} {}s ({jobs} run(s) at a time{per_run})",
-            t.device,
-            t.flops_per_second,
-            t.source,
-            format_seconds(hours * 3600.0 / gpus as f64),
-            t.device
+            "{hours:.2} {}-hours at the measured {:.3e} FLOP/s ({}; validation and evaluation not included){spread}",
+            t.device, t.flops_per_second, t.source
         );
     }
     match design.preset.as_str() {

@@ -25,7 +25,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use cost_model::{ComputeUnit, Phase, Segment, Until};
 use run_dir::config::{MicroBatches, OnNan};
-use run_dir::{cooldown, LineKind, MetricsLine, MetricsWriter, RunDir, RunHeader, RunLock, ScheduleSpec, TrainConfig};
+use run_dir::{
+    cooldown, GrowthOptimizer, LineKind, MetricsLine, MetricsWriter, RunDir, RunHeader, RunLock, ScheduleSpec,
+    TrainConfig,
+};
 use serde::Serialize;
 use tch::nn::VarStore;
 
@@ -452,7 +455,10 @@ impl Trainer {
             let config = self.header.config.clone();
             let world = &self.options.world;
             let before = self.validation.loss_if_any(&self.model, from, &config, world)?;
-            grow(&self.model, &self.optimizer, spec.growth, spec.placement, from, to);
+            grow(&self.model, &self.optimizer, (spec.growth, spec.placement, spec.growth_optimizer), from, to);
+            if spec.growth_optimizer == GrowthOptimizer::Reset {
+                self.optimizer.reset();
+            }
             if let Some(before) = before {
                 let after = self.validation.loss(&self.model, to, &config, world)?;
                 let line = MetricsLine {

@@ -69,7 +69,9 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["--schedule", "incremental", "--stages", "4", "--set", "steps=2"], "set --set steps=N"),
         (vec!["--schedule", "incremental", "--phase1-share", "1.5"], "set --phase1-share"),
         (vec!["--schedule", "incremental", "--stage-context", "8,8"], "set --stage-context"),
-        (vec!["--method", "mitosis"], "one-layer, gstack-2x, midas"),
+        (vec!["--method", "mitosis"], "one-layer, one-layer-iters, gstack-2x, gstack-4x, midas"),
+        // A growth inside the warmup grows an untrained model: refused, naming the knob.
+        (vec!["--stage-layers", "6,12", "--stage-ends", "0.01", "--phase1-share", "0"], "set --allow-growth-in-warmup"),
         (
             vec!["--schedule", "incremental", "--rewarmup-steps", "5", "--reset-optimizer-at-continual", "false"],
             "set --rewarmup-steps",

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use cost_model::{ComputeUnit, IncrementalSchedule, Phase, Until};
 use run_dir::config::LrKind;
-use run_dir::{Growth, IncrementalSpec, LineKind, MetricsLine, RunDir, ScheduleSpec, TrainConfig};
+use run_dir::{
+    Growth, GrowthOptimizer, GrowthRewarmup, IncrementalSpec, LineKind, MetricsLine, RunDir, ScheduleSpec, TrainConfig,
+};
 use trainer::trainer::{cooldown, resume, start};
 
 mod common;
@@ -123,7 +125,7 @@ fn rewarmup_ramps_the_rate_after_the_reset_and_zero_growth_keeps_the_loss() {
     let header = RunDir::new(&run).read_header().unwrap();
     let json = std::fs::read_to_string(run.join("run.json")).unwrap();
     assert!(json.contains("\"rewarmup_steps\": 4") && json.contains("\"reset_moments_on_unfreeze\": false"));
-    let curve = header.config.lr_curve(24);
+    let curve = header.config.lr_curve(&header.plan);
     let train = lines_of(&run, LineKind::Train);
     let continual = train.iter().position(|l| l.phase == Phase::Continual).unwrap();
     assert_eq!(train[continual].step, 17);
@@ -179,4 +181,45 @@ fn equal_compute_counts_flops_by_default() {
         ScheduleSpec::Incremental(incremental(4, Until::EqualCompute(ComputeUnit::PaperUnits))).plan(&c).unwrap();
     assert_eq!(flops.total_steps(), flops.equal_compute.flops.step);
     assert_ne!(flops.total_steps(), paper.total_steps());
+}
+
+#[test]
+fn gstack_restarts_adamw_and_warms_up_after_growing_and_every_run_anneals_over_its_last_fifth_of_flops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let mut c = config(&data, 24);
+    c.warmup_steps = 4;
+    c.checkpoint_every = 1;
+    c.keep_checkpoints = 64;
+    let method = "gstack-2x".parse::<cost_model::Method>().unwrap();
+    let spec = IncrementalSpec::of_method(method, 4, Until::EqualCompute(ComputeUnit::Flops)).unwrap();
+    assert_eq!((spec.growth_optimizer, spec.growth_rewarmup), (GrowthOptimizer::Reset, GrowthRewarmup::Warmup));
+    let run = dir.path().join("gstack");
+    start(&run, c, ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    let header = RunDir::new(&run).read_header().unwrap();
+    let grown = header.plan.segments[1].first_step;
+    let total = header.plan.total_steps();
+    // Growth at a quarter of the run, then a fresh AdamW: a parameter's step count restarts there.
+    assert_eq!(grown, cost_model::round_half_up(0.25 * total as f64) + 1);
+    let steps_of = |at: u64| -> i64 {
+        let file = run.join(format!("checkpoints/step_{at:08}/optimizer.safetensors"));
+        let tensors = tch::Tensor::read_safetensors(file).unwrap();
+        tensors.into_iter().find(|(n, _)| n == "transformer.h.0.attn.c_attn.weight.step").unwrap().1.int64_value(&[])
+    };
+    assert_eq!(steps_of(grown - 1), (grown - 1) as i64);
+    assert_eq!(steps_of(grown + 2), 3, "a fresh AdamW at the growth");
+    // The rate ramps again over the run's warmup from the growth.
+    let lr = |step: u64| lines_of(&run, LineKind::Train).iter().find(|l| l.step == step).unwrap().lr.unwrap();
+    let peak = header.config.lr_max;
+    for i in 0..4 {
+        assert!((lr(grown + i) - peak * (i + 1) as f64 / 4.0).abs() < 1e-12, "step {}", grown + i);
+    }
+    // The decay covers the last 20% of the run's FLOPs: it starts where 80% of them are spent
+    // (no earlier than the last 20% of its steps would: its cheap steps come first).
+    let plan = &header.plan;
+    let flops = plan.cumulative(total).flops;
+    let first_decaying = (1..=total).find(|&s| lr(s) < peak && s > grown + 4).unwrap();
+    let at = plan.step_at_compute(ComputeUnit::Flops, 0.8 * flops).unwrap().exact;
+    assert_eq!(first_decaying, total - cost_model::round_half_up(total as f64 - at) + 1);
+    assert!(first_decaying > total - cost_model::round_half_up(0.2 * total as f64), "{first_decaying}");
 }

@@ -5,7 +5,7 @@
 //! and new blocks start with none.
 
 use cost_model::growth::{copy_source, layout, Slot};
-use run_dir::{GptShape, Growth, Placement};
+use run_dir::{GptShape, Growth, GrowthOptimizer, Placement};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use trainer::growth::grow;
@@ -64,7 +64,7 @@ fn zero_growth_leaves_the_function_unchanged_wherever_the_blocks_go() {
             let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
             let before = tch::no_grad(|| model.forward(&idx, old));
             assert!(!before.equal(&tch::no_grad(|| model.forward(&idx, new))), "random blocks change the output");
-            grow(&model, &optimizer, Growth::Zero, placement, old, new);
+            grow(&model, &optimizer, (Growth::Zero, placement, GrowthOptimizer::Fresh), old, new);
             let after = tch::no_grad(|| model.forward(&idx, new));
             assert!(before.equal(&after), "{placement:?} {old} → {new}: zero blocks must be an exact identity");
         }
@@ -78,7 +78,7 @@ fn every_position_holds_what_the_layout_says() {
             for (old, new) in [(2, 4), (4, 6), (3, 6), (2, 5)] {
                 let (_vs, model, optimizer) = tiny();
                 let before: Vec<Vec<Tensor>> = (0..6).map(|i| values(&model, i)).collect();
-                grow(&model, &optimizer, growth, placement, old, new);
+                grow(&model, &optimizer, (growth, placement, GrowthOptimizer::Fresh), old, new);
                 for (j, slot) in layout(placement, old, new).into_iter().enumerate() {
                     // A trained block moved here; a copy of the block the operator names; or the
                     // new block's own initialisation (the block at old + index from step 0).
@@ -100,7 +100,7 @@ fn the_middle_placement_inserts_copies_beside_the_middle_blocks() {
     // run (blocks 0, 1) and its copy right after it: 0 1 +0 +1 2 3.
     let (_vs, model, optimizer) = tiny();
     let before: Vec<Vec<Tensor>> = (0..4).map(|i| values(&model, i)).collect();
-    grow(&model, &optimizer, Growth::Copy, Placement::Middle, 4, 6);
+    grow(&model, &optimizer, (Growth::Copy, Placement::Middle, GrowthOptimizer::Fresh), 4, 6);
     for (position, block) in [(0, 0), (1, 1), (2, 0), (3, 1), (4, 2), (5, 3)] {
         assert!(same(&values(&model, position), &before[block]), "position {position} holds block {block}");
     }
@@ -120,11 +120,39 @@ fn trained_blocks_take_their_optimizer_state_along_and_new_blocks_start_without(
             for i in 0..3 {
                 mark_state(&optimizer, i);
             }
-            grow(&model, &optimizer, growth, placement, 3, 5);
+            grow(&model, &optimizer, (growth, placement, GrowthOptimizer::Fresh), 3, 5);
             for (j, slot) in layout(placement, 3, 5).into_iter().enumerate() {
                 let expected = match slot {
                     Slot::Trained(i) => (i + 1) as f64,
                     Slot::New { .. } => 0.0,
+                };
+                assert_eq!(
+                    state_value(&optimizer, j),
+                    Some(expected),
+                    "{growth:?} {placement:?}: position {j} ({slot:?})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn copies_take_their_sources_optimizer_state_when_asked() {
+    // GrowthOptimizer::Copy: a copied block starts with its source's moments and step count, as
+    // if it had trained beside it; a random new block still starts with none.
+    for placement in PLACEMENTS {
+        for growth in [Growth::Random, Growth::Copy, Growth::Stack] {
+            let (_vs, model, optimizer) = tiny();
+            for i in 0..3 {
+                mark_state(&optimizer, i);
+            }
+            grow(&model, &optimizer, (growth, placement, GrowthOptimizer::Copy), 3, 5);
+            for (j, slot) in layout(placement, 3, 5).into_iter().enumerate() {
+                let expected = match slot {
+                    Slot::Trained(i) => (i + 1) as f64,
+                    Slot::New { index, beside } => {
+                        copy_source(growth, 3, index, beside).map_or(0.0, |from| (from + 1) as f64)
+                    }
                 };
                 assert_eq!(
                     state_value(&optimizer, j),
@@ -142,10 +170,10 @@ fn growing_from_no_blocks_starts_every_block_from_its_own_values() {
     let (_vs, model, optimizer) = tiny();
     let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
     let head_alone = tch::no_grad(|| model.forward(&idx, 0));
-    grow(&model, &optimizer, Growth::Zero, Placement::Middle, 0, 6);
+    grow(&model, &optimizer, (Growth::Zero, Placement::Middle, GrowthOptimizer::Fresh), 0, 6);
     assert!(head_alone.equal(&tch::no_grad(|| model.forward(&idx, 6))));
     let (_vs, fresh, optimizer) = tiny();
     let before: Vec<Vec<Tensor>> = (0..6).map(|i| values(&fresh, i)).collect();
-    grow(&fresh, &optimizer, Growth::Random, Placement::Interleave, 0, 6);
+    grow(&fresh, &optimizer, (Growth::Random, Placement::Interleave, GrowthOptimizer::Fresh), 0, 6);
     assert!((0..6).all(|i| same(&values(&fresh, i), &before[i])));
 }

@@ -196,7 +196,7 @@ fn kill_tree(child: &mut Child) {
 }
 
 const DESIGN: &str = r#"
-format = 3
+format = 4
 runs_dir = "unused"
 protocol = "fair"
 quick = true

@@ -12,7 +12,7 @@ use run_dir::{LineKind, RunDir};
 mod common;
 
 const DESIGN: &str = r#"
-format = 3
+format = 4
 runs_dir = "unused"
 protocol = "fair"
 quick = true
@@ -33,6 +33,7 @@ trade_offs = "a test"
 rates = [0.002, 0.004]
 seeds = [7]
 budget = 1.0
+arms = "each"
 
 [[arms]]
 name = "baseline"
@@ -78,9 +79,7 @@ fn the_sweep_picks_each_arms_rate_and_two_jobs_train_what_one_does() {
     let rates = d.chosen_rates(&one);
     for arm in ["baseline", "one-layer"] {
         // The chosen rate is the one whose annealed sweep branch had the lower loss.
-        let loss = |rate: &str| {
-            final_val_loss(&RunDir::new(one.join(format!("{arm}-lr{rate}-s7/cooldowns/flops-1")))).unwrap()
-        };
+        let loss = |rate: &str| final_val_loss(&RunDir::new(one.join(format!("{arm}-lr{rate}-s7")))).unwrap();
         let best = if loss("0.002") <= loss("0.004") { 0.002 } else { 0.004 };
         assert_eq!(rates[arm], best, "{arm}");
     }

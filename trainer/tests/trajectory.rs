@@ -55,6 +55,8 @@ fn config_of(data: &Path, layers: usize) -> TrainConfig {
             "lr_min=0.0003",
             "warmup_steps=3",
             "cooldown_fraction=0.2",
+            // The fixture's decay: the last 20% of the steps (fixtures/make_trajectory_fixture.py).
+            "cooldown_fraction_of=steps",
             "grad_clip=1.0",
             "loss_kernel=chunked:5",
             "val_every=0",

@@ -182,13 +182,18 @@ fn table_report(
     use std::fmt::Write;
     let mut out = String::new();
     let depths = schedule.depths(shape.blocks());
+    let run = schedule.stage_ends_of == cost_model::StageEndsOf::Run;
+    let (scale, of) = match run {
+        true => (plan.incremental_steps, "the run's steps"),
+        false => (plan.base_steps, "the base steps"),
+    };
     let ends: Vec<String> = schedule
-        .stage_bounds(plan.base_steps)
+        .stage_bounds(scale, plan.incremental_steps)
         .iter()
-        .map(|(_, end)| fixed_share(end / plan.base_steps as f64))
+        .map(|(_, end)| fixed_share(end / scale as f64))
         .collect();
     let split = if !schedule.is_even(shape.blocks()) {
-        format!("depths {}, ending at {} × the base steps", join(&depths), ends.join(", "))
+        format!("depths {}, ending at {} × {of}", join(&depths), ends.join(", "))
     } else if plan.uneven_split() {
         format!("uneven split: stages add {} layers", join(&plan.layer_split))
     } else {

@@ -33,7 +33,7 @@ mod runs;
 mod sweep;
 
 pub use runs::{RunRate, StudyRun};
-pub use sweep::{choose_rate, final_val_loss, Rates, Sweep};
+pub use sweep::{choose_rate, final_val_loss, Rates, Sweep, SweepArms};
 
 /// The study file's name in the runs directory.
 pub const STUDY_FILE: &str = "study.json";
@@ -41,16 +41,21 @@ pub const STUDY_FILE: &str = "study.json";
 /// among the overrides (so the design depended on where the file lay); format 2 never does: the
 /// file is an input of `train study`. Format 3 plans growing arms per budget and may sweep the
 /// learning rate; a format-2 design of the fair protocol (growing arms branched from one plan)
-/// is refused, a paper-protocol one (no budgets) reads as format 3.
-pub const STUDY_FORMAT: u32 = 3;
+/// is refused, a paper-protocol one (no budgets) reads as format 3. Format 4 has the methods as
+/// their papers run them (stages as shares of the run, G_stack's restart, Bu's moments), sweep
+/// runs annealed at their own end, sweeps of one rate with checks, and budgets per arm; a
+/// format-3 fair design with a growing arm or a sweep (trained with the methods of commit
+/// ac4f779) is refused, others read as format 4 with their methods re-expanded.
+pub const STUDY_FORMAT: u32 = 4;
 /// The override that puts HellaSwag at the end of every run and branch (format 2 designs have it).
 const HELLASWAG_AT_THE_END: &str = "hellaswag_every=0";
 
 /// The designs built into the binary, by name: `studies/<name>.toml`.
-pub const BUILTIN_DESIGNS: [(&str, &str); 5] = [
+pub const BUILTIN_DESIGNS: [(&str, &str); 6] = [
     ("cpu", include_str!("../../../studies/cpu.toml")),
     ("quick", include_str!("../../../studies/quick.toml")),
     ("paper", include_str!("../../../studies/paper.toml")),
+    ("gpu-r0", include_str!("../../../studies/gpu-r0.toml")),
     ("gpu", include_str!("../../../studies/gpu.toml")),
     ("gpu-pilot", include_str!("../../../studies/gpu-pilot.toml")),
 ];
@@ -89,6 +94,14 @@ pub struct Arm {
     /// Config overrides of this arm (`key=value`, as `--set`), after the study's.
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// The budgets this arm is annealed at, when not the study's (e.g. the baseline at seven
+    /// budgets, the curve other arms are read on; a growing arm at budget 1 alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Vec<f64>>,
+    /// The study's seeds this arm runs at, when not all of them (a GPU design's controls once,
+    /// the baseline twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 /// The whole design: written to `study.json` before anything trains.
@@ -234,7 +247,11 @@ impl StudyDesign {
         if design.format == 2 {
             design.upgrade_v2().with_context(|| format!("{}", path.display()))?;
         }
-        design.expand_methods().with_context(|| format!("{}", path.display()))?;
+        let reexpand = design.format == 3;
+        if reexpand {
+            design.upgrade_v3().with_context(|| format!("{}", path.display()))?;
+        }
+        design.expand_methods_as(reexpand).with_context(|| format!("{}", path.display()))?;
         design.normalise();
         Ok(Some(design))
     }
@@ -260,6 +277,18 @@ impl StudyDesign {
         Ok(())
     }
 
+    /// Format 3 → 4: the same runs when no arm grows and nothing is swept (the paper protocol's
+    /// runs took no knob format 4 changed); a fair study with a growing arm or a sweep trained
+    /// methods and sweep runs that format 4 defines otherwise.
+    fn upgrade_v3(&mut self) -> anyhow::Result<()> {
+        let grows = self.arms.iter().any(|a| a.schedule.incremental().is_some());
+        if self.protocol == Protocol::Fair && (grows || self.sweep.is_some()) {
+            bail!("a format-3 fair study: its growing arms and sweep ran the methods of commit ac4f779 (stages as shares of the base steps, G_stack at 1/30 of them, one sweep seed annealed by branches); read it with that commit or train the study again");
+        }
+        self.format = 4;
+        Ok(())
+    }
+
     /// Write the design to `runs_dir/study.json` (whole or not at all).
     pub fn write(&self, runs_dir: &Path) -> anyhow::Result<()> {
         let path = runs_dir.join(STUDY_FILE);
@@ -277,8 +306,26 @@ impl StudyDesign {
         if self.seeds.is_empty() {
             bail!("seeds = []: give at least one seed, e.g. seeds = [1, 2, 3]");
         }
-        if self.budgets.is_empty() || self.budgets.iter().any(|b| !(b.is_finite() && *b > 0.0)) {
+        let bad_budgets = |b: &[f64]| b.is_empty() || b.iter().any(|b| !(b.is_finite() && *b > 0.0));
+        if bad_budgets(&self.budgets) {
             bail!("budgets = {:?}: positive multiples of the baseline's budget, e.g. [0.5, 1.0, 2.0]", self.budgets);
+        }
+        if let Some(arm) = self.arms.iter().find(|a| a.budgets.as_deref().is_some_and(bad_budgets)) {
+            bail!(
+                "arm {}: budgets = {:?}: positive multiples of the baseline's budget, e.g. [1.0]",
+                arm.name,
+                arm.budgets
+            );
+        }
+        if let Some(arm) = self
+            .arms
+            .iter()
+            .find(|a| a.seeds.as_ref().is_some_and(|s| s.is_empty() || s.iter().any(|seed| !self.seeds.contains(seed))))
+        {
+            bail!("arm {}: seeds = {:?}: some of the study's seeds {:?}", arm.name, arm.seeds, self.seeds);
+        }
+        if !self.budgets_of(self.baseline().context("arms: the study has none")?).contains(&1.0) {
+            bail!("the baseline's budgets lack 1.0: every arm is compared with the baseline annealed at budget 1");
         }
         if let Some(sweep) = &self.sweep {
             let doubling = sweep.rates.windows(2).all(|w| (w[1] / w[0] - 2.0).abs() < 1e-9);
@@ -287,6 +334,12 @@ impl StudyDesign {
             }
             if sweep.seeds.is_empty() || sweep.seeds.iter().any(|s| self.seeds.contains(s)) {
                 bail!("sweep.seeds = {:?}: at least one, none of the study's seeds {:?} (the rate is not chosen on the runs it is judged by)", sweep.seeds, self.seeds);
+            }
+            if let Some(bad) = sweep.checks.iter().find(|m| !(m.is_finite() && **m > 0.0 && **m != 1.0)) {
+                bail!("sweep.checks: {bad} is not a multiple other than 1 of the baseline's rate, e.g. [0.5, 2.0]");
+            }
+            if !sweep.checks.is_empty() && sweep.arms != SweepArms::Baseline {
+                bail!("sweep.checks with arms = \"each\": checks try the baseline's rate on the other arms; set arms = \"baseline\" or drop the checks");
             }
             if !(sweep.budget.is_finite() && sweep.budget > 0.0) {
                 bail!("sweep.budget = {}: a positive multiple of the baseline's budget, e.g. 1.0", sweep.budget);
@@ -316,9 +369,20 @@ impl StudyDesign {
         Ok(())
     }
 
+    /// The budgets `arm` is annealed at: its own, else the study's.
+    pub fn budgets_of(&self, arm: &Arm) -> Vec<f64> {
+        arm.budgets.clone().unwrap_or_else(|| self.budgets.clone())
+    }
+
     /// Arms named by a method (`schedule = { kind = "incremental", method = "midas" }`) take
     /// that method's knobs for the arm's model; a depth list sets its stage count.
     fn expand_methods(&mut self) -> anyhow::Result<()> {
+        self.expand_methods_as(false)
+    }
+
+    /// [`Self::expand_methods`]; `replace`: a method's knobs as written are an older expansion of
+    /// it (a design upgraded from an older format), replaced by today's.
+    fn expand_methods_as(&mut self, replace: bool) -> anyhow::Result<()> {
         let configs: Vec<TrainConfig> = self
             .arms
             .iter()
@@ -334,7 +398,7 @@ impl StudyDesign {
             let expanded = IncrementalSpec::of_method(method, config.model.blocks(), spec.until)
                 .with_context(|| format!("arm {}", arm.name))?;
             let bare = IncrementalSpec { method: Some(method), until: spec.until, ..IncrementalSpec::default() };
-            if *spec != expanded && *spec != bare {
+            if *spec != expanded && *spec != bare && !replace {
                 bail!("arm {}: method = \"{method}\" sets the whole schedule; drop the arm's other schedule keys, or drop method and give every key", arm.name);
             }
             arm.schedule = ScheduleSpec::Incremental(expanded);
@@ -370,66 +434,87 @@ mod tests {
     }
 
     #[test]
-    fn every_arm_is_its_method_at_every_budget_at_its_own_rate() {
+    fn every_arm_is_its_method_at_every_budget_at_one_swept_rate() {
         let design = design("cpu");
-        assert_eq!(design.seeds, (1..=8).collect::<Vec<u64>>());
-        assert_eq!(design.budgets, vec![0.25, 0.5, 1.0, 2.0]);
+        assert_eq!(design.seeds, (1..=6).collect::<Vec<u64>>());
+        assert_eq!(design.budgets, vec![0.5, 1.0, 2.0]);
         let runs = design.runs();
         let sweep = design.sweep.as_ref().unwrap();
+        assert_eq!((sweep.arms, sweep.seeds.len(), sweep.budget), (SweepArms::Baseline, 3, 0.5));
         let arms = design.arms.len();
-        // The sweep first: every arm at every rate on the sweep seed, then per seed: a run per
-        // budget for each growing arm, one run with branches for each full-model arm.
+        // The baseline's sweep (5 rates x 3 seeds), then every other arm at x1, x0.5 and x2 of its
+        // rate on the same seeds, then per seed: a run per budget for each growing arm (one-layer
+        // at equal iterations at budget 1 only), one run with branches for each full-model arm.
+        let sweep_runs = sweep.rates.len() * 3 + (arms - 1) * 3 * 3;
         let growing = design.arms.iter().filter(|a| a.schedule.incremental().is_some()).count();
-        assert_eq!(runs.len(), arms * sweep.rates.len() + 8 * (growing * 4 + (arms - growing)));
-        assert!(runs[..arms * sweep.rates.len()].iter().all(|r| matches!(r.rate, RunRate::Swept(_))));
+        assert_eq!(runs.len(), sweep_runs + 6 * ((growing - 1) * 3 + 1 + (arms - growing)));
+        assert!(runs[..sweep_runs].iter().all(StudyRun::is_sweep));
+        assert!(runs[sweep_runs..].iter().all(|r| r.rate == RunRate::Chosen));
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-        assert!(names.contains(&"one-layer-b0.25-s2") && names.contains(&"depth6-s3"), "{names:?}");
-        assert!(names.contains(&"midas-lr0.064-s101"), "{names:?}");
+        for name in ["baseline-lr0.032-s102", "midas-x0.5-s101", "midas-x1-s103", "one-layer-b2-s6", "depth1-s3"] {
+            assert!(names.contains(&name), "{name}: {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.starts_with("midas-lr")), "only the baseline sweeps");
 
-        // A growing arm at budget 0.25 runs the schedule planned for 0.25: a quarter of the steps,
-        // its expansion at 80% of them, annealed at its own end.
-        let rates: Rates = design.arms.iter().map(|a| (a.name.clone(), 0.016)).collect();
-        let run = runs.iter().find(|r| r.name == "one-layer-b0.25-s2").unwrap();
-        let (config, schedule) = design.run_config(run, &rates).unwrap();
-        assert_eq!((config.seed, config.data_seed, config.steps), (2, Some(2), 150));
+        // Every arm trains at the baseline's rate, a check at its multiple of it.
+        let chosen: Rates = design.arms.iter().map(|a| (a.name.clone(), 0.016)).collect();
+        let at = |name: &str, rates: &Rates| {
+            design.run_config(runs.iter().find(|r| r.name == name).unwrap(), rates).unwrap()
+        };
+        let check = at("midas-x2-s101", &chosen).0;
+        assert_eq!((check.lr_max, check.on_nan), (0.032, crate::config::OnNan::Skip));
+        // A growing arm at budget 0.5 runs the schedule planned for 0.5, its growth at 80% of
+        // its own run, annealed at its end over the last 20% of its FLOPs.
+        let (config, schedule) = at("one-layer-b0.5-s2", &chosen);
+        assert_eq!((config.seed, config.data_seed, config.steps), (2, Some(2), 300));
         assert_eq!((config.lr_max, config.lr_min), (0.016, 0.0016));
+        assert_eq!(config.cooldown_fraction_of, crate::config::CooldownOf::Flops);
         assert!(config.cooldown_budgets.is_empty());
         assert_eq!(schedule.until(), Until::Budget { multiple: 1.0, unit: ComputeUnit::Flops });
         let plan = schedule.plan(&config).unwrap();
-        assert_eq!(plan.stages[0].phase2_steps, 120);
-        let baseline =
-            design.run_config(&runs.iter().find(|r| r.name == "baseline-s1").unwrap().clone(), &rates).unwrap();
+        let grown_at = plan.stages[0].phase2_steps as f64 / plan.total_steps() as f64;
+        assert!((grown_at - 0.8).abs() < 1e-3, "{grown_at}");
+        let baseline = at("baseline-s1", &chosen);
         let budget = schedule_budget(&baseline);
-        assert_eq!(plan.budget().flops * 4.0, budget);
-        // A full-model arm: one WSD run to 2x with branches at 0.25, 0.5 and 1.
-        assert_eq!(baseline.0.cooldown_budgets, vec![0.25, 0.5, 1.0]);
+        assert_eq!(plan.budget().flops * 2.0, budget);
+        // Bu's own comparison: held to the baseline's iterations at budget 1.
+        let (config, schedule) = at("one-layer-iters-b1-s1", &chosen);
+        assert_eq!(schedule.plan(&config).unwrap().total_steps(), 600);
+        // The baseline: one WSD run to 2x with branches at six budgets below it, log-spaced.
+        assert_eq!(baseline.0.cooldown_budgets, vec![0.25, 0.354, 0.5, 0.707, 1.0, 1.414]);
         assert_eq!(baseline.1.until(), Until::Budget { multiple: 2.0, unit: ComputeUnit::Flops });
-        // Depth controls are held to the 12-layer budget.
-        let (depth, schedule) =
-            design.run_config(runs.iter().find(|r| r.name == "depth6-s1").unwrap(), &rates).unwrap();
+        // Depth controls are held to the 12-layer budget, with branches at the study's budgets.
+        let (depth, schedule) = at("depth1-s1", &chosen);
         assert_eq!(schedule.plan(&depth).unwrap().budget().flops, budget);
-        // Sweep runs train past the sweep budget at a constant rate, with a branch annealed at it.
-        let sweep_run = runs.iter().find(|r| r.name == "gstack-2x-lr0.008-s101").unwrap();
+        assert_eq!(depth.cooldown_budgets, vec![0.5, 1.0]);
+        // A sweep run is planned for the sweep's budget and annealed at its own end.
+        let sweep_run = runs.iter().find(|r| r.name == "baseline-lr0.008-s101").unwrap();
         let (config, schedule) = design.run_config(sweep_run, &Rates::new()).unwrap();
-        assert_eq!((config.lr_max, config.cooldown_budgets.clone()), (0.008, vec![1.0]));
-        assert_eq!(config.on_nan, crate::config::OnNan::Skip);
-        // Its own decay starts after the step where the branch at the budget ends.
-        let plan = schedule.plan(&config).unwrap();
-        let point = crate::cooldown::branch_point(&plan, ComputeUnit::Flops, 1.0, config.cooldown_fraction).unwrap();
-        let total = plan.total_steps();
-        assert!(total - cost_model::lr::decay_steps(config.cooldown_fraction, total) >= point.to_step);
-        assert!(
-            total - 1 - cost_model::lr::decay_steps(config.cooldown_fraction, total - 1) < point.to_step,
-            "as short as it can be"
-        );
-        assert_eq!(
-            sweep_run.compared(ComputeUnit::Flops),
-            vec![(1.0, "gstack-2x-lr0.008-s101/cooldowns/flops-1".to_string())]
-        );
+        assert_eq!((config.lr_max, config.cooldown_budgets.clone()), (0.008, vec![]));
+        assert_eq!(schedule.plan(&config).unwrap().total_steps(), 300);
+        assert_eq!(sweep_run.compared(ComputeUnit::Flops), vec![(0.5, "baseline-lr0.008-s101".to_string())]);
         // Until the sweep has chosen, a run is planned at the config's rate.
+        let run = runs.iter().find(|r| r.name == "one-layer-b0.5-s2").unwrap();
         let (planned, _) = design.run_config(run, &Rates::new()).unwrap();
         assert_eq!(planned.lr_max, design.arm_config(&run.arm).unwrap().lr_max);
         assert!(design.predicted_flops().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn the_gpu_designs_run_once_per_arm_and_seed_on_the_baselines_curve() {
+        let gpu = StudyFile::load("gpu").unwrap();
+        let design = &gpu.design;
+        let runs = design.runs();
+        // Budget 1 = 2.5B tokens.
+        let config = design.arm_config(design.baseline().unwrap()).unwrap();
+        assert_eq!(config.steps * config.tokens_per_step as u64, 2_499_805_184);
+        let main: Vec<&StudyRun> = runs.iter().filter(|r| !r.is_sweep()).collect();
+        // Two seeds: the baseline once (to 2x, seven budgets), every other arm once at budget 1.
+        assert_eq!(main.len(), 2 * design.arms.len());
+        assert!(main.iter().filter(|r| r.arm.name != "baseline").all(|r| r.budgets == vec![1.0]));
+        let r0 = StudyFile::load("gpu-r0").unwrap().design;
+        let names: Vec<String> = r0.runs().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["baseline-s1", "depth6-s1", "depth3-s1", "baseline-s2"]);
     }
 
     fn schedule_budget((config, schedule): &(TrainConfig, ScheduleSpec)) -> f64 {
@@ -456,9 +541,9 @@ mod tests {
         assert_eq!(plan.total_steps(), plan.incremental_steps + config.steps);
         assert!(config.cooldown_budgets.is_empty());
         let quick = StudyFile::load("quick").unwrap();
-        // A two-rate sweep of 4 arms, then baseline and depth6 with a branch, the growing arms at
-        // budgets 0.5 and 1.
-        assert_eq!((quick.design.seeds.len(), quick.design.runs().len()), (1, 8 + 6));
+        // A two-rate sweep of the baseline, x1 and x2 checks of 3 arms, then baseline and depth6
+        // with a branch, the growing arms at budgets 0.5 and 1.
+        assert_eq!((quick.design.seeds.len(), quick.design.runs().len()), (1, 2 + 6 + 6));
         assert_eq!(quick.runs_dir, Path::new("reports/quick/runs"));
     }
 
@@ -485,15 +570,22 @@ mod tests {
             assert!(cpu.contains(from), "{from}");
             format!("{:#}", StudyFile::parse(&cpu.replacen(from, to, 1)).unwrap_err())
         };
-        assert!(broken("format = 3", "format = 9").contains("format = 9"));
-        assert!(broken("seeds = [1, 2, 3, 4, 5, 6, 7, 8]", "seeds = []").contains("seeds"));
-        assert!(broken("budgets = [0.25, 0.5, 1.0, 2.0]", "budgets = [0.5, -1.0]").contains("budgets"));
-        assert!(broken("budgets = [0.25, 0.5, 1.0, 2.0]", "budgets = [0.123, 1.0]").contains("whole number of steps"));
+        assert!(broken("format = 4", "format = 9").contains("format = 9"));
+        assert!(broken("seeds = [1, 2, 3, 4, 5, 6]", "seeds = []").contains("seeds"));
+        assert!(broken("budgets = [0.5, 1.0, 2.0]", "budgets = [0.5, -1.0]").contains("budgets"));
+        assert!(broken("budgets = [0.5, 1.0, 2.0]", "budgets = [0.123, 1.0]").contains("whole number of steps"));
+        assert!(
+            broken("budgets = [0.25, 0.354, 0.5, 0.707, 1.0, 1.414, 2.0]", "budgets = [0.5, 2.0]").contains("lack 1.0")
+        );
+        assert!(broken("checks = [0.5, 2.0]", "checks = [1.0]").contains("sweep.checks"));
+        assert!(broken("arms = \"baseline\"", "arms = \"each\"").contains("sweep.checks"));
+        // A G_stack that would grow inside the warmup is refused, naming the knob.
+        assert!(broken("\"warmup_steps=20\"", "\"warmup_steps=200\"").contains("allow_growth_in_warmup"));
         assert!(broken("name = \"paper-s4\"", "name = \"paper-s12\"").contains("appears twice"));
         assert!(broken("name = \"paper-s4\"", "name = \"a/b\"").contains("one directory name"));
         assert!(broken("\"model.heads=2\"", "\"model.heads=3\"").contains("model.heads"));
         assert!(broken("method = \"midas\" }", "stages = 13 }").contains("arm midas"));
-        assert!(broken("seeds = [101]", "seeds = [2]").contains("sweep.seeds"));
+        assert!(broken("seeds = [101, 102, 103]", "seeds = [101, 2]").contains("sweep.seeds"));
         assert!(broken("rates = [", "rates = [0.0007, ").contains("sweep.rates"));
         let ablation =
             "\n[[ablations]]\nname = \"keep\"\nlabel = \"kept\"\nschedule = { kind = \"incremental\", stages = 4 }\n";

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use cost_model::{ComputeUnit, Until};
 
-use super::{Arm, Protocol, Rates, StudyDesign};
+use super::{Arm, Protocol, Rates, StudyDesign, SweepArms};
 use crate::{IncrementalSpec, ScheduleSpec, TrainConfig};
 
 impl StudyDesign {
@@ -21,26 +21,26 @@ impl StudyDesign {
             RunRate::Config => None,
             RunRate::Swept(rate) => Some(rate),
             RunRate::Chosen => rates.get(&arm.name).copied(),
+            RunRate::Check(multiple) => {
+                let baseline = self.baseline().map(|b| b.name.as_str()).unwrap_or_default();
+                rates.get(baseline).map(|rate| rate * multiple)
+            }
         };
         if let Some(rate) = rate {
             config.lr_min *= rate / config.lr_max;
             config.lr_max = rate;
         }
-        if let RunRate::Swept(_) = run.rate {
+        if run.is_sweep() {
             // A sweep tries rates that may diverge: skip a non-finite batch and go on (its loss
             // then says the rate failed) instead of stopping the study.
             config.on_nan = crate::config::OnNan::Skip;
         }
         config.steps = cost_model::round_half_up(run.planned_for * config.steps as f64);
+        // A method held to another budget than the study's (Bu's equal iterations: tokens).
+        let unit =
+            arm.schedule.incremental().and_then(|s| s.method).and_then(|m| m.budget_unit()).unwrap_or(self.budget_unit);
         let until = match self.protocol {
-            Protocol::Fair if run.is_sweep() => {
-                // The budget's step E, then the first run length whose decay starts after it.
-                let at_budget = arm.schedule.with_until(Until::Budget { multiple: 1.0, unit: self.budget_unit });
-                let end = at_budget.plan(&config)?.total_steps();
-                let steps = (end..).find(|&s| s - cost_model::lr::decay_steps(config.cooldown_fraction, s) >= end);
-                Until::Steps(steps.expect("a long enough run exists"))
-            }
-            Protocol::Fair => Until::Budget { multiple: run.until / run.planned_for, unit: self.budget_unit },
+            Protocol::Fair => Until::Budget { multiple: run.until / run.planned_for, unit },
             Protocol::Paper => match &arm.schedule {
                 ScheduleSpec::Baseline(_) => Until::EqualCompute(ComputeUnit::PaperUnits),
                 ScheduleSpec::Incremental(spec) => {
@@ -60,36 +60,51 @@ impl StudyDesign {
     }
 
     /// Every run of the study, in the order they train: the sweep (arm by arm, rate by rate,
-    /// seed by seed), then seed by seed, arm by arm (every budget: one run per budget for an arm
-    /// that grows, one run with branches for a full-model arm), then the ablations at the first
-    /// seed (compared at budget 1 only, so they train to it and anneal there, with no branches).
+    /// seed by seed; then the checks of the other arms at multiples of the baseline's rate), then
+    /// seed by seed, arm by arm (every budget: one run per budget for an arm that grows, one run
+    /// with branches for a full-model arm), then the ablations at the first seed (compared at
+    /// budget 1 only, so they train to it and anneal there, with no branches).
     pub fn runs(&self) -> Vec<StudyRun> {
         let mut out = Vec::new();
-        let largest = self.budgets.iter().copied().fold(0.0, f64::max);
         let per_budget = |arm: &Arm| self.protocol == Protocol::Fair && arm.schedule.incremental().is_some();
+        // A sweep run is planned for the sweep's budget and annealed at its own end.
+        let sweep_run = |arm: &Arm, name: String, seed: u64, rate: RunRate, budget: f64| {
+            let planned_for = if per_budget(arm) { budget } else { 1.0 };
+            StudyRun { name, arm: arm.clone(), seed, rate, planned_for, until: budget, budgets: vec![budget] }
+        };
         if let Some(sweep) = &self.sweep {
-            for arm in &self.arms {
+            let sweeping = match sweep.arms {
+                SweepArms::Each => &self.arms[..],
+                SweepArms::Baseline => &self.arms[..self.arms.len().min(1)],
+            };
+            for arm in sweeping {
                 for &rate in &sweep.rates {
                     for &seed in &sweep.seeds {
-                        let planned_for = if per_budget(arm) { sweep.budget } else { 1.0 };
-                        out.push(StudyRun {
-                            name: format!("{}-lr{rate}-s{seed}", arm.name),
-                            arm: arm.clone(),
-                            seed,
-                            rate: RunRate::Swept(rate),
-                            planned_for,
-                            until: sweep.budget,
-                            budgets: vec![sweep.budget],
-                        });
+                        let name = format!("{}-lr{rate}-s{seed}", arm.name);
+                        out.push(sweep_run(arm, name, seed, RunRate::Swept(rate), sweep.budget));
+                    }
+                }
+            }
+            if !sweep.checks.is_empty() {
+                let mut multiples = vec![1.0];
+                multiples.extend(&sweep.checks);
+                for arm in self.arms.iter().skip(1) {
+                    for &multiple in &multiples {
+                        for &seed in &sweep.seeds {
+                            let name = format!("{}-x{multiple}-s{seed}", arm.name);
+                            out.push(sweep_run(arm, name, seed, RunRate::Check(multiple), sweep.budget));
+                        }
                     }
                 }
             }
         }
         let rate = if self.sweep.is_some() { RunRate::Chosen } else { RunRate::Config };
         for &seed in &self.seeds {
-            for arm in &self.arms {
+            for arm in self.arms.iter().filter(|a| a.seeds.as_ref().map_or(true, |s| s.contains(&seed))) {
+                let budgets = self.budgets_of(arm);
+                let largest = budgets.iter().copied().fold(0.0, f64::max);
                 if per_budget(arm) {
-                    for &budget in &self.budgets {
+                    for &budget in &budgets {
                         let name = format!("{}-b{budget}-s{seed}", arm.name);
                         let run = StudyRun {
                             name,
@@ -111,7 +126,7 @@ impl StudyDesign {
                         rate,
                         planned_for: 1.0,
                         until: largest,
-                        budgets: self.budgets.clone(),
+                        budgets,
                     });
                 }
             }
@@ -139,8 +154,7 @@ impl StudyDesign {
         for (_, config, plan) in self.planned_runs()? {
             total += plan.cumulative(plan.total_steps()).flops;
             for &budget in &config.cooldown_budgets {
-                let point =
-                    crate::cooldown::branch_point(&plan, config.cooldown_unit, budget, config.cooldown_fraction)?;
+                let point = crate::cooldown::branch_point(&plan, config.cooldown_unit, budget, &config)?;
                 total += plan.cumulative(point.to_step).flops - plan.cumulative(point.from_step).flops;
             }
         }
@@ -175,6 +189,15 @@ pub enum RunRate {
     Swept(f64),
     /// Its arm's rate, chosen by the sweep.
     Chosen,
+    /// This multiple of the baseline's chosen rate: a check of another arm (a sweep run too).
+    Check(f64),
+}
+
+impl RunRate {
+    /// True when the rate waits for a sweep: its arm's (chosen) or the baseline's (a check).
+    pub fn waits_for(&self) -> bool {
+        matches!(self, RunRate::Chosen | RunRate::Check(_))
+    }
 }
 
 /// One run of a study: an arm at a seed and rate, planned for one budget, trained to `until`
@@ -194,9 +217,9 @@ pub struct StudyRun {
 }
 
 impl StudyRun {
-    /// True for a run of the learning-rate sweep.
+    /// True for a run of the learning-rate sweep (a rate swept, or a check).
     pub fn is_sweep(&self) -> bool {
-        matches!(self.rate, RunRate::Swept(_))
+        matches!(self.rate, RunRate::Swept(_) | RunRate::Check(_))
     }
 
     /// The budgets below its end, as multiples of its own plan's budget: its cooldown branches.
@@ -204,10 +227,9 @@ impl StudyRun {
         self.budgets.iter().filter(|&&b| self.branches_at(b)).map(|b| b / self.planned_for).collect()
     }
 
-    /// True when the run is compared at `budget` by a cooldown branch (every budget of a sweep
-    /// run, which trains on past its budget at a constant rate; those below its end otherwise).
+    /// True when the run is compared at `budget` by a cooldown branch (those below its end).
     fn branches_at(&self, budget: f64) -> bool {
-        self.is_sweep() || budget < self.until
+        budget < self.until
     }
 
     /// Each budget it is compared at, with the run (or branch) directory, relative to the study's

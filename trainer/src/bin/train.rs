@@ -304,7 +304,7 @@ struct DataArgs {
 
 #[derive(Args, Debug)]
 struct StudyArgs {
-    /// The design: a built-in one (cpu, quick, paper, gpu, gpu-pilot: studies/<name>.toml) or a design
+    /// The design: a built-in one (cpu, quick, paper, gpu-r0, gpu, gpu-pilot: studies/<name>.toml) or a design
     /// file of your own (TOML, as studies/*.toml).
     #[arg(long, default_value = "cpu", value_name = "NAME|FILE")]
     design: String,
@@ -488,7 +488,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                         schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Baseline, &config)?;
                     Train::Start {
                         config: Box::new(config),
-                        schedule,
+                        schedule: Box::new(schedule),
                         runs_dir: args.runs_dir.clone(),
                         name: args.run.clone(),
                     }
