@@ -110,6 +110,14 @@ fn interval(i: &Interval, digits: usize) -> String {
     }
 }
 
+/// A p-value after "p" in a sentence: `= 0.022` or `< 0.001`.
+fn p_is(p: f64) -> String {
+    match p < 0.001 {
+        true => "< 0.001".into(),
+        false => format!("= {p:.3}"),
+    }
+}
+
 fn p_value(p: Option<f64>) -> String {
     match p {
         Some(p) if p < 0.001 => "< 0.001".into(),
@@ -128,12 +136,12 @@ fn reading_sentence(r: &Reading, family: usize, effective: bool) -> String {
     };
     match (r.verdict.conclusion(), r.conclusion(), r.p, r.p_holm) {
         (raw_c, "no difference", Some(p), Some(adjusted)) if raw_c != "no difference" => format!(
-            "no difference after Holm's correction over {family} (adjusted p = {}; raw: {raw}, p = {})",
-            p_value(Some(adjusted)),
-            p_value(Some(p))
+            "no difference after Holm's correction over {family} (adjusted p {}; raw: {raw}, p {})",
+            p_is(adjusted),
+            p_is(p)
         ),
         (_, _, Some(p), Some(adjusted)) => {
-            format!("{raw} (p = {}; Holm-adjusted over {family}: {})", p_value(Some(p)), p_value(Some(adjusted)))
+            format!("{raw} (p {}; Holm-adjusted over {family}: p {})", p_is(p), p_is(adjusted))
         }
         _ => format!("{raw} (a seed lies outside the range compared: a bound, no test)"),
     }
@@ -151,6 +159,22 @@ fn per_seed(per_seed: &[(u64, Reach)]) -> String {
     seeds.join(", ")
 }
 
+/// How much compute the baseline needs to match a control, as a clause: the mean where every seed
+/// lies on the baseline's curve, else the bound the censored seeds give.
+fn baseline_needs(v: &Verdict) -> String {
+    match v {
+        Verdict::SavesAtLeast { budget } => format!(
+            "; the baseline needs at least {:.2}x its compute to match it (in every seed the control beat the baseline's loss at its largest annealed budget)",
+            1.0 / budget
+        ),
+        Verdict::SavesEverySeed { at_most, .. } => format!(
+            "; the baseline needs at least {:.2}x its compute to match it in every seed (some seeds lie beyond its largest annealed budget)",
+            1.0 / at_most
+        ),
+        v => v.multiple().map_or(String::new(), |m| format!("; the baseline needs {:.2}x its compute to match it", 1.0 / m.mean)),
+    }
+}
+
 fn title(_: &Study, md: &mut String) -> anyhow::Result<()> {
     writeln!(md, "# stagewise study: does growing a transformer layer by layer save compute?\n")?;
     Ok(())
@@ -166,9 +190,7 @@ fn findings(st: &Study, md: &mut String) -> anyhow::Result<()> {
         let Some(at) = s.at_budget.iter().find(|a| a.arm == control.name && a.budget == 1.0) else { continue };
         let Some(diff) = at.minus_baseline.as_ref() else { continue };
         let reading = st.primary().0.iter().find(|r| r.arm == control.name);
-        let compute = reading
-            .and_then(|r| r.verdict.multiple())
-            .map_or(String::new(), |m| format!("; the baseline needs {:.2}x its compute to match it", 1.0 / m.mean));
+        let compute = reading.map_or(String::new(), |r| baseline_needs(&r.verdict));
         writeln!(
             md,
             "- The {} at the 12-layer budget: annealed validation loss minus the baseline's {} nats (paired over seeds: mean and 95% CI){compute}.",
