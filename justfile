@@ -40,14 +40,14 @@ report *args:
     @cargo run --quiet -p analysis --bin report -- "$@"
 
 # The study (studies/cpu.toml): baseline, the paper's method (S = 4, 8, 12), one-layer, G_stack, MIDAS
-# and the 6-layer control, each at its swept learning rate, 8 seeds, budgets 0.25 to 2; then
-# reports/. About an hour on 2 CPU cores (61 minutes measured), two runs at a time (it says so when it starts);
+# and the 1-, 3- and 6-layer controls, each as its paper runs it, at the baseline's swept rate, 6 seeds; then
+# reports/. About 77 minutes on 2 CPU cores (measured), two runs at a time (it says so when it starts);
 # continues where it stopped; when reports/runs already holds the finished study it says so in one
 # line and rebuilds the report. E.g. `just study --quick` (a 2-minute smoke run), `just study
 # --rerun` (train the study again into reports/rerun/ and compare its verdicts with the committed
 # ones), `just study --protocol paper` (the paper's comparison, into reports/paper/), `just study
 # --plan` (the design and its predicted cost), `just study --design gpu` (the GPU study, FineWeb-edu),
-# `just study --design gpu-pilot --jobs 4` (eight minutes of one H200), or `just study --design
+# `just study --design gpu-pilot` (under five minutes of one H200), or `just study --design
 # my-study.toml` (a design of your own: see studies/).
 study *args: setup
     #!/usr/bin/env bash
@@ -121,10 +121,19 @@ gpu-build: setup (data "--tokenizer" "gpt2" "--if-missing") (data "--if-missing"
     if [ -f data/hellaswag_val.jsonl ]; then cp data/hellaswag_val.jsonl .gpu/; fi
     @du -sh .gpu
 
-# The losses must equal an uninterrupted run's bit for bit (about a minute on 2 cores).
-# Crash soak: SIGKILL the trainer at random moments until it finishes, resuming each time.
+# Crash soak: SIGKILL the trainer at random moments until it finishes, resuming each time (the
+# losses must equal an uninterrupted run's bit for bit; about a minute on 2 cores); then the
+# study soak: `train study --jobs 2` on the quick design killed 10 times at random moments (its
+# parent or one worker) and restarted, every log compared with an uninterrupted study's (about
+# 12 minutes).
 soak:
     LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --release -p trainer --test kill -- --ignored --nocapture soak
+    scripts/soak-study --kills 10
+
+# GPT-2 BPE tokens per second on the embedded corpus, ours against Python's tiktoken in the same
+# run (both on every core), e.g. `just bench-data --out reports/bench/2026-12-07-cpu-2core-data.jsonl`.
+bench-data *args: setup
+    scripts/bench-data "$@"
 
 # Bits that do not depend on how a process starts: N pairs (default 20) of a short growing run,
 # uninterrupted and stopped-then-resumed, started by `cargo run` and as the binary, under load,
@@ -133,13 +142,16 @@ soak-bits *args: setup
     scripts/soak-bits "$@"
 
 # Everything CI checks: formatting, clippy (warnings are errors), every test, 6 pairs of the bit
-# soak, and a fresh clone of HEAD with nothing beside it running `just study --quick` and `just
-# cost` (scripts/check-standalone).
+# soak, a study killed twice and restarted, TensorBoard reading a killed and resumed run, and a
+# fresh clone of HEAD with nothing beside it running `just study --quick` and `just cost`
+# (scripts/check-standalone).
 test: setup
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --workspace
     scripts/soak-bits --pairs 6 --quick
+    scripts/soak-study --kills 2
+    scripts/check-tensorboard
     scripts/check-standalone
 
 # Format the code.

@@ -125,11 +125,13 @@ fn read_holder(path: &Path) -> Option<Holder> {
     std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok())
 }
 
-/// Create `path` holding `me`, exclusively; `Ok(None)` when it exists already.
+/// Create `path` holding `me` (claimed now), exclusively; `Ok(None)` when it exists already.
 fn create(path: &Path, me: &Holder) -> std::io::Result<Option<File>> {
     match OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(mut file) => {
-            file.write_all(serde_json::to_string(me).expect("plain data").as_bytes())?;
+            let now =
+                Holder { since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), ..me.clone() };
+            file.write_all(serde_json::to_string(&now).expect("plain data").as_bytes())?;
             file.sync_all()?;
             Ok(Some(file))
         }

@@ -279,6 +279,10 @@ pub struct TrainConfig {
     /// The CPU is deterministic anyway. Absent from `run.json` when `false`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub deterministic: bool,
+    /// TensorBoard event files beside `metrics.jsonl` (`<run>/tb/`), every line's numbers as
+    /// scalars. Absent from `run.json` when `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub tensorboard: bool,
     /// CUDA: the one attention kernel to allow (`flash`, `efficient`, `cudnn`, `math`), or `auto`
     /// (PyTorch's choice). Absent from `run.json` when `auto`.
     #[serde(default, skip_serializing_if = "SdpaBackend::is_auto")]
@@ -359,6 +363,7 @@ impl TrainConfig {
             hellaswag_limit: None,
             on_nan: OnNan::Stop,
             cuda_graphs: true,
+            tensorboard: true,
             deterministic: false,
             sdpa_backend: SdpaBackend::Auto,
         };
@@ -426,6 +431,7 @@ impl TrainConfig {
             object.entry("deterministic").or_insert(Value::Bool(self.deterministic));
             object.entry("sdpa_backend").or_insert(serde_json::to_value(self.sdpa_backend)?);
             object.entry("cooldown_fraction_of").or_insert(serde_json::to_value(self.cooldown_fraction_of)?);
+            object.entry("tensorboard").or_insert(Value::Bool(self.tensorboard));
         }
         let mut slot = &mut root;
         for part in key.split('.') {

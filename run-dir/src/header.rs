@@ -51,6 +51,9 @@ pub struct RunHeader {
     /// where the file lies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hellaswag: Option<HellaswagInput>,
+    /// The pretrained weights the run started from, if any (`train --init-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitSource>,
     /// The CPU kernels and threads the run computed with (absent in runs before format 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Kernels>,
@@ -74,6 +77,20 @@ pub struct HellaswagCounts {
     pub examples: u64,
     pub scored: u64,
     pub skipped: u64,
+}
+
+/// The pretrained weights a run started from (`train --init-from`), instead of its own
+/// initialisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitSource {
+    /// As given (a Hugging Face directory, a run or a checkpoint).
+    pub path: PathBuf,
+    /// The weights file read.
+    pub weights: PathBuf,
+    /// SHA-256 of the weights file (hex).
+    pub sha256: String,
+    /// Blocks the source has (the model's first ones start from them).
+    pub layers: usize,
 }
 
 /// The CPU kernels and threads a run computes with. libtorch picks its kernels per machine, and
@@ -154,6 +171,7 @@ impl RunHeader {
             start_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             branch: None,
             hellaswag: None,
+            init_from: None,
             kernels: None,
         }
     }

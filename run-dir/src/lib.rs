@@ -10,6 +10,7 @@
 //!   checkpoints/step_XXXXXXXX/   model, optimizer and state (written by the trainer, renamed into place)
 //!   export/                      Hugging Face layout, on request
 //!   cooldowns/<unit>-<budget>/   cooldown branches: run directories of their own
+//!   tb/                          TensorBoard event files mirroring metrics.jsonl (`tensorboard`)
 //!   .lock                        flock held by the one trainer working here
 //! <runs>/.claims/<run>.claim      a study worker's claim on a run (see [`claim`])
 //! ```
@@ -26,13 +27,16 @@ pub mod lock;
 pub mod metrics;
 pub mod schedule;
 pub mod study;
+pub mod tensorboard;
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 pub use config::{GptShape, LossKernel, TokenizerKind, TrainConfig};
-pub use header::{HeaderError, HellaswagCounts, HellaswagInput, Kernels, RunHeader};
+pub use header::{HeaderError, HellaswagCounts, HellaswagInput, InitSource, Kernels, RunHeader};
 pub use lock::RunLock;
 pub use metrics::{LineKind, MetricsLine, MetricsWriter, Skipped};
 pub use schedule::{BaselineSpec, Growth, GrowthOptimizer, GrowthRewarmup, IncrementalSpec, Placement, ScheduleSpec};
@@ -149,9 +153,19 @@ impl RunDir {
         RunLock::acquire(&self.path)
     }
 
-    /// Open `metrics.jsonl` for appending.
-    pub fn metrics_writer(&self) -> anyhow::Result<MetricsWriter> {
-        MetricsWriter::open(&self.metrics_path())
+    /// Open `metrics.jsonl` for appending; with `tensorboard`, its event files in `tb/` rewritten
+    /// from the log as it stands (a resumed run's, cut at its checkpoint; wall times from
+    /// `started`, seconds since the epoch, plus each line's seconds) and mirroring every new line.
+    pub fn metrics_writer(&self, tensorboard: bool, started: f64) -> anyhow::Result<MetricsWriter> {
+        let writer = MetricsWriter::open(&self.metrics_path())?;
+        if !tensorboard {
+            return Ok(writer);
+        }
+        let lines = match self.metrics_path().exists() {
+            true => self.read_metrics().with_context(|| format!("reading {}", self.metrics_path().display()))?.0,
+            false => Vec::new(),
+        };
+        Ok(writer.with_tensorboard(tensorboard::rebuild(&self.path, &lines, started)?))
     }
 
     /// Drop log lines after `step` (see [`metrics::truncate_after`]); whether a checkpoint line

@@ -123,11 +123,13 @@ impl MetricsLine {
     }
 }
 
-/// Appends lines to a run's `metrics.jsonl`.
+/// Appends lines to a run's `metrics.jsonl` (and their scalars to its TensorBoard event files,
+/// when it keeps them).
 pub struct MetricsWriter {
     path: PathBuf,
     /// `None`: a writer that discards (the ranks of a data-parallel job other than rank 0).
     file: Option<File>,
+    tensorboard: Option<crate::tensorboard::EventWriter>,
 }
 
 impl MetricsWriter {
@@ -138,13 +140,18 @@ impl MetricsWriter {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {} for writing", path.display()))?;
-        Ok(MetricsWriter { path: path.into(), file: Some(file) })
+        Ok(MetricsWriter { path: path.into(), file: Some(file), tensorboard: None })
+    }
+
+    /// The same writer mirroring every line into `tensorboard`'s event files.
+    pub fn with_tensorboard(self, tensorboard: crate::tensorboard::EventWriter) -> MetricsWriter {
+        MetricsWriter { tensorboard: Some(tensorboard), ..self }
     }
 
     /// A writer that writes nothing: a data-parallel rank other than rank 0, which computes every
     /// line but leaves the log to rank 0.
     pub fn discard() -> MetricsWriter {
-        MetricsWriter { path: PathBuf::new(), file: None }
+        MetricsWriter { path: PathBuf::new(), file: None, tensorboard: None }
     }
 
     /// Write one line and flush it, so a crash loses at most the line being written.
@@ -159,6 +166,9 @@ impl MetricsWriter {
         text.push('\n');
         file.write_all(text.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
         file.flush()?;
+        if let Some(tb) = self.tensorboard.as_mut() {
+            tb.line(line, crate::tensorboard::now_seconds())?;
+        }
         Ok(())
     }
 }

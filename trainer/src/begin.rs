@@ -146,6 +146,10 @@ pub fn start(
             );
             header.hellaswag = inputs.hellaswag.as_ref().map(|h| h.input.clone());
             header.kernels = Some(device::kernels());
+            if let Some(path) = &options.init_from {
+                let vocab = config.tokenizer.vocab_size();
+                header.init_from = Some(crate::init_from::describe(path, config.model, vocab)?);
+            }
             if header.uses_validation() {
                 let val = inputs.dataset.val.len();
                 validation_starts(val, config.val_tokens, config.model.context, config.val_spread)?;

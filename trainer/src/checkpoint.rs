@@ -105,7 +105,7 @@ pub fn list(run: &RunDir) -> Vec<(u64, PathBuf)> {
 }
 
 /// Read a checkpoint's `state.json`.
-fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
+pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
     let path = dir.join(STATE_FILE);
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let state: TrainState =

@@ -11,7 +11,7 @@ use run_dir::{ScheduleSpec, TrainConfig};
 use stagewise_cli::CliError;
 
 use crate::children::{Ended, Group};
-use crate::data::corpus::{prepare_documents, read_corpus_documents};
+use crate::data::corpus::corpus_sources;
 use crate::data::{fineweb, Tokenizer};
 use crate::error::BadInput;
 use crate::options::TrainOptions;
@@ -140,7 +140,7 @@ impl std::fmt::Display for DataNeed {
         let source = match self.source {
             Some(Source::Corpus) => "corpus",
             Some(Source::Fineweb) => "fineweb",
-            None => "own",
+            Some(Source::Files) | None => "own",
         };
         write!(f, "{source} {} {} {}", self.tokenizer.name(), self.dir.display(), self.tokens)
     }
@@ -190,11 +190,8 @@ pub fn study(
     if let Some(worker) = request.worker {
         // A worker of `--jobs`: the parent has checked and written the design.
         let options = make_options(&design.device)?;
-        study_run::work(&design, &runs_dir, &options, worker, |run, _, _| {
-            eprintln!("study (worker {worker}): {}", study_run::describe(run));
-            Ok(())
-        })
-        .map_err(classify)?;
+        // The parent shows where the study is (the runs its workers claimed, the ETA).
+        study_run::work(&design, &runs_dir, &options, worker, |_, _, _| Ok(())).map_err(classify)?;
         return Ok(());
     }
     // The cost and time estimate are the parent's to print, not its workers'.
@@ -302,14 +299,19 @@ fn run_workers(file: &StudyFile, runs_dir: &Path, jobs: usize) -> Result<f64, Cl
         }
         group.spawn(format!("worker {worker}"), command)?;
     }
+    let planned = design.planned_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
+    let quiet = args.iter().any(|a| a == "--quiet");
+    let mut progress = crate::progress::StudyProgress::new(runs_dir, &planned, quiet);
     let mut recorded = std::time::Instant::now();
     let ended = group.wait(|| {
+        progress.tick(&study_run::claimed(runs_dir));
         // The wall time so far, every half minute (a killed study still counts it).
         if recorded.elapsed().as_secs() >= 30 {
             let _ = clock.record(false);
             recorded = std::time::Instant::now();
         }
     })?;
+    progress.finish();
     match ended {
         Ended::Succeeded => clock.record(true).map_err(classify),
         ended => {
@@ -354,6 +356,9 @@ pub enum Source {
     Corpus,
     /// FineWeb-edu sample-10BT from the Hugging Face hub (needs network access to huggingface.co).
     Fineweb,
+    /// Your own files (--input): .txt, .jsonl, .jsonl.gz, .jsonl.zst, .parquet; files,
+    /// directories or glob patterns.
+    Files,
 }
 
 impl Source {
@@ -362,6 +367,7 @@ impl Source {
         match self {
             Source::Corpus => PathBuf::from(format!("data/corpus-{}", tokenizer.name())),
             Source::Fineweb => PathBuf::from("data/edufineweb"),
+            Source::Files => PathBuf::from(format!("data/files-{}", tokenizer.name())),
         }
     }
 }
@@ -376,10 +382,15 @@ pub struct Data {
     pub val_every: usize,
     pub fineweb_files: usize,
     pub if_missing: bool,
+    /// `--source files`: the inputs and how to cut documents out of them.
+    pub inputs: Vec<String>,
+    pub read: crate::data::documents::ReadOptions,
+    pub quiet: bool,
 }
 
-/// `train data`: token shards of the corpus (or FineWeb-edu).
+/// `train data`: token shards of the corpus, FineWeb-edu or the user's own files, streamed.
 pub fn data(args: &Data) -> Result<(), CliError> {
+    use crate::data::prepare::{prepare, ShardLayout, Split};
     let out = args.out.clone().unwrap_or_else(|| args.source.default_dir(args.tokenizer));
     let has_shards = std::fs::read_dir(&out)
         .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "bin")))
@@ -391,33 +402,74 @@ pub fn data(args: &Data) -> Result<(), CliError> {
     if args.shard_tokens == 0 {
         return Err(CliError::bad_input(anyhow::anyhow!("--shard-tokens 0: a shard needs at least one token")));
     }
+    if (args.source == Source::Files) == args.inputs.is_empty() {
+        let e = match args.source {
+            Source::Files => {
+                anyhow::anyhow!("--source files needs --input PATH... (files, directories or glob patterns)")
+            }
+            _ => anyhow::anyhow!("--input is for --source files; add --source files"),
+        };
+        return Err(CliError::bad_input(e));
+    }
     let tokenizer = Tokenizer::new(args.tokenizer)?;
-    let report = match args.source {
-        Source::Corpus => {
-            let docs = read_corpus_documents(&args.raw).map_err(CliError::bad_input)?;
-            let texts: Vec<String> = docs.into_iter().map(|(_, text)| text).collect();
-            let name = format!("corpus-{}", args.tokenizer.name());
-            prepare_documents(&texts, &out, &name, &tokenizer, args.val_every, args.shard_tokens)
-                .map_err(CliError::bad_input)?
-        }
+    let (sources, name, split) = match args.source {
+        Source::Corpus => (
+            corpus_sources(&args.raw).map_err(CliError::bad_input)?,
+            format!("corpus-{}", args.tokenizer.name()),
+            Split::EveryNth(args.val_every),
+        ),
         Source::Fineweb => {
             let files = fineweb::download_sample(&args.raw.join("fineweb-edu"), args.fineweb_files)
                 .context("FineWeb-edu download")?;
-            fineweb::prepare_parquet(&files, &out, "edufineweb", &tokenizer, args.shard_tokens)?
+            (fineweb::parquet_sources(&files)?, "edufineweb".to_string(), Split::FirstShard)
         }
+        Source::Files => (
+            crate::data::documents::expand(&args.inputs).map_err(CliError::bad_input)?,
+            format!("files-{}", args.tokenizer.name()),
+            Split::EveryNth(args.val_every),
+        ),
     };
-    for (path, tokens) in &report.shards {
-        eprintln!("  {} ({tokens} tokens)", path.display());
+    let total: u64 = sources.iter().map(|s| s.bytes).sum();
+    let bar = crate::progress::DataProgress::new(total, args.quiet);
+    let mut progress = |bytes, documents, tokens| bar.update(bytes, documents, tokens);
+    let prepared = prepare(
+        &sources,
+        &args.read,
+        &out,
+        ShardLayout { name: &name, split, shard_tokens: args.shard_tokens },
+        &tokenizer,
+        &mut progress,
+    )
+    .map_err(CliError::bad_input)?;
+    bar.finish();
+    if !args.quiet {
+        for (path, tokens) in &prepared.shards {
+            eprintln!("  {} ({tokens} tokens)", path.display());
+        }
     }
     println!(
-        "{}: {} documents, {} tokens in {} shards; tokenized at {:.0} tokens/s ({:.2} s)",
+        "{}: {} documents from {} file(s), {} tokens in {} shards; tokenized at {:.0} tokens/s ({:.2} s of {:.2} s); sources and their SHA-256 in {}",
         out.display(),
-        report.documents,
-        report.tokens,
-        report.shards.len(),
-        report.tokens_per_second,
-        report.tokenize_seconds
+        prepared.documents,
+        prepared.sources.len(),
+        prepared.tokens,
+        prepared.shards.len(),
+        prepared.tokens_per_second(),
+        prepared.tokenize_seconds,
+        prepared.seconds,
+        out.join(crate::data::prepare::MANIFEST_FILE).display()
     );
+    Ok(())
+}
+
+/// `train data --print-bpe`: the GPT-2 BPE's ranks, `<hex bytes> <rank>` a line.
+pub fn print_bpe() -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (rank, bytes) in Tokenizer::gpt2_ranks()?.iter().enumerate() {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(out, "{hex} {rank}").context("writing the ranks")?;
+    }
     Ok(())
 }
 

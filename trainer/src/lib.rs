@@ -24,6 +24,7 @@ pub mod eval;
 pub mod export;
 pub mod growth;
 pub mod init;
+pub mod init_from;
 pub mod loss;
 pub mod model;
 pub mod native;

@@ -21,6 +21,9 @@ pub struct TrainOptions {
     /// evaluation, recorded in the run header (path, SHA-256, examples that fit), not in the
     /// config. Resumes and cooldown branches read the file their run recorded.
     pub hellaswag: Option<PathBuf>,
+    /// A new run starts from these pretrained weights (`--init-from`: a Hugging Face GPT-2
+    /// directory, a run or a checkpoint), recorded in its header with their SHA-256.
+    pub init_from: Option<PathBuf>,
     /// Read each step's loss only after the next step is queued (`None`: on CUDA, where the
     /// device then never waits for the host; the CPU computes as it queues). Logs, checkpoints
     /// and the NaN stop mean the same either way.
@@ -31,6 +34,7 @@ impl TrainOptions {
     /// One process on `device`.
     pub fn single(device: Device, stop_after_step: Option<u64>, quiet: bool) -> TrainOptions {
         TrainOptions {
+            init_from: None,
             device,
             stop_after_step,
             quiet,

@@ -90,17 +90,33 @@ pub fn adopt(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> a
 pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> anyhow::Result<f64> {
     adopt(design, runs_dir, options)?;
     let clock = WallClock::start(runs_dir);
-    work(design, runs_dir, options, 0, |run, done, total| {
+    let planned = design.planned_flops().map_err(crate::error::bad_input)?;
+    let quiet = !options.world.is_main();
+    let mut progress = crate::progress::StudyProgress::new(runs_dir, &planned, quiet);
+    work(design, runs_dir, options, 0, |run, _, _| {
         if options.world.is_main() {
             clock.record(false)?;
-            eprintln!("study: run {}/{total} {}; {} so far", done + 1, describe(run), format_seconds(clock.seconds()));
+            progress.tick(&[describe(run)]);
         }
         Ok(())
     })?;
+    progress.finish();
     if options.world.is_main() {
         clock.record(true)?;
     }
     Ok(clock.seconds())
+}
+
+/// The runs the workers sharing `runs_dir` have claimed now (their claim files' names).
+pub fn claimed(runs_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(runs_dir.join(".claims"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".claim")).map(String::from))
+        .collect();
+    names.sort();
+    names
 }
 
 /// One worker of `train study --jobs N` (on one machine or several sharing `runs_dir`): claim

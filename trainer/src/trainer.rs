@@ -168,7 +168,12 @@ impl Trainer {
         };
         let (mut vs, model, mut optimizer) = init_model(config, device)?;
         let state = match &from {
-            From::Scratch => TrainState::start(),
+            From::Scratch => {
+                if let Some(source) = &header.init_from {
+                    world.decide(|| crate::init_from::load(source, &vs).map_err(bad_input))?;
+                }
+                TrainState::start()
+            }
             From::Checkpoint { dir, .. } => world.decide(|| checkpoint::load(dir, &mut vs, &mut optimizer))?,
         };
         // Rank 0's parameters and optimizer state on every rank.
@@ -194,7 +199,11 @@ impl Trainer {
             state.data,
             data_seed,
         )?;
-        let metrics = if world.is_main() { run.metrics_writer()? } else { MetricsWriter::discard() };
+        let started = chrono::DateTime::parse_from_rfc3339(&header.start_time).map_or(0.0, |t| t.timestamp() as f64);
+        let metrics = match world.is_main() {
+            true => run.metrics_writer(header.config.tensorboard, started)?,
+            false => MetricsWriter::discard(),
+        };
         let last = last_step(plan, options);
         let progress = Progress::new(last, state.step, options.quiet || !world.is_main());
         // Steps as CUDA graphs on CUDA (eager on the CPU), their values read a step late on CUDA.

@@ -192,3 +192,83 @@ fn bench_prints_one_json_line_per_phase_configuration() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--stages"), "{err}");
 }
+
+/// `train data --source files`: a user's own documents (a directory of text and JSON lines, one
+/// file compressed) become shards a run trains on, named with their SHA-256 in the manifest; a
+/// bad line is one message naming the file and line, exit 2, and no shard.
+#[test]
+fn a_users_own_corpus_becomes_shards_a_run_trains_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("my-corpus");
+    std::fs::create_dir_all(&src).unwrap();
+    let text = "the quick brown fox jumps over the lazy dog. ";
+    for i in 0..4 {
+        std::fs::write(src.join(format!("essay{i}.txt")), text.repeat(30 + i)).unwrap();
+    }
+    let lines: String = (0..6).map(|i| format!("{{\"text\": \"{}\", \"id\": {i}}}\n", text.repeat(20))).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, lines.as_bytes()).unwrap();
+    std::fs::write(src.join("web.jsonl.gz"), gz.finish().unwrap()).unwrap();
+
+    let out = train(
+        &[
+            "data",
+            "--source",
+            "files",
+            "--input",
+            "my-corpus",
+            "--tokenizer",
+            "bytes",
+            "--out",
+            "data/mine",
+            "--val-every",
+            "5",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10 documents from 5 file(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("data/mine/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sources"].as_array().unwrap().len(), 5);
+    assert_eq!(manifest["sources"][4]["format"], "jsonl.gz");
+    assert_eq!(manifest["sources"][4]["sha256"].as_str().unwrap().len(), 64);
+
+    let mut args = small();
+    for a in args.iter_mut().filter(|a| a.starts_with("data_dir=")) {
+        *a = "data_dir=data/mine";
+    }
+    args.extend(["--set", "steps=2", "--run", "mine", "--quiet"]);
+    let run = train(&args, dir.path());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    std::fs::write(src.join("broken.jsonl"), "{\"text\": \"fine\"}\n{\"body\": \"no text\"}\n").unwrap();
+    let bad = train(
+        &[
+            "data",
+            "--source",
+            "files",
+            "--input",
+            "my-corpus",
+            "--tokenizer",
+            "bytes",
+            "--out",
+            "data/broken",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("broken.jsonl:2") && stderr.contains("--text-field"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data/broken"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing half-written: {left:?}");
+}

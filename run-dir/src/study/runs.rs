@@ -150,15 +150,22 @@ impl StudyDesign {
 
     /// FLOPs the whole study trains (main runs and cooldown branches), from the plans.
     pub fn predicted_flops(&self) -> anyhow::Result<f64> {
-        let mut total = 0.0;
-        for (_, config, plan) in self.planned_runs()? {
-            total += plan.cumulative(plan.total_steps()).flops;
+        Ok(self.planned_flops()?.iter().map(|(_, flops)| flops).sum())
+    }
+
+    /// Every run and branch directory (relative to the runs directory, in training order) with
+    /// the FLOPs it trains itself (a branch: from its branch point to its end), from the plans.
+    pub fn planned_flops(&self) -> anyhow::Result<Vec<(String, f64)>> {
+        let mut out = Vec::new();
+        for (run, config, plan) in self.planned_runs()? {
+            out.push((run.name.clone(), plan.cumulative(plan.total_steps()).flops));
             for &budget in &config.cooldown_budgets {
                 let point = crate::cooldown::branch_point(&plan, config.cooldown_unit, budget, &config)?;
-                total += plan.cumulative(point.to_step).flops - plan.cumulative(point.from_step).flops;
+                let flops = plan.cumulative(point.to_step).flops - plan.cumulative(point.from_step).flops;
+                out.push((crate::cooldown::branch_run_name(&run.name, config.cooldown_unit, budget), flops));
             }
         }
-        Ok(total)
+        Ok(out)
     }
 
     /// Every run with its config and plan (at the config's rates, as a study is planned), each

@@ -85,7 +85,15 @@ impl DistArgs {
         let timeout = std::time::Duration::from_secs(self.dist_timeout);
         let (world, device) = World::from_env(device, self.dist_backend, timeout).map_err(classify)?;
         let quiet = quiet || !world.is_main();
-        Ok(TrainOptions { device, stop_after_step, quiet, world: Rc::new(world), hellaswag: None, lag_reads: None })
+        Ok(TrainOptions {
+            device,
+            stop_after_step,
+            quiet,
+            world: Rc::new(world),
+            hellaswag: None,
+            init_from: None,
+            lag_reads: None,
+        })
     }
 }
 
@@ -179,6 +187,13 @@ struct TrainArgs {
     /// --hellaswag` downloads it there). Recorded in run.json, not in the config.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = trainer::eval::DEFAULT_PATH)]
     hellaswag: Option<PathBuf>,
+    /// Start from pretrained weights instead of random ones: a Hugging Face GPT-2 directory
+    /// (config.json + model.safetensors; `train export` writes one), a run (its latest
+    /// checkpoint) or a checkpoint. It may be shallower than the model (its blocks fill the first
+    /// ones; a schedule grows it from there, e.g. --method gstack-2x from a 6-layer source).
+    /// Recorded in run.json with its SHA-256.
+    #[arg(long, value_name = "PATH")]
+    init_from: Option<PathBuf>,
     /// HellaSwag every N steps (and at the last step) (--set hellaswag_every=N).
     #[arg(long, value_name = "N")]
     hellaswag_every: Option<u64>,
@@ -284,9 +299,31 @@ struct DataArgs {
     /// Tokens per train shard.
     #[arg(long, default_value_t = 100_000_000)]
     shard_tokens: usize,
-    /// Corpus: every n-th document goes to the validation shard.
+    /// Corpus and files: every n-th document goes to the validation shard (0, n, 2n, ...).
     #[arg(long, default_value_t = 25)]
     val_every: usize,
+    /// --source files: the inputs, each a file, a directory (its .txt, .jsonl, .jsonl.gz,
+    /// .jsonl.zst and .parquet files, recursively) or a glob pattern (quote it), e.g.
+    /// --input 'books/*.txt' crawl/ notes.jsonl.zst
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    input: Vec<String>,
+    /// Text files: the string between documents (default: a file is one document), e.g.
+    /// --doc-separator $'\n\n\n'
+    #[arg(long, value_name = "TEXT")]
+    doc_separator: Option<String>,
+    /// JSON lines: the field holding a document's text.
+    #[arg(long, default_value = "text", value_name = "NAME")]
+    text_field: String,
+    /// Parquet: the column holding a document's text.
+    #[arg(long, default_value = "text", value_name = "NAME")]
+    text_column: String,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+    /// Internal (scripts/bench-data): print the GPT-2 BPE's ranks, `<hex bytes> <rank>` a line,
+    /// for building the reference tokenizer the benchmark compares with.
+    #[arg(long, hide = true)]
+    print_bpe: bool,
     /// FineWeb: how many of the sample's 14 parquet files to download.
     #[arg(long, default_value_t = 1)]
     fineweb_files: usize,
@@ -452,6 +489,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
     let dist = &cli.dist;
     match cli.command {
         Some(Command::Data(a)) if a.hellaswag => commands::download_hellaswag(&a.hellaswag_url),
+        Some(Command::Data(a)) if a.print_bpe => commands::print_bpe(),
         Some(Command::Data(a)) => commands::data(&commands::Data {
             tokenizer: a.tokenizer,
             source: a.source,
@@ -461,6 +499,13 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             val_every: a.val_every,
             fineweb_files: a.fineweb_files,
             if_missing: a.if_missing,
+            inputs: a.input,
+            read: trainer::data::documents::ReadOptions {
+                doc_separator: a.doc_separator,
+                text_field: a.text_field,
+                text_column: a.text_column,
+            },
+            quiet: a.quiet,
         }),
         Some(Command::Export(a)) => commands::export(&a.run, a.step),
         Some(Command::Bench(a)) => bench(&a, dist),
@@ -494,7 +539,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                     }
                 }
             };
-            let options = TrainOptions { hellaswag: args.hellaswag.clone(), ..options };
+            let options =
+                TrainOptions { hellaswag: args.hellaswag.clone(), init_from: args.init_from.clone(), ..options };
             let summary = commands::train(request, &options)?;
             finished(&options, &summary)
         }

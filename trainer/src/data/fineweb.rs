@@ -1,22 +1,15 @@
-//! FineWeb-edu preparation: download `sample-10BT` parquet files from the Hugging Face hub, read
-//! their `text` column, tokenize with GPT-2 BPE and write 100M-token shards (shard 0 = val),
-//! as build-nanogpt's `fineweb.py` does.
+//! FineWeb-edu: download `sample-10BT` parquet files from the Hugging Face hub; `train data`
+//! then streams their `text` column through the GPT-2 tokenizer into 100M-token shards, the first
+//! shard's worth being validation (`prepare::Split::FirstShard`), as build-nanogpt's `fineweb.py`.
 //!
 //! The download needs huggingface.co; everything after it is tested offline on a parquet file the
 //! tests write.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context};
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::record::RowAccessor;
-use parquet::schema::types::Type;
 
-use super::corpus::PrepareReport;
-use super::sink::ShardSink;
-use super::tokenizer::Tokenizer;
+use super::documents::{Format, Source};
 
 /// Where the `sample-10BT` parquet files of `HuggingFaceFW/fineweb-edu` live.
 pub const FINEWEB_SAMPLE_URL: &str =
@@ -56,65 +49,30 @@ pub fn download_sample(dir: &Path, files: usize) -> anyhow::Result<Vec<PathBuf>>
         .collect()
 }
 
-/// The `text` column of a parquet file, one string per row.
-pub fn read_parquet_texts(path: &Path) -> anyhow::Result<Vec<String>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = SerializedFileReader::new(file).with_context(|| format!("{}: not a parquet file", path.display()))?;
-    let schema = reader.metadata().file_metadata().schema();
-    let text_field = schema
-        .get_fields()
+/// The downloaded parquet files as sources of documents (their `text` column).
+pub fn parquet_sources(files: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
+    files
         .iter()
-        .find(|f| f.name() == "text")
-        .with_context(|| format!("{}: no `text` column; is this a FineWeb parquet file?", path.display()))?
-        .clone();
-    let projection = Type::group_type_builder(schema.name()).with_fields(vec![text_field]).build()?;
-    let mut texts = Vec::new();
-    for row in reader.get_row_iter(Some(projection))? {
-        let row = row.with_context(|| format!("{}: corrupt row", path.display()))?;
-        texts.push(row.get_string(0).map(|s| s.to_owned()).unwrap_or_default());
-    }
-    Ok(texts)
-}
-
-/// Tokenize the parquet files' documents into shards of `shard_tokens` (the first is validation).
-pub fn prepare_parquet(
-    files: &[PathBuf],
-    out_dir: &Path,
-    name: &str,
-    tokenizer: &Tokenizer,
-    shard_tokens: usize,
-) -> anyhow::Result<PrepareReport> {
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let mut sink = ShardSink::new(out_dir, name, shard_tokens);
-    let (mut documents, mut tokens, mut tokenize_seconds) = (0, 0, 0.0);
-    for file in files {
-        let texts = read_parquet_texts(file)?;
-        let start = Instant::now();
-        let ids = tokenizer.encode_documents(&texts);
-        tokenize_seconds += start.elapsed().as_secs_f64();
-        documents += texts.len();
-        tokens += ids.len();
-        sink.push(&ids)?;
-    }
-    let shards = sink.finish()?;
-    Ok(PrepareReport {
-        shards,
-        documents,
-        tokens,
-        tokenize_seconds,
-        tokens_per_second: tokens as f64 / tokenize_seconds.max(1e-9),
-    })
+        .map(|path| {
+            let bytes = std::fs::metadata(path).with_context(|| format!("{}: cannot read it", path.display()))?.len();
+            Ok(Source { path: path.clone(), format: Format::Parquet, bytes })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::documents::ReadOptions;
+    use crate::data::prepare::{prepare, ShardLayout, Split};
     use crate::data::shard::Shard;
+    use crate::data::tokenizer::Tokenizer;
     use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
     use parquet::schema::parser::parse_message_type;
     use run_dir::config::TokenizerKind;
+    use std::fs::File;
     use std::sync::Arc;
 
     /// A parquet file shaped like FineWeb's (an id column and an optional `text` column).
@@ -143,13 +101,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let parquet = dir.path().join("000_00000.parquet");
         write_parquet(&parquet, &["Hello world", "The cat sat.", "Hello world"]);
-        assert_eq!(read_parquet_texts(&parquet).unwrap(), vec!["Hello world", "The cat sat.", "Hello world"]);
+        let texts = crate::data::parquet_text::read_texts(&parquet, "text").unwrap();
+        assert_eq!(texts, vec!["Hello world", "The cat sat.", "Hello world"]);
 
         let tok = Tokenizer::new(TokenizerKind::Gpt2).unwrap();
         let out = dir.path().join("shards");
-        let report = prepare_parquet(&[parquet], &out, "edufineweb", &tok, 4).unwrap();
+        let sources = parquet_sources(&[parquet]).unwrap();
+        let read = ReadOptions::default();
+        let report = prepare(
+            &sources,
+            &read,
+            &out,
+            ShardLayout { name: "edufineweb", split: Split::FirstShard, shard_tokens: 4 },
+            &tok,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
         let expected: Vec<u16> = tok.encode_documents(&["Hello world", "The cat sat.", "Hello world"]);
-        assert_eq!(report.tokens, expected.len());
+        assert_eq!(report.tokens as usize, expected.len());
         assert!(report.shards[0].0.ends_with("edufineweb_val_000000.bin"));
         let mut all = Vec::new();
         for (path, count) in &report.shards {
@@ -157,15 +126,20 @@ mod tests {
             assert_eq!(shard.len(), *count);
             all.extend((0..shard.len()).map(|i| shard.token(i)));
         }
+        assert_eq!(report.shards[0].1, 4, "the first shard's worth validates");
         assert_eq!(all, expected);
     }
 
     #[test]
-    fn missing_text_column_is_named() {
+    fn a_missing_text_column_and_a_file_that_is_not_parquet_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");
         std::fs::write(&path, b"not parquet").unwrap();
-        let err = read_parquet_texts(&path).unwrap_err();
-        assert!(format!("{err:#}").contains("x.parquet"));
+        let err = crate::data::parquet_text::read_texts(&path, "text").unwrap_err();
+        assert!(format!("{err:#}").contains("x.parquet: not a parquet file"), "{err:#}");
+        let good = dir.path().join("y.parquet");
+        write_parquet(&good, &["a"]);
+        let err = crate::data::parquet_text::read_texts(&good, "body").unwrap_err();
+        assert!(format!("{err:#}").contains("no `body` column (it has: id, text)"), "{err:#}");
     }
 }

@@ -121,18 +121,71 @@ impl Shard {
     }
 }
 
+/// The header of a shard of `count` tokens.
+fn header(count: usize) -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..4].copy_from_slice(&SHARD_MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&SHARD_VERSION.to_le_bytes());
+    let count = i32::try_from(count).expect("a shard holds fewer than 2^31 tokens");
+    header[8..12].copy_from_slice(&count.to_le_bytes());
+    header
+}
+
+/// A shard written as its tokens come (the validation shard of a streamed corpus, whose size is
+/// known only at the end): the header's count is filled in by [`ShardWriter::finish`]. Write it
+/// in a directory that is renamed into place whole: the file is not complete before then.
+pub struct ShardWriter {
+    file: std::io::BufWriter<File>,
+    path: PathBuf,
+    count: usize,
+}
+
+impl ShardWriter {
+    /// A new shard at `path`.
+    pub fn create(path: &Path) -> Result<ShardWriter, ShardError> {
+        let io = |source| ShardError::Io { path: path.into(), source };
+        let mut file = std::io::BufWriter::new(File::create(path).map_err(io)?);
+        file.write_all(&header(0)).map_err(io)?;
+        Ok(ShardWriter { file, path: path.into(), count: 0 })
+    }
+
+    /// Append tokens.
+    pub fn push(&mut self, tokens: &[u16]) -> Result<(), ShardError> {
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        self.file.write_all(&bytes).map_err(|source| ShardError::Io { path: self.path.clone(), source })?;
+        self.count += tokens.len();
+        Ok(())
+    }
+
+    /// Tokens so far.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True before any token.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Fill in the count, flush and sync; returns the path and the tokens.
+    pub fn finish(self) -> Result<(PathBuf, usize), ShardError> {
+        use std::io::{Seek, SeekFrom};
+        let io = |source| ShardError::Io { path: self.path.clone(), source };
+        let mut file = self.file.into_inner().map_err(|e| io(e.into_error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&header(self.count)).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok((self.path, self.count))
+    }
+}
+
 /// Write `tokens` as a shard at `path`, atomically (temp file in the same directory, then rename).
 pub fn write_shard(path: &Path, tokens: &[u16]) -> Result<(), ShardError> {
     let io = |source| ShardError::Io { path: path.into(), source };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let mut header = [0u8; HEADER_BYTES];
-    header[0..4].copy_from_slice(&SHARD_MAGIC.to_le_bytes());
-    header[4..8].copy_from_slice(&SHARD_VERSION.to_le_bytes());
-    let count = i32::try_from(tokens.len()).expect("a shard holds fewer than 2^31 tokens");
-    header[8..12].copy_from_slice(&count.to_le_bytes());
     let mut body = Vec::with_capacity(HEADER_BYTES + 2 * tokens.len());
-    body.extend_from_slice(&header);
+    body.extend_from_slice(&header(tokens.len()));
     for t in tokens {
         body.extend_from_slice(&t.to_le_bytes());
     }
