@@ -4,37 +4,18 @@
 //! token shards, our own checkpointable AdamW, and checkpoints that resume bit for bit. What a run
 //! is (config, schedule) and the files it leaves behind are the `run_dir` crate's.
 //!
-//! Read in data-flow order: [`data`] (shards, tokenizers, loader) → [`model`] (architecture) →
-//! [`loss`] → [`optim`] → [`step`] (one optimizer step, eager or CUDA graphs) → [`growth`] →
-//! [`begin`] (new run, resume or branch: rank 0's decision) → [`trainer`] (the loop) →
-//! [`validation`] → [`checkpoint`] → [`eval`] (HellaSwag), [`study`] (the whole study),
-//! [`bench`], [`export`]; [`world`] for data-parallel training on c10d; [`commands`] for what
-//! the `train` binary runs.
+//! The folders are layers; each uses only those before it:
+//! 1. [`device`]: what the process computes with (CPU threads, native ATen ops, CUDA plugins);
+//! 2. [`data`] (shards, tokenizers, the loader) and [`world`] (data parallel on c10d, child
+//!    processes);
+//! 3. [`engine`]: the model, the loss, the optimizer, one step, growth;
+//! 4. [`run`]: one run from its first step to its last checkpoint;
+//! 5. [`jobs`]: studies, benchmarks, exports and the `train` subcommands.
 
-pub mod begin;
-pub mod bench;
-pub mod checkpoint;
-pub mod children;
-pub mod commands;
-pub mod cuda;
 pub mod data;
 pub mod device;
+pub mod engine;
 pub mod error;
-pub mod eval;
-pub mod export;
-pub mod growth;
-pub mod init;
-pub mod init_from;
-pub mod loss;
-pub mod model;
-pub mod native;
-pub mod numerics;
-pub mod optim;
-pub mod options;
-pub mod plugin;
-pub mod progress;
-pub mod step;
-pub mod study;
-pub mod trainer;
-pub mod validation;
+pub mod jobs;
+pub mod run;
 pub mod world;

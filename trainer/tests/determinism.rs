@@ -8,10 +8,10 @@ fn a_deterministic_config_sets_the_flags_and_a_plain_one_clears_them() {
     let mut config = run_dir::TrainConfig::preset("tiny").unwrap();
     config.set("model.layers=1").unwrap();
     config.set("deterministic=true").unwrap();
-    trainer::init::init_model(&config, tch::Device::Cpu).unwrap();
-    assert!(trainer::native::deterministic());
+    trainer::engine::init::init_model(&config, tch::Device::Cpu).unwrap();
+    assert!(trainer::device::native::deterministic());
     assert_eq!(std::env::var("CUBLAS_WORKSPACE_CONFIG").as_deref(), Ok(":4096:8"));
     config.set("deterministic=false").unwrap();
-    trainer::init::init_model(&config, tch::Device::Cpu).unwrap();
-    assert!(!trainer::native::deterministic());
+    trainer::engine::init::init_model(&config, tch::Device::Cpu).unwrap();
+    assert!(!trainer::device::native::deterministic());
 }

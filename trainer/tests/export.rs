@@ -16,8 +16,8 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 use trainer::data::loader::validation_batches;
 use trainer::data::TokenDataset;
-use trainer::model::Gpt;
-use trainer::trainer::start;
+use trainer::engine::model::Gpt;
+use trainer::run::trainer::start;
 
 mod common;
 
@@ -66,7 +66,7 @@ fn load_export(export: &Path, vocab: usize) -> (VarStore, Gpt) {
 }
 
 fn loss_on(model: &Gpt, x: &Tensor, y: &Tensor, vocab: usize) -> f64 {
-    tch::no_grad(|| trainer::loss::mean_loss(model, x, y, model.config.layers, vocab).double_value(&[]))
+    tch::no_grad(|| trainer::engine::loss::mean_loss(model, x, y, model.config.layers, vocab).double_value(&[]))
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn make_export_fixture() {
     let data = common::text_dataset(dir.path(), "to be or not to be, that is the question. ", 100, 1200);
     let run = dir.path().join("run");
     start(&run, config(&data), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
-    let export = trainer::export::export(&run, None).unwrap();
+    let export = trainer::jobs::export::export(&run, None).unwrap();
     let out = fixture("export");
     std::fs::create_dir_all(&out).unwrap();
     for file in ["model.safetensors", "config.json"] {
@@ -115,7 +115,7 @@ fn an_export_scores_what_the_trainer_logged() {
     let c = config(&data);
     start(&run, c.clone(), ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
     let logged = common::read_metrics(&run).into_iter().rfind(|l| l.kind == LineKind::Val).unwrap();
-    let export = trainer::export::export(&run, None).unwrap();
+    let export = trainer::jobs::export::export(&run, None).unwrap();
     let (_vs, model) = load_export(&export, 257);
     let val = TokenDataset::open(&data, 257).unwrap().val;
     let batches = validation_batches(&val, c.val_tokens, 16, c.micro_batch, c.val_spread, Device::Cpu).unwrap();

@@ -9,7 +9,7 @@ use run_dir::config::LrKind;
 use run_dir::{
     Growth, GrowthOptimizer, GrowthRewarmup, IncrementalSpec, LineKind, MetricsLine, RunDir, ScheduleSpec, TrainConfig,
 };
-use trainer::trainer::{cooldown, resume, start};
+use trainer::run::trainer::{cooldown, resume, start};
 
 mod common;
 

@@ -8,9 +8,9 @@ use cost_model::growth::{copy_source, layout, Slot};
 use run_dir::{GptShape, Growth, GrowthOptimizer, Placement};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::growth::grow;
-use trainer::model::Gpt;
-use trainer::optim::AdamW;
+use trainer::engine::growth::grow;
+use trainer::engine::model::Gpt;
+use trainer::engine::optim::AdamW;
 
 const PLACEMENTS: [Placement; 3] = [Placement::Top, Placement::Middle, Placement::Interleave];
 

@@ -30,7 +30,7 @@ proptest! {
         let path = dir.path().join("h.jsonl");
         for body in [text.as_str(), json_ish.as_str()] {
             std::fs::write(&path, body).unwrap();
-            let _ = trainer::eval::load(&path, None);
+            let _ = trainer::run::eval::load(&path, None);
         }
     }
 

@@ -13,8 +13,8 @@ use run_dir::{IncrementalSpec, ScheduleSpec};
 use run_dir::{LineKind, MetricsLine};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::model::Gpt;
-use trainer::trainer::{resume, start};
+use trainer::engine::model::Gpt;
+use trainer::run::trainer::{resume, start};
 
 const TEXT: &str = "the cat sat on the mat. ";
 
@@ -94,7 +94,7 @@ fn phase_one_touches_no_frozen_gradient() {
         let mut model = Gpt::new(&vs, GptShape { layers: 4, heads: 2, d_model: 16, context: 8, vocab: 64 });
         model.apply_trainable(Trainable { active_layers: 4, first_trainable: 2, embeddings });
         let idx = Tensor::randint(64, [2, 8], (Kind::Int64, Device::Cpu));
-        trainer::loss::mean_loss(&model, &idx, &idx, 4, 64).backward();
+        trainer::engine::loss::mean_loss(&model, &idx, &idx, 4, 64).backward();
         let mut with_grad: Vec<String> =
             vs.variables().into_iter().filter(|(_, t)| t.grad().defined()).map(|(n, _)| n).collect();
         with_grad.sort();
@@ -169,7 +169,7 @@ fn hellaswag_picks_the_ending_the_model_was_taught() {
     c.set("model.context=32").unwrap();
     c.hellaswag_every = 0;
     let run = dir.path().join("hs");
-    let options = trainer::options::TrainOptions { hellaswag: Some(file.clone()), ..common::cpu_options(None) };
+    let options = trainer::run::options::TrainOptions { hellaswag: Some(file.clone()), ..common::cpu_options(None) };
     start(&run, c, ScheduleSpec::baseline(), &options).unwrap();
     // What was evaluated is in the run header, not the config.
     let header = run_dir::RunDir::new(&run).read_header().unwrap();

@@ -9,7 +9,7 @@ use std::process::Command;
 use run_dir::{GptShape, RunDir};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::model::Gpt;
+use trainer::engine::model::Gpt;
 
 mod common;
 
@@ -29,9 +29,9 @@ fn a_transformers_checkpoint_gives_transformers_logits_in_a_deeper_model() {
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("init_transformers.json")).unwrap()).unwrap();
     let vs = VarStore::new(Device::Cpu);
     let model = Gpt::new(&vs, shape());
-    let source = trainer::init_from::describe(&fixtures().join("init_hf"), shape(), 257).unwrap();
+    let source = trainer::run::init_from::describe(&fixtures().join("init_hf"), shape(), 257).unwrap();
     assert_eq!(source.layers, 2);
-    trainer::init_from::load(&source, &vs).unwrap();
+    trainer::run::init_from::load(&source, &vs).unwrap();
     let input: Vec<i64> = expected["input"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     let x = Tensor::from_slice(&input).reshape([1, input.len() as i64]);
     let logits = tch::no_grad(|| model.forward(&x, 2)).to_kind(Kind::Double).squeeze_dim(0).narrow(1, 0, 257);
@@ -72,11 +72,11 @@ fn a_run_grows_from_a_checkpoint_and_our_export_round_trips() {
     let export = dir.path().join("runs/grown/export");
     let vs = VarStore::new(Device::Cpu);
     let _m = Gpt::new(&vs, shape());
-    trainer::init_from::load(&trainer::init_from::describe(&export, shape(), 257).unwrap(), &vs).unwrap();
+    trainer::run::init_from::load(&trainer::run::init_from::describe(&export, shape(), 257).unwrap(), &vs).unwrap();
     let mut trained = VarStore::new(Device::Cpu);
     let _t = Gpt::new(&trained, shape());
-    let last = trainer::checkpoint::list(&RunDir::new(dir.path().join("runs/grown"))).pop().unwrap().1;
-    trainer::checkpoint::load_model(&last, &mut trained).unwrap();
+    let last = trainer::run::checkpoint::list(&RunDir::new(dir.path().join("runs/grown"))).pop().unwrap().1;
+    trainer::run::checkpoint::load_model(&last, &mut trained).unwrap();
     let (ours, theirs) = (trained.variables(), vs.variables());
     for (name, t) in &ours {
         let rows = if name == "transformer.wte.weight" { 257 } else { t.size()[0] };

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cost_model::{ComputeUnit, Method, Until};
 use run_dir::{IncrementalSpec, LineKind, MetricsLine, RunDir, ScheduleSpec, TrainConfig};
-use trainer::trainer::{resume, start};
+use trainer::run::trainer::{resume, start};
 
 mod common;
 

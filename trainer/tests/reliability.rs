@@ -7,7 +7,7 @@ use run_dir::config::OnNan;
 use run_dir::RunLock;
 use run_dir::ScheduleSpec;
 use run_dir::TrainConfig;
-use trainer::trainer::start;
+use trainer::run::trainer::start;
 
 mod common;
 

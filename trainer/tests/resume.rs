@@ -7,7 +7,7 @@ use run_dir::ScheduleSpec;
 use run_dir::TrainConfig;
 use run_dir::{LineKind, MetricsLine};
 use trainer::data::write_shard;
-use trainer::trainer::{resume, start};
+use trainer::run::trainer::{resume, start};
 
 mod common;
 
@@ -101,7 +101,7 @@ fn export_writes_hugging_face_layout() {
     config.set("steps=2").unwrap();
     let run = dir.path().join("run");
     start(&run, config, ScheduleSpec::baseline(), &common::cpu_options(None)).unwrap();
-    let out = trainer::export::export(&run, None).unwrap();
+    let out = trainer::jobs::export::export(&run, None).unwrap();
     let tensors = tch::Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"transformer.h.1.attn.c_attn.weight"));
@@ -109,5 +109,5 @@ fn export_writes_hugging_face_layout() {
     assert_eq!(wte.size(), vec![257, 32], "padded rows are dropped");
     let hf: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!((hf["n_layer"].as_u64(), hf["vocab_size"].as_u64()), (Some(2), Some(257)));
-    assert!(trainer::export::export(&run, Some(99)).is_err());
+    assert!(trainer::jobs::export::export(&run, Some(99)).is_err());
 }

@@ -1,4 +1,4 @@
-//! The step engine (`trainer::step`): reading each step's loss one step late changes nothing a run
+//! The step engine (`trainer::engine::step`): reading each step's loss one step late changes nothing a run
 //! logs or saves (tested on the CPU, where it is off by default); on CUDA, CUDA graphs train what
 //! the eager step trains, a failed capture falls back with a reason, and `deterministic` runs
 //! repeat and resume bit for bit (those run where a GPU is).
@@ -9,8 +9,8 @@ use cost_model::IncrementalSchedule;
 use run_dir::config::OnNan;
 use run_dir::{IncrementalSpec, LineKind, MetricsLine, ScheduleSpec, TrainConfig};
 use tch::Device;
-use trainer::options::TrainOptions;
-use trainer::trainer::{resume, start};
+use trainer::run::options::TrainOptions;
+use trainer::run::trainer::{resume, start};
 
 mod common;
 
@@ -134,8 +134,8 @@ fn cuda_graphs_train_what_the_eager_step_trains() {
     // The bench says whether its steps replayed graphs: they did, on this device.
     let config = gpu_config(&data, &[]);
     let world = trainer::world::World::single();
-    let bench = trainer::bench::BenchOptions { warmup_steps: 3, timed_steps: 3, peak_flops: None };
-    let lines = trainer::bench::run(&config, &ScheduleSpec::baseline(), device, &world, &bench, |_| {}).unwrap();
+    let bench = trainer::jobs::bench::BenchOptions { warmup_steps: 3, timed_steps: 3, peak_flops: None };
+    let lines = trainer::jobs::bench::run(&config, &ScheduleSpec::baseline(), device, &world, &bench, |_| {}).unwrap();
     assert!(lines[0].cuda_graphs, "the CUDA plugin must be built (just gpu-build) and on LD_LIBRARY_PATH");
 }
 

@@ -12,9 +12,9 @@ use run_dir::LossKernel;
 use serde_json::Value;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::loss::{self, MicroStep};
-use trainer::model::Gpt;
-use trainer::optim::{AdamW, Lr};
+use trainer::engine::loss::{self, MicroStep};
+use trainer::engine::model::Gpt;
+use trainer::engine::optim::{AdamW, Lr};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));

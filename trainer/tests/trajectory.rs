@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use cost_model::{Growth, IncrementalSchedule, Phase, Placement, Until};
 use run_dir::{IncrementalSpec, LineKind, MetricsLine, RunDir, RunHeader, ScheduleSpec, TrainConfig};
 use tch::{Device, Tensor};
-use trainer::checkpoint::{self, TrainState};
 use trainer::data::{BatchLoader, TokenDataset};
-use trainer::trainer::resume;
+use trainer::run::checkpoint::{self, TrainState};
+use trainer::run::trainer::resume;
 
 mod common;
 
@@ -129,7 +129,7 @@ fn train_from(inputs: &[(String, Tensor)], c: &TrainConfig, schedule: ScheduleSp
     std::fs::create_dir_all(run.path()).unwrap();
     let plan = schedule.plan(c).unwrap();
     run.write_header(&RunHeader::new("trajectory", c.clone(), schedule, plan, "cpu".into(), "2.11.0")).unwrap();
-    let (vs, _, optimizer) = trainer::init::init_model(c, Device::Cpu).unwrap();
+    let (vs, _, optimizer) = trainer::engine::init::init_model(c, Device::Cpu).unwrap();
     tch::no_grad(|| {
         for (name, value) in inputs.iter().filter(|(n, _)| !n.starts_with("batch.")) {
             vs.variables()[name].shallow_clone().copy_(value);
@@ -171,7 +171,7 @@ fn compare(what: &str, lines: &[MetricsLine], expected: &[serde_json::Value]) ->
 /// Our initial weights and batches for `c`, as the fixture holds them.
 fn write_inputs(c: &TrainConfig, path: &Path) {
     let data = TokenDataset::open(&c.data_dir, c.tokenizer.vocab_size()).unwrap();
-    let (vs, _, _) = trainer::init::init_model(c, Device::Cpu).unwrap();
+    let (vs, _, _) = trainer::engine::init::init_model(c, Device::Cpu).unwrap();
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     let batches = batches(c, &data);
     let stack = |pick: fn(&(Tensor, Tensor)) -> &Tensor| {

@@ -1,5 +1,5 @@
 //! `train`: the command line of the trainer: its arguments, and which library function each runs
-//! (`trainer::commands`).
+//! (`trainer::jobs::commands`).
 //!
 //! ```text
 //! train                                     # tiny preset, baseline, into runs/
@@ -21,10 +21,10 @@ use run_dir::config::{OnNan, TokenizerKind, PRESETS};
 use run_dir::{BaselineSpec, IncrementalSpec, ScheduleSpec, TrainConfig};
 use stagewise_cli::{self as cli, CliError};
 use tch::Device;
-use trainer::commands::{self, classify, Source, Study, Train};
 use trainer::device::{self, DeviceChoice};
-use trainer::options::TrainOptions;
-use trainer::trainer::{describe, TrainSummary};
+use trainer::jobs::commands::{self, classify, Source, Study, Train};
+use trainer::run::options::TrainOptions;
+use trainer::run::trainer::{describe, TrainSummary};
 use trainer::world::{self, Backend, Launch, World};
 
 /// Train GPT-2 with baseline or layer-wise schedules, prepare token shards, export checkpoints.
@@ -185,7 +185,7 @@ struct TrainArgs {
     on_nan: Option<OnNan>,
     /// Evaluate on HellaSwag during training; without PATH, data/hellaswag_val.jsonl (`just data
     /// --hellaswag` downloads it there). Recorded in run.json, not in the config.
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = trainer::eval::DEFAULT_PATH)]
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = trainer::run::eval::DEFAULT_PATH)]
     hellaswag: Option<PathBuf>,
     /// Start from pretrained weights instead of random ones: a Hugging Face GPT-2 directory
     /// (config.json + model.safetensors; `train export` writes one), a run (its latest
@@ -335,7 +335,7 @@ struct DataArgs {
     #[arg(long)]
     hellaswag: bool,
     /// Where --hellaswag downloads from (a mirror of rowanz/hellaswag's data/hellaswag_val.jsonl).
-    #[arg(long, value_name = "URL", default_value = trainer::eval::OFFICIAL_URL)]
+    #[arg(long, value_name = "URL", default_value = trainer::run::eval::OFFICIAL_URL)]
     hellaswag_url: String,
 }
 
@@ -460,7 +460,7 @@ struct ExportArgs {
 fn main() -> ExitCode {
     // Before any torch call: the thread count and oneMKL's code path decide the bits of a CPU
     // run; a process started without them pinned restarts itself here with them pinned.
-    trainer::numerics::pin_or_reexec();
+    trainer::device::numerics::pin_or_reexec();
     let cli: Cli = cli::parse_args("train");
     let several_nodes = cli.dist.nnodes > 1 || cli.dist.node_rank > 0;
     if let Some(nproc) = cli.dist.nproc.or(several_nodes.then_some(1)) {
@@ -608,10 +608,11 @@ fn bench(args: &BenchArgs, dist: &DistArgs) -> Result<(), CliError> {
     let schedule = schedule(&args.config, &args.incremental, &args.until, ScheduleArg::Incremental, &config)?;
     let options = dist.options(args.config.device, None, true)?;
     let peak =
-        args.peak_tflops.map(|t| t * 1e12).or(options.device.is_cuda().then_some(trainer::bench::H100_BF16_PEAK));
-    let bench = trainer::bench::BenchOptions { warmup_steps: args.warmup, timed_steps: args.steps, peak_flops: peak };
+        args.peak_tflops.map(|t| t * 1e12).or(options.device.is_cuda().then_some(trainer::jobs::bench::H100_BF16_PEAK));
+    let bench =
+        trainer::jobs::bench::BenchOptions { warmup_steps: args.warmup, timed_steps: args.steps, peak_flops: peak };
     let main = options.world.is_main();
-    trainer::bench::run(&config, &schedule, options.device, &options.world, &bench, |line| {
+    trainer::jobs::bench::run(&config, &schedule, options.device, &options.world, &bench, |line| {
         if main {
             println!("{}", serde_json::to_string(line).expect("plain values"));
         }

@@ -281,7 +281,7 @@ fn token_tensor(bytes: &[u8], device: Device) -> Tensor {
         // make the host wait for the GPU's queue to drain at every micro-batch. Widening to int64
         // then happens on the GPU. If pinning fails, the plain copy is still correct.
         let raw = Tensor::from_data_size(bytes, &[(bytes.len() / 2) as i64], Kind::Int16);
-        let on_device = match crate::native::pin_memory(&raw) {
+        let on_device = match crate::device::native::pin_memory(&raw) {
             Ok(pinned) => pinned.to_device_(device, Kind::Int16, true, false),
             Err(_) => raw.to_device(device),
         };

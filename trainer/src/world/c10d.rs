@@ -16,8 +16,8 @@ use tch::Tensor;
 use torch_sys::C_tensor;
 
 use super::env::Launch;
-use crate::native::take_message;
-use crate::plugin::{self, PluginError};
+use crate::device::native::take_message;
+use crate::device::plugin::{self, PluginError};
 
 // `pub enum Reduce`, from csrc/dist.h.
 include!(concat!(env!("OUT_DIR"), "/reduce.rs"));

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::children::Group;
+use crate::world::children::Group;
 
 /// The flags that describe the launch, which the ranks get as variables instead.
 const LAUNCH_FLAGS: [&str; 5] = ["--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"];

@@ -2,6 +2,7 @@
 //!
 //! - [`env`]: where a process is in the job, from torchrun's (or Slurm's) variables;
 //! - [`local`]: `train --nproc N`, the local launcher;
+//! - [`children`]: child processes that die with their parent (ranks, study workers);
 //! - [`c10d`]: the rendezvous, the Gloo or NCCL process group, the collectives (PyTorch's c10d);
 //! - here, [`World`]: rank and size, [`World::from_env`] (join the job the environment describes,
 //!   on the GPU of this local rank), the collectives a step needs, and [`World::decide`]: what
@@ -12,6 +13,7 @@
 //! the number of ranks. A world of one talks to nobody.
 
 pub mod c10d;
+pub mod children;
 pub mod env;
 pub mod local;
 

@@ -81,8 +81,8 @@ pub fn exploding_config(data: &Path, on_nan: run_dir::config::OnNan, extra: &[&s
 }
 
 /// Quiet CPU training, optionally stopping after `stop`.
-pub fn cpu_options(stop: Option<u64>) -> trainer::options::TrainOptions {
-    trainer::options::TrainOptions::single(tch::Device::Cpu, stop, true)
+pub fn cpu_options(stop: Option<u64>) -> trainer::run::options::TrainOptions {
+    trainer::run::options::TrainOptions::single(tch::Device::Cpu, stop, true)
 }
 
 /// Every line of a run's metrics.jsonl (all must parse).

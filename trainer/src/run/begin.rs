@@ -13,13 +13,13 @@ use run_dir::cooldown;
 use run_dir::{HellaswagInput, RunDir, RunHeader, RunLock, ScheduleSpec, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint;
 use crate::data::loader::validation_starts;
 use crate::data::TokenDataset;
 use crate::device;
 use crate::error::bad_input;
-use crate::eval;
-use crate::options::TrainOptions;
+use crate::run::checkpoint;
+use crate::run::eval;
+use crate::run::options::TrainOptions;
 use crate::world::World;
 
 /// How a run begins, as rank 0 decided it: the run, and the checkpoint it continues from.
@@ -148,7 +148,7 @@ pub fn start(
             header.kernels = Some(device::kernels());
             if let Some(path) = &options.init_from {
                 let vocab = config.tokenizer.vocab_size();
-                header.init_from = Some(crate::init_from::describe(path, config.model, vocab)?);
+                header.init_from = Some(crate::run::init_from::describe(path, config.model, vocab)?);
             }
             if header.uses_validation() {
                 let val = inputs.dataset.val.len();

@@ -16,7 +16,7 @@ use tch::nn::VarStore;
 use tch::Tensor;
 
 use crate::data::DataPosition;
-use crate::optim::AdamW;
+use crate::engine::optim::AdamW;
 
 /// The `state.json` format this build writes (and reads).
 pub const STATE_FORMAT: u32 = 2;

@@ -3,6 +3,17 @@
 //! Our libtorch build links only `libtorch_cpu.so`, so one binary serves CPU and GPU machines:
 //! CUDA appears when the process `dlopen`s `libtorch_cuda.so` before any other torch call
 //! (LIBTORCH.md). [`select`] does that first thing for `auto` and `cuda`.
+//!
+//! The bottom layer of the trainer, what every other folder computes with:
+//! - [`numerics`]: the CPU threads and oneMKL's branch, pinned before libtorch loads;
+//! - [`native`]: ATen calls tch has no binding for (`csrc/native_ops.cpp`);
+//! - [`plugin`]: loading a CUDA-only shared library's function table at run time;
+//! - [`cuda`]: the CUDA-graph plugin (capture, replay, pinned reads).
+
+pub mod cuda;
+pub mod native;
+pub mod numerics;
+pub mod plugin;
 
 use anyhow::bail;
 use run_dir::Kernels;
@@ -10,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 /// The CPU kernels and threads this process computes with (recorded in `run.json`), as
-/// [`crate::numerics`] pinned them.
+/// [`crate::device::numerics`] pinned them.
 pub fn kernels() -> Kernels {
     Kernels {
-        cpu_capability: crate::native::cpu_capability().unwrap_or_else(|e| format!("unknown ({e})")),
+        cpu_capability: crate::device::native::cpu_capability().unwrap_or_else(|e| format!("unknown ({e})")),
         threads: tch::get_num_threads().max(1) as usize,
         mkl_cbwr: std::env::var("MKL_CBWR").unwrap_or_else(|_| "unset".into()),
     }

@@ -13,8 +13,8 @@ use tch::{Device, Tensor};
 
 use run_dir::RunDir;
 
-use crate::checkpoint;
-use crate::model::Gpt;
+use crate::engine::model::Gpt;
+use crate::run::checkpoint;
 
 /// Export the checkpoint of `step` (the latest when `None`) to `<run_dir>/export/`.
 pub fn export(run_dir: &Path, step: Option<u64>) -> anyhow::Result<PathBuf> {

@@ -18,8 +18,8 @@ use cost_model::Phase;
 use run_dir::{ScheduleSpec, TrainConfig};
 
 use crate::device;
-use crate::loss::MicroStep;
-use crate::step::StepInput;
+use crate::engine::loss::MicroStep;
+use crate::engine::step::StepInput;
 
 /// H100 SXM dense bf16 peak, FLOP/s (the MFU denominator on CUDA unless overridden).
 pub const H100_BF16_PEAK: f64 = 989e12;
@@ -141,9 +141,9 @@ pub fn run(
 ) -> anyhow::Result<Vec<BenchLine>> {
     config.validate().map_err(crate::error::bad_input)?;
     let configs = configurations(config, schedule).map_err(crate::error::bad_input)?;
-    let (_vs, mut model, mut optimizer) = crate::init::init_model(config, device_)?;
+    let (_vs, mut model, mut optimizer) = crate::engine::init::init_model(config, device_)?;
     // The training loop's own step: CUDA graphs on CUDA unless `cuda_graphs = false`.
-    let mut stepper = crate::step::Stepper::new(config, device_)?;
+    let mut stepper = crate::engine::step::Stepper::new(config, device_)?;
     if let Some(reason) = &stepper.eager_reason {
         eprintln!("bench: {reason}");
     }

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Data parallel ([`World`]): micro-batch `i` of a step is rank `i mod world`'s, the gradients are
-//! summed before clipping (see [`crate::step`]); validation and HellaSwag are split over the ranks
+//! summed before clipping (see [`crate::engine::step`]); validation and HellaSwag are split over the ranks
 //! and their sums reduced. Rank 0 alone writes the run directory.
 
 use std::collections::BTreeSet;
@@ -32,20 +32,20 @@ use run_dir::{
 use serde::Serialize;
 use tch::nn::VarStore;
 
-use crate::begin::{self, Decided, Decision, From, Inputs};
-use crate::checkpoint::{self, TrainState};
 use crate::data::BatchLoader;
+use crate::engine::growth::grow;
+use crate::engine::init::init_model;
+use crate::engine::loss::MicroStep;
+use crate::engine::model::Gpt;
+use crate::engine::optim::AdamW;
+use crate::engine::step::{Pending, StepInput, Stepper};
 use crate::error::bad_input;
-use crate::eval;
-use crate::growth::grow;
-use crate::init::init_model;
-use crate::loss::MicroStep;
-use crate::model::Gpt;
-use crate::optim::AdamW;
-use crate::options::TrainOptions;
-use crate::progress::{format_seconds, Progress};
-use crate::step::{Pending, StepInput, Stepper};
-use crate::validation::{self, ValidationSample};
+use crate::run::begin::{self, Decided, Decision, From, Inputs};
+use crate::run::checkpoint::{self, TrainState};
+use crate::run::eval;
+use crate::run::options::TrainOptions;
+use crate::run::progress::{format_seconds, Progress};
+use crate::run::validation::{self, ValidationSample};
 use crate::world::World;
 
 /// What a run (or a part of it) ended with.
@@ -170,7 +170,7 @@ impl Trainer {
         let state = match &from {
             From::Scratch => {
                 if let Some(source) = &header.init_from {
-                    world.decide(|| crate::init_from::load(source, &vs).map_err(bad_input))?;
+                    world.decide(|| crate::run::init_from::load(source, &vs).map_err(bad_input))?;
                 }
                 TrainState::start()
             }

@@ -26,11 +26,11 @@ use cost_model::flops::Trainable;
 use run_dir::{failpoint, TrainConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::cuda::{self, CudaApi, Event, Graph, GraphPool};
-use crate::loss::{self, MicroStep};
-use crate::model::Gpt;
-use crate::native;
-use crate::optim::{AdamW, Lr, StepValues};
+use crate::device::cuda::{self, CudaApi, Event, Graph, GraphPool};
+use crate::device::native;
+use crate::engine::loss::{self, MicroStep};
+use crate::engine::model::Gpt;
+use crate::engine::optim::{AdamW, Lr, StepValues};
 use crate::world::World;
 
 /// What one step trains on.

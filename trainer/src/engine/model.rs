@@ -6,7 +6,7 @@
 //! Conv1D weights stored `[in, out]`), so a checkpoint exports without renaming or transposing.
 //! All `L` blocks exist from the start; a forward pass runs only the first `active_layers`.
 //!
-//! Architecture only: the training loss and its backward pass are in [`crate::loss`].
+//! Architecture only: the training loss and its backward pass are in [`crate::engine::loss`].
 
 use cost_model::flops::Trainable;
 use run_dir::config::GptShape;
@@ -226,7 +226,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let model = Gpt::new(&vs, tiny());
         let idx = Tensor::randint(64, [4, 8], (Kind::Int64, Device::Cpu));
-        let loss = crate::loss::mean_loss(&model, &idx, &idx, 2, 64).double_value(&[]);
+        let loss = crate::engine::loss::mean_loss(&model, &idx, &idx, 2, 64).double_value(&[]);
         assert!((loss - (64f64).ln()).abs() < 0.3, "random init loss {loss} vs ln 64");
         // Changing the last token must not change earlier positions' logits.
         let logits = model.forward(&idx, 2);

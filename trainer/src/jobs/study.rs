@@ -14,9 +14,9 @@ use anyhow::{bail, Context};
 use run_dir::study::{logged_wall_seconds, Rates, RunRate, StudyDesign, StudyRun, STUDY_TIME_FILE};
 use run_dir::{claim, RunDir};
 
-use crate::options::TrainOptions;
-use crate::progress::format_seconds;
-use crate::trainer;
+use crate::run::options::TrainOptions;
+use crate::run::progress::format_seconds;
+use crate::run::trainer;
 
 /// Where a study's runs directory stands against a design.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn run(design: &StudyDesign, runs_dir: &Path, options: &TrainOptions) -> any
     let clock = WallClock::start(runs_dir);
     let planned = design.planned_flops().map_err(crate::error::bad_input)?;
     let quiet = !options.world.is_main();
-    let mut progress = crate::progress::StudyProgress::new(runs_dir, &planned, quiet);
+    let mut progress = crate::run::progress::StudyProgress::new(runs_dir, &planned, quiet);
     work(design, runs_dir, options, 0, |run, _, _| {
         if options.world.is_main() {
             clock.record(false)?;
@@ -373,7 +373,7 @@ pub fn estimate(
         // PyTorch eager's GPT-2 124M step on an H100 reaches ~26% of the 989 TFLOP/s bf16 peak.
         _ => format!(
             "{:.2} H100-hours at PyTorch eager's 26% MFU",
-            flops / (0.26 * crate::bench::H100_BF16_PEAK) / 3600.0
+            flops / (0.26 * crate::jobs::bench::H100_BF16_PEAK) / 3600.0
         ),
     }
 }

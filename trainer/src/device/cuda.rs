@@ -12,8 +12,8 @@
 use std::ffi::c_char;
 use std::sync::OnceLock;
 
-use crate::native::NativeError;
-use crate::plugin::{self, PluginError};
+use crate::device::native::NativeError;
+use crate::device::plugin::{self, PluginError};
 
 /// `SW_CUDA_API_VERSION` of `csrc/cuda_api.h`.
 pub const API_VERSION: u32 = 1;
@@ -251,7 +251,7 @@ mod tests {
     fn the_table_mirrors_the_headers_layout() {
         // Two u32, then 15 function pointers (cuda_api.h); the plugin checks the same size.
         assert_eq!(std::mem::size_of::<CudaApi>(), 8 + 15 * std::mem::size_of::<usize>());
-        let header = include_str!("../csrc/cuda_api.h");
+        let header = include_str!("../../csrc/cuda_api.h");
         let pointers = header.lines().filter(|l| l.trim_start().contains("(*")).count();
         assert_eq!(pointers, 15, "cuda_api.h and CudaApi must list the same entries");
         assert!(header.contains(&format!("#define SW_CUDA_API_VERSION {API_VERSION}")));

@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use run_dir::config::AdamWConfig;
 use tch::{Kind, Tensor};
 
-use crate::native::{self, AdamWStep, AdamWTensors, NativeError};
+use crate::device::native::{self, AdamWStep, AdamWTensors, NativeError};
 
 /// The learning rate of an update: a number, or a 0-d float32 tensor on the parameters' device
 /// (what a CUDA graph reads: the rate is written into it before each replay).

@@ -10,13 +10,13 @@ use run_dir::study::StudyFile;
 use run_dir::{ScheduleSpec, TrainConfig};
 use stagewise_cli::CliError;
 
-use crate::children::{Ended, Group};
 use crate::data::corpus::corpus_sources;
 use crate::data::{fineweb, Tokenizer};
 use crate::error::BadInput;
-use crate::options::TrainOptions;
-use crate::study::{self as study_run, StudyStatus};
-use crate::trainer::{self, TrainSummary};
+use crate::jobs::study::{self as study_run, StudyStatus};
+use crate::run::options::TrainOptions;
+use crate::run::trainer::{self, TrainSummary};
+use crate::world::children::{Ended, Group};
 
 /// Errors that mean "fix your input" exit 2; a schedule the cost model rejects names the flag
 /// that sets the field it is about.
@@ -240,7 +240,7 @@ pub fn study(
         let seconds = run_workers(&file, &runs_dir, jobs)?;
         println!(
             "study: done in {} with {jobs} runs at a time; runs in {}",
-            crate::progress::format_seconds(seconds),
+            crate::run::progress::format_seconds(seconds),
             runs_dir.display()
         );
         return Ok(());
@@ -251,7 +251,7 @@ pub fn study(
     if options.world.is_main() {
         println!(
             "study: done in {} of training and evaluation; runs in {}",
-            crate::progress::format_seconds(seconds),
+            crate::run::progress::format_seconds(seconds),
             runs_dir.display()
         );
     }
@@ -301,7 +301,7 @@ fn run_workers(file: &StudyFile, runs_dir: &Path, jobs: usize) -> Result<f64, Cl
     }
     let planned = design.planned_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
     let quiet = args.iter().any(|a| a == "--quiet");
-    let mut progress = crate::progress::StudyProgress::new(runs_dir, &planned, quiet);
+    let mut progress = crate::run::progress::StudyProgress::new(runs_dir, &planned, quiet);
     let mut recorded = std::time::Instant::now();
     let ended = group.wait(|| {
         progress.tick(&study_run::claimed(runs_dir));
@@ -430,7 +430,7 @@ pub fn data(args: &Data) -> Result<(), CliError> {
         ),
     };
     let total: u64 = sources.iter().map(|s| s.bytes).sum();
-    let bar = crate::progress::DataProgress::new(total, args.quiet);
+    let bar = crate::run::progress::DataProgress::new(total, args.quiet);
     let mut progress = |bytes, documents, tokens| bar.update(bytes, documents, tokens);
     let prepared = prepare(
         &sources,
@@ -475,15 +475,20 @@ pub fn print_bpe() -> Result<(), CliError> {
 
 /// `train data --hellaswag`: the official validation file into `data/`, checked.
 pub fn download_hellaswag(url: &str) -> Result<(), CliError> {
-    let dest = PathBuf::from(crate::eval::DEFAULT_PATH);
-    crate::eval::download_checked(url, &dest, crate::eval::OFFICIAL_BYTES, crate::eval::OFFICIAL_SHA256)?;
+    let dest = PathBuf::from(crate::run::eval::DEFAULT_PATH);
+    crate::run::eval::download_checked(
+        url,
+        &dest,
+        crate::run::eval::OFFICIAL_BYTES,
+        crate::run::eval::OFFICIAL_SHA256,
+    )?;
     println!("{}: the official HellaSwag validation set (10,042 examples), checked", dest.display());
     Ok(())
 }
 
 /// `train export`: a checkpoint in Hugging Face GPT-2 layout.
 pub fn export(run: &Path, step: Option<u64>) -> Result<(), CliError> {
-    let out = crate::export::export(run, step).map_err(CliError::bad_input)?;
+    let out = crate::jobs::export::export(run, step).map_err(CliError::bad_input)?;
     println!("exported to {}", out.display());
     Ok(())
 }

@@ -13,8 +13,8 @@ use cost_model::growth::{copy_source, layout, Slot};
 use run_dir::{Growth, GrowthOptimizer, Placement};
 use tch::Tensor;
 
-use crate::model::Gpt;
-use crate::optim::AdamW;
+use crate::engine::model::Gpt;
+use crate::engine::optim::AdamW;
 
 /// Grow `model` (and `optimizer`'s state) from `old` trained blocks to `new` active ones.
 pub fn grow(

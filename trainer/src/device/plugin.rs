@@ -1,7 +1,7 @@
 //! The trainer's plugins: libraries that need `libtorch_cuda.so`, which only GPU machines have,
 //! built by `scripts/build-cuda-plugins` (`just gpu-build`) and loaded at run time, so that the
 //! CPU build and CI never see them: `libstagewise_nccl.so` (c10d's NCCL process group) and
-//! `libstagewise_cuda.so` (CUDA graphs, streams, events; see [`crate::cuda`]).
+//! `libstagewise_cuda.so` (CUDA graphs, streams, events; see [`crate::device::cuda`]).
 
 use std::ffi::{c_void, CStr, CString};
 use std::path::Path;

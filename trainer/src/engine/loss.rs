@@ -18,8 +18,8 @@
 use run_dir::config::LossKernel;
 use tch::{Kind, Reduction, Tensor};
 
-use crate::model::Gpt;
-use crate::native::NativeError;
+use crate::device::native::NativeError;
+use crate::engine::model::Gpt;
 
 /// The logits of the first `vocab` ids: the softmax never sees the rows padded on for speed
 /// (llm.c's rule), unless `vocab` is the padded size (runs before format 3).
@@ -62,12 +62,13 @@ pub fn forward_backward(model: &Gpt, idx: &Tensor, targets: &Tensor, step: &Micr
     let MicroStep { active_layers, autocast, grad_scale, kernel, vocab } = *step;
     match kernel {
         LossKernel::CrossEntropy => {
-            let loss = crate::native::autocast(autocast, || mean_loss(model, idx, targets, active_layers, vocab));
+            let loss =
+                crate::device::native::autocast(autocast, || mean_loss(model, idx, targets, active_layers, vocab));
             (&loss * grad_scale).backward();
             Ok(loss.detach())
         }
         LossKernel::Chunked { tokens } => {
-            let logits = crate::native::autocast(autocast, || model.forward(idx, active_layers));
+            let logits = crate::device::native::autocast(autocast, || model.forward(idx, active_layers));
             let padded = logits.size()[2];
             // The gradient overwrites the logits (a detached alias of the same memory): backward
             // through the head reads only the hidden states and `wte`.
@@ -79,7 +80,7 @@ pub fn forward_backward(model: &Gpt, idx: &Tensor, targets: &Tensor, step: &Micr
                 let _ = flat.narrow(1, vocab as i64, padded - vocab as i64).zero_();
             }
             if logits.requires_grad() {
-                crate::native::backward_with(&logits, &buffer)?;
+                crate::device::native::backward_with(&logits, &buffer)?;
             }
             Ok(loss)
         }
@@ -161,7 +162,7 @@ mod tests {
         assert_eq!(before, after, "padded rows changed the loss");
         assert_ne!(after, mean_loss(&model, &idx, &targets, 2, 64).double_value(&[]), "the padded softmax differs");
         for kernel in [LossKernel::CrossEntropy, LossKernel::from_chunk_tokens(7)] {
-            crate::native::clear_grad(&wte).unwrap();
+            crate::device::native::clear_grad(&wte).unwrap();
             let step = MicroStep { active_layers: 2, autocast: false, grad_scale: 1.0, kernel, vocab: 50 };
             let loss = forward_backward(&model, &idx, &targets, &step).unwrap().double_value(&[]);
             assert!((loss - after).abs() < 1e-6, "{kernel:?}: {loss} vs {after}");
@@ -197,7 +198,7 @@ mod tests {
             model.apply_trainable(trainable);
             let mut grads = Vec::new();
             for kernel in [LossKernel::CrossEntropy, LossKernel::from_chunk_tokens(5)] {
-                model.all_parameters().into_iter().for_each(|p| crate::native::clear_grad(p).unwrap());
+                model.all_parameters().into_iter().for_each(|p| crate::device::native::clear_grad(p).unwrap());
                 let step = MicroStep { active_layers: 2, autocast: false, grad_scale: 0.5, kernel, vocab: 64 };
                 let loss = forward_backward(&model, &idx, &targets, &step).unwrap();
                 let g: Vec<Option<Tensor>> = model

@@ -75,7 +75,7 @@ pub fn resolve(path: &Path) -> anyhow::Result<Source> {
     // One of our runs, or one of its checkpoints.
     let (run, checkpoint) = if path.join("run.json").is_file() {
         let run = RunDir::new(path);
-        let latest = crate::checkpoint::list(&run).pop().map(|(_, dir)| dir);
+        let latest = crate::run::checkpoint::list(&run).pop().map(|(_, dir)| dir);
         let dir = latest.with_context(|| format!("--init-from {}: the run has no checkpoint yet", path.display()))?;
         (run, dir)
     } else if path.join("model.safetensors").is_file() && path.join("state.json").is_file() {
@@ -91,7 +91,7 @@ pub fn resolve(path: &Path) -> anyhow::Result<Source> {
     let model = header.config.model;
     let layers = header
         .plan
-        .step(crate::checkpoint::read_state(&checkpoint)?.step)
+        .step(crate::run::checkpoint::read_state(&checkpoint)?.step)
         .map_or(model.layers, |s| s.trainable.active_layers as usize);
     let shape = SourceShape {
         layers,

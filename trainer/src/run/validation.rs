@@ -11,9 +11,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::validation_batches;
 use crate::data::TokenDataset;
-use crate::eval;
-use crate::loss;
-use crate::model::Gpt;
+use crate::engine::loss;
+use crate::engine::model::Gpt;
+use crate::run::eval;
 use crate::world::{Reduce, World};
 
 /// The run's fixed validation sample: the same windows for every run on the same data.
@@ -66,7 +66,7 @@ impl ValidationSample {
             let weighted: Vec<Tensor> = mine
                 .iter()
                 .map(|(x, y)| {
-                    let mean = crate::native::autocast(autocast, || {
+                    let mean = crate::device::native::autocast(autocast, || {
                         loss::mean_loss(model, x, y, active, config.scored_vocab())
                     });
                     mean.to_kind(Kind::Double) * (x.size()[0] as f64 / full_rows)

@@ -5,8 +5,8 @@ use run_dir::TrainConfig;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use crate::model::Gpt;
-use crate::optim::AdamW;
+use crate::engine::model::Gpt;
+use crate::engine::optim::AdamW;
 
 /// A freshly initialised model and its optimizer. All randomness of a run is drawn here: a
 /// resumed run draws the same numbers, then overwrites them from the checkpoint. On CUDA, sets
@@ -25,13 +25,13 @@ pub fn init_model(config: &TrainConfig, device: Device) -> anyhow::Result<(VarSt
     let optimizer = AdamW::new(params, config.adamw);
     if device.is_cuda() {
         if config.bf16 {
-            crate::native::use_bf16_autocast_on_cuda()?;
+            crate::device::native::use_bf16_autocast_on_cuda()?;
         }
-        crate::native::allow_tf32(config.tf32)?;
-        crate::native::sdpa_backend(config.sdpa_backend)?;
+        crate::device::native::allow_tf32(config.tf32)?;
+        crate::device::native::sdpa_backend(config.sdpa_backend)?;
     }
     set_determinism(config.deterministic)?;
-    crate::native::single_threaded_autograd()?;
+    crate::device::native::single_threaded_autograd()?;
     Ok((vs, model, optimizer))
 }
 
@@ -42,5 +42,5 @@ fn set_determinism(on: bool) -> anyhow::Result<()> {
     if on && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
     }
-    Ok(crate::native::set_deterministic(on)?)
+    Ok(crate::device::native::set_deterministic(on)?)
 }

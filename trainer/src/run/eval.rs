@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 use run_dir::{HellaswagCounts, HellaswagInput, TrainConfig};
 
 use crate::data::Tokenizer;
-use crate::model::Gpt;
+use crate::engine::model::Gpt;
 
 /// One multiple-choice example.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,8 +206,8 @@ pub fn ending_losses(
     let ids = Tensor::from_slice(&ids).view([n, width as i64]).to_device(device);
     let mask = Tensor::from_slice(&mask).view([n, width as i64 - 1]).to_device(device);
     tch::no_grad(|| {
-        let logits = crate::native::autocast(autocast, || model.forward(&ids, active_layers));
-        let logits = crate::loss::scored(&logits, vocab).to_kind(Kind::Float);
+        let logits = crate::device::native::autocast(autocast, || model.forward(&ids, active_layers));
+        let logits = crate::engine::loss::scored(&logits, vocab).to_kind(Kind::Float);
         let logp = logits.narrow(1, 0, width as i64 - 1).log_softmax(-1, Kind::Float);
         let targets = ids.narrow(1, 1, width as i64 - 1).unsqueeze(-1);
         let losses = -logp.gather(-1, &targets, false).squeeze_dim(-1) * &mask;
