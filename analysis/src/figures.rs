@@ -1,5 +1,5 @@
 //! Figures with plotters, each written as SVG and PNG: the drawing primitives ([`save`] a row of
-//! [`Panel`]s) and the report's figures ([`draw_figures`]). Text is drawn with an embedded DejaVu Sans
+//! [`Panel`]s) and the reports' figures (each a [`Figure`]). Text is drawn with an embedded DejaVu Sans
 //! (via ab_glyph), so PNGs render the same on machines without system fonts.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use plotters::prelude::*;
 
 use crate::align::{EqualComputePoint, RunCurves, Unit};
 use crate::compare::Comparisons;
+use crate::study::{ArmAtBudget, StudyNumbers};
 
 /// The font every figure uses, bundled so PNG text never depends on the machine.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -198,156 +199,273 @@ where
     Ok(())
 }
 
-/// The figures of runs aligned with a baseline (see [`draw_figures`]).
+/// Every figure a report draws. Each owns its file name, its captions and its drawing (in
+/// `Figure::spec`), so the reports name a figure by its value, never by its file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunFigure {
-    /// Figure 1: HellaSwag acc_norm vs step.
-    Hellaswag,
-    /// Figure 2: train and val loss vs step.
+pub enum Figure {
+    /// The paper's Figure 1: HellaSwag acc_norm vs step.
+    HellaswagVsStep,
+    /// The paper's Figure 2: train and val loss vs step.
     LossVsStep,
-    /// Val loss vs cumulative FLOPs and vs seconds.
-    ValVsCompute,
+    /// Val loss vs cumulative FLOPs.
+    ValLossVsFlops,
+    /// Val loss vs cumulative seconds.
+    ValLossVsSeconds,
     /// Measured vs predicted step time per phase.
     StepTime,
+    /// A study's annealed loss per arm vs FLOPs, with its band over seeds.
+    AnnealedVsFlops,
+    /// A study's annealed loss per arm vs measured seconds, with its band over seeds.
+    AnnealedVsSeconds,
 }
 
-impl RunFigure {
-    /// All of them.
-    pub const ALL: [RunFigure; 4] =
-        [RunFigure::Hellaswag, RunFigure::LossVsStep, RunFigure::ValVsCompute, RunFigure::StepTime];
+/// What a figure is: its files, the caption above each panel, its size, and how its panels are drawn.
+struct Spec {
+    /// The file name without extension, of both its SVG and its PNG.
+    stem: &'static str,
+    /// One per panel, left to right.
+    captions: &'static [&'static str],
+    width_per_panel: u32,
+    height: u32,
+    /// Its panels (uncaptioned), or `None` when the data lacks what it shows.
+    panels: fn(&FigureData) -> Option<Vec<Panel>>,
 }
 
-/// One arm's curve over budgets: `(x, mean, low, high)` (the band is a 95% interval over seeds).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArmCurve {
-    pub label: String,
-    pub is_baseline: bool,
-    pub points: Vec<(f64, f64, f64, f64)>,
+/// What the figures are drawn from.
+#[derive(Debug, Clone, Copy)]
+pub struct FigureData<'a> {
+    /// Runs aligned with a baseline (for a study: its first seed's main runs).
+    pub runs: &'a Comparisons,
+    /// A study's numbers, when the runs are one.
+    pub study: Option<&'a StudyNumbers>,
 }
 
-/// A figure of annealed loss per arm over budgets, each with its band, as SVG and PNG.
-pub fn annealed(out: &Path, stem: &str, title: &str, x_label: &str, arms: &[ArmCurve]) -> anyhow::Result<Vec<PathBuf>> {
-    let lines = arms
-        .iter()
-        .enumerate()
-        .map(|(i, arm)| Line {
-            label: arm.label.clone(),
-            color: run_color(i, arm.is_baseline),
-            points: arm.points.iter().map(|&(x, mean, _, _)| (x, mean)).collect(),
-            markers: arm.points.iter().map(|&(x, mean, _, _)| (x, mean)).collect(),
-            scatter: false,
-            band: arm.points.iter().map(|&(x, _, low, high)| (x, low, high)).collect(),
-        })
-        .collect();
-    let panel = Panel {
-        title: title.into(),
-        x_label: x_label.into(),
-        y_label: "annealed val loss (nats/token; mean, 95% band)".into(),
-        lines,
-        diagonal: false,
-    };
-    save(out, stem, &[panel], 1000, 640)
+impl Figure {
+    /// The figures of runs aligned with a baseline, in the order a report shows them.
+    pub const RUNS: [Figure; 5] = [
+        Figure::HellaswagVsStep,
+        Figure::LossVsStep,
+        Figure::ValLossVsFlops,
+        Figure::ValLossVsSeconds,
+        Figure::StepTime,
+    ];
+
+    fn spec(self) -> Spec {
+        match self {
+            Figure::HellaswagVsStep => Spec {
+                stem: "fig1_hellaswag_vs_step",
+                captions: &["Figure 1: HellaSwag acc_norm vs step (dots: equal compute, paper units)"],
+                width_per_panel: 900,
+                height: 560,
+                panels: hellaswag_vs_step,
+            },
+            Figure::LossVsStep => Spec {
+                stem: "fig2_loss_vs_step",
+                captions: &[
+                    "Figure 2a: train loss vs step (dots: equal compute, paper units)",
+                    "Figure 2b: val loss vs step (dots: equal compute, paper units)",
+                ],
+                width_per_panel: 800,
+                height: 560,
+                panels: loss_vs_step,
+            },
+            Figure::ValLossVsFlops => Spec {
+                stem: "fig3_val_loss_vs_flops",
+                captions: &["Validation loss vs compute (FLOPs) (dots: baseline budget)"],
+                width_per_panel: 900,
+                height: 560,
+                panels: |d| Some(val_loss_vs_compute(d.runs, Unit::Flops, "cumulative training FLOPs")),
+            },
+            Figure::ValLossVsSeconds => Spec {
+                stem: "fig4_val_loss_vs_seconds",
+                captions: &["Validation loss vs wall time (dots: baseline budget)"],
+                width_per_panel: 900,
+                height: 560,
+                panels: |d| Some(val_loss_vs_compute(d.runs, Unit::Seconds, "cumulative training time (s)")),
+            },
+            Figure::StepTime => Spec {
+                stem: "fig5_step_time_vs_predicted",
+                captions: &["Step time per phase: measured vs FLOP model"],
+                width_per_panel: 760,
+                height: 620,
+                panels: step_time,
+            },
+            Figure::AnnealedVsFlops => Spec {
+                stem: "fig_annealed_vs_flops",
+                captions: &["Annealed validation loss vs compute (mean over seeds, 95% band)"],
+                width_per_panel: 1000,
+                height: 640,
+                panels: |d| annealed(d.study?, "training FLOPs", |a| a.flops),
+            },
+            Figure::AnnealedVsSeconds => Spec {
+                stem: "fig_annealed_vs_seconds",
+                captions: &["Annealed validation loss vs measured training time (mean over seeds, 95% band)"],
+                width_per_panel: 1000,
+                height: 640,
+                panels: |d| annealed(d.study?, "measured training seconds", |a| a.seconds),
+            },
+        }
+    }
+
+    /// Its file name without extension, of both its SVG and its PNG.
+    pub fn stem(self) -> &'static str {
+        self.spec().stem
+    }
+
+    /// Its markdown image line, ending in a newline, for a report in the folder it was drawn into.
+    pub fn link(self) -> String {
+        let name = format!("{}.png", self.stem());
+        format!("![{name}]({name})\n")
+    }
+
+    /// Draw it into `<out>/<stem>.svg` and `.png`; false (nothing written) when `data` lacks what
+    /// it shows.
+    pub fn draw(self, out: &Path, data: FigureData) -> anyhow::Result<bool> {
+        let spec = self.spec();
+        let Some(mut panels) = (spec.panels)(&data) else { return Ok(false) };
+        debug_assert_eq!(panels.len(), spec.captions.len(), "{}: one caption per panel", spec.stem);
+        for (panel, caption) in panels.iter_mut().zip(spec.captions) {
+            panel.title = caption.to_string();
+        }
+        save(out, spec.stem, &panels, spec.width_per_panel, spec.height)?;
+        Ok(true)
+    }
 }
 
-/// Figures of runs aligned with a baseline: HellaSwag and losses vs step (the paper's Figures 1
-/// and 2, with the equal-compute points), val loss vs FLOPs and vs seconds, and measured vs
-/// predicted step time per phase; those in `which`. Returns the files written.
-pub fn draw_figures(out: &Path, numbers: &Comparisons, which: &[RunFigure]) -> anyhow::Result<Vec<PathBuf>> {
-    let (baseline, curves, comparisons) = (numbers.baseline.as_str(), &numbers.curves, &numbers.comparisons);
-    let step_times = &numbers.step_times;
-    let marker = |run: &str, unit: Unit| comparisons.iter().find(|c| c.run == run).and_then(|c| c.at(unit)).cloned();
-    let line = |i: usize, run: &str, points: Vec<(f64, f64)>, markers: Vec<(f64, f64)>| Line {
+/// Draw each of `which` into `out`; returns those drawn (the others lack their data).
+pub fn draw_figures(out: &Path, data: FigureData, which: &[Figure]) -> anyhow::Result<Vec<Figure>> {
+    let mut drawn = Vec::new();
+    for &figure in which {
+        if figure.draw(out, data)? {
+            drawn.push(figure);
+        }
+    }
+    Ok(drawn)
+}
+
+/// An uncaptioned panel (its figure's [`Spec`] captions it).
+fn panel(x_label: &str, y_label: &str, lines: Vec<Line>) -> Panel {
+    Panel { title: String::new(), x_label: x_label.into(), y_label: y_label.into(), lines, diagonal: false }
+}
+
+/// A run's line: the baseline in black, the others by their index.
+fn run_line(runs: &Comparisons, i: usize, run: &str, points: Vec<(f64, f64)>, markers: Vec<(f64, f64)>) -> Line {
+    Line {
         label: run.to_string(),
-        color: run_color(i, run == baseline),
+        color: run_color(i, run == runs.baseline),
         points,
         markers,
         scatter: false,
         band: Vec::new(),
-    };
-    let by_step = |pick: &dyn Fn(&RunCurves) -> Vec<(f64, f64)>, value: &dyn Fn(&EqualComputePoint) -> Option<f64>| {
-        curves
-            .iter()
-            .enumerate()
-            .map(|(i, (run, c))| {
-                let m = marker(run, Unit::PaperUnits).and_then(|p| Some((p.step?, value(&p)?)));
-                line(i, run, pick(c), m.into_iter().collect())
-            })
-            .collect::<Vec<_>>()
-    };
-    let panel = |title: &str, x: &str, y: &str, lines: Vec<Line>| Panel {
-        title: title.into(),
-        x_label: x.into(),
-        y_label: y.into(),
-        lines,
-        diagonal: false,
-    };
-    let mut files = Vec::new();
-    let marker_note = "(dots: equal compute, paper units)";
-    if which.contains(&RunFigure::Hellaswag) && curves.iter().any(|(_, c)| !c.acc_norm.is_empty()) {
-        let lines = by_step(&|c| c.acc_norm.clone(), &|p| p.acc_norm);
-        let p = panel(&format!("Figure 1: HellaSwag acc_norm vs step {marker_note}"), "step", "acc_norm", lines);
-        files.extend(save(out, "fig1_hellaswag_vs_step", &[p], 900, 560)?);
     }
-    let train = panel(
-        &format!("Figure 2a: train loss vs step {marker_note}"),
-        "step",
-        "train loss (trailing mean, nats/token)",
-        by_step(&|c| c.train_loss.clone(), &|p| p.train_loss),
-    );
-    let val = panel(
-        &format!("Figure 2b: val loss vs step {marker_note}"),
-        "step",
-        "val loss (nats/token)",
-        by_step(&|c| c.val_loss.clone(), &|p| p.val_loss),
-    );
-    if which.contains(&RunFigure::LossVsStep) {
-        files.extend(save(out, "fig2_loss_vs_step", &[train, val], 800, 560)?);
-    }
+}
 
-    let compute_figures = if which.contains(&RunFigure::ValVsCompute) { 2 } else { 0 };
-    for (unit, x_label, stem, title) in [
-        (Unit::Flops, "cumulative training FLOPs", "fig3_val_loss_vs_flops", "Validation loss vs compute (FLOPs)"),
-        (Unit::Seconds, "cumulative training time (s)", "fig4_val_loss_vs_seconds", "Validation loss vs wall time"),
-    ]
-    .into_iter()
-    .take(compute_figures)
-    {
-        let lines = curves
-            .iter()
-            .enumerate()
-            .map(|(i, (run, c))| {
-                let points: Vec<(f64, f64)> =
-                    c.val_loss.iter().filter_map(|&(s, v)| Some((c.compute_at(unit, s)?, v))).collect();
-                let m = marker(run, unit).and_then(|p| Some((p.budget, p.val_loss?)));
-                line(i, run, points, m.into_iter().collect())
-            })
-            .collect();
-        let p = panel(&format!("{title} (dots: baseline budget)"), x_label, "val loss (nats/token)", lines);
-        files.extend(save(out, stem, &[p], 900, 560)?);
-    }
+/// A run's equal-compute point in `unit` (none for the baseline).
+fn marker(runs: &Comparisons, run: &str, unit: Unit) -> Option<EqualComputePoint> {
+    runs.comparisons.iter().find(|c| c.run == run).and_then(|c| c.at(unit)).cloned()
+}
 
-    if which.contains(&RunFigure::StepTime) && !step_times.is_empty() {
-        let lines = curves
-            .iter()
-            .enumerate()
-            .filter(|(_, (run, _))| run != baseline)
-            .map(|(i, (run, _))| Line {
-                label: run.clone(),
-                color: run_color(i, false),
-                points: step_times.iter().filter(|s| &s.run == run).map(|s| (s.predicted, s.measured)).collect(),
-                markers: Vec::new(),
-                scatter: true,
-                band: Vec::new(),
-            })
-            .collect();
-        let p = Panel {
-            title: "Step time per phase: measured vs FLOP model".into(),
-            x_label: "predicted (step FLOPs / full-step FLOPs)".into(),
-            y_label: "measured (step time / full-step time)".into(),
-            lines,
-            diagonal: true,
-        };
-        files.extend(save(out, "fig5_step_time_vs_predicted", &[p], 760, 620)?);
+/// One curve per run against step (`pick`), each marked where it spent the baseline's budget in
+/// paper units (`value` there).
+fn by_step(
+    runs: &Comparisons,
+    pick: fn(&RunCurves) -> Vec<(f64, f64)>,
+    value: fn(&EqualComputePoint) -> Option<f64>,
+) -> Vec<Line> {
+    runs.curves
+        .iter()
+        .enumerate()
+        .map(|(i, (run, c))| {
+            let m = marker(runs, run, Unit::PaperUnits).and_then(|p| Some((p.step?, value(&p)?)));
+            run_line(runs, i, run, pick(c), m.into_iter().collect())
+        })
+        .collect()
+}
+
+fn hellaswag_vs_step(d: &FigureData) -> Option<Vec<Panel>> {
+    let evaluated = d.runs.curves.iter().any(|(_, c)| !c.acc_norm.is_empty());
+    evaluated.then(|| vec![panel("step", "acc_norm", by_step(d.runs, |c| c.acc_norm.clone(), |p| p.acc_norm))])
+}
+
+fn loss_vs_step(d: &FigureData) -> Option<Vec<Panel>> {
+    let train = by_step(d.runs, |c| c.train_loss.clone(), |p| p.train_loss);
+    let val = by_step(d.runs, |c| c.val_loss.clone(), |p| p.val_loss);
+    Some(vec![
+        panel("step", "train loss (trailing mean, nats/token)", train),
+        panel("step", "val loss (nats/token)", val),
+    ])
+}
+
+/// Val loss per run against its cumulative compute in `unit`, marked at the baseline's budget.
+fn val_loss_vs_compute(runs: &Comparisons, unit: Unit, x_label: &str) -> Vec<Panel> {
+    let lines = runs
+        .curves
+        .iter()
+        .enumerate()
+        .map(|(i, (run, c))| {
+            let points: Vec<(f64, f64)> =
+                c.val_loss.iter().filter_map(|&(s, v)| Some((c.compute_at(unit, s)?, v))).collect();
+            let m = marker(runs, run, unit).and_then(|p| Some((p.budget, p.val_loss?)));
+            run_line(runs, i, run, points, m.into_iter().collect())
+        })
+        .collect();
+    vec![panel(x_label, "val loss (nats/token)", lines)]
+}
+
+fn step_time(d: &FigureData) -> Option<Vec<Panel>> {
+    let (runs, times) = (d.runs, &d.runs.step_times);
+    if times.is_empty() {
+        return None;
     }
-    Ok(files)
+    let lines = runs
+        .curves
+        .iter()
+        .enumerate()
+        .filter(|(_, (run, _))| *run != runs.baseline)
+        .map(|(i, (run, _))| Line {
+            label: run.clone(),
+            color: run_color(i, false),
+            points: times.iter().filter(|s| &s.run == run).map(|s| (s.predicted, s.measured)).collect(),
+            markers: Vec::new(),
+            scatter: true,
+            band: Vec::new(),
+        })
+        .collect();
+    Some(vec![Panel {
+        diagonal: true,
+        ..panel("predicted (step FLOPs / full-step FLOPs)", "measured (step time / full-step time)", lines)
+    }])
+}
+
+/// A study's annealed loss per arm over its budgets against `x`, each budget marked, with its 95%
+/// band over seeds.
+fn annealed(s: &StudyNumbers, x_label: &str, x: fn(&ArmAtBudget) -> f64) -> Option<Vec<Panel>> {
+    let baseline = s.design.baseline().map(|a| a.name.as_str()).unwrap_or_default();
+    let lines = s
+        .design
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(i, arm)| {
+            // (x, mean, low, high) at each budget; one seed has no band beyond its mean.
+            let at: Vec<(f64, f64, f64, f64)> = s
+                .at_budget
+                .iter()
+                .filter(|a| a.arm == arm.name)
+                .map(|a| {
+                    let (low, high) = a.val_loss.ci.unwrap_or((a.val_loss.mean, a.val_loss.mean));
+                    (x(a), a.val_loss.mean, low, high)
+                })
+                .collect();
+            Line {
+                label: arm.name.clone(),
+                color: run_color(i, arm.name == baseline),
+                points: at.iter().map(|&(x, mean, _, _)| (x, mean)).collect(),
+                markers: at.iter().map(|&(x, mean, _, _)| (x, mean)).collect(),
+                scatter: false,
+                band: at.iter().map(|&(x, _, low, high)| (x, low, high)).collect(),
+            }
+        })
+        .collect();
+    Some(vec![panel(x_label, "annealed val loss (nats/token; mean, 95% band)", lines)])
 }

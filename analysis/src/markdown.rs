@@ -1,7 +1,6 @@
 //! `report.md`: the numbers of [`crate::compare`] as tables and plain sentences.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use run_dir::Skipped;
@@ -9,6 +8,7 @@ use serde::Serialize;
 
 use crate::align::Unit;
 use crate::compare::Comparisons;
+use crate::figures::Figure;
 use crate::runs::RunLog;
 
 /// `value` as one line of JSON with its keys sorted, as `run.json` values are shown.
@@ -29,27 +29,53 @@ pub fn hellaswag_omitted(scored: u64, skipped: u64) -> String {
     )
 }
 
+/// What every section reads.
+struct Inputs<'a> {
+    r: &'a Comparisons,
+    runs: &'a [RunLog],
+    figures: &'a [Figure],
+    skipped: &'a [Skipped],
+    preface: Option<&'a str>,
+}
+
+type Section = fn(&Inputs, &mut String) -> anyhow::Result<()>;
+
+/// The sections, in the order the report reads.
+const SECTIONS: [Section; 8] =
+    [title, what_was_run, at_equal_compute, catching_up, figures, what_the_data_shows, skipped_lines, footer];
+
 /// `report.md`: what was run, the equal-compute and catch-up tables, figures, step times, and
-/// what the data shows. `figures` are the files written in `out`; `skipped` the log lines left
-/// out; `preface` a paragraph after the title (a study's protocol).
+/// what the data shows. `figures` are those drawn beside it; `skipped` the log lines left out;
+/// `preface` a paragraph after the title (a study's protocol).
 pub fn render(
     r: &Comparisons,
     runs: &[RunLog],
-    figures: &[PathBuf],
+    figures: &[Figure],
     skipped: &[Skipped],
-    out: &Path,
     preface: Option<&str>,
 ) -> anyhow::Result<String> {
+    let inputs = Inputs { r, runs, figures, skipped, preface };
     let mut md = String::new();
+    for section in SECTIONS {
+        section(&inputs, &mut md)?;
+    }
+    Ok(md)
+}
+
+fn title(i: &Inputs, md: &mut String) -> anyhow::Result<()> {
     writeln!(md, "# stagewise report\n")?;
-    writeln!(md, "Does growing a transformer layer by layer save compute? Incremental runs compared with the full-model baseline `{}` at its budget (step {}).\n", r.baseline, r.budget_step)?;
-    if let Some(preface) = preface {
+    writeln!(md, "Does growing a transformer layer by layer save compute? Incremental runs compared with the full-model baseline `{}` at its budget (step {}).\n", i.r.baseline, i.r.budget_step)?;
+    if let Some(preface) = i.preface {
         writeln!(md, "{preface}\n")?;
     }
+    Ok(())
+}
+
+fn what_was_run(i: &Inputs, md: &mut String) -> anyhow::Result<()> {
     writeln!(md, "## What was run\n")?;
     writeln!(md, "| run | schedule | preset | steps logged | device | libtorch | commit | started |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    for (run, summary) in runs.iter().zip(&r.runs) {
+    for (run, summary) in i.runs.iter().zip(&i.r.runs) {
         let h = &run.header;
         let commit: String = h.git_commit.chars().take(10).collect();
         writeln!(
@@ -64,14 +90,18 @@ pub fn render(
             h.start_time
         )?;
     }
-    if let Some(run) = runs.first() {
+    if let Some(run) = i.runs.first() {
         writeln!(md, "\nModel and optimizer (from `{}/run.json`):\n", run.name())?;
         writeln!(md, "```json\n{}\n```", sorted_json(&run.header.config)?)?;
     }
-    for run in runs.iter().filter(|r| !r.is_baseline()) {
+    for run in i.runs.iter().filter(|r| !r.is_baseline()) {
         writeln!(md, "\n`{}` schedule: `{}`", run.name(), sorted_json(&run.header.schedule)?)?;
     }
+    Ok(())
+}
 
+fn at_equal_compute(i: &Inputs, md: &mut String) -> anyhow::Result<()> {
+    let r = i.r;
     writeln!(md, "\n## At equal compute\n")?;
     writeln!(md, "Each incremental run at the point where its cumulative compute equals the baseline's budget, in each unit. Baseline at its budget: train loss {}, val loss {}, HellaSwag acc_norm {}. Negative gaps favour the incremental run.\n", fmt(r.baseline_train_loss, 4), fmt(r.baseline_val_loss, 4), fmt(r.baseline_acc_norm, 4))?;
     for unit in Unit::ALL {
@@ -95,12 +125,15 @@ pub fn render(
         }
         writeln!(md)?;
     }
+    Ok(())
+}
 
+fn catching_up(i: &Inputs, md: &mut String) -> anyhow::Result<()> {
     writeln!(md, "## Catching up\n")?;
-    writeln!(md, "When each run first reaches the baseline's final val loss ({}), and the compute it had spent by then as a multiple of the baseline's.\n", fmt(r.baseline_val_loss, 4))?;
+    writeln!(md, "When each run first reaches the baseline's final val loss ({}), and the compute it had spent by then as a multiple of the baseline's.\n", fmt(i.r.baseline_val_loss, 4))?;
     writeln!(md, "| run | step | × paper units | × FLOPs | × seconds |")?;
     writeln!(md, "|---|---|---|---|---|")?;
-    for c in &r.comparisons {
+    for c in &i.r.comparisons {
         let m = |unit: Unit| c.catch_up.multiples.iter().find(|(u, _)| *u == unit).and_then(|(_, m)| *m);
         let step = c.catch_up.step.map_or("never (within the logged steps)".into(), |s| format!("{s:.1}"));
         writeln!(
@@ -112,37 +145,45 @@ pub fn render(
             fmt(m(Unit::Seconds), 3)
         )?;
     }
+    Ok(())
+}
 
+fn figures(i: &Inputs, md: &mut String) -> anyhow::Result<()> {
     writeln!(md, "\n## Figures\n")?;
-    for f in figures.iter().filter(|f| f.extension().is_some_and(|e| e == "png")) {
-        writeln!(md, "{}", figure_link(f, out))?;
+    for f in i.figures {
+        writeln!(md, "{}", f.link())?;
     }
-    if !r.step_times.is_empty() {
+    if !i.r.step_times.is_empty() {
         writeln!(md, "Step time per phase (median, relative to the run's own full-model steps):\n")?;
-        step_time_table(&mut md, &r.step_times)?;
+        step_time_table(md, &i.r.step_times)?;
     }
+    Ok(())
+}
 
+fn what_the_data_shows(i: &Inputs, md: &mut String) -> anyhow::Result<()> {
     writeln!(md, "\n## What the data shows\n")?;
-    for line in findings(r) {
+    for line in findings(i.r) {
         writeln!(md, "- {line}")?;
     }
-    if !skipped.is_empty() {
+    Ok(())
+}
+
+fn skipped_lines(i: &Inputs, md: &mut String) -> anyhow::Result<()> {
+    if !i.skipped.is_empty() {
         writeln!(md, "\n## Skipped log lines\n")?;
-        for s in skipped {
+        for s in i.skipped {
             writeln!(md, "- `{s}`")?;
         }
     }
+    Ok(())
+}
+
+fn footer(_: &Inputs, md: &mut String) -> anyhow::Result<()> {
     writeln!(
         md,
         "\n*Generated by `just report` from the run logs in this folder's runs; rerun it to reproduce every number.*"
     )?;
-    Ok(md)
-}
-
-/// A figure's markdown image line, its path relative to the report in `out`.
-pub(crate) fn figure_link(figure: &Path, out: &Path) -> String {
-    let name = figure.strip_prefix(out).unwrap_or(figure).display().to_string();
-    format!("![{name}]({name})\n")
+    Ok(())
 }
 
 /// The measured step time of every phase next to the FLOP model's, relative to full steps.

@@ -14,7 +14,7 @@ use run_dir::study::{Protocol, StudyDesign};
 use run_dir::Skipped;
 
 use crate::compare::{compare, Comparisons};
-use crate::figures::{annealed, draw_figures, ArmCurve, RunFigure};
+use crate::figures::{draw_figures, Figure, FigureData};
 use crate::frame::{all_runs, hellaswag_coverage};
 use crate::markdown;
 use crate::runs::{load_runs, RunLog};
@@ -38,7 +38,8 @@ pub struct Report {
     pub numbers: Comparisons,
     /// A study's numbers, when the runs are one.
     pub study: Option<StudyNumbers>,
-    pub figures: Vec<PathBuf>,
+    /// The figures drawn (each as SVG and PNG) beside `report.md`.
+    pub figures: Vec<Figure>,
     pub skipped: Vec<Skipped>,
     pub markdown: String,
 }
@@ -79,29 +80,30 @@ pub fn build(options: &ReportOptions) -> anyhow::Result<Report> {
             let budget_step = base.header.config.steps as f64;
             let numbers = compare(&main, &frame, Some(base.name()), Some(budget_step))
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
-            let mut which = vec![RunFigure::LossVsStep, RunFigure::StepTime];
+            let mut which = vec![Figure::AnnealedVsFlops, Figure::AnnealedVsSeconds];
             if study.hellaswag.is_some_and(|(n, skipped)| crate::stats::hellaswag_covered(n, skipped)) {
-                which.push(RunFigure::Hellaswag);
+                which.push(Figure::HellaswagVsStep);
             }
-            let mut figures = study_figures(&options.out_dir, &study)?;
-            figures.extend(draw_figures(&options.out_dir, &numbers, &which)?);
-            let markdown = crate::study_markdown::render_study(&study, &numbers, &figures, &skipped, &options.out_dir)?;
+            which.extend([Figure::LossVsStep, Figure::StepTime]);
+            let data = FigureData { runs: &numbers, study: Some(&study) };
+            let figures = draw_figures(&options.out_dir, data, &which)?;
+            let markdown = crate::study_markdown::render_study(&study, &numbers, &figures, &skipped)?;
             Report { numbers, study: Some(study), figures, skipped, markdown }
         }
         None => {
             let numbers = compare(&runs, &frame, options.baseline.as_deref(), options.budget_step)
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", options.runs_dir.display()))?;
-            let mut which = RunFigure::ALL.to_vec();
+            let mut which = Figure::RUNS.to_vec();
             let mut preface = preface;
             if let Some((n, skipped)) =
                 hellaswag_coverage(&frame)?.filter(|&(n, s)| !crate::stats::hellaswag_covered(n, s))
             {
-                which.retain(|f| *f != RunFigure::Hellaswag);
+                which.retain(|f| *f != Figure::HellaswagVsStep);
                 let omitted = markdown::hellaswag_omitted(n, skipped);
                 preface = Some(preface.map_or(omitted.clone(), |p| format!("{p}\n\n{omitted}")));
             }
-            let figures = draw_figures(&options.out_dir, &numbers, &which)?;
-            let markdown = markdown::render(&numbers, &runs, &figures, &skipped, &options.out_dir, preface.as_deref())?;
+            let figures = draw_figures(&options.out_dir, FigureData { runs: &numbers, study: None }, &which)?;
+            let markdown = markdown::render(&numbers, &runs, &figures, &skipped, preface.as_deref())?;
             Report { numbers, study: None, figures, skipped, markdown }
         }
     };
@@ -140,45 +142,6 @@ pub fn compare_verdicts(ours: &[crate::study::Reading], theirs: &[crate::study::
             None => format!("{}: not in the compared study\n  this study: {}", o.arm, o.verdict.sentence()),
         })
         .collect()
-}
-
-/// Annealed loss per arm vs FLOPs and vs measured seconds, each with its 95% band over seeds.
-fn study_figures(out: &std::path::Path, s: &StudyNumbers) -> anyhow::Result<Vec<PathBuf>> {
-    let baseline = s.design.baseline().map(|a| a.name.clone()).unwrap_or_default();
-    let curves = |x: fn(&crate::study::ArmAtBudget) -> f64| -> Vec<ArmCurve> {
-        s.design
-            .arms
-            .iter()
-            .map(|arm| ArmCurve {
-                label: arm.name.clone(),
-                is_baseline: arm.name == baseline,
-                points: s
-                    .at_budget
-                    .iter()
-                    .filter(|a| a.arm == arm.name)
-                    .map(|a| {
-                        let (low, high) = a.val_loss.ci.unwrap_or((a.val_loss.mean, a.val_loss.mean));
-                        (x(a), a.val_loss.mean, low, high)
-                    })
-                    .collect(),
-            })
-            .collect()
-    };
-    let mut files = annealed(
-        out,
-        "fig_annealed_vs_flops",
-        "Annealed validation loss vs compute (mean over seeds, 95% band)",
-        "training FLOPs",
-        &curves(|a| a.flops),
-    )?;
-    files.extend(annealed(
-        out,
-        "fig_annealed_vs_seconds",
-        "Annealed validation loss vs measured training time (mean over seeds, 95% band)",
-        "measured training seconds",
-        &curves(|a| a.seconds),
-    )?);
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@
 //! show, and what is missing.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use run_dir::study::{StudyDesign, SweepArms};
 use run_dir::{BaselineSpec, ScheduleSpec, Skipped};
 use stagewise_cli::thousands;
 
 use crate::compare::Comparisons;
-use crate::markdown::{figure_link, hellaswag_omitted, step_time_table};
+use crate::figures::Figure;
+use crate::markdown::{hellaswag_omitted, step_time_table};
 use crate::stats::{Interval, Reach, Verdict};
 use crate::study::{Reading, StudyNumbers, SweepRow};
 
@@ -21,9 +21,8 @@ use crate::study::{Reading, StudyNumbers, SweepRow};
 struct Study<'a> {
     s: &'a StudyNumbers,
     runs: &'a Comparisons,
-    figures: &'a [PathBuf],
+    figures: &'a [Figure],
     skipped: &'a [Skipped],
-    out: &'a Path,
 }
 
 type Section = fn(&Study, &mut String) -> anyhow::Result<()>;
@@ -45,16 +44,15 @@ const SECTIONS: [Section; 13] = [
     missing,
 ];
 
-/// `report.md` of a study (`figures`: files written in `out`; `runs` the first seed's alignment
+/// `report.md` of a study (`figures`: those drawn beside it; `runs` the first seed's alignment
 /// behind the paper's figures; `skipped` the log lines left out).
 pub fn render_study(
     s: &StudyNumbers,
     runs: &Comparisons,
-    figures: &[PathBuf],
+    figures: &[Figure],
     skipped: &[Skipped],
-    out: &Path,
 ) -> anyhow::Result<String> {
-    let study = Study { s, runs, figures, skipped, out };
+    let study = Study { s, runs, figures, skipped };
     let mut md = String::new();
     for section in SECTIONS {
         section(&study, &mut md)?;
@@ -73,12 +71,9 @@ impl Study<'_> {
         d.arms.iter().chain(&d.ablations).find(|a| a.name == arm).map_or(arm.to_string(), |a| a.label.clone())
     }
 
-    /// The figure whose file stem is `stem`, as a markdown image line, if it was drawn.
-    fn figure(&self, stem: &str) -> Option<String> {
-        self.figures
-            .iter()
-            .find(|f| f.file_stem().is_some_and(|n| n == stem) && f.extension().is_some_and(|e| e == "png"))
-            .map(|f| figure_link(f, self.out))
+    /// `figure`'s markdown image line, if it was drawn.
+    fn figure(&self, figure: Figure) -> Option<String> {
+        self.figures.contains(&figure).then(|| figure.link())
     }
 
     /// The reading the verdicts are drawn from: effective compute when the baseline's curve has
@@ -476,8 +471,8 @@ fn checks(st: &Study, sweep: &run_dir::study::Sweep, md: &mut String) -> anyhow:
 
 fn annealed(st: &Study, md: &mut String) -> anyhow::Result<()> {
     writeln!(md, "## Annealed validation loss vs compute\n")?;
-    for stem in ["fig_annealed_vs_flops", "fig_annealed_vs_seconds"] {
-        if let Some(f) = st.figure(stem) {
+    for figure in [Figure::AnnealedVsFlops, Figure::AnnealedVsSeconds] {
+        if let Some(f) = st.figure(figure) {
             writeln!(md, "{f}")?;
         }
     }
@@ -596,18 +591,18 @@ fn paper_figures(st: &Study, md: &mut String) -> anyhow::Result<()> {
     match st.s.hellaswag {
         Some((n, skipped)) if crate::stats::hellaswag_covered(n, skipped) => {
             writeln!(md, "HellaSwag: {n} of {} examples fit the context.\n", n + skipped)?;
-            if let Some(f) = st.figure("fig1_hellaswag_vs_step") {
+            if let Some(f) = st.figure(Figure::HellaswagVsStep) {
                 writeln!(md, "{f}")?;
             }
         }
         Some((n, skipped)) => writeln!(md, "{}\n", hellaswag_omitted(n, skipped))?,
         None => writeln!(md, "Figure 1 (HellaSwag vs step) is omitted: HellaSwag was not evaluated.\n")?,
     }
-    if let Some(f) = st.figure("fig2_loss_vs_step") {
+    if let Some(f) = st.figure(Figure::LossVsStep) {
         writeln!(md, "{f}")?;
         writeln!(md, "Main runs decay only at their end; dots mark each run at the baseline's budget in paper units, un-annealed, as the paper compared.\n")?;
     }
-    if let Some(f) = st.figure("fig5_step_time_vs_predicted") {
+    if let Some(f) = st.figure(Figure::StepTime) {
         writeln!(md, "{f}")?;
         step_time_table(md, &st.runs.step_times)?;
     }

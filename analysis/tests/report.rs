@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use analysis::figures::Figure;
 use analysis::report::{build, ReportOptions};
 use analysis::Unit;
 use approx::assert_relative_eq;
@@ -89,13 +90,13 @@ fn aligns_on_compute_and_finds_the_catch_up_point() {
     assert!(md.contains("| inc | 14.0 |"), "{md}");
     assert!(md.contains("+0.5000"));
     assert!(md.contains("1.300"));
-    for stem in ["fig2_loss_vs_step", "fig3_val_loss_vs_flops", "fig4_val_loss_vs_seconds"] {
+    for figure in [Figure::LossVsStep, Figure::ValLossVsFlops, Figure::ValLossVsSeconds] {
         for ext in ["svg", "png"] {
-            let f = out.join(format!("{stem}.{ext}"));
+            let f = out.join(format!("{}.{ext}", figure.stem()));
             assert!(std::fs::metadata(&f).map(|m| m.len() > 1000).unwrap_or(false), "{f:?} missing");
         }
     }
-    assert!(!out.join("fig1_hellaswag_vs_step.png").exists(), "no HellaSwag data, no Figure 1");
+    assert!(!out.join(format!("{}.png", Figure::HellaswagVsStep.stem())).exists(), "no HellaSwag data, no Figure 1");
 
     // A budget inside the baseline: its compute at step 5 is 5 units, spent by the incremental run at step 9.
     let early =

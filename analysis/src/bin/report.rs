@@ -71,7 +71,7 @@ fn run(args: &Args) -> Result<(), CliError> {
             }
         }
     }
-    println!("wrote {} and {} figures", args.out.join("report.md").display(), report.figures.len());
+    println!("wrote {} and {} figures (SVG and PNG each)", args.out.join("report.md").display(), report.figures.len());
     if let Some(other) = &args.compare {
         let ours = report.study.as_ref().map(|s| s.catch_up.clone()).ok_or_else(|| {
             CliError::bad_input(anyhow::anyhow!("--compare: {} holds no fair study", args.runs.display()))

@@ -13,7 +13,7 @@ use std::ffi::c_char;
 use std::sync::OnceLock;
 
 use crate::device::native::NativeError;
-use crate::device::plugin::{self, PluginError};
+use crate::device::plugin::{self, PluginError, PluginTable};
 
 /// `SW_CUDA_API_VERSION` of `csrc/cuda_api.h`.
 pub const API_VERSION: u32 = 1;
@@ -63,48 +63,17 @@ pub struct CudaApi {
     event_free: unsafe extern "C" fn(event: *mut RawEvent),
 }
 
-/// `sw_cuda_api`: the same signature in every version of the plugin.
-type ApiEntry = unsafe extern "C" fn(version: u32, out: *mut CudaApi) -> Message;
-
-/// Why the plugin cannot be used.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CudaPluginError {
-    #[error(transparent)]
-    Missing(#[from] PluginError),
-    #[error("{0}")]
-    Version(String),
+// SAFETY: `#[repr(C)]`, field for field `SwCudaApi`, starting with version and size.
+unsafe impl PluginTable for CudaApi {
+    const PLUGIN: &'static str = PLUGIN;
+    const ENTRY: &'static std::ffi::CStr = c"sw_cuda_api";
+    const VERSION: u32 = API_VERSION;
 }
 
 /// The plugin's table, loaded once per process.
-pub fn api() -> Result<&'static CudaApi, CudaPluginError> {
-    static API: OnceLock<Result<CudaApi, CudaPluginError>> = OnceLock::new();
-    API.get_or_init(load).as_ref().map_err(Clone::clone)
-}
-
-fn load() -> Result<CudaApi, CudaPluginError> {
-    let symbol = plugin::symbol(PLUGIN, c"sw_cuda_api")?;
-    // SAFETY: `sw_cuda_api` has this signature in every version of cuda_api.h (its contract).
-    let entry: ApiEntry = unsafe { std::mem::transmute::<*mut std::ffi::c_void, ApiEntry>(symbol) };
-    let mut table = std::mem::MaybeUninit::<CudaApi>::uninit();
-    // SAFETY: the plugin writes a whole table into `table` when it returns NULL.
-    let message = unsafe { entry(API_VERSION, table.as_mut_ptr()) };
-    if !message.is_null() {
-        // SAFETY: a malloc'd C string (the table, and its free_message, may not exist).
-        let text = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy().into_owned();
-        unsafe { libc::free(message.cast()) };
-        return Err(CudaPluginError::Version(text));
-    }
-    // SAFETY: filled on success.
-    let table = unsafe { table.assume_init() };
-    if table.version != API_VERSION || table.size as usize != std::mem::size_of::<CudaApi>() {
-        return Err(CudaPluginError::Version(format!(
-            "{PLUGIN}: table version {} of {} bytes, this trainer reads version {API_VERSION} of {} bytes; rebuild it with `just gpu-build`",
-            table.version,
-            table.size,
-            std::mem::size_of::<CudaApi>()
-        )));
-    }
-    Ok(table)
+pub fn api() -> Result<&'static CudaApi, PluginError> {
+    static API: OnceLock<Result<CudaApi, PluginError>> = OnceLock::new();
+    API.get_or_init(plugin::load_table::<CudaApi>).as_ref().map_err(Clone::clone)
 }
 
 impl CudaApi {

@@ -17,6 +17,64 @@ pub enum PluginError {
     Refused { name: String, why: String },
     #[error("{name} lacks the symbol {symbol}: it was built from another version; rebuild it with `just gpu-build`")]
     NoSymbol { name: String, symbol: String },
+    #[error("{name}: {why}")]
+    Version { name: String, why: String },
+}
+
+/// A plugin's versioned function table (`csrc/*_api.h`): a `#[repr(C)]` struct that starts with
+/// `u32 version; u32 size;`, filled by one entry point whose signature never changes,
+/// `const char *entry(uint32_t version, Table *out)` (NULL, or a malloc'd reason). The version
+/// and the size are both checked, so a plugin built from another header is refused with a
+/// message instead of being called through a wrong signature.
+///
+/// # Safety
+/// The implementing type must be `#[repr(C)]`, mirror its header field for field, and begin
+/// with the two `u32`s.
+pub unsafe trait PluginTable: Sized + 'static {
+    /// The plugin's file name.
+    const PLUGIN: &'static str;
+    /// The entry point.
+    const ENTRY: &'static CStr;
+    /// The header's `*_API_VERSION`.
+    const VERSION: u32;
+}
+
+/// The header every table begins with.
+#[repr(C)]
+struct TableHead {
+    version: u32,
+    size: u32,
+}
+
+/// Load `T`'s plugin and fill its table (once per process is the caller's business: keep it in a
+/// `OnceLock`).
+pub fn load_table<T: PluginTable>() -> Result<T, PluginError> {
+    type Entry<T> = unsafe extern "C" fn(u32, *mut T) -> *mut std::ffi::c_char;
+    let found = symbol(T::PLUGIN, T::ENTRY)?;
+    // SAFETY: the entry point has this signature in every version of the header (its contract).
+    let entry: Entry<T> = unsafe { std::mem::transmute::<*mut c_void, Entry<T>>(found) };
+    let mut table = std::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the plugin writes a whole table when it returns NULL.
+    let message = unsafe { entry(T::VERSION, table.as_mut_ptr()) };
+    if let Some(why) = crate::device::native::take_message(message) {
+        return Err(PluginError::Version { name: T::PLUGIN.into(), why });
+    }
+    // SAFETY: filled on success; every table begins with the head (PluginTable's contract).
+    let table = unsafe { table.assume_init() };
+    let head = unsafe { &*(&table as *const T).cast::<TableHead>() };
+    if head.version != T::VERSION || head.size as usize != std::mem::size_of::<T>() {
+        return Err(PluginError::Version {
+            name: T::PLUGIN.into(),
+            why: format!(
+                "table version {} of {} bytes, this trainer reads version {} of {} bytes; rebuild it with `just gpu-build`",
+                head.version,
+                head.size,
+                T::VERSION,
+                std::mem::size_of::<T>()
+            ),
+        });
+    }
+    Ok(table)
 }
 
 /// `symbol` of the plugin `name`: the file next to the running binary, else the one the dynamic

@@ -19,7 +19,9 @@
 //! On the CPU every step is eager and its values are read at once (the CPU has already computed
 //! them), so nothing about a CPU run changes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use anyhow::Context;
 use cost_model::flops::Trainable;
@@ -46,12 +48,44 @@ pub struct StepInput {
     pub grad_clip: Option<f64>,
 }
 
+/// On CUDA, where a step's two values land: pinned host memory, and the event recorded after
+/// the copy into it.
+type HostSlot = (Tensor, Event);
+
+/// Things handed out and given back for reuse, allocated only when none is free: the loop reads
+/// a step's values after queueing the next, so two host slots serve a whole run instead of a
+/// pinned allocation and an event every step.
+struct Reuse<T>(Rc<RefCell<Vec<T>>>);
+
+impl<T> Reuse<T> {
+    fn new() -> Reuse<T> {
+        Reuse(Rc::new(RefCell::new(Vec::new())))
+    }
+
+    /// A free one, or a new one from `make`.
+    fn take(&self, make: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match self.0.borrow_mut().pop() {
+            Some(free) => Ok(free),
+            None => make(),
+        }
+    }
+
+    /// Give `item` back (once nothing uses it any more).
+    fn give_back(&self, item: T) {
+        self.0.borrow_mut().push(item);
+    }
+
+    fn handle(&self) -> Reuse<T> {
+        Reuse(Rc::clone(&self.0))
+    }
+}
+
 /// A step's loss and gradient norm, still on the device, and how to read them.
 pub struct Pending {
     values: StepValues,
-    /// On CUDA: the two values copied (without waiting) into pinned host memory, and the event
-    /// recorded after the copy.
-    host: Option<(Tensor, Event)>,
+    /// On CUDA: the two values copied (without waiting) into a host slot, and where the slot goes
+    /// back once read.
+    host: Option<(HostSlot, Reuse<HostSlot>)>,
 }
 
 impl Pending {
@@ -60,9 +94,12 @@ impl Pending {
     pub fn read(self) -> anyhow::Result<(f64, f64)> {
         match self.host {
             None => Ok(self.values.read()),
-            Some((host, event)) => {
+            Some(((host, event), slots)) => {
                 event.synchronize()?;
-                Ok((host.double_value(&[0]), host.double_value(&[1])))
+                let values = (host.double_value(&[0]), host.double_value(&[1]));
+                // The copy is done: the slot may take the next step's values.
+                slots.give_back((host, event));
+                Ok(values)
             }
         }
     }
@@ -77,6 +114,8 @@ pub struct Stepper {
     graphs: Option<Graphs>,
     /// Why the steps run eagerly on CUDA (said once, when the first step runs).
     pub eager_reason: Option<String>,
+    /// The host slots values are read through on CUDA.
+    host_slots: Reuse<HostSlot>,
 }
 
 impl Stepper {
@@ -84,13 +123,14 @@ impl Stepper {
     /// the CUDA plugin loads; eager otherwise (with the reason).
     pub fn new(config: &TrainConfig, device: Device) -> anyhow::Result<Stepper> {
         let Device::Cuda(index) = device else {
-            return Ok(Stepper { device, cuda: None, graphs: None, eager_reason: None });
+            return Ok(Stepper { device, cuda: None, graphs: None, eager_reason: None, host_slots: Reuse::new() });
         };
         let api = match cuda::api() {
             Ok(api) => api,
             Err(e) => {
                 let reason = format!("the CUDA plugin is missing ({e}): steps run eagerly, their loss read every step");
-                return Ok(Stepper { device, cuda: None, graphs: None, eager_reason: Some(reason) });
+                let host_slots = Reuse::new();
+                return Ok(Stepper { device, cuda: None, graphs: None, eager_reason: Some(reason), host_slots });
             }
         };
         api.init(index)?;
@@ -98,7 +138,7 @@ impl Stepper {
             true => (Some(Graphs::new(api, index)?), None),
             false => (None, Some("cuda_graphs = false: steps run eagerly".to_string())),
         };
-        Ok(Stepper { device, cuda: Some(api), graphs, eager_reason })
+        Ok(Stepper { device, cuda: Some(api), graphs, eager_reason, host_slots: Reuse::new() })
     }
 
     /// True when steps run as CUDA graphs (so far: a failed capture turns them off).
@@ -144,11 +184,13 @@ impl Stepper {
         };
         let both = Tensor::stack(&[values.loss.to_kind(Kind::Float), values.grad_norm.to_kind(Kind::Float)], 0)
             .to_kind(Kind::Double);
-        let host = native::pin_memory(&Tensor::zeros([2], (Kind::Double, Device::Cpu)))?;
+        let (host, event) = self.host_slots.take(|| {
+            let pinned = native::pin_memory(&Tensor::zeros([2], (Kind::Double, Device::Cpu)))?;
+            Ok((pinned, api.event()?))
+        })?;
         native::copy_(&host, &both, true)?;
-        let event = api.event()?;
         event.record(index)?;
-        Ok(Pending { values, host: Some((host, event)) })
+        Ok(Pending { values, host: Some(((host, event), self.host_slots.handle())) })
     }
 }
 
@@ -413,6 +455,24 @@ mod tests {
         let world = World::single();
         let (loss, norm) = stepper.step(&model, &mut optimizer, &world, &input(1)).unwrap().read().unwrap();
         assert!(loss.is_finite() && norm > 0.0);
+    }
+
+    #[test]
+    fn read_one_step_late_two_host_slots_serve_every_step() {
+        // As the loop does on CUDA: queue step n + 1, then read step n.
+        let slots = Reuse::new();
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Ok(made.get())
+        };
+        let mut previous = slots.take(make).unwrap();
+        for _ in 0..10 {
+            let next = slots.take(make).unwrap();
+            slots.give_back(previous);
+            previous = next;
+        }
+        assert_eq!(made.get(), 2, "two slots allocated for eleven steps");
     }
 
     #[test]

@@ -101,16 +101,32 @@ pub struct Study {
     pub runs_dir: Option<PathBuf>,
     /// Train it again into `<runs_dir>/../rerun/runs`.
     pub rerun: bool,
-    /// Print the design and its predicted cost; train nothing.
-    pub plan: bool,
-    /// Print the runs directory and exit (for scripts).
-    pub print_runs_dir: bool,
-    /// Print what the runs read (`<source> <tokenizer> <dir> <tokens>`, see [`DataNeed`]) and exit.
-    pub print_data: bool,
     /// Runs at once (worker processes); `None`: the design file's `jobs`.
     pub jobs: Option<usize>,
-    /// This process is worker `i` of a `--jobs` study (started by it, not by a user).
-    pub worker: Option<usize>,
+    /// What to do with it.
+    pub mode: StudyMode,
+}
+
+/// What `train study` does with its design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudyMode {
+    /// Train what is not finished (the default).
+    Train,
+    /// Print the design and its predicted cost; train nothing.
+    Plan,
+    /// Print the runs directory and exit (for scripts).
+    PrintRunsDir,
+    /// Print what the runs read (`<source> <tokenizer> <dir> <tokens>`, see [`DataNeed`]) and exit.
+    PrintData,
+    /// Be worker `i` of a `--jobs` study (started by it, not by a user).
+    Worker(usize),
+}
+
+impl StudyMode {
+    /// Whether this mode trains nothing, so needs one process however the job was launched.
+    pub fn prints_only(self) -> bool {
+        matches!(self, StudyMode::Plan | StudyMode::PrintRunsDir | StudyMode::PrintData)
+    }
 }
 
 /// The token shards a design's runs read, and how `train data` makes them.
@@ -164,40 +180,58 @@ pub fn study(
     make_options: impl FnOnce(&str) -> Result<TrainOptions, CliError>,
 ) -> Result<(), CliError> {
     let (file, study_dir, runs_dir) = study_design(request)?;
-    if request.print_runs_dir {
-        println!("{}", runs_dir.display());
-        return Ok(());
-    }
-    let design = file.design.clone();
-    if request.print_data {
-        let mut need: Option<DataNeed> = None;
-        for run in design.runs() {
-            let (config, schedule) = design.run_config(&run, &Default::default()).map_err(CliError::bad_input)?;
-            let plan = schedule.plan(&config).map_err(|e| classify(crate::error::bad_input(e)))?;
-            let tokens = plan.cumulative(plan.total_steps()).tokens;
-            let longest = need.as_ref().map_or(0, |n| n.tokens).max(tokens);
-            need = Some(DataNeed::of(&config, longest));
-        }
-        let need =
-            need.ok_or_else(|| CliError::bad_input(anyhow::anyhow!("{}: the design has no runs", request.design)))?;
-        println!("{need}");
-        return Ok(());
-    }
     let jobs = request.jobs.unwrap_or(file.jobs);
     if jobs == 0 {
         return Err(CliError::bad_input(anyhow::anyhow!("--jobs 0: at least one run at a time")));
     }
-    if let Some(worker) = request.worker {
-        // A worker of `--jobs`: the parent has checked and written the design.
-        let options = make_options(&design.device)?;
-        // The parent shows where the study is (the runs its workers claimed, the ETA).
-        study_run::work(&design, &runs_dir, &options, worker, |_, _, _| Ok(())).map_err(classify)?;
-        return Ok(());
+    match request.mode {
+        StudyMode::PrintRunsDir => {
+            println!("{}", runs_dir.display());
+            Ok(())
+        }
+        StudyMode::PrintData => print_data_need(&file.design, &request.design),
+        StudyMode::Worker(worker) => {
+            // A worker of `--jobs`: the parent has checked and written the design, and shows
+            // where the study is (the runs its workers claimed, the ETA).
+            let options = make_options(&file.design.device)?;
+            study_run::work(&file.design, &runs_dir, &options, worker, |_, _, _| Ok(())).map_err(classify)?;
+            Ok(())
+        }
+        StudyMode::Plan | StudyMode::Train => match announce_study(request, &file, &study_dir, &runs_dir, jobs)? {
+            true => train_study(&file, &runs_dir, jobs, make_options),
+            false => Ok(()),
+        },
     }
-    // The cost and time estimate are the parent's to print, not its workers'.
+}
+
+/// `train study --print-data`: the shards the design's runs read (the longest run's tokens).
+fn print_data_need(design: &run_dir::study::StudyDesign, name: &str) -> Result<(), CliError> {
+    let mut need: Option<DataNeed> = None;
+    for run in design.runs() {
+        let (config, schedule) = design.run_config(&run, &Default::default()).map_err(CliError::bad_input)?;
+        let plan = schedule.plan(&config).map_err(|e| classify(crate::error::bad_input(e)))?;
+        let tokens = plan.cumulative(plan.total_steps()).tokens;
+        let longest = need.as_ref().map_or(0, |n| n.tokens).max(tokens);
+        need = Some(DataNeed::of(&config, longest));
+    }
+    let need = need.ok_or_else(|| CliError::bad_input(anyhow::anyhow!("{name}: the design has no runs")))?;
+    println!("{need}");
+    Ok(())
+}
+
+/// The parent's (rank 0's) line on what the study costs, then the design itself for `--plan`
+/// or what is left to train; false when there is nothing to train (planned, or finished).
+fn announce_study(
+    request: &Study,
+    file: &StudyFile,
+    study_dir: &Path,
+    runs_dir: &Path,
+    jobs: usize,
+) -> Result<bool, CliError> {
+    let design = &file.design;
     let flops = design.predicted_flops().map_err(|e| classify(crate::error::bad_input(e)))?;
-    let estimate = study_run::estimate(&design, flops, &study_dir, file.throughput.as_ref(), jobs, file.gpus_per_run);
-    let status = study_run::status(&design, &runs_dir).map_err(CliError::bad_input)?;
+    let estimate = study_run::estimate(design, flops, study_dir, file.throughput.as_ref(), jobs, file.gpus_per_run);
+    let status = study_run::status(design, runs_dir).map_err(CliError::bad_input)?;
     let main = crate::world::Launch::from_vars(|v| std::env::var(v).ok()).ok().flatten().map_or(true, |l| l.rank == 0);
     if main {
         eprintln!(
@@ -208,9 +242,9 @@ pub fn study(
             runs_dir.display(),
         );
     }
-    if request.plan {
-        println!("{}", serde_json::to_string_pretty(&design).expect("plain data"));
-        return Ok(());
+    if request.mode == StudyMode::Plan {
+        println!("{}", serde_json::to_string_pretty(design).expect("plain data"));
+        return Ok(false);
     }
     match status {
         StudyStatus::Finished { total, commit } => {
@@ -219,25 +253,35 @@ pub fn study(
                     "study: {} holds the finished study of this design ({total} runs and branches, trained at commit {}); nothing to train. `just study --rerun` trains it again at this commit into {} and compares the verdicts",
                     runs_dir.display(),
                     &commit[..commit.len().min(7)],
-                    study_run::rerun_dir(&study_dir).display()
+                    study_run::rerun_dir(study_dir).display()
                 );
             }
-            return Ok(());
+            Ok(false)
         }
-        StudyStatus::OtherDesign => {
-            return Err(CliError::bad_input(anyhow::anyhow!(
-                "{} holds a study of another design than {}; continue it with the design (and commit) that started it, train this one elsewhere with --runs-dir DIR, or move {0} away",
-                runs_dir.display(),
-                request.design
-            )));
+        StudyStatus::OtherDesign => Err(CliError::bad_input(anyhow::anyhow!(
+            "{} holds a study of another design than {}; continue it with the design (and commit) that started it, train this one elsewhere with --runs-dir DIR, or move {0} away",
+            runs_dir.display(),
+            request.design
+        ))),
+        StudyStatus::Partial { finished, total } => {
+            if main {
+                eprintln!("study: {finished} of {total} runs and branches already finished; continuing the rest");
+            }
+            Ok(true)
         }
-        StudyStatus::Partial { finished, total } if main => {
-            eprintln!("study: {finished} of {total} runs and branches already finished; continuing the rest")
-        }
-        StudyStatus::Partial { .. } | StudyStatus::New => {}
+        StudyStatus::New => Ok(true),
     }
+}
+
+/// Train what is left: `jobs` worker processes, or this process (with its data-parallel job).
+fn train_study(
+    file: &StudyFile,
+    runs_dir: &Path,
+    jobs: usize,
+    make_options: impl FnOnce(&str) -> Result<TrainOptions, CliError>,
+) -> Result<(), CliError> {
     if jobs > 1 {
-        let seconds = run_workers(&file, &runs_dir, jobs)?;
+        let seconds = run_workers(file, runs_dir, jobs)?;
         println!(
             "study: done in {} with {jobs} runs at a time; runs in {}",
             crate::run::progress::format_seconds(seconds),
@@ -245,8 +289,8 @@ pub fn study(
         );
         return Ok(());
     }
-    let options = make_options(&design.device)?;
-    let seconds = study_run::run(&design, &runs_dir, &options).map_err(classify)?;
+    let options = make_options(&file.design.device)?;
+    let seconds = study_run::run(&file.design, runs_dir, &options).map_err(classify)?;
     options.world.shutdown()?;
     if options.world.is_main() {
         println!(

@@ -12,12 +12,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tch::Tensor;
+use tch::{Device, Tensor};
 use torch_sys::C_tensor;
 
 use super::env::Launch;
 use crate::device::native::take_message;
-use crate::device::plugin::{self, PluginError};
+use crate::device::plugin::{self, PluginError, PluginTable};
 
 // `pub enum Reduce`, from csrc/dist.h.
 include!(concat!(env!("OUT_DIR"), "/reduce.rs"));
@@ -65,13 +65,73 @@ fn check_with(what: impl FnOnce() -> String, message: *mut c_char) -> anyhow::Re
     }
 }
 
-/// Which process-group backend carries the collectives.
+/// What `--dist-backend` asks for: a backend, or the one that suits the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
+pub enum BackendChoice {
     /// NCCL for CUDA tensors, Gloo for CPU tensors.
     Auto,
     Gloo,
     Nccl,
+}
+
+impl BackendChoice {
+    /// The backend for tensors on `device`.
+    pub fn resolve(self, device: Device) -> Backend {
+        match self {
+            BackendChoice::Auto if device.is_cuda() => Backend::Nccl,
+            BackendChoice::Auto | BackendChoice::Gloo => Backend::Gloo,
+            BackendChoice::Nccl => Backend::Nccl,
+        }
+    }
+}
+
+/// A process-group backend that carries the collectives, and the facts that differ between
+/// backends: a new backend is one variant here (and, if it is CUDA-only, one plugin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PyTorch's Gloo, built into libtorch_cpu: CPU tensors (ranks may share a GPU).
+    Gloo,
+    /// NCCL, from `libstagewise_nccl.so` (it needs libtorch_cuda): CUDA tensors, one GPU a rank.
+    Nccl,
+}
+
+/// c10d's constructor of a process group: `(store, rank, size, timeout_ms, out) -> message`.
+type GroupConstructor = unsafe extern "C" fn(*mut SwStore, i32, i32, i64, *mut *mut SwGroup) -> *mut c_char;
+
+impl Backend {
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "Gloo",
+            Backend::Nccl => "NCCL",
+        }
+    }
+
+    /// Whether every rank needs a GPU of its own (NCCL refuses two ranks on one device).
+    pub fn one_gpu_per_rank(self) -> bool {
+        self == Backend::Nccl
+    }
+
+    /// Where the tensors it reduces must live, given the training device: NCCL reduces CUDA
+    /// tensors only (an error names the fix otherwise); Gloo reduces them where they are.
+    pub fn collective_device(self, training: Device) -> anyhow::Result<Option<Device>> {
+        match self {
+            Backend::Nccl if !training.is_cuda() => {
+                bail!("--dist-backend nccl reduces CUDA tensors only; pass --device cuda, or --dist-backend gloo on the CPU")
+            }
+            Backend::Nccl => Ok(Some(training)),
+            Backend::Gloo => Ok(None),
+        }
+    }
+
+    /// The constructor of its process group: built in, or its plugin's (loaded now, so a rank
+    /// that cannot build its group says why before the rendezvous, not after).
+    fn constructor(self) -> anyhow::Result<GroupConstructor> {
+        Ok(match self {
+            Backend::Gloo => sw_dist_gloo,
+            Backend::Nccl => nccl_api().map_err(|e| anyhow::anyhow!("{e}; or pass --dist-backend gloo"))?.group,
+        })
+    }
 }
 
 /// A c10d process group and its store.
@@ -87,19 +147,15 @@ pub(super) struct ProcessGroup {
 unsafe impl Send for ProcessGroup {}
 
 impl ProcessGroup {
-    /// Join the job `launch` describes (rendezvous at `MASTER_ADDR:MASTER_PORT`) with NCCL or
-    /// Gloo; every rank must call this.
-    pub fn join(launch: &Launch, nccl: bool, timeout: Duration) -> anyhow::Result<ProcessGroup> {
+    /// Join the job `launch` describes (rendezvous at `MASTER_ADDR:MASTER_PORT`) with `backend`;
+    /// every rank must call this.
+    pub fn join(launch: &Launch, backend: Backend, timeout: Duration) -> anyhow::Result<ProcessGroup> {
         let (rank, size) = (launch.rank as i32, launch.world_size as i32);
         let timeout_ms = timeout.as_millis() as i64;
         let host = CString::new(launch.master_addr.as_str()).context("MASTER_ADDR holds a NUL byte")?;
         let prefix = CString::new(launch.store_prefix()).expect("no NUL in the prefix");
         // The plugin before the rendezvous: a rank that cannot build its group must not join.
-        let nccl_api = if nccl {
-            Some(nccl_api().map_err(|e| anyhow::anyhow!("{e}; or pass --dist-backend gloo"))?)
-        } else {
-            None
-        };
+        let constructor = backend.constructor()?;
         let mut store = std::ptr::null_mut();
         let rendezvous = format!(
             "rank {rank}: rendezvous at {}:{} ({} ranks, timeout {} s)",
@@ -122,13 +178,10 @@ impl ProcessGroup {
             )
         })?;
         let mut group = std::ptr::null_mut();
-        let created = match nccl_api {
-            // SAFETY: the plugin's table entry, with our store and an out-pointer.
-            Some(api) => unsafe { (api.group)(store, rank, size, timeout_ms, &mut group) },
-            // SAFETY: a live store and an out-pointer.
-            None => unsafe { sw_dist_gloo(store, rank, size, timeout_ms, &mut group) },
-        };
-        if let Err(e) = check(&format!("rank {rank}: {} process group", if nccl { "NCCL" } else { "Gloo" }), created) {
+        // SAFETY: a constructor of this signature (built in or the plugin's table entry), a live
+        // store and an out-pointer.
+        let created = unsafe { constructor(store, rank, size, timeout_ms, &mut group) };
+        if let Err(e) = check(&format!("rank {rank}: {} process group", backend.name()), created) {
             // SAFETY: the store from above, not used again.
             unsafe { sw_dist_store_free(store) };
             return Err(e);
@@ -193,35 +246,17 @@ struct NcclApi {
     group: unsafe extern "C" fn(*mut SwStore, i32, i32, i64, *mut *mut SwGroup) -> *mut c_char,
 }
 
-/// `sw_nccl_api`: the same signature in every version of the plugin.
-type NcclEntry = unsafe extern "C" fn(u32, *mut NcclApi) -> *mut c_char;
+// SAFETY: `#[repr(C)]`, field for field `SwNcclApi`, starting with version and size.
+unsafe impl PluginTable for NcclApi {
+    const PLUGIN: &'static str = NCCL_PLUGIN;
+    const ENTRY: &'static std::ffi::CStr = c"sw_nccl_api";
+    const VERSION: u32 = NCCL_API_VERSION;
+}
 
 /// The NCCL plugin's table, loaded once per process.
-fn nccl_api() -> Result<&'static NcclApi, String> {
-    static API: OnceLock<Result<NcclApi, String>> = OnceLock::new();
-    API.get_or_init(|| {
-        let symbol = plugin::symbol(NCCL_PLUGIN, c"sw_nccl_api").map_err(|e: PluginError| e.to_string())?;
-        // SAFETY: `sw_nccl_api` has this signature in every version of nccl_api.h (its contract).
-        let entry: NcclEntry = unsafe { std::mem::transmute::<*mut std::ffi::c_void, NcclEntry>(symbol) };
-        let mut table = std::mem::MaybeUninit::<NcclApi>::uninit();
-        // SAFETY: the plugin writes a whole table when it returns NULL.
-        if let Some(why) = take_message(unsafe { entry(NCCL_API_VERSION, table.as_mut_ptr()) }) {
-            return Err(why);
-        }
-        // SAFETY: filled on success.
-        let table = unsafe { table.assume_init() };
-        if table.version != NCCL_API_VERSION || table.size as usize != std::mem::size_of::<NcclApi>() {
-            return Err(format!(
-                "{NCCL_PLUGIN}: table version {} of {} bytes, this trainer reads version {NCCL_API_VERSION} of {} bytes; rebuild it with `just gpu-build`",
-                table.version,
-                table.size,
-                std::mem::size_of::<NcclApi>()
-            ));
-        }
-        Ok(table)
-    })
-    .as_ref()
-    .map_err(Clone::clone)
+fn nccl_api() -> Result<&'static NcclApi, PluginError> {
+    static API: OnceLock<Result<NcclApi, PluginError>> = OnceLock::new();
+    API.get_or_init(plugin::load_table::<NcclApi>).as_ref().map_err(Clone::clone)
 }
 
 #[cfg(test)]
@@ -236,6 +271,18 @@ mod tests {
     }
 
     #[test]
+    fn auto_is_nccl_on_cuda_and_gloo_on_the_cpu_and_nccl_refuses_cpu_tensors() {
+        assert_eq!(BackendChoice::Auto.resolve(Device::Cuda(0)), Backend::Nccl);
+        assert_eq!(BackendChoice::Auto.resolve(Device::Cpu), Backend::Gloo);
+        assert_eq!(BackendChoice::Gloo.resolve(Device::Cuda(0)), Backend::Gloo);
+        assert!(Backend::Nccl.one_gpu_per_rank() && !Backend::Gloo.one_gpu_per_rank());
+        let err = Backend::Nccl.collective_device(Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("--dist-backend gloo"), "{err}");
+        assert_eq!(Backend::Nccl.collective_device(Device::Cuda(1)).unwrap(), Some(Device::Cuda(1)));
+        assert_eq!(Backend::Gloo.collective_device(Device::Cuda(1)).unwrap(), None);
+    }
+
+    #[test]
     fn the_nccl_table_mirrors_its_header() {
         let header = include_str!("../../csrc/nccl_api.h");
         assert!(header.contains(&format!("#define SW_NCCL_API_VERSION {NCCL_API_VERSION}")));
@@ -246,6 +293,7 @@ mod tests {
     #[test]
     fn without_the_nccl_plugin_the_reason_names_the_fix() {
         if let Err(e) = nccl_api() {
+            let e = e.to_string();
             assert!(e.contains("just gpu-build") || e.contains("libtorch"), "{e}");
         }
     }

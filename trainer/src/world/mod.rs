@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-pub use c10d::{Backend, Reduce};
+pub use c10d::{Backend, BackendChoice, Reduce};
 pub use env::{restart_attempt, Launch};
 
 use crate::error::{bad_input, BadInput};
@@ -63,14 +63,11 @@ impl World {
 
     /// The job this process's environment describes (a world of one without torchrun's or
     /// Slurm's variables), and the device it trains on: on CUDA, the GPU of its local rank.
-    pub fn from_env(device: Device, backend: Backend, timeout: Duration) -> anyhow::Result<(World, Device)> {
+    pub fn from_env(device: Device, choice: BackendChoice, timeout: Duration) -> anyhow::Result<(World, Device)> {
         let launch = Launch::from_vars(|name| std::env::var(name).ok()).map_err(bad_input)?;
         let Some(launch) = launch else { return Ok((World::single(), device)) };
-        if backend == Backend::Nccl && !device.is_cuda() {
-            return Err(bad_input(anyhow::anyhow!(
-                "--dist-backend nccl reduces CUDA tensors only; pass --device cuda, or --dist-backend gloo on the CPU"
-            )));
-        }
+        let backend = choice.resolve(device);
+        backend.collective_device(device).map_err(bad_input)?;
         // One GPU per local rank (ranks share GPUs when there are fewer, as Gloo allows).
         let gpus = tch::Cuda::device_count().max(1) as usize;
         let device = if device.is_cuda() { Device::Cuda(launch.local_rank % gpus) } else { device };
@@ -80,18 +77,14 @@ impl World {
     /// Join the job `launch` describes, with `backend` for tensors on `device`; every rank must
     /// call this.
     pub fn join(launch: &Launch, device: Device, backend: Backend, timeout: Duration) -> anyhow::Result<World> {
-        let nccl = match backend {
-            Backend::Auto => device.is_cuda(),
-            Backend::Nccl => true,
-            Backend::Gloo => false,
-        };
-        let group = ProcessGroup::join(launch, nccl, timeout)?;
+        let collective_device = backend.collective_device(device)?;
+        let group = ProcessGroup::join(launch, backend, timeout)?;
         Ok(World {
             rank: launch.rank,
             size: launch.world_size,
             local_rank: launch.local_rank,
             group: Some(group),
-            collective_device: nccl.then_some(device),
+            collective_device,
             skip_gradient_sum: std::env::var("STAGEWISE_SKIP_ALLREDUCE").is_ok_and(|v| v == "1"),
         })
     }
@@ -253,7 +246,7 @@ mod tests {
         assert_eq!(world.broadcast_bytes(Some(b"abc")).unwrap(), b"abc");
         assert!(world.is_main() && world.owns(5));
         assert_eq!(world.decide(|| Ok(7u32)).unwrap(), 7);
-        let (single, device) = World::from_env(Device::Cpu, Backend::Auto, DEFAULT_TIMEOUT).unwrap();
+        let (single, device) = World::from_env(Device::Cpu, BackendChoice::Auto, DEFAULT_TIMEOUT).unwrap();
         assert_eq!((single.size, device), (1, Device::Cpu), "no launch variables in the test environment");
     }
 }
