@@ -25,11 +25,16 @@ jobs=4
 if [ "$device" != cuda ]; then
   # Same design, a few steps of a smaller model on the CPU.
   design=.gpu/gpu-pilot-dry.toml
-  sed -e 's/"steps=400"/"steps=40"/' -e 's/"model.d_model=128"/"model.d_model=32"/' -e 's/"micro_batch=64"/"micro_batch=4"/' \
-      -e 's/"tokens_per_step=32768"/"tokens_per_step=4096"/' -e 's/"val_tokens=262144"/"val_tokens=4096"/' \
-      -e 's/"bf16=true"/"bf16=false"/' -e 's/"hellaswag_limit=1000"/"hellaswag_limit=20"/' \
-      -e 's/"warmup_steps=20"/"warmup_steps=4"/' -e 's/"val_every=200"/"val_every=20"/' \
+  sed -e 's/^steps = 400$/steps = 40/' -e 's/^model.d_model = 128$/model.d_model = 32/' -e 's/^micro_batch = 64$/micro_batch = 4/' \
+      -e 's/^tokens_per_step = 32768$/tokens_per_step = 4096/' -e 's/^val_tokens = 262144$/val_tokens = 4096/' \
+      -e 's/^bf16 = true$/bf16 = false/' -e 's/^hellaswag_limit = 1000$/hellaswag_limit = 20/' \
+      -e 's/^warmup_steps = 20$/warmup_steps = 4/' -e 's/^val_every = 200$/val_every = 20/' \
       -e 's/^device = "cuda"/device = "cpu"/' studies/gpu-pilot.toml > "$design"
+  # Every substitution must have taken (the design's [config] table changes shape at times).
+  for want in "steps = 40" "model.d_model = 32" "micro_batch = 4" "tokens_per_step = 4096" "val_tokens = 4096" \
+              "bf16 = false" "hellaswag_limit = 20" "warmup_steps = 4" "val_every = 20" 'device = "cpu"'; do
+    grep -qx "$want" "$design" || { echo "pilot: the dry-run design lacks '$want': update gpu-pilot.sh's substitutions" >&2; exit 2; }
+  done
   jobs=2
 fi
 hellaswag=()

@@ -31,7 +31,7 @@ impl RunLog {
 
     /// Stages of an incremental run.
     pub fn stages(&self) -> Option<u32> {
-        self.header.schedule.incremental().map(|spec| spec.stages.stages)
+        self.header.schedule.incremental().map(|spec| spec.stages.stages())
     }
 }
 

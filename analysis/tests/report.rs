@@ -31,7 +31,7 @@ fn write_run(dir: &Path, name: &str, schedule: &str, steps: u64, cost: impl Fn(u
     let spec = match schedule {
         "baseline" => ScheduleSpec::baseline(),
         _ => ScheduleSpec::Incremental(IncrementalSpec {
-            stages: IncrementalSchedule { stages: 2, ..Default::default() },
+            stages: IncrementalSchedule::even(2),
             until: Until::Steps(steps),
             ..Default::default()
         }),

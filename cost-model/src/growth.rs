@@ -1,5 +1,6 @@
-//! Where the blocks a stage adds go, and how they start: the layout of a grown stack, as pure
-//! data (the trainer moves tensors by it, in `trainer::growth`).
+//! Where the blocks a stage adds go, and how they start: the layout of a grown stack and the
+//! [`InitRule`] of each of its positions, as pure data (the trainer applies the rules, in
+//! `trainer::engine::growth`, and knows no operator or placement).
 //!
 //! Growing from `old` trained blocks to `new` active ones gives `new` positions, bottom first,
 //! each holding a trained block (moved there, with its optimizer state) or a new block. Where
@@ -26,6 +27,7 @@
 //! What the optimizer does at a growth is the [`GrowthOptimizer`] (new blocks fresh, new blocks
 //! with their source's moments, or a fresh AdamW for everything), and the learning rate may ramp
 //! up again after it ([`GrowthRewarmup`]); trained blocks keep their state wherever they move.
+//! [`init_rules`] turns operator, placement and optimizer into one rule per position.
 
 use serde::{Deserialize, Serialize};
 
@@ -228,6 +230,48 @@ pub fn copy_source(growth: Growth, old: usize, index: usize, beside: Option<usiz
     }
 }
 
+/// How one position of a grown stack starts: its values and its optimizer state (moments and
+/// step count). Every block exists from step 0 (the active ones are the first `n`), so a block's
+/// "own initialisation" is the values some block drew at step 0, and indices are the blocks'
+/// before the growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InitRule {
+    /// Trained block `i`, values and optimizer state (moved here when `i` is another position).
+    Trained(usize),
+    /// A fresh random block: the values block `own` drew at step 0, no optimizer state.
+    Random { own: usize },
+    /// As `Random`, with its output projections zeroed: an identity when it is added.
+    Zeros { own: usize },
+    /// A copy of trained block `from`'s values (never shared storage); with `state`, its moments
+    /// and step count too (as if it had trained beside it), else none.
+    Copy { from: usize, state: bool },
+}
+
+/// The rule of every position of a stack grown from `old` trained blocks to `new` by `growth`
+/// at `placement`, with the optimizer state `optimizer` keeps, bottom first ([`layout`],
+/// [`copy_source`]). `Reset` keeps no state for copies; dropping every other parameter's state
+/// is the caller's. Not growing (`new <= old`): the trained blocks where they are.
+pub fn init_rules(
+    growth: Growth,
+    placement: Placement,
+    optimizer: GrowthOptimizer,
+    old: usize,
+    new: usize,
+) -> Vec<InitRule> {
+    if new <= old {
+        return (0..new).map(InitRule::Trained).collect();
+    }
+    let rule = |slot: Slot| match slot {
+        Slot::Trained(i) => InitRule::Trained(i),
+        Slot::New { index, beside } => match copy_source(growth, old, index, beside) {
+            Some(from) => InitRule::Copy { from, state: optimizer == GrowthOptimizer::Copy },
+            None if growth == Growth::Zero => InitRule::Zeros { own: old + index },
+            None => InitRule::Random { own: old + index },
+        },
+    };
+    layout(placement, old, new).into_iter().map(rule).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +329,35 @@ mod tests {
         assert_eq!(sources(Growth::Copy, Placement::Top, 0, 2), vec![None; 2]);
         // The old name still reads.
         assert_eq!(serde_json::from_str::<Growth>("\"copy-top\"").unwrap(), Growth::Copy);
+    }
+
+    #[test]
+    fn each_position_gets_the_rule_of_its_operator_and_optimizer() {
+        use InitRule::*;
+        // G_stack 2x, 3 → 6 on top, moments copied or not: blocks 0..2 again.
+        let stack = |optimizer| init_rules(Growth::Stack, Placement::Top, optimizer, 3, 6);
+        let copies = |state| [Copy { from: 0, state }, Copy { from: 1, state }, Copy { from: 2, state }];
+        assert_eq!(stack(GrowthOptimizer::Copy)[3..], copies(true));
+        assert_eq!(stack(GrowthOptimizer::Fresh)[3..], copies(false));
+        assert_eq!(stack(GrowthOptimizer::Reset)[3..], copies(false));
+        assert_eq!(stack(GrowthOptimizer::Copy)[..3], [Trained(0), Trained(1), Trained(2)]);
+        // Random and zero new blocks take the values drawn for blocks old.. at step 0, wherever
+        // they go; trained blocks move up past them.
+        let random = init_rules(Growth::Random, Placement::Interleave, GrowthOptimizer::Copy, 2, 4);
+        assert_eq!(random, [Trained(0), Random { own: 2 }, Trained(1), Random { own: 3 }]);
+        let zero = init_rules(Growth::Zero, Placement::Middle, GrowthOptimizer::Fresh, 4, 6);
+        assert_eq!(zero, [Trained(0), Trained(1), Zeros { own: 4 }, Zeros { own: 5 }, Trained(2), Trained(3)]);
+        // MIDAS's middle copies, and growing from nothing.
+        let midas = init_rules(Growth::Copy, Placement::Middle, GrowthOptimizer::Copy, 4, 6);
+        assert_eq!(midas[2..4], [Copy { from: 0, state: true }, Copy { from: 1, state: true }]);
+        assert_eq!(
+            init_rules(Growth::Random, Placement::Top, GrowthOptimizer::Fresh, 0, 2),
+            [Random { own: 0 }, Random { own: 1 }]
+        );
+        assert_eq!(
+            init_rules(Growth::Copy, Placement::Middle, GrowthOptimizer::Copy, 3, 3),
+            [Trained(0), Trained(1), Trained(2)]
+        );
     }
 
     proptest! {

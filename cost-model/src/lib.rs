@@ -23,7 +23,7 @@
 //! ```
 //! use cost_model::{IncrementalSchedule, ModelShape, Plan, Until, GPT2_TOKENS_PER_STEP};
 //! let shape = ModelShape::gpt2_124m();
-//! let schedule = IncrementalSchedule { stages: 12, ..IncrementalSchedule::default() };
+//! let schedule = IncrementalSchedule::even(12);
 //! let plan = Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap();
 //! assert_eq!(plan.equal_compute.paper_units.step, 15_729);
 //! ```
@@ -46,11 +46,11 @@ pub use config::{
     ComputeUnit, ModelShape, Phase1Trainable, PhaseStepRounding, StageEndsOf, Until, GPT2_TOKENS_PER_STEP,
 };
 pub use error::PlanError;
-pub use growth::{Growth, GrowthOptimizer, GrowthRewarmup, Placement};
+pub use growth::{init_rules, Growth, GrowthOptimizer, GrowthRewarmup, InitRule, Placement};
 pub use method::{Method, MethodSpec, METHODS};
 pub use plan::{
     backward_ratio_from_times, round_half_up, Compute, EqualCompute, EqualComputeTargets, LayerGrowth, Phase, Plan,
     Segment, StagePlan, StepInfo,
 };
-pub use schedule::IncrementalSchedule;
+pub use schedule::{IncrementalSchedule, StageLayers};
 pub use split::split_layers;

@@ -151,7 +151,7 @@ mod tests {
     }
 
     fn plan(stages: u32) -> Plan {
-        let schedule = IncrementalSchedule { stages, ..Default::default() };
+        let schedule = IncrementalSchedule::even(stages);
         Plan::incremental(&ModelShape::gpt2_124m(), crate::GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default())
             .unwrap()
     }

@@ -112,6 +112,12 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// The growth of the model at this segment's first step: a stage after the first adding
+    /// blocks (to a model of none, too). Stage 1's `grows` starts the model: no growth.
+    pub fn growth(&self) -> Option<LayerGrowth> {
+        self.grows.filter(|g| self.stage > 1 && g.to_layers > g.from_layers)
+    }
+
     /// Last step of the segment (inclusive); `first_step - 1` when empty.
     pub fn last_step(&self) -> u64 {
         self.first_step + self.steps - 1
@@ -263,7 +269,7 @@ impl Plan {
         // The paper's closed form describes its even schedule only.
         plan.closed_form_equal_compute = schedule.is_even(shape.blocks()).then(|| {
             closed_form::equal_compute_step(
-                schedule.stages,
+                schedule.stages(),
                 base_steps as f64,
                 schedule.incremental_steps(base_steps) as f64,
                 schedule.backward_ratio,
@@ -286,14 +292,14 @@ impl Plan {
         until: Until,
     ) -> Result<Plan, PlanError> {
         let build = |steps: u64| Plan::stages(shape, tokens_per_step, base_steps, schedule, steps, steps);
-        let probe = build((base_steps * 16).max(u64::from(schedule.stages) * 64))?;
+        let probe = build((base_steps * 16).max(u64::from(schedule.stages()) * 64))?;
         // The run length whose compute in `unit` comes closest to `target` (compute grows by about
         // `target / estimate` per step; the stages' rounding moves it by a step or two).
         let length = |unit: ComputeUnit, target: f64| -> Result<u64, PlanError> {
             let per_step = probe.cumulative(probe.total_steps()).get(unit) / probe.total_steps() as f64;
-            let estimate = round_half_up(target / per_step).max(u64::from(schedule.stages));
+            let estimate = round_half_up(target / per_step).max(u64::from(schedule.stages()));
             let mut best = (f64::INFINITY, estimate);
-            for steps in estimate.saturating_sub(3).max(u64::from(schedule.stages))..=estimate + 3 {
+            for steps in estimate.saturating_sub(3).max(u64::from(schedule.stages()))..=estimate + 3 {
                 let plan = build(steps)?;
                 let miss = (plan.cumulative(steps).get(unit) - target).abs();
                 if miss < best.0 {
@@ -342,7 +348,7 @@ impl Plan {
         for (index, (&added, &(phase1_steps, phase2_steps))) in layer_split.iter().zip(&phase_steps).enumerate() {
             let stage = index as u32 + 1;
             if phase1_steps + phase2_steps == 0 {
-                return Err(PlanError::TooFewSteps { steps: total, stages: schedule.stages });
+                return Err(PlanError::TooFewSteps { steps: total, stages: schedule.stages() });
             }
             let first_new = active;
             let grows = Some(LayerGrowth { from_layers: active, to_layers: active + added });
@@ -572,7 +578,7 @@ fn equal_compute_exact(
 /// Whole (phase 1, phase 2) steps of every stage when the stages fill `total` steps and the
 /// stage ends are shares of `scale` steps.
 fn phase_step_counts(schedule: &IncrementalSchedule, total: u64, scale: u64) -> Vec<(u64, u64)> {
-    let stages = u64::from(schedule.stages);
+    let stages = u64::from(schedule.stages());
     let total_steps = total;
     let total = total as f64;
     let p = schedule.phase1_share;
@@ -661,7 +667,7 @@ mod tests {
     use approx::assert_relative_eq;
 
     fn paper_plan(stages: u32) -> Plan {
-        let schedule = IncrementalSchedule { stages, ..IncrementalSchedule::default() };
+        let schedule = IncrementalSchedule::even(stages);
         Plan::incremental(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap()
     }
 
@@ -727,7 +733,7 @@ mod tests {
     #[test]
     fn the_even_depth_list_is_the_papers_schedule() {
         for stages in [4, 8, 12] {
-            let shorthand = IncrementalSchedule { stages, ..Default::default() };
+            let shorthand = IncrementalSchedule::even(stages);
             let list = IncrementalSchedule::with_layers(shorthand.depths(12));
             let plan = |s: &IncrementalSchedule| {
                 Plan::incremental(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 10_000, s, Until::default()).unwrap()
@@ -750,7 +756,7 @@ mod tests {
 
     #[test]
     fn reference_floor_phase_steps_run_9984_steps_for_12_stages() {
-        let schedule = IncrementalSchedule { stages: 12, phase_steps: PhaseStepRounding::Floor, ..Default::default() };
+        let schedule = IncrementalSchedule { phase_steps: PhaseStepRounding::Floor, ..IncrementalSchedule::even(12) };
         let plan =
             Plan::incremental(&ModelShape::gpt2_124m(), GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::Steps(9_984))
                 .unwrap();
@@ -798,10 +804,9 @@ mod tests {
     fn growing_context_and_batch_is_charged_per_stage() {
         let shape = ModelShape::gpt2_124m();
         let schedule = IncrementalSchedule {
-            stages: 4,
             stage_context: vec![256, 512, 1024, 1024],
             stage_tokens_per_step: vec![131_072, 262_144, 524_288, 524_288],
-            ..Default::default()
+            ..IncrementalSchedule::even(4)
         };
         let plan = Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &schedule, Until::default()).unwrap();
         let first = plan.step(1).unwrap();
@@ -810,17 +815,12 @@ mod tests {
         assert_relative_eq!(first.compute.paper_units, 0.25 * (3.0 + 3.0) / 24.0);
         assert_eq!(plan.segment_of(1).unwrap().context, 256);
         // Cheaper stages leave more continual steps before equal compute.
-        let plain = Plan::incremental(
-            &shape,
-            GPT2_TOKENS_PER_STEP,
-            10_000,
-            &IncrementalSchedule { stages: 4, ..Default::default() },
-            Until::default(),
-        )
-        .unwrap();
+        let plain =
+            Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &IncrementalSchedule::even(4), Until::default())
+                .unwrap();
         assert!(plan.equal_compute.flops.exact > plain.equal_compute.flops.exact);
         assert_eq!(plan.cumulative(2).tokens, 2 * 131_072);
-        let bad = IncrementalSchedule { stages: 4, stage_context: vec![256, 2048, 1024, 1024], ..Default::default() };
+        let bad = IncrementalSchedule { stage_context: vec![256, 2048, 1024, 1024], ..IncrementalSchedule::even(4) };
         assert!(matches!(
             Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &bad, Until::default()),
             Err(PlanError::BadStageList { .. })
@@ -883,7 +883,7 @@ mod tests {
         let half = Until::Budget { multiple: 0.5, unit: ComputeUnit::PaperUnits };
         assert_eq!(Plan::full_model(&shape, GPT2_TOKENS_PER_STEP, 12, 1000, half).unwrap().total_steps(), 500);
         // An incremental run to twice the budget: its equal-compute step plus a budget of full steps.
-        let schedule = IncrementalSchedule { stages: 4, ..Default::default() };
+        let schedule = IncrementalSchedule::even(4);
         let inc = Plan::incremental(
             &shape,
             GPT2_TOKENS_PER_STEP,
@@ -896,7 +896,7 @@ mod tests {
         // Even when the last stage's steps are cheaper than full ones (all of phase 1, frozen
         // layers), the steps after the stages are full: twice the budget is spent, to a step.
         for unit in [ComputeUnit::PaperUnits, ComputeUnit::Flops] {
-            let cheap_last_stage = IncrementalSchedule { stages: 4, phase1_share: 1.0, ..Default::default() };
+            let cheap_last_stage = IncrementalSchedule { phase1_share: 1.0, ..IncrementalSchedule::even(4) };
             let twice = Until::Budget { multiple: 2.0, unit };
             let inc = Plan::incremental(&shape, GPT2_TOKENS_PER_STEP, 10_000, &cheap_last_stage, twice).unwrap();
             let spent = inc.cumulative(inc.total_steps()).get(unit);

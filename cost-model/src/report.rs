@@ -46,61 +46,44 @@ pub struct CostReport {
 }
 
 /// The inputs of a [`CostReport`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "InputsJson")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostInputs {
-    pub shape: ModelShape,
-    /// Tokens of one full step.
-    pub tokens_per_step: u64,
+    pub shape: CostShape,
     pub schedule: BudgetedSchedule,
 }
 
-/// `inputs` as the interface spells it (see [`CostInputs`]'s `Serialize`).
-#[derive(Deserialize)]
-struct InputsJson {
-    shape: ShapeJson,
-    schedule: BudgetedSchedule,
+/// The model and its step as the cost model reads them: `cost`'s model flags, and `inputs.shape`
+/// of its JSON. No `heads`: no cost depends on them ([`CostShape::model`] assumes GPT-2's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct CostShape {
+    /// Transformer layers L of the full model.
+    #[arg(long, default_value_t = 12, help_heading = "Model (FLOP model)")]
+    pub layers: usize,
+    /// Residual width d.
+    #[arg(long, default_value_t = 768, help_heading = "Model (FLOP model)")]
+    pub d_model: usize,
+    /// Context length T.
+    #[arg(long, default_value_t = 1024, help_heading = "Model (FLOP model)")]
+    pub context: usize,
+    /// Vocabulary size V (padded).
+    #[arg(long, default_value_t = 50_304, help_heading = "Model (FLOP model)")]
+    pub vocab: usize,
+    /// Tokens per optimizer step.
+    #[arg(long, default_value_t = 524_288, help_heading = "Model (FLOP model)")]
+    pub tokens_per_step: u64,
 }
 
-#[derive(Deserialize)]
-struct ShapeJson {
-    layers: usize,
-    d_model: usize,
-    context: usize,
-    vocab: usize,
-    tokens_per_step: u64,
-}
-
-impl TryFrom<InputsJson> for CostInputs {
-    type Error = String;
-    fn try_from(json: InputsJson) -> Result<Self, String> {
-        let s = json.shape;
-        // Heads as `cost` assumes them: GPT-2's 64-wide ones (no cost depends on them).
-        let shape = ModelShape {
-            layers: s.layers,
-            heads: (s.d_model / 64).max(1),
-            d_model: s.d_model,
-            context: s.context,
-            vocab: s.vocab,
-        };
-        Ok(CostInputs { shape, tokens_per_step: s.tokens_per_step, schedule: json.schedule })
+impl CostShape {
+    /// What the cost model reads of `model` trained on `tokens_per_step` tokens a step.
+    pub fn of(model: &ModelShape, tokens_per_step: u64) -> CostShape {
+        let ModelShape { layers, d_model, context, vocab, .. } = *model;
+        CostShape { layers, d_model, context, vocab, tokens_per_step }
     }
-}
 
-impl Serialize for CostInputs {
-    /// The interface's `shape` is what the FLOP model reads of the model and its step:
-    /// `layers, d_model, context, vocab, tokens_per_step` (no `heads`, which no cost depends on).
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let m = &self.shape;
-        let shape = serde_json::json!({
-            "layers": m.layers, "d_model": m.d_model, "context": m.context, "vocab": m.vocab,
-            "tokens_per_step": self.tokens_per_step,
-        });
-        let mut out = serializer.serialize_struct("CostInputs", 2)?;
-        out.serialize_field("shape", &shape)?;
-        out.serialize_field("schedule", &self.schedule)?;
-        out.end()
+    /// The model, its heads GPT-2's 64-wide ones (no cost depends on them).
+    pub fn model(&self) -> ModelShape {
+        let CostShape { layers, d_model, context, vocab, .. } = *self;
+        ModelShape { layers, heads: (d_model / 64).max(1), d_model, context, vocab }
     }
 }
 
@@ -159,8 +142,7 @@ impl CostReport {
         let target = plan.equal_compute_in(unit);
         CostReport {
             inputs: CostInputs {
-                shape,
-                tokens_per_step: full.tokens,
+                shape: CostShape::of(&shape, full.tokens),
                 schedule: BudgetedSchedule { base_steps: plan.base_steps, schedule: schedule.clone() },
             },
             model: unit,
@@ -252,6 +234,11 @@ mod tests {
                 "tokens"
             ]
         );
+        // The model as the cost reads it: no heads (they come back as GPT-2's 64-wide ones).
+        let shape: Vec<&str> = value["inputs"]["shape"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(shape, ["context", "d_model", "layers", "tokens_per_step", "vocab"]);
+        assert_eq!(value["inputs"]["shape"]["tokens_per_step"], 524_288);
+        assert_eq!(report.inputs.shape.model(), ModelShape::gpt2_124m());
         assert_eq!(value["inputs"]["schedule"]["base_steps"], 10_000);
         assert_eq!(value["inputs"]["schedule"]["stages"], 4);
         assert_eq!(value["equal_compute_step"], 14_688);

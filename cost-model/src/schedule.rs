@@ -23,16 +23,10 @@ use crate::{ModelShape, Phase1Trainable, PhaseStepRounding, PlanError, StageEnds
 #[command(next_help_heading = "Incremental schedule")]
 #[serde(default)]
 pub struct IncrementalSchedule {
-    /// Number of stages S; each adds about L/S blocks (uneven splits are spread out and stated).
-    /// The shorthand of an even `--stage-layers`; with a list, the list's length.
-    #[arg(long, default_value_t = 4, conflicts_with = "stage_layers")]
-    pub stages: u32,
-    /// Active blocks at the end of each stage, e.g. 1,12 or 6,12 or 3,6,9,12 (default: the even
-    /// split of --stages). The last is the model's depth; the first may be 0 (embeddings and head
-    /// alone).
-    #[arg(long, value_delimiter = ',', value_name = "L1,L2,...")]
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stage_layers: Vec<u32>,
+    /// The depth at the end of each stage: S even stages, or a list (`--stages`, `--stage-layers`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub stage_layers: StageLayers,
     /// Where each stage but the last ends, as a share of the base steps, e.g. 0.8 for two stages
     /// (default: the paper's even split of the incremental steps). The last stage ends where the
     /// incremental steps do (`incremental_share`).
@@ -77,8 +71,7 @@ pub struct IncrementalSchedule {
 impl Default for IncrementalSchedule {
     fn default() -> Self {
         IncrementalSchedule {
-            stages: 4,
-            stage_layers: Vec::new(),
+            stage_layers: StageLayers::default(),
             stage_ends: Vec::new(),
             stage_ends_of: StageEndsOf::Base,
             incremental_share: 1.0,
@@ -92,42 +85,145 @@ impl Default for IncrementalSchedule {
     }
 }
 
-impl IncrementalSchedule {
-    /// The schedule of these active depths (`stages` follows the list).
-    pub fn with_layers(stage_layers: Vec<u32>) -> IncrementalSchedule {
-        IncrementalSchedule { stages: stage_layers.len() as u32, stage_layers, ..IncrementalSchedule::default() }
+/// The active blocks at the end of each stage: the paper's S even stages of whatever depth the
+/// model has, or a list. Written (in `run.json`, design files and on the command line) as
+/// `stages = S`, or `stage_layers = [1, 12]` beside `stages` = its length ([`StageKeys`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StageKeys", into = "StageKeys")]
+pub enum StageLayers {
+    /// S even stages, each adding about L/S blocks (uneven splits spread out: [`crate::split`]).
+    Even(u32),
+    /// The active blocks at the end of each stage, e.g. [1, 12] or [3, 6, 9, 12]: the last is
+    /// the model's depth, the first may be 0 (embeddings and head alone).
+    Listed(Vec<u32>),
+}
+
+/// Stages of the paper's schedule when none are given.
+const DEFAULT_STAGES: u32 = 4;
+
+impl Default for StageLayers {
+    /// The paper's 4 stages.
+    fn default() -> Self {
+        StageLayers::Even(DEFAULT_STAGES)
+    }
+}
+
+impl StageLayers {
+    /// The listed depths, if the stages are a list.
+    pub fn listed(&self) -> Option<&[u32]> {
+        match self {
+            StageLayers::Even(_) => None,
+            StageLayers::Listed(depths) => Some(depths),
+        }
     }
 
-    /// `stages` set from `stage_layers` when there is a list (what the command line and a
-    /// design file leave to be inferred): call once where a schedule comes in.
-    pub fn normalised(mut self) -> IncrementalSchedule {
-        if !self.stage_layers.is_empty() {
-            self.stages = self.stage_layers.len() as u32;
+    /// True when no list is given (the even stages): what `--stage-layers` left empty. Kept for
+    /// callers written when this was the list; [`StageLayers::listed`] says the same.
+    pub fn is_empty(&self) -> bool {
+        self.listed().is_none()
+    }
+}
+
+/// How [`StageLayers`] is spelled: `stages` and `stage_layers`, as `run.json` always had them
+/// (`stages` written as the list's length when there is one) and as the flags are named.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct StageKeys {
+    /// Number of stages S; each adds about L/S blocks (uneven splits are spread out and stated).
+    /// The shorthand of an even `--stage-layers`; with a list, the list's length.
+    #[arg(long, default_value = "4", conflicts_with = "stage_layers")] // DEFAULT_STAGES
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stages: Option<u32>,
+    /// Active blocks at the end of each stage, e.g. 1,12 or 6,12 or 3,6,9,12 (default: the even
+    /// split of --stages). The last is the model's depth; the first may be 0 (embeddings and head
+    /// alone).
+    #[arg(long, value_delimiter = ',', value_name = "L1,L2,...")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    stage_layers: Vec<u32>,
+}
+
+impl TryFrom<StageKeys> for StageLayers {
+    type Error = String;
+    /// A list whose length is not `stages` is refused (a file that says both must agree).
+    fn try_from(count: StageKeys) -> Result<Self, String> {
+        match (count.stages, count.stage_layers) {
+            (stages, depths) if depths.is_empty() => Ok(StageLayers::Even(stages.unwrap_or(DEFAULT_STAGES))),
+            (Some(stages), depths) if stages as usize != depths.len() => Err(format!(
+                "stage_layers: {} depths for stages = {stages} (leave stages out: the list's length is the stages)",
+                depths.len()
+            )),
+            (_, depths) => Ok(StageLayers::Listed(depths)),
         }
-        self
+    }
+}
+
+impl From<StageLayers> for StageKeys {
+    fn from(layers: StageLayers) -> StageKeys {
+        match layers {
+            StageLayers::Even(stages) => StageKeys { stages: Some(stages), stage_layers: Vec::new() },
+            StageLayers::Listed(depths) => StageKeys { stages: Some(depths.len() as u32), stage_layers: depths },
+        }
+    }
+}
+
+/// On the command line: `--stages` and `--stage-layers` (clap refuses both at once; `--stages`'s
+/// default does not count beside a list).
+impl clap::FromArgMatches for StageLayers {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let count = StageKeys::from_arg_matches(matches)?;
+        Ok(match count.stage_layers.is_empty() {
+            true => StageLayers::Even(count.stages.unwrap_or(DEFAULT_STAGES)),
+            false => StageLayers::Listed(count.stage_layers),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for StageLayers {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        StageKeys::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        StageKeys::augment_args_for_update(cmd)
+    }
+}
+
+impl IncrementalSchedule {
+    /// The paper's schedule of `stages` even stages.
+    pub fn even(stages: u32) -> IncrementalSchedule {
+        IncrementalSchedule { stage_layers: StageLayers::Even(stages), ..IncrementalSchedule::default() }
+    }
+
+    /// The schedule of these active depths.
+    pub fn with_layers(stage_layers: Vec<u32>) -> IncrementalSchedule {
+        IncrementalSchedule { stage_layers: StageLayers::Listed(stage_layers), ..IncrementalSchedule::default() }
+    }
+
+    /// The number of stages: the even schedule's S, or the list's length.
+    pub fn stages(&self) -> u32 {
+        match &self.stage_layers {
+            StageLayers::Even(stages) => *stages,
+            StageLayers::Listed(depths) => depths.len() as u32,
+        }
     }
 
     /// True for the paper's schedule on a model of `layers` blocks: even stages over evenly split
     /// incremental steps (however it was written).
     pub fn is_even(&self, layers: u32) -> bool {
-        let even = IncrementalSchedule { stage_layers: Vec::new(), ..self.clone() };
-        self.stage_ends.is_empty()
-            && self.stage_ends_of == StageEndsOf::Base
-            && (self.stage_layers.is_empty() || self.stage_layers == even.depths(layers))
+        let even = crate::split::even_depths(layers, self.stages());
+        self.stage_ends.is_empty() && self.stage_ends_of == StageEndsOf::Base && self.depths(layers) == even
     }
 
     /// Active blocks at the end of each stage of a model of `layers` blocks.
     pub fn depths(&self, layers: u32) -> Vec<u32> {
-        if !self.stage_layers.is_empty() {
-            return self.stage_layers.clone();
+        match &self.stage_layers {
+            StageLayers::Even(stages) => crate::split::even_depths(layers, *stages),
+            StageLayers::Listed(depths) => depths.clone(),
         }
-        crate::split::split_layers(layers, self.stages)
-            .into_iter()
-            .scan(0, |active, added| {
-                *active += added;
-                Some(*active)
-            })
-            .collect()
     }
 
     /// Incremental steps `T_inc = round(share · base_steps)`.
@@ -152,11 +248,13 @@ impl IncrementalSchedule {
         if layers == 0 {
             return Err(PlanError::NoLayers);
         }
-        if self.stages == 0 {
+        if self.stages() == 0 {
             return Err(PlanError::NoStages { layers });
         }
-        if self.stage_layers.is_empty() && self.stages > layers {
-            return Err(PlanError::MoreStagesThanLayers { stages: self.stages, layers });
+        if let StageLayers::Even(stages) = self.stage_layers {
+            if stages > layers {
+                return Err(PlanError::MoreStagesThanLayers { stages, layers });
+            }
         }
         self.validate_depths(layers)?;
         if !(self.backward_ratio.is_finite() && self.backward_ratio >= 0.0) {
@@ -172,8 +270,8 @@ impl IncrementalSchedule {
             return Err(PlanError::NoBaseSteps);
         }
         let steps = self.incremental_steps(base_steps);
-        if steps < u64::from(self.stages) {
-            return Err(PlanError::TooFewSteps { steps, stages: self.stages });
+        if steps < u64::from(self.stages()) {
+            return Err(PlanError::TooFewSteps { steps, stages: self.stages() });
         }
         if self.stage_ends_of == StageEndsOf::Run && self.incremental_share != 1.0 {
             let reason = "stage_ends_of = run: the stages fill the whole run; leave incremental_share at 1".into();
@@ -185,18 +283,8 @@ impl IncrementalSchedule {
 
     /// Rejects a depth list that does not grow to the model's `layers` one stage at a time.
     fn validate_depths(&self, layers: u32) -> Result<(), PlanError> {
-        let depths = &self.stage_layers;
-        if depths.is_empty() {
-            return Ok(());
-        }
+        let StageLayers::Listed(depths) = &self.stage_layers else { return Ok(()) };
         let bad = |reason: String| Err(PlanError::BadStageList { list: StageList::Layers, reason });
-        if depths.len() != self.stages as usize {
-            return bad(format!(
-                "{} depths for stages = {} (leave stages out: the list's length is the stages)",
-                depths.len(),
-                self.stages
-            ));
-        }
         if depths.last() != Some(&layers) {
             return bad(format!(
                 "the last stage must reach the model's {layers} layers, not {}",
@@ -217,11 +305,11 @@ impl IncrementalSchedule {
             return Ok(());
         }
         let bad = |reason: String| Err(PlanError::BadStageList { list: StageList::Ends, reason });
-        if ends.len() + 1 != self.stages as usize {
+        if ends.len() + 1 != self.stages() as usize {
             return bad(format!(
                 "{} ends for {} stages (the last stage ends with the incremental steps)",
                 ends.len(),
-                self.stages
+                self.stages()
             ));
         }
         if self.phase_steps == PhaseStepRounding::Floor {
@@ -245,7 +333,7 @@ impl IncrementalSchedule {
     /// steps and `stage_ends` are shares of `scale` steps (the base steps, or the run's own).
     pub fn stage_bounds(&self, scale: u64, total: u64) -> Vec<(f64, f64)> {
         let total = total as f64;
-        let stages = self.stages as usize;
+        let stages = self.stages() as usize;
         if self.stage_ends.is_empty() {
             // The paper's even split, as (s + offset)·total/S: bit for bit what runs had.
             return (0..stages)
@@ -267,8 +355,8 @@ impl IncrementalSchedule {
             if values.is_empty() {
                 continue;
             }
-            if values.len() != self.stages as usize {
-                let reason = format!("{} values for {} stages", values.len(), self.stages);
+            if values.len() != self.stages() as usize {
+                let reason = format!("{} values for {} stages", values.len(), self.stages());
                 return Err(PlanError::BadStageList { list, reason });
             }
             if let Some(bad) = values.iter().find(|&&v| v == 0 || limit.is_some_and(|l| v > l)) {
@@ -336,17 +424,17 @@ mod tests {
     fn a_depth_list_sets_the_stages_and_conflicts_with_the_shorthand() {
         let parsed = Cli::try_parse_from(["x", "--stage-layers", "1,12", "--stage-ends", "0.8", "--phase1-share", "0"])
             .unwrap()
-            .schedule
-            .normalised();
+            .schedule;
         assert_eq!(
-            (parsed.stages, parsed.stage_layers.clone(), parsed.stage_ends.clone()),
-            (2, vec![1, 12], vec![0.8])
+            (parsed.stages(), parsed.stage_layers.clone(), parsed.stage_ends.clone()),
+            (2, StageLayers::Listed(vec![1, 12]), vec![0.8])
         );
         assert_eq!(parsed.depths(12), vec![1, 12]);
         assert!(parsed.validate(&ModelShape::gpt2_124m(), 10_000).is_ok());
         assert!(Cli::try_parse_from(["x", "--stages", "4", "--stage-layers", "1,12"]).is_err());
+        assert_eq!(Cli::try_parse_from(["x", "--stages", "8"]).unwrap().schedule, IncrementalSchedule::even(8));
         // The shorthand's depths are the even split.
-        assert_eq!(IncrementalSchedule { stages: 8, ..Default::default() }.depths(12), vec![2, 3, 5, 6, 8, 9, 11, 12]);
+        assert_eq!(IncrementalSchedule::even(8).depths(12), vec![2, 3, 5, 6, 8, 9, 11, 12]);
         // Lists that cannot grow a 12-layer model, each refused naming its field.
         let shape = ModelShape::gpt2_124m();
         for (layers, ends) in [
@@ -360,19 +448,35 @@ mod tests {
             let field = s.validate(&shape, 10_000).unwrap_err().field();
             assert!(field == "stage_layers" || field == "stage_ends", "{s:?}: {field}");
         }
-        let unnormalised = IncrementalSchedule { stage_layers: vec![1, 12], ..Default::default() };
-        assert_eq!(unnormalised.validate(&shape, 10_000).unwrap_err().field(), "stage_layers");
     }
 
     #[test]
     fn serialises_each_knob_under_its_flag_name() {
-        let text = serde_json::to_string(&IncrementalSchedule { stages: 8, ..Default::default() }).unwrap();
+        let text = serde_json::to_string(&IncrementalSchedule::even(8)).unwrap();
         for key in ["stages", "incremental_share", "phase1_share", "backward_ratio", "phase_steps", "phase1_trainable"]
         {
             assert!(text.contains(&format!("\"{key}\"")), "{key} missing from {text}");
         }
         assert!(!text.contains("stage_context"), "empty lists are left out: {text}");
         let back: IncrementalSchedule = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.stages, 8);
+        assert_eq!(back.stages(), 8);
+    }
+
+    #[test]
+    fn the_stage_count_is_written_as_before_and_read_from_the_list() {
+        // A list is written with its length beside it, as `run.json` always had it.
+        let listed = IncrementalSchedule::with_layers(vec![1, 12]);
+        let text = serde_json::to_string(&listed).unwrap();
+        assert!(text.starts_with(r#"{"stages":2,"stage_layers":[1,12],"#), "{text}");
+        assert_eq!(serde_json::from_str::<IncrementalSchedule>(&text).unwrap(), listed);
+        let even = serde_json::to_string(&IncrementalSchedule::even(4)).unwrap();
+        assert!(even.starts_with(r#"{"stages":4,"incremental_share""#), "{even}");
+        // Read: either key alone, or both when they agree.
+        let read = |json: &str| serde_json::from_str::<IncrementalSchedule>(json).map(|s| s.stage_layers);
+        assert_eq!(read(r#"{"stage_layers":[1,12]}"#).unwrap(), StageLayers::Listed(vec![1, 12]));
+        assert_eq!(read(r#"{"stages":3}"#).unwrap(), StageLayers::Even(3));
+        assert_eq!(read("{}").unwrap(), StageLayers::Even(4));
+        let err = read(r#"{"stages":3,"stage_layers":[1,12]}"#).unwrap_err().to_string();
+        assert!(err.contains("2 depths for stages = 3 (leave stages out"), "{err}");
     }
 }

@@ -13,6 +13,17 @@ pub fn split_layers(layers: u32, stages: u32) -> Vec<u32> {
     (1..=s).map(|i| (active_after(i) - active_after(i - 1)) as u32).collect()
 }
 
+/// Active layers at the end of each of `stages` even stages of `layers` ([`split_layers`] summed).
+pub fn even_depths(layers: u32, stages: u32) -> Vec<u32> {
+    split_layers(layers, stages)
+        .into_iter()
+        .scan(0, |active, added| {
+            *active += added;
+            Some(*active)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 use approx::assert_relative_eq;
 use cost_model::{
     closed_form, split_layers, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
-    Until, GPT2_TOKENS_PER_STEP,
+    StageLayers, Until, GPT2_TOKENS_PER_STEP,
 };
 use proptest::prelude::*;
 
@@ -50,13 +50,12 @@ fn any_schedule() -> impl Strategy<Value = (u32, Schedule)> {
         )
             .prop_map(|(layers, stages, base_steps, r, p, share, phase_steps, phase1_trainable, list)| {
                 let even = IncrementalSchedule {
-                    stages,
                     incremental_share: share,
                     phase1_share: p,
                     backward_ratio: r,
                     phase_steps,
                     phase1_trainable,
-                    ..Default::default()
+                    ..IncrementalSchedule::even(stages)
                 };
                 let stages = match list {
                     None => even,
@@ -74,7 +73,8 @@ fn any_schedule() -> impl Strategy<Value = (u32, Schedule)> {
                         IncrementalSchedule {
                             stage_ends: ends,
                             phase_steps: PhaseStepRounding::Exact,
-                            ..IncrementalSchedule { stage_layers: depths, ..even }.normalised()
+                            stage_layers: StageLayers::Listed(depths),
+                            ..even
                         }
                     }
                 };
@@ -101,7 +101,7 @@ fn closed_form_equals_summed_stage_costs_for_every_divisor() {
         for stages in (1..=layers).filter(|s| layers % s == 0) {
             for r in [0.0, 1.0, 1.78, 2.0] {
                 // Base steps divisible by 2S, so the whole-step phases are exactly the fractional ones.
-                let schedule = IncrementalSchedule { stages, backward_ratio: r, ..Default::default() };
+                let schedule = IncrementalSchedule { backward_ratio: r, ..IncrementalSchedule::even(stages) };
                 let plan =
                     Plan::incremental(&shape(layers), GPT2_TOKENS_PER_STEP, 24 * 500, &schedule, Until::default())
                         .unwrap();
@@ -122,7 +122,7 @@ proptest! {
         k in 1u32..=6, stages in 1u32..=12, m in 1u64..=400, r in 0.0f64..4.0
     ) {
         let layers = k * stages;
-        let schedule = IncrementalSchedule { stages, backward_ratio: r, ..Default::default() };
+        let schedule = IncrementalSchedule { backward_ratio: r, ..IncrementalSchedule::even(stages) };
         let plan = Plan::incremental(&shape(layers), GPT2_TOKENS_PER_STEP, 2 * u64::from(stages) * m, &schedule, Until::default()).unwrap();
         prop_assert!((plan.equal_compute.paper_units.exact - plan.closed_form_equal_compute.unwrap()).abs() < 1e-6);
     }
@@ -144,7 +144,7 @@ proptest! {
         prop_assert!(high.equal_compute.paper_units.exact >= low.equal_compute.paper_units.exact - 1e-9);
         let closed = |s: &Schedule| {
             let s = &s.stages;
-            closed_form::equal_compute_step(s.stages, 1e4, 1e4, s.backward_ratio, s.phase1_share)
+            closed_form::equal_compute_step(s.stages(), 1e4, 1e4, s.backward_ratio, s.phase1_share)
         };
         prop_assert!(closed(&higher) >= closed(&schedule) - 1e-9);
     }

@@ -310,6 +310,36 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// The field names `T`'s derived `Deserialize` reads (serde hands them to `deserialize_struct`):
+/// for the config, every settable top-level key, with those `run.json` leaves out at their
+/// defaults. A new field is a key without a list to edit.
+fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    /// A deserializer that records the fields it is asked for, and reads nothing.
+    struct Fields(&'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("field names only"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(serde::de::Error::custom("field names only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields = Fields(&[]);
+    let _ = T::deserialize(&mut fields);
+    fields.0
+}
+
 /// The `--set` key that `loss_kernel` replaced: a number of tokens, 0 for PyTorch's cross_entropy.
 const OLD_LOSS_KEY: &str = "loss_chunk_tokens";
 
@@ -424,21 +454,21 @@ impl TrainConfig {
             bail!("--set {assignment}: the HellaSwag file is an input of the evaluation, not a config key; pass --hellaswag {raw}");
         }
         let mut root = serde_json::to_value(&*self)?;
-        // Keys left out of run.json at their defaults are keys all the same.
-        if let Some(object) = root.as_object_mut() {
-            object.entry("cuda_graphs").or_insert(Value::Bool(self.cuda_graphs));
-            object.entry("keep_checkpoints").or_insert(Value::from(self.keep_checkpoints));
-            object.entry("deterministic").or_insert(Value::Bool(self.deterministic));
-            object.entry("sdpa_backend").or_insert(serde_json::to_value(self.sdpa_backend)?);
-            object.entry("cooldown_fraction_of").or_insert(serde_json::to_value(self.cooldown_fraction_of)?);
-            object.entry("tensorboard").or_insert(Value::Bool(self.tensorboard));
-        }
+        // Keys `run.json` leaves out at their defaults are keys all the same: the top level's are
+        // the fields the config's `Deserialize` names; nested ones, those the JSON holds.
+        let top: Vec<String> = field_names::<TrainConfig>().iter().map(|f| f.to_string()).collect();
         let mut slot = &mut root;
-        for part in key.split('.') {
-            let keys = slot.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
-            slot = slot
-                .get_mut(part)
-                .with_context(|| format!("--set {assignment}: unknown key `{key}`; valid keys here: {keys}"))?;
+        for (depth, part) in key.split('.').enumerate() {
+            let object = slot.as_object_mut();
+            let keys = match (depth, &object) {
+                (0, _) => top.clone(),
+                (_, Some(object)) => object.keys().cloned().collect(),
+                (_, None) => Vec::new(),
+            };
+            let (Some(object), true) = (object, keys.iter().any(|k| k == part)) else {
+                bail!("--set {assignment}: unknown key `{key}`; valid keys here: {}", keys.join(", "));
+            };
+            slot = object.entry(part).or_insert(Value::Null);
         }
         *slot = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
         *self = serde_json::from_value(root).with_context(|| format!("--set {assignment}: wrong type for `{key}`"))?;
@@ -626,10 +656,47 @@ mod tests {
         assert_eq!((c.model.d_model, c.grad_clip, c.adamw.beta2), (128, None, 0.99));
         assert_eq!(c.data_dir, PathBuf::from("elsewhere"));
         assert!(c.set("model.depth=3").unwrap_err().to_string().contains("unknown key `model.depth`"));
+        // Unknown keys name the valid ones, those run.json leaves out at their defaults too.
+        let top = c.set("depth=3").unwrap_err().to_string();
+        for key in ["preset", "model", "steps", "cuda_graphs", "keep_checkpoints", "sdpa_backend", "tensorboard"] {
+            assert!(top.contains(&format!(" {key},")) || top.ends_with(key), "{key}: {top}");
+        }
+        assert!(c.set("model.d_model.x=3").unwrap_err().to_string().contains("unknown key `model.d_model.x`"));
+        assert!(c.set("cuda_graphs.x=3").unwrap_err().to_string().contains("unknown key `cuda_graphs.x`"));
         assert!(c.set("steps=many").is_err());
         assert!(c.set("steps").is_err());
         let moved = c.set("hellaswag=h.jsonl").unwrap_err().to_string();
         assert!(moved.contains("--hellaswag h.jsonl"), "{moved}");
+    }
+
+    #[test]
+    fn every_field_of_the_config_is_a_key() {
+        // The keys come from the config's own fields: each one, as run.json writes it with every
+        // default left in, is settable.
+        let c = TrainConfig::preset("tiny").unwrap();
+        let names = field_names::<TrainConfig>();
+        let written = serde_json::to_value(&c).unwrap();
+        let written = written.as_object().unwrap();
+        assert!(written.keys().all(|k| names.contains(&k.as_str())), "{names:?}");
+        // What run.json leaves out at the defaults the tiny preset has.
+        let left_out: [(&str, Value); 5] = [
+            ("keep_checkpoints", 3.into()),
+            ("sdpa_backend", "auto".into()),
+            ("cuda_graphs", true.into()),
+            ("tensorboard", true.into()),
+            ("deterministic", false.into()),
+        ];
+        assert_eq!(names.len(), written.len() + left_out.len(), "{names:?}");
+        for name in names {
+            let value = written
+                .get(*name)
+                .cloned()
+                .or_else(|| left_out.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+            let value = value.unwrap_or_else(|| panic!("{name}: neither written nor a known default"));
+            let mut set = c.clone();
+            set.set(&format!("{name}={value}")).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(set, c, "{name}={value}");
+        }
     }
 
     #[test]

@@ -145,9 +145,9 @@ pub enum HeaderError {
 
 impl RunHeader {
     /// Whether the run evaluates its validation sample: periodically (`val_every`), or at a
-    /// growth, whose line reports the validation loss before and after it.
+    /// growth (from no blocks too), whose line reports the validation loss before and after it.
     pub fn uses_validation(&self) -> bool {
-        self.config.val_every > 0 || self.plan.segments.iter().any(|s| s.grows.is_some_and(|g| g.from_layers > 0))
+        self.config.val_every > 0 || self.plan.segments.iter().any(|s| s.growth().is_some())
     }
 
     /// A header for a run starting now, at the current git commit.
@@ -187,7 +187,7 @@ impl RunHeader {
                 rewarmups.push(Rewarmup { first_step, steps: spec.rewarmup_steps });
             }
             let steps = spec.growth_rewarmup.steps(self.config.warmup_steps);
-            let growths = self.plan.segments.iter().filter(|s| s.stage > 1 && s.grows.is_some());
+            let growths = self.plan.segments.iter().filter(|s| s.growth().is_some());
             rewarmups.extend(growths.filter(|_| steps > 0).map(|s| Rewarmup { first_step: s.first_step, steps }));
         }
         LrSchedule { curve, rewarmups }

@@ -39,7 +39,9 @@ pub use config::{GptShape, LossKernel, TokenizerKind, TrainConfig};
 pub use header::{HeaderError, HellaswagCounts, HellaswagInput, InitSource, Kernels, RunHeader};
 pub use lock::RunLock;
 pub use metrics::{LineKind, MetricsLine, MetricsWriter, Skipped};
-pub use schedule::{BaselineSpec, Growth, GrowthOptimizer, GrowthRewarmup, IncrementalSpec, Placement, ScheduleSpec};
+pub use schedule::{
+    BaselineSpec, Growth, GrowthOptimizer, GrowthRewarmup, IncrementalSpec, InitRule, Placement, ScheduleSpec,
+};
 
 /// The run header's file name.
 pub const HEADER_FILE: &str = "run.json";

@@ -3,7 +3,7 @@
 //! start). The plan, every step's phase, layers and compute, comes from cost_model.
 
 use cost_model::{ComputeUnit, IncrementalSchedule, Plan, PlanError, Until};
-pub use cost_model::{Growth, GrowthOptimizer, GrowthRewarmup, Method, Placement};
+pub use cost_model::{Growth, GrowthOptimizer, GrowthRewarmup, InitRule, Method, Placement};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -98,10 +98,11 @@ impl IncrementalSpec {
         })
     }
 
-    /// The same knobs with the stage count set from a depth list (see
-    /// `IncrementalSchedule::normalised`).
-    pub fn normalised(self) -> IncrementalSpec {
-        IncrementalSpec { stages: self.stages.normalised(), ..self }
+    /// How each block of the stack grown from `from` to `to` active blocks starts (its growth,
+    /// placement and optimizer knobs as rules: `cost_model::growth::init_rules`). A fresh AdamW
+    /// for every parameter (`growth_optimizer = reset`) is the trainer's to do besides.
+    pub fn init_rules(&self, from: usize, to: usize) -> Vec<InitRule> {
+        cost_model::init_rules(self.growth, self.placement, self.growth_optimizer, from, to)
     }
 }
 
@@ -145,11 +146,13 @@ impl ScheduleSpec {
             ScheduleSpec::Baseline(BaselineSpec { budget_layers: None, .. }) => "baseline".into(),
             ScheduleSpec::Baseline(BaselineSpec { budget_layers: Some(_), .. }) => "depth".into(),
             ScheduleSpec::Incremental(IncrementalSpec { method: Some(method), .. }) => method.to_string(),
-            ScheduleSpec::Incremental(spec) if !spec.stages.stage_layers.is_empty() => {
-                let depths: Vec<String> = spec.stages.stage_layers.iter().map(u32::to_string).collect();
-                format!("grow{}", depths.join("-"))
-            }
-            ScheduleSpec::Incremental(spec) => format!("inc{}", spec.stages.stages),
+            ScheduleSpec::Incremental(spec) => match spec.stages.stage_layers.listed() {
+                Some(depths) => {
+                    let depths: Vec<String> = depths.iter().map(u32::to_string).collect();
+                    format!("grow{}", depths.join("-"))
+                }
+                None => format!("inc{}", spec.stages.stages()),
+            },
         }
     }
 
@@ -160,7 +163,7 @@ impl ScheduleSpec {
         let depths: Vec<String> = spec.stages.depths(layers).iter().map(u32::to_string).collect();
         match (&spec.method, spec.stages.is_even(layers)) {
             (Some(method), _) => format!("{method} (depths {})", depths.join(",")),
-            (None, true) => format!("incremental, {} stages", spec.stages.stages),
+            (None, true) => format!("incremental, {} stages", spec.stages.stages()),
             (None, false) => format!("incremental, depths {}", depths.join(",")),
         }
     }
@@ -192,7 +195,7 @@ impl ScheduleSpec {
                 // The paper's even stages grow where the paper puts them (as `paper-s<S>` does).
                 let allowed =
                     spec.allow_growth_in_warmup || (spec.stages.is_even(shape.blocks()) && spec.method.is_none());
-                let early = plan.segments.iter().find(|s| s.stage > 1 && s.grows.is_some() && s.first_step <= warmup);
+                let early = plan.segments.iter().find(|s| s.growth().is_some() && s.first_step <= warmup);
                 if let (Some(early), false) = (early, allowed) {
                     return Err(PlanError::GrowthInWarmup { step: early.first_step, warmup_steps: warmup });
                 }

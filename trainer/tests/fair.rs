@@ -32,7 +32,7 @@ fn lines_of(run: &Path, kind: LineKind) -> Vec<MetricsLine> {
 }
 
 fn incremental(stages: u32, until: Until) -> IncrementalSpec {
-    IncrementalSpec { stages: IncrementalSchedule { stages, ..Default::default() }, until, ..Default::default() }
+    IncrementalSpec { stages: IncrementalSchedule::even(stages), until, ..Default::default() }
 }
 
 #[test]

@@ -2,13 +2,14 @@
 //! function unchanged wherever the new blocks go; `copy` and `stack` start new blocks equal to
 //! the blocks they copy (values, not shared storage); placements order the blocks as
 //! `cost_model::growth` documents; trained blocks keep their optimizer state when they move,
-//! and new blocks start with none.
+//! and new blocks start with none. The trainer applies the rules `init_rules` makes of them,
+//! and any rules it is given.
 
-use cost_model::growth::{copy_source, layout, Slot};
+use cost_model::growth::{copy_source, init_rules, layout, InitRule, Slot};
 use run_dir::{GptShape, Growth, GrowthOptimizer, Placement};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use trainer::engine::growth::grow;
+use trainer::engine::growth;
 use trainer::engine::model::Gpt;
 use trainer::engine::optim::AdamW;
 
@@ -23,6 +24,17 @@ fn tiny() -> (VarStore, Gpt, AdamW) {
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let optimizer = AdamW::new(params, Default::default());
     (vs, model, optimizer)
+}
+
+/// Grow `model` from `old` to `new` blocks by an operator, placement and optimizer choice.
+fn grow(
+    model: &Gpt,
+    optimizer: &AdamW,
+    (g, placement, state): (Growth, Placement, GrowthOptimizer),
+    old: usize,
+    new: usize,
+) {
+    growth::grow(model, optimizer, &init_rules(g, placement, state, old, new));
 }
 
 /// Deep copies of block `i`'s parameters.
@@ -176,4 +188,32 @@ fn growing_from_no_blocks_starts_every_block_from_its_own_values() {
     let before: Vec<Vec<Tensor>> = (0..6).map(|i| values(&fresh, i)).collect();
     grow(&fresh, &optimizer, (Growth::Random, Placement::Interleave, GrowthOptimizer::Fresh), 0, 6);
     assert!((0..6).all(|i| same(&values(&fresh, i), &before[i])));
+}
+
+#[test]
+fn any_rules_given_are_applied_as_they_say() {
+    // Rules no operator makes: trained blocks swapped, a copy with its source's state, a zero block.
+    let (_vs, model, optimizer) = tiny();
+    for i in 0..3 {
+        mark_state(&optimizer, i);
+    }
+    let before: Vec<Vec<Tensor>> = (0..6).map(|i| values(&model, i)).collect();
+    let rules = [
+        InitRule::Trained(1),
+        InitRule::Trained(0),
+        InitRule::Copy { from: 2, state: true },
+        InitRule::Zeros { own: 5 },
+        InitRule::Copy { from: 0, state: false },
+    ];
+    growth::grow(&model, &optimizer, &rules);
+    for (j, from) in [(0, 1), (1, 0), (2, 2), (4, 0)] {
+        assert!(same(&values(&model, j), &before[from]), "position {j} holds block {from}");
+    }
+    let states: Vec<Option<f64>> = (0..5).map(|j| state_value(&optimizer, j)).collect();
+    assert_eq!(states, [Some(2.0), Some(1.0), Some(3.0), Some(0.0), Some(0.0)]);
+    // The zero block: block 5's values but its output projections, which are zero.
+    let outputs = model.block_output_projections(3);
+    assert!(outputs.iter().all(|t| t.abs().sum(Kind::Double).double_value(&[]) == 0.0));
+    let zero = |t: &Tensor| t.abs().sum(Kind::Double).double_value(&[]) == 0.0;
+    assert!(values(&model, 3).iter().zip(&before[5]).all(|(now, was)| now.equal(was) || zero(now)));
 }

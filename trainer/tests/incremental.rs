@@ -32,7 +32,7 @@ fn config(data: &Path, steps: u64) -> TrainConfig {
 }
 
 fn incremental(stages: u32) -> IncrementalSpec {
-    IncrementalSpec { stages: IncrementalSchedule { stages, ..Default::default() }, ..Default::default() }
+    IncrementalSpec { stages: IncrementalSchedule::even(stages), ..Default::default() }
 }
 
 fn train_lines(lines: &[MetricsLine]) -> Vec<&MetricsLine> {
@@ -129,6 +129,35 @@ fn resume_across_stage_boundaries_is_bit_exact() {
     };
     assert_eq!(bits(&straight), bits(&resumed));
     assert_eq!(bits(&straight).len(), 22);
+}
+
+#[test]
+fn a_growth_from_no_blocks_logs_its_growth_line_like_every_other() {
+    // Bu's zero-layer variant (`--stage-layers 0,4 --stage-ends 0.5 --phase1-share 0`), with no
+    // periodic validation: the growth alone asks for the validation sample.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let mut config = config(&data, 12);
+    config.val_every = 0;
+    let spec = IncrementalSpec {
+        stages: IncrementalSchedule {
+            stage_ends: vec![0.5],
+            phase1_share: 0.0,
+            ..IncrementalSchedule::with_layers(vec![0, 4])
+        },
+        until: Until::Steps(12),
+        allow_growth_in_warmup: true,
+        ..Default::default()
+    };
+    let run = dir.path().join("grow0-4");
+    start(&run, config, ScheduleSpec::Incremental(spec), &common::cpu_options(None)).unwrap();
+    let lines = common::read_metrics(&run);
+    let growth: Vec<&MetricsLine> = lines.iter().filter(|l| l.kind == LineKind::Growth).collect();
+    assert_eq!(growth.len(), 1, "{lines:?}");
+    let grew = growth[0];
+    assert_eq!((grew.step, grew.stage, grew.active_layers), (6, 2, 4));
+    assert!(grew.val_loss_before.is_some_and(f64::is_finite) && grew.val_loss.is_some_and(f64::is_finite));
+    assert!(!lines.iter().any(|l| l.kind == LineKind::Val), "no periodic validation");
 }
 
 #[test]

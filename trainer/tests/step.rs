@@ -24,10 +24,8 @@ fn growing(data: &Path) -> (TrainConfig, ScheduleSpec) {
     let mut overrides = common::GROWABLE_MODEL.to_vec();
     overrides.extend(["model.layers=3", "steps=18", "val_every=4", "checkpoint_every=5"]);
     let config = common::tiny_config(data, &overrides);
-    let schedule = ScheduleSpec::Incremental(IncrementalSpec {
-        stages: IncrementalSchedule { stages: 3, ..Default::default() },
-        ..Default::default()
-    });
+    let schedule =
+        ScheduleSpec::Incremental(IncrementalSpec { stages: IncrementalSchedule::even(3), ..Default::default() });
     (config, schedule)
 }
 

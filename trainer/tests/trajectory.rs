@@ -184,7 +184,7 @@ fn write_inputs(c: &TrainConfig, path: &Path) {
 
 fn schedule() -> ScheduleSpec {
     ScheduleSpec::Incremental(IncrementalSpec {
-        stages: IncrementalSchedule { stages: 3, ..Default::default() },
+        stages: IncrementalSchedule::even(3),
         until: Until::Steps(STEPS),
         rewarmup_steps: 4,
         ..Default::default()

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use cost_model::measured::StepTimes;
-use cost_model::report::CostReport;
+use cost_model::report::{CostReport, CostShape};
 use cost_model::{
     backward_ratio_from_times, ComputeUnit, IncrementalSchedule, ModelShape, Phase1Trainable, PhaseStepRounding, Plan,
     PlanError, Until,
@@ -46,21 +46,8 @@ struct Args {
     /// Unit of the equal-compute step --json reports (the table shows both): paper or flops.
     #[arg(long, alias = "model", value_enum, default_value_t = ComputeUnit::PaperUnits)]
     compute_unit: ComputeUnit,
-    /// Transformer layers L of the full model.
-    #[arg(long, default_value_t = 12, help_heading = "Model (FLOP model)")]
-    layers: usize,
-    /// Residual width d.
-    #[arg(long, default_value_t = 768, help_heading = "Model (FLOP model)")]
-    d_model: usize,
-    /// Context length T.
-    #[arg(long, default_value_t = 1024, help_heading = "Model (FLOP model)")]
-    context: usize,
-    /// Vocabulary size V (padded).
-    #[arg(long, default_value_t = 50_304, help_heading = "Model (FLOP model)")]
-    vocab: usize,
-    /// Tokens per optimizer step.
-    #[arg(long, default_value_t = 524_288, help_heading = "Model (FLOP model)")]
-    tokens_per_step: u64,
+    #[command(flatten)]
+    shape: CostShape,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -103,19 +90,16 @@ fn run(args: &Args) -> Result<(), CliError> {
         Some(method) => IncrementalSchedule {
             backward_ratio: args.schedule.backward_ratio,
             phase1_trainable: args.schedule.phase1_trainable,
-            ..method.expand(args.layers as u32).map_err(bad_input)?.schedule
+            ..method.expand(args.shape.layers as u32).map_err(bad_input)?.schedule
         },
-        None => args.schedule.clone().normalised(),
+        None => args.schedule.clone(),
     };
     if let Some((forward, forward_backward)) = args.calibrate {
         schedule.backward_ratio = backward_ratio_from_times(forward, forward_backward).map_err(bad_input)?;
     }
-    // Heads: GPT-2's 64-wide ones (no cost depends on them).
-    let heads = (args.d_model / 64).max(1);
-    let shape =
-        ModelShape { layers: args.layers, heads, d_model: args.d_model, context: args.context, vocab: args.vocab };
+    let shape = args.shape.model();
     let until = Until::EqualCompute(args.compute_unit);
-    let tokens = args.tokens_per_step;
+    let tokens = args.shape.tokens_per_step;
     let plan = Plan::incremental(&shape, tokens, args.base_steps, &schedule, until).map_err(bad_input)?;
     if args.world.is_some() && !(args.link_gb_per_s.is_finite() && args.link_gb_per_s > 0.0) {
         return Err(CliError::bad_input(anyhow::anyhow!(
@@ -203,7 +187,7 @@ fn table_report(
         out,
         "{} layers in {} stages ({split}); base budget {} steps, {} incremental steps",
         shape.layers,
-        schedule.stages,
+        schedule.stages(),
         thousands(plan.base_steps),
         thousands(plan.incremental_steps)
     )?;

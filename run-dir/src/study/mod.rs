@@ -1,7 +1,8 @@
 //! A study's design: which arms, seeds and budgets answer *does growing a transformer layer by
 //! layer save compute?* (`train study` runs it; the report reads it).
 //!
-//! Designs are data: `studies/*.toml` ([`StudyFile`], typed, validated, versioned by `format`),
+//! Designs are data: `studies/*.toml` ([`StudyFile`], typed, validated, versioned by `format`;
+//! every run's config in a `[config]` table of `run.json`'s keys, [`ConfigTable`]),
 //! the CPU study (`cpu`), its smoke run (`quick`), the paper's protocol (`paper`) and GPU designs;
 //! they are built into the binary by name, and `train study --design FILE` takes a user's own.
 //! The design is written to `<runs>/study.json` before anything trains, and a study directory
@@ -45,8 +46,11 @@ pub const STUDY_FILE: &str = "study.json";
 /// their papers run them (stages as shares of the run, G_stack's restart, Bu's moments), sweep
 /// runs annealed at their own end, sweeps of one rate with checks, and budgets per arm; a
 /// format-3 fair design with a growing arm or a sweep (trained with the methods of commit
-/// ac4f779) is refused, others read as format 4 with their methods re-expanded.
-pub const STUDY_FORMAT: u32 = 4;
+/// ac4f779) is refused, others read as format 4 with their methods re-expanded. Format 5 design
+/// files give the config as a typed `[config]` table (and an arm's as `config`), set as the
+/// `key=value` overrides before the listed ones; `study.json` holds them as overrides, so a
+/// format-4 design (file or `study.json`: overrides only) reads as format 5 unchanged.
+pub const STUDY_FORMAT: u32 = 5;
 /// The override that puts HellaSwag at the end of every run and branch (format 2 designs have it).
 const HELLASWAG_AT_THE_END: &str = "hellaswag_every=0";
 
@@ -94,6 +98,10 @@ pub struct Arm {
     /// Config overrides of this arm (`key=value`, as `--set`), after the study's.
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// The arm's config in a design file (`config.model.layers = 6`): moved into `overrides`,
+    /// before the listed ones, when the file is read (empty after; never in `study.json`).
+    #[serde(default, skip_serializing_if = "ConfigTable::is_empty")]
+    pub config: ConfigTable,
     /// The budgets this arm is annealed at, when not the study's (e.g. the baseline at seven
     /// budgets, the curve other arms are read on; a growing arm at budget 1 alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,7 +119,9 @@ pub struct StudyDesign {
     pub protocol: Protocol,
     pub quick: bool,
     pub preset: String,
-    /// Config overrides of every run (`key=value`, as `--set`).
+    /// Config overrides of every run (`key=value`, as `--set`): a design file's `[config]`
+    /// table's, then its `overrides`.
+    #[serde(default)]
     pub overrides: Vec<String>,
     /// Seed `i` sets both `seed` and `data_seed` of every arm's run `i`.
     pub seeds: Vec<u64>,
@@ -155,8 +165,59 @@ pub struct StudyFile {
     /// A measured training rate of this design's shape, for the device-hours `--plan` prints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<Throughput>,
+    /// Every run's config over the preset's (`[config]`, `run.json`'s keys): moved into the
+    /// design's `overrides`, before the listed ones, when the file is read (empty after).
+    #[serde(default, skip_serializing_if = "ConfigTable::is_empty")]
+    pub config: ConfigTable,
     #[serde(flatten)]
     pub design: StudyDesign,
+}
+
+/// A config as a typed TOML table: `run.json`'s `config` keys, nested tables (or dotted keys)
+/// for nested ones (`model.d_model = 16`), in the order written. It is set through the one route
+/// a `--set key=value` takes ([`TrainConfig::set`]): [`ConfigTable::assignments`]. A value TOML
+/// cannot write (`null`) stays an override (`overrides = ["grad_clip=null"]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigTable(toml::Table);
+
+impl ConfigTable {
+    /// True when the table sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The table as `key=value` assignments in the order written: nested tables as dotted keys;
+    /// values as `--set` reads them (JSON, a string as itself unless it would read as JSON).
+    /// Each must set a config of `preset`: an unknown key or a wrong type is named here.
+    pub fn assignments(&self, preset: &str) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        flatten("", &self.0, &mut out)?;
+        let mut config = TrainConfig::preset(preset)?;
+        for assignment in &out {
+            config.set(assignment)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The assignments of `table`'s keys under `prefix`, into `out`.
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<String>) -> anyhow::Result<()> {
+    for (key, value) in table {
+        let key = format!("{prefix}{key}");
+        let text = match value {
+            toml::Value::Table(nested) => {
+                flatten(&format!("{key}."), nested, out)?;
+                continue;
+            }
+            toml::Value::String(s) if serde_json::from_str::<serde_json::Value>(s).is_err() => s.clone(),
+            toml::Value::Float(x) if !x.is_finite() => bail!("{key} = {x}: give a finite number"),
+            toml::Value::Datetime(_) => bail!("{key} = {value}: no config key takes a date"),
+            other => serde_json::to_string(other)?,
+        };
+        out.push(format!("{key}={text}"));
+    }
+    Ok(())
 }
 
 /// A measured rate of training FLOPs (the cost model's count) on a device.
@@ -197,6 +258,17 @@ impl StudyFile {
     /// A design file's text, validated.
     pub fn parse(text: &str) -> anyhow::Result<StudyFile> {
         let mut file: StudyFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+        if file.design.format == 4 {
+            file.design.upgrade_v4();
+        }
+        // The typed tables go first, as overrides: one route into the config, as `--set`.
+        let preset = &file.design.preset;
+        let config = std::mem::take(&mut file.config).assignments(preset).context("[config]")?;
+        file.design.overrides.splice(0..0, config);
+        for arm in file.design.arms.iter_mut().chain(file.design.ablations.iter_mut()) {
+            let config = std::mem::take(&mut arm.config).assignments(preset);
+            arm.overrides.splice(0..0, config.with_context(|| format!("arm {}: config", arm.name))?);
+        }
         file.design.expand_methods()?;
         file.design.validate()?;
         if file.jobs == 0 {
@@ -251,6 +323,9 @@ impl StudyDesign {
         if reexpand {
             design.upgrade_v3().with_context(|| format!("{}", path.display()))?;
         }
+        if design.format == 4 {
+            design.upgrade_v4();
+        }
         design.expand_methods_as(reexpand).with_context(|| format!("{}", path.display()))?;
         design.normalise();
         Ok(Some(design))
@@ -289,6 +364,12 @@ impl StudyDesign {
         Ok(())
     }
 
+    /// Format 4 → 5: the same design (format 5 only adds a design file's `[config]` tables, which
+    /// become overrides when read).
+    fn upgrade_v4(&mut self) {
+        self.format = 5;
+    }
+
     /// Write the design to `runs_dir/study.json` (whole or not at all).
     pub fn write(&self, runs_dir: &Path) -> anyhow::Result<()> {
         let path = runs_dir.join(STUDY_FILE);
@@ -301,7 +382,10 @@ impl StudyDesign {
     /// directory name or repeat, and any run whose configuration or plan does not build.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.format != STUDY_FORMAT {
-            bail!("format = {}: this build reads design format {STUDY_FORMAT}", self.format);
+            bail!(
+                "format = {}: this build reads design format {STUDY_FORMAT} (and 4: `overrides` without `[config]`)",
+                self.format
+            );
         }
         if self.seeds.is_empty() {
             bail!("seeds = []: give at least one seed, e.g. seeds = [1, 2, 3]");
@@ -375,7 +459,7 @@ impl StudyDesign {
     }
 
     /// Arms named by a method (`schedule = { kind = "incremental", method = "midas" }`) take
-    /// that method's knobs for the arm's model; a depth list sets its stage count.
+    /// that method's knobs for the arm's model.
     fn expand_methods(&mut self) -> anyhow::Result<()> {
         self.expand_methods_as(false)
     }
@@ -391,10 +475,7 @@ impl StudyDesign {
             .collect::<anyhow::Result<_>>()?;
         for (arm, config) in self.arms.iter_mut().chain(self.ablations.iter_mut()).zip(configs) {
             let ScheduleSpec::Incremental(spec) = &arm.schedule else { continue };
-            let Some(method) = spec.method else {
-                arm.schedule = ScheduleSpec::Incremental(spec.clone().normalised());
-                continue;
-            };
+            let Some(method) = spec.method else { continue };
             let expanded = IncrementalSpec::of_method(method, config.model.blocks(), spec.until)
                 .with_context(|| format!("arm {}", arm.name))?;
             let bare = IncrementalSpec { method: Some(method), until: spec.until, ..IncrementalSpec::default() };
@@ -570,7 +651,7 @@ mod tests {
             assert!(cpu.contains(from), "{from}");
             format!("{:#}", StudyFile::parse(&cpu.replacen(from, to, 1)).unwrap_err())
         };
-        assert!(broken("format = 4", "format = 9").contains("format = 9"));
+        assert!(broken("format = 5", "format = 9").contains("format = 9"));
         assert!(broken("seeds = [1, 2, 3, 4, 5, 6]", "seeds = []").contains("seeds"));
         assert!(broken("budgets = [0.5, 1.0, 2.0]", "budgets = [0.5, -1.0]").contains("budgets"));
         assert!(broken("budgets = [0.5, 1.0, 2.0]", "budgets = [0.123, 1.0]").contains("whole number of steps"));
@@ -580,10 +661,18 @@ mod tests {
         assert!(broken("checks = [0.5, 2.0]", "checks = [1.0]").contains("sweep.checks"));
         assert!(broken("arms = \"baseline\"", "arms = \"each\"").contains("sweep.checks"));
         // A G_stack that would grow inside the warmup is refused, naming the knob.
-        assert!(broken("\"warmup_steps=20\"", "\"warmup_steps=200\"").contains("allow_growth_in_warmup"));
+        assert!(broken("warmup_steps = 20", "warmup_steps = 200").contains("allow_growth_in_warmup"));
         assert!(broken("name = \"paper-s4\"", "name = \"paper-s12\"").contains("appears twice"));
         assert!(broken("name = \"paper-s4\"", "name = \"a/b\"").contains("one directory name"));
-        assert!(broken("\"model.heads=2\"", "\"model.heads=3\"").contains("model.heads"));
+        assert!(broken("model.heads = 2", "model.heads = 3").contains("model.heads"));
+        // The typed table: an unknown key or a wrong type is named, with the valid keys.
+        let unknown = broken("model.heads = 2", "model.depth = 2");
+        assert!(
+            unknown.contains("[config]") && unknown.contains("model.depth") && unknown.contains("d_model"),
+            "{unknown}"
+        );
+        assert!(broken("steps = 600", "steps = \"many\"").contains("steps"));
+        assert!(broken("config.model.layers = 3", "config.model.layer = 3").contains("arm depth3: config"));
         assert!(broken("method = \"midas\" }", "stages = 13 }").contains("arm midas"));
         assert!(broken("seeds = [101, 102, 103]", "seeds = [101, 2]").contains("sweep.seeds"));
         assert!(broken("rates = [", "rates = [0.0007, ").contains("sweep.rates"));
@@ -610,8 +699,8 @@ mod tests {
         let file = with("schedule = { kind = \"incremental\", method = \"midas\" }").unwrap();
         let arm = file.design.arms.iter().find(|a| a.name == "paper-s4").unwrap();
         let spec = arm.schedule.incremental().unwrap();
-        assert_eq!(spec.method, Some(cost_model::Method::Midas));
-        assert_eq!(spec.stages.stage_layers, vec![2, 4, 6, 8, 10, 12]);
+        assert_eq!(spec.method, "midas".parse().ok());
+        assert_eq!(spec.stages.stage_layers, cost_model::StageLayers::Listed(vec![2, 4, 6, 8, 10, 12]));
         assert_eq!((spec.growth, spec.placement), (crate::Growth::Copy, crate::Placement::Middle));
         // Written to study.json and read back: the same design.
         let dir = tempfile::tempdir().unwrap();
@@ -625,7 +714,64 @@ mod tests {
         // A depth list sets the stage count.
         let listed = with("schedule = { kind = \"incremental\", stage_layers = [1, 12], stage_ends = [0.8] }").unwrap();
         let arm = listed.design.arms.iter().find(|a| a.name == "paper-s4").unwrap();
-        assert_eq!(arm.schedule.incremental().unwrap().stages.stages, 2);
+        assert_eq!(arm.schedule.incremental().unwrap().stages.stages(), 2);
+    }
+
+    #[test]
+    fn the_config_table_is_the_overrides_it_replaced() {
+        // Format 4 gave every key as an override; format 5 types them. Both read as the same
+        // design, whose runs get the same configs: the table's keys, in the order written, set as
+        // `--set` sets them, before the listed overrides.
+        let cpu = design("cpu");
+        let as_overrides = [
+            "model.d_model=16",
+            "model.heads=2",
+            "micro_batch=32",
+            "tokens_per_step=2048",
+            "warmup_steps=20",
+            "cooldown_fraction_of=flops",
+            "val_tokens=65536",
+            "steps=600",
+            "val_every=150",
+            "checkpoint_every=0",
+            "hellaswag_every=0",
+        ];
+        assert_eq!(cpu.overrides, as_overrides);
+        assert_eq!(cpu.arms.iter().find(|a| a.name == "depth6").unwrap().overrides, ["model.layers=6"]);
+        let text = include_str!("../../../studies/cpu.toml");
+        let config = &text[text.find("# Every run's config").unwrap()..text.find("# One peak rate").unwrap()];
+        let quoted: Vec<String> = as_overrides.iter().map(|o| format!("  \"{o}\",\n")).collect();
+        let old = text
+            .replacen("format = 5", "format = 4", 1)
+            .replacen(config, "", 1)
+            .replacen(
+                "seeds = [1, 2, 3, 4, 5, 6]",
+                &format!("overrides = [\n{}]\nseeds = [1, 2, 3, 4, 5, 6]", quoted.concat()),
+                1,
+            )
+            .replace("config.model.layers = 6", "overrides = [\"model.layers=6\"]")
+            .replace("config.model.layers = 3", "overrides = [\"model.layers=3\"]")
+            .replace("config.model.layers = 1", "overrides = [\"model.layers=1\"]");
+        assert!(!old.contains("[config]") && !old.contains("config.model"), "{old}");
+        assert_eq!(StudyFile::parse(&old).unwrap().design, cpu);
+        // Nested tables and dotted keys are the same table; strings that would read as another
+        // value stay strings; lists and booleans as JSON; overrides come after.
+        let table: ConfigTable = toml::from_str("[model]\nd_model = 32\n[adamw]\nbeta2 = 0.99\n").unwrap();
+        assert_eq!(table.assignments("tiny").unwrap(), ["model.d_model=32", "adamw.beta2=0.99"]);
+        let table: ConfigTable =
+            toml::from_str("data_dir = \"123\"\ncooldown_budgets = [0.5, 1.0]\nbf16 = true\nlr_max = 2.0\n").unwrap();
+        let assignments = table.assignments("tiny").unwrap();
+        assert_eq!(assignments, ["data_dir=\"123\"", "cooldown_budgets=[0.5,1.0]", "bf16=true", "lr_max=2.0"]);
+        let mut config = TrainConfig::preset("tiny").unwrap();
+        for a in &assignments {
+            config.set(a).unwrap();
+        }
+        assert_eq!(
+            (config.data_dir.to_str(), config.cooldown_budgets, config.lr_max),
+            (Some("123"), vec![0.5, 1.0], 2.0)
+        );
+        let nan: ConfigTable = toml::from_str("lr_max = nan\n").unwrap();
+        assert!(nan.assignments("tiny").unwrap_err().to_string().contains("lr_max = NaN"));
     }
 
     #[test]

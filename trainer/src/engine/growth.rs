@@ -1,57 +1,51 @@
-//! Growing the model: the blocks a stage adds take their places and their first values by the
-//! layout `cost_model::growth` computes (placement and operator are documented there).
+//! Growing the model: each position of the grown stack starts as its [`InitRule`] says (the rules
+//! come from the run's schedule: `cost_model::growth::init_rules` documents operators and
+//! placements; nothing here names one).
 //!
-//! Every block exists from step 0 and the active ones are the first `n`, so a placement other
-//! than `top` moves trained blocks up: their values and their optimizer state (moments and step
-//! count) move with them. New blocks start from their own initialisation (`random`, `zero`) or a
-//! copy of a trained block's values (`copy`, `stack`); their optimizer state is fresh, or with
-//! `GrowthOptimizer::Copy` a copy's is its source block's (and with `Reset` every parameter's is
-//! dropped afterwards, by the caller). Copies are of values, never shared tensors: the copies
-//! then train on their own.
+//! Every block exists from step 0 and the active ones are the first `n`, so a trained block
+//! that another position takes moves up: its values and its optimizer state (moments and step
+//! count) move with it. A new block starts from its own initialisation (`Random`, `Zeros`) or a
+//! copy of a trained block's values (`Copy`), with no optimizer state or, when the rule says so,
+//! its source's. Copies are of values, never shared tensors: the copies then train on their own.
 
-use cost_model::growth::{copy_source, layout, Slot};
-use run_dir::{Growth, GrowthOptimizer, Placement};
+use cost_model::growth::InitRule;
 use tch::Tensor;
 
 use crate::engine::model::Gpt;
 use crate::engine::optim::AdamW;
 
-/// Grow `model` (and `optimizer`'s state) from `old` trained blocks to `new` active ones.
-pub fn grow(
-    model: &Gpt,
-    optimizer: &AdamW,
-    (growth, placement, state): (Growth, Placement, GrowthOptimizer),
-    old: usize,
-    new: usize,
-) {
-    if new <= old {
-        return;
-    }
-    let slots = layout(placement, old, new);
+/// Grow `model` (and `optimizer`'s state) to `rules.len()` active blocks, position `j` starting
+/// as `rules[j]` says. Every source is read before anything is written, so rules may move
+/// blocks in any order.
+pub fn grow(model: &Gpt, optimizer: &AdamW, rules: &[InitRule]) {
     // Where position j's values come from: a trained block, a copied one, or its own init.
-    let source = |slot: Slot| match slot {
-        Slot::Trained(i) => i,
-        Slot::New { index, beside } => copy_source(growth, old, index, beside).unwrap_or(old + index),
+    let values_from = |rule: InitRule| match rule {
+        InitRule::Trained(i) | InitRule::Copy { from: i, .. } => i,
+        InitRule::Random { own } | InitRule::Zeros { own } => own,
+    };
+    // Whose optimizer state position j takes: a moved trained block its own, a copy its
+    // source's when the rule says so; `None`: it stays (trained in place) or starts fresh.
+    let state_from = |j: usize, rule: InitRule| match rule {
+        InitRule::Trained(i) => (i != j).then_some(i),
+        InitRule::Copy { from, state: true } => Some(from),
+        InitRule::Copy { state: false, .. } | InitRule::Random { .. } | InitRule::Zeros { .. } => None,
     };
     tch::no_grad(|| {
         // Snapshot every block that some other position takes its values from, before any write.
-        let moved: Vec<(usize, usize)> =
-            slots.iter().enumerate().map(|(j, &slot)| (j, source(slot))).filter(|(j, from)| j != from).collect();
         let snapshot =
             |block: usize| -> Vec<Tensor> { model.block_parameters(block).iter().map(|t| t.copy()).collect() };
-        let values: Vec<(usize, Vec<Tensor>)> = moved.iter().map(|&(j, from)| (j, snapshot(from))).collect();
-        // Whose optimizer state each position takes: a moved trained block its own; a copy its
-        // source's when the copy's moments come with it.
-        let state_source = |j: usize, slot: Slot| match slot {
-            Slot::Trained(i) => (i != j).then_some(i),
-            Slot::New { .. } if state == GrowthOptimizer::Copy && growth.copies() => Some(source(slot)),
-            Slot::New { .. } => None,
-        };
-        let states: Vec<(usize, Vec<[Tensor; 3]>)> = slots
+        let values: Vec<(usize, Vec<Tensor>)> = rules
             .iter()
             .enumerate()
-            .filter_map(|(j, &slot)| {
-                let from = state_source(j, slot)?;
+            .map(|(j, &rule)| (j, values_from(rule)))
+            .filter(|(j, from)| j != from)
+            .map(|(j, from)| (j, snapshot(from)))
+            .collect();
+        let states: Vec<(usize, Vec<[Tensor; 3]>)> = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(j, &rule)| {
+                let from = state_from(j, rule)?;
                 Some((j, optimizer.block_state(from).iter().map(|s| s.each_ref().map(Tensor::copy)).collect()))
             })
             .collect();
@@ -68,19 +62,20 @@ pub fn grow(
                 }
             }
         }
-        for (j, slot) in slots.iter().enumerate() {
-            if let Slot::New { .. } = slot {
-                // A new block without its source's state: no moments, no steps taken (as a
-                // parameter that never trained).
-                if !copied_state.contains(&j) {
-                    for tensor in optimizer.block_state(j).iter().flatten() {
-                        let _ = tensor.shallow_clone().zero_();
-                    }
+        for (j, &rule) in rules.iter().enumerate() {
+            if matches!(rule, InitRule::Trained(_)) {
+                continue;
+            }
+            // A new block without its source's state: no moments, no steps taken (as a
+            // parameter that never trained).
+            if !copied_state.contains(&j) {
+                for tensor in optimizer.block_state(j).iter().flatten() {
+                    let _ = tensor.shallow_clone().zero_();
                 }
-                if growth == Growth::Zero {
-                    for t in model.block_output_projections(j) {
-                        let _ = t.shallow_clone().zero_();
-                    }
+            }
+            if let InitRule::Zeros { .. } = rule {
+                for t in model.block_output_projections(j) {
+                    let _ = t.shallow_clone().zero_();
                 }
             }
         }

@@ -459,31 +459,34 @@ impl Trainer {
     fn schedule_events(&mut self, seg: &Segment) -> anyhow::Result<()> {
         let Some(spec) = self.header.schedule.incremental().cloned() else { return Ok(()) };
         // Stage 1 starts the model; every later stage grows a trained one (from 0 blocks too).
-        if let Some(g) = seg.grows.filter(|g| seg.stage > 1 && g.to_layers > g.from_layers) {
+        if let Some(g) = seg.growth() {
             let (from, to) = (g.from_layers as usize, g.to_layers as usize);
             let config = self.header.config.clone();
             let world = &self.options.world;
             let before = self.validation.loss_if_any(&self.model, from, &config, world)?;
-            grow(&self.model, &self.optimizer, (spec.growth, spec.placement, spec.growth_optimizer), from, to);
+            grow(&self.model, &self.optimizer, &spec.init_rules(from, to));
             if spec.growth_optimizer == GrowthOptimizer::Reset {
                 self.optimizer.reset();
             }
-            if let Some(before) = before {
-                let after = self.validation.loss(&self.model, to, &config, world)?;
-                let line = MetricsLine {
-                    active_layers: g.to_layers,
-                    val_loss_before: Some(before),
-                    val_loss: Some(after),
-                    trainable_params: 0,
-                    ..self.line_in(LineKind::Growth, self.state.step, seg)
-                };
-                self.write(line)?;
-                let message = format!(
-                    "stage {}: grew {from} → {to} blocks ({:?}, {:?}); val loss {before:.4} → {after:.4}",
-                    seg.stage, spec.growth, spec.placement
-                );
-                self.progress.println(&message);
-            }
+            // Every growth has its line (the header loads the validation sample for it).
+            let after = self.validation.loss_if_any(&self.model, to, &config, world)?;
+            let line = MetricsLine {
+                active_layers: g.to_layers,
+                val_loss_before: before,
+                val_loss: after,
+                trainable_params: 0,
+                ..self.line_in(LineKind::Growth, self.state.step, seg)
+            };
+            self.write(line)?;
+            let losses = match (before, after) {
+                (Some(before), Some(after)) => format!("; val loss {before:.4} → {after:.4}"),
+                _ => String::new(),
+            };
+            let message = format!(
+                "stage {}: grew {from} → {to} blocks ({:?}, {:?}){losses}",
+                seg.stage, spec.growth, spec.placement
+            );
+            self.progress.println(&message);
         }
         if seg.phase == Phase::Continual && spec.reset_optimizer_at_continual {
             self.optimizer.reset();

@@ -477,7 +477,7 @@ pub fn schedule(
             "--budget-layers is a depth control of the baseline schedule; drop it, or drop --schedule incremental"
         ))),
         ScheduleArg::Incremental => {
-            Ok(ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }.normalised()))
+            Ok(ScheduleSpec::Incremental(IncrementalSpec { until: until.until(), ..inc.clone() }))
         }
     }
 }
