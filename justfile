@@ -137,7 +137,7 @@ bench-data *args: setup
 
 # Bits that do not depend on how a process starts: N pairs (default 20) of a short growing run,
 # uninterrupted and stopped-then-resumed, started by `cargo run` and as the binary, under load,
-# every logged number compared bit for bit (about 8 minutes on 2 cores), e.g. `just soak-bits --pairs 50`.
+# every logged number compared bit for bit (about 25 minutes on 2 cores: 1,467 s for 20 pairs), e.g. `just soak-bits --pairs 50`.
 soak-bits *args: setup
     scripts/soak-bits "$@"
 
