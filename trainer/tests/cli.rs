@@ -210,23 +210,14 @@ fn a_users_own_corpus_becomes_shards_a_run_trains_on() {
     std::io::Write::write_all(&mut gz, lines.as_bytes()).unwrap();
     std::fs::write(src.join("web.jsonl.gz"), gz.finish().unwrap()).unwrap();
 
-    let out = train(
-        &[
-            "data",
-            "--source",
-            "files",
-            "--input",
-            "my-corpus",
-            "--tokenizer",
-            "bytes",
-            "--out",
-            "data/mine",
-            "--val-every",
-            "5",
-            "--quiet",
-        ],
-        dir.path(),
-    );
+    // `train data` on the corpus directory, byte tokens, into `out`.
+    let data = |out: &str, extra: &[&str]| {
+        let mut args = vec!["data", "--source", "files", "--input", "my-corpus", "--tokenizer", "bytes"];
+        args.extend(["--out", out, "--quiet"]);
+        args.extend_from_slice(extra);
+        train(&args, dir.path())
+    };
+    let out = data("data/mine", &["--val-every", "5"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("10 documents from 5 file(s)"),
@@ -248,21 +239,7 @@ fn a_users_own_corpus_becomes_shards_a_run_trains_on() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
     std::fs::write(src.join("broken.jsonl"), "{\"text\": \"fine\"}\n{\"body\": \"no text\"}\n").unwrap();
-    let bad = train(
-        &[
-            "data",
-            "--source",
-            "files",
-            "--input",
-            "my-corpus",
-            "--tokenizer",
-            "bytes",
-            "--out",
-            "data/broken",
-            "--quiet",
-        ],
-        dir.path(),
-    );
+    let bad = data("data/broken", &[]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

@@ -72,6 +72,17 @@ impl Format {
             return None;
         })
     }
+
+    /// Its name in `manifest.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::JsonLines(Compression::None) => "jsonl",
+            Format::JsonLines(Compression::Gzip) => "jsonl.gz",
+            Format::JsonLines(Compression::Zstd) => "jsonl.zst",
+            Format::Parquet => "parquet",
+        }
+    }
 }
 
 /// One input file.

@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::documents::{self, Format, ReadOptions, Source};
+use super::documents::{self, ReadOptions, Source};
 use super::shard::ShardWriter;
 use super::sink::{shard_path, ShardSink};
 use super::tokenizer::Tokenizer;
@@ -226,16 +226,9 @@ fn read_all(
         match result {
             Ok(summary) => {
                 bytes_before += source.bytes;
-                let format = match source.format {
-                    Format::Text => "text",
-                    Format::JsonLines(documents::Compression::None) => "jsonl",
-                    Format::JsonLines(documents::Compression::Gzip) => "jsonl.gz",
-                    Format::JsonLines(documents::Compression::Zstd) => "jsonl.zst",
-                    Format::Parquet => "parquet",
-                };
                 send(Ok(Message::SourceDone(SourceRecord {
                     path: source.path.clone(),
-                    format: format.into(),
+                    format: source.format.name().into(),
                     bytes: source.bytes,
                     sha256: summary.sha256,
                     documents: summary.documents,
@@ -324,35 +317,24 @@ mod tests {
         assert!(left.iter().all(|f| f.ends_with(".bin") || f == MANIFEST_FILE), "{left:?}");
     }
 
+    /// `prepare` of one file, byte tokens, every other document validating, shards of 8 tokens.
+    fn prepare_one(file: &Path, out: &Path) -> anyhow::Result<Prepared> {
+        let sources = documents::expand(&[file.to_string_lossy().into_owned()]).unwrap();
+        let tok = Tokenizer::new(TokenizerKind::Bytes).unwrap();
+        let layout = ShardLayout { name: "x", split: Split::EveryNth(2), shard_tokens: 8 };
+        prepare(&sources, &ReadOptions::default(), out, layout, &tok, &mut |_, _, _| {})
+    }
+
     #[test]
     fn a_failure_leaves_no_half_written_shard_and_an_empty_corpus_is_named() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.jsonl"), "{\"text\": \"fine\"}\n{\"body\": \"no\"}\n").unwrap();
-        let sources = documents::expand(&[dir.path().join("a.jsonl").to_string_lossy().into_owned()]).unwrap();
-        let tok = Tokenizer::new(TokenizerKind::Bytes).unwrap();
         let out = dir.path().join("shards");
-        let err = prepare(
-            &sources,
-            &ReadOptions::default(),
-            &out,
-            ShardLayout { name: "x", split: Split::EveryNth(2), shard_tokens: 8 },
-            &tok,
-            &mut |_, _, _| {},
-        )
-        .unwrap_err();
+        let err = prepare_one(&dir.path().join("a.jsonl"), &out).unwrap_err();
         assert!(format!("{err:#}").contains("a.jsonl:2: no `text` field"), "{err:#}");
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing written");
         std::fs::write(dir.path().join("empty.txt"), "").unwrap();
-        let sources = documents::expand(&[dir.path().join("empty.txt").to_string_lossy().into_owned()]).unwrap();
-        let err = prepare(
-            &sources,
-            &ReadOptions::default(),
-            &out,
-            ShardLayout { name: "x", split: Split::EveryNth(2), shard_tokens: 8 },
-            &tok,
-            &mut |_, _, _| {},
-        )
-        .unwrap_err();
+        let err = prepare_one(&dir.path().join("empty.txt"), &out).unwrap_err();
         assert!(err.to_string().contains("no documents in the inputs"), "{err}");
     }
 }

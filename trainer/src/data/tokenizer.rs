@@ -29,7 +29,7 @@ const GIVES_BACK_LAST: [bool; 3] = [false, true, false];
 impl Gpt2Bpe {
     fn new() -> anyhow::Result<Gpt2Bpe> {
         let core = tiktoken_rs::r50k_base()?;
-        let ranks = core._decode_native_and_split((0..50_256).collect()).zip(0..).collect();
+        let ranks = ordinary_tokens(&core).into_iter().zip(0..).collect();
         let pieces = regex_automata::meta::Regex::new_many(&[
             r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+$",
             r"\s+\s",
@@ -123,8 +123,7 @@ impl Tokenizer {
     /// The GPT-2 BPE's byte string of every ordinary token, by rank (0..50,256): the table a
     /// reference implementation (Python's `tiktoken`) is built from to compare speed and ids.
     pub fn gpt2_ranks() -> anyhow::Result<Vec<Vec<u8>>> {
-        let bpe = tiktoken_rs::r50k_base()?;
-        Ok(bpe._decode_native_and_split((0..50_256).collect()).collect())
+        Ok(ordinary_tokens(&tiktoken_rs::r50k_base()?))
     }
 
     /// Tokenize documents in parallel, in order, each prefixed by `<|endoftext|>`.
@@ -132,6 +131,11 @@ impl Tokenizer {
         let per_doc: Vec<Vec<u16>> = documents.par_iter().map(|d| self.encode_document(d.as_ref())).collect();
         per_doc.concat()
     }
+}
+
+/// The byte string of each of GPT-2's ordinary tokens (ranks 0..50,256; 50,256 is `<|endoftext|>`).
+fn ordinary_tokens(core: &tiktoken_rs::CoreBPE) -> Vec<Vec<u8>> {
+    core._decode_native_and_split((0..50_256).collect()).collect()
 }
 
 /// Text above twice this is encoded in pieces of about this many bytes, in parallel.
